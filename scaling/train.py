@@ -25,8 +25,8 @@ from model import LLaMA, ModelConfig, count_flops
 from scaling.checkpoint import load_checkpoint, save_checkpoint
 from scaling.data import prepare_data
 from scaling.distributed import Dist, barrier, init_distributed
-from scaling.record import (FINISHED, SCHEMA_VERSION, config_hash, device_name, git_sha, read_result, write_atomic,
-                            write_json)
+from scaling.record import (FINISHED, SCHEMA_VERSION, config_hash, device_name, git_sha, read_result,
+                            seconds_since_process_start, write_atomic, write_json)
 from scaling.trainer import LoopSpec, LoopState, build_optimizer, checkpoint_state, evaluate, restore_state, run_loop
 from scaling.schedule import warmup_steps
 
@@ -159,9 +159,12 @@ def _train(c: dict, model_cfg: ModelConfig, data, base: dict, steps: int, batch:
         return data.train_batch(step=step, micro=micro, accum=accum, micro_seqs=micro_seqs, seq_len=seq_len,
                                 seed=c["seed"], rank=d.rank, world_size=d.world_size)
 
+    # Fixed, evenly spaced validation windows; ValSet knows their exact byte count for bits per byte.
+    val_set = data.val_set(seq_len=seq_len, eval_tokens=int(c["train"]["eval_tokens"]),
+                           batch_seqs=micro_seqs)
+
     def val_batches():
-        return data.val_batches(eval_tokens=int(c["train"]["eval_tokens"]), seq_len=seq_len, batch_seqs=micro_seqs,
-                                rank=d.rank, world_size=d.world_size)
+        return val_set.batches(rank=d.rank, world_size=d.world_size)
 
     spec = LoopSpec(steps=steps, batch_size=batch, accum=accum, peak_lr=float(o["lr"]), schedule=o["schedule"],
                     warmup=warmup_steps(steps, o["warmup_frac"], o["max_warmup_steps"]),
@@ -169,6 +172,7 @@ def _train(c: dict, model_cfg: ModelConfig, data, base: dict, steps: int, batch:
                     diverge_factor=float(c["train"]["diverge_factor"]), log_every=int(c["train"]["log_every"]),
                     eval_every=int(c["train"]["eval_every"]), ckpt_every_s=float(c["train"]["ckpt_every_s"]),
                     config_hash=chash)
+    startup_s = seconds_since_process_start()  # imports, data cache, model build: everything before step 1
     state = run_loop(model, optimizer, spec, state, micro_batch, val_batches, out_dir, d, device, amp,
                      bool(c["train"]["progress"]), ddp_model=ddp)
     val_loss = val_tokens = None
@@ -180,10 +184,10 @@ def _train(c: dict, model_cfg: ModelConfig, data, base: dict, steps: int, batch:
         "status": state.status, "error": state.reason,
         "D": state.step * batch, "C": base["M"] * state.step * batch, "D_planned": base["D"],
         "val_loss": val_loss if val_loss is None or math.isfinite(val_loss) else None,
-        "val_bpb": data.bits_per_byte(val_loss, val_tokens) if val_loss is not None else None,
+        "val_bpb": val_set.bpb(val_loss) if val_loss is not None else None,
         "val_tokens": val_tokens, "train_loss": state.loss_ema, "initial_loss": state.initial_loss,
         "tokens_per_s": state.step * batch / state.train_time_s if state.train_time_s else None,
-        "wall_time_s": time.time() - started,
+        "wall_time_s": time.time() - started, "startup_s": startup_s,
     }
     if state.status == "diverged":
         result["steps_done"] = state.step

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -91,8 +92,10 @@ def run_loop(model: nn.Module, optimizer: torch.optim.Optimizer, spec: LoopSpec,
     """Train from state.step to spec.steps. Returns the final state (status completed or diverged)."""
     fwd = ddp_model or model
     metrics = (run_dir / "metrics.jsonl").open("a") if d.is_main else None
+    # A live bar on a terminal; in logs (sweeps, SLURM) a line every 30 s instead of a stream of redraws.
     bar = tqdm(total=spec.steps * spec.batch_size, initial=state.step * spec.batch_size, unit="tok",
-               unit_scale=True, dynamic_ncols=True, disable=not (progress and d.is_main), leave=False)
+               unit_scale=True, dynamic_ncols=True, disable=not (progress and d.is_main), leave=False,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)
     last_ckpt = time.monotonic()
     try:
         while state.step < spec.steps:

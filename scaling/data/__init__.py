@@ -1,0 +1,7 @@
+"""Data for the scaling lab: corpora, tokenizer, cached token memmaps, deterministic batches."""
+
+from scaling.data.batches import DataRepeatWarning, TrainBatches, ValSet
+from scaling.data.prepare import prepare_data
+from scaling.data.prepared import PreparedData
+
+__all__ = ["DataRepeatWarning", "PreparedData", "TrainBatches", "ValSet", "prepare_data"]

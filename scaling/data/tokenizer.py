@@ -1,0 +1,48 @@
+"""SentencePiece training with errors a user can act on, and per-token byte lengths for bits-per-byte."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+
+
+def train_tokenizer(lines: Iterable[str], vocab_size: int, options: dict[str, Any], model_file: Path,
+                    corpus: str) -> spm.SentencePieceProcessor:
+    """Train on `lines` (one sentence each) and write `model_file`. The pieces do not depend on num_threads."""
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_prefix=str(model_file.with_suffix("")), vocab_size=vocab_size,
+            num_threads=min(os.cpu_count() or 1, 16), minloglevel=2, **options)
+    except (RuntimeError, ValueError, TypeError) as e:
+        msg = str(e)
+        if m := re.search(r"value <= (\d+)", msg):
+            raise ValueError(f"data.vocab_size={vocab_size} is too large for corpus {corpus} "
+                             f"(at most ~{m.group(1)} pieces); lower data.vocab_size") from None
+        if m := re.search(r"smaller than required_chars\. \d+ vs (\d+)", msg):
+            raise ValueError(f"data.vocab_size={vocab_size} is too small for corpus {corpus} (its characters and "
+                             f"byte tokens need {m.group(1)}); raise data.vocab_size") from None
+        raise ValueError(f"tokenizer training failed on corpus {corpus}: {msg.splitlines()[0] if msg else e!r}; "
+                         "check data.tokenizer") from None
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    if sp.get_piece_size() != vocab_size:  # one source of truth: the model is built with data.vocab_size
+        raise ValueError(f"tokenizer has {sp.get_piece_size()} pieces, not data.vocab_size={vocab_size}; "
+                         "remove data.tokenizer.hard_vocab_limit/use_all_vocab")
+    return sp
+
+
+def token_bytes(sp: spm.SentencePieceProcessor) -> np.ndarray:
+    """UTF-8 bytes each token stands for: 1 for byte-fallback tokens, 0 for <s>/</s>/<unk>, '▁' is a space.
+    With the default lossless settings the sum over a text's tokens is exactly the text's byte length."""
+    out = np.zeros(sp.get_piece_size(), dtype=np.int64)
+    for i in range(sp.get_piece_size()):
+        if sp.is_byte(i):
+            out[i] = 1
+        elif not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)):
+            out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode())
+    return out

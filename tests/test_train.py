@@ -1,0 +1,121 @@
+"""One training run end to end: the record, determinism, resume after a kill, divergence, bad input, DDP."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from scaling.train import train_run
+from tests.conftest import TINY_DATA
+
+FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]
+REQUIRED = ["status", "model", "N1", "N2", "M", "M_formula", "D", "C", "lr", "batch_size", "seq_len", "val_loss",
+            "val_bpb", "train_loss", "epochs", "tokens_per_s", "wall_time_s", "dataset", "tokenizer", "seed",
+            "git_sha", "torch", "device", "config_hash"]
+
+
+def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=timeout,
+                          env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+
+def test_run_record_is_complete_and_consistent(make_cfg, tmp_path):
+    result = train_run(make_cfg(*FAST), tmp_path / "run")
+    on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert on_disk == result
+    assert result["status"] == "completed"
+    assert all(result[k] is not None for k in REQUIRED if k != "git_sha")
+    assert result["D"] == 32 * 1024 and result["steps"] == 32          # exactly D tokens in steps of B
+    assert result["C"] == pytest.approx(result["M"] * result["D"])
+    # bits per byte is the same loss in other units: loss/ln2 bits per token times tokens per byte (< 1 for BPE)
+    assert 0 < result["val_bpb"] < result["val_loss"] / math.log(2)
+    assert result["val_loss"] < result["initial_loss"] - 0.5            # it learned something
+    assert result["dataset"].startswith("sotu@") and result["epochs"] > 0
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [4, 8, 12, 16, 20, 24, 28, 32]
+    assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_same_seed_same_numbers_and_finished_runs_are_skipped(make_cfg, tmp_path):
+    a = train_run(make_cfg(*FAST), tmp_path / "a")
+    b = train_run(make_cfg(*FAST), tmp_path / "b")
+    assert a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]
+    again = train_run(make_cfg(*FAST), tmp_path / "a")
+    assert again.get("skipped") and again["val_loss"] == a["val_loss"]
+    c = train_run(make_cfg(*FAST, "seed=7"), tmp_path / "c")
+    assert c["val_loss"] != a["val_loss"]
+
+
+def test_a_run_dir_never_mixes_two_configs(make_cfg, tmp_path):
+    train_run(make_cfg(*FAST), tmp_path / "run")
+    before = (tmp_path / "run" / "result.json").read_text()
+    with pytest.raises(ValueError, match="already holds a run with another config"):
+        train_run(make_cfg(*FAST, "optim.lr=1e-3"), tmp_path / "run")
+    assert (tmp_path / "run" / "result.json").read_text() == before
+
+
+def test_divergence_ends_cleanly_with_a_record(make_cfg, tmp_path):
+    result = train_run(make_cfg(*FAST, "optim.lr=50", "optim.grad_clip=1e9", "optim.warmup_frac=0"),
+                       tmp_path / "run")
+    assert result["status"] == "diverged"
+    assert result["val_loss"] is None and "initial loss" in result["error"]
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
+    args = ["train.tokens=98304", "train.batch_size=1024", "train.eval_tokens=8192", "train.ckpt_every_s=0",
+            f"data.cache_dir={cache_dir}"]
+    reference = train_run(make_cfg(*args), tmp_path / "reference")
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args,
+                             f"hydra.run.dir={run_dir}"], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run_dir / "ckpt.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "result.json").exists(), "the run finished before it could be killed; make it longer"
+    done = cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    resumed = json.loads((run_dir / "result.json").read_text())
+    assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-6)
+    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))                                   # no step logged twice
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=1000", "must be a positive multiple of model.seq_len=128"),
+    ("train.tokens=512", "smaller than one batch"),
+    ("data.name=nosuchcorpus", "nosuchcorpus"),
+    ("model.vocab_size=999", "disagrees with data.vocab_size"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cache_dir, override, message):
+    run_dir = tmp_path / "run"
+    out = cli(*FAST, override, f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not run_dir.exists()
+
+
+def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
+    args = [*FAST, f"data.cache_dir={cache_dir}"]
+    single = train_run(make_cfg(*args), tmp_path / "single")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+                          "-m", "scaling.train", *TINY_DATA, "train.progress=false", "train.threads=1", *args,
+                          f"hydra.run.dir={tmp_path / 'ddp'}"], cwd=Path(__file__).resolve().parent.parent,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    assert ddp["world_size"] == 2 and ddp["D"] == single["D"]
+    assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
+    assert ddp["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
