@@ -1,0 +1,117 @@
+"""Extrapolate fitted laws to target models (conf/model/<name>.yaml) and to arbitrary compute budgets,
+with bootstrap CIs, next to the reference from DeepSeek's published coefficients and actual choices."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from analysis import losscurve
+from analysis.powerlaw import PowerLaw, percentile_ci
+from analysis.recommend import recommend_shape
+from model import ModelConfig, count_flops
+
+DEEPSEEK = {"eta_opt": PowerLaw(0.3118, -0.1250), "B_opt": PowerLaw(0.2920, 0.3271),
+            "M_opt": PowerLaw(0.1715, 0.5243), "D_opt": PowerLaw(5.8316, 0.4757)}
+# What DeepSeek actually trained with (arXiv 2401.02954, Table 2): peak lr and batch in sequences.
+PAPER_CHOICES = {"deepseek_7b": {"lr": 4.2e-4, "batch_sequences": 2304},
+                 "deepseek_67b": {"lr": 3.2e-4, "batch_sequences": 4608}}
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
+
+
+def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelConfig:
+    """conf/model/<name>.yaml -> ModelConfig (plain OmegaConf.load: analysis is not a Hydra app)."""
+    path = Path(conf_dir) / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(conf_dir).glob("*.yaml"))
+        raise ValueError(f"unknown target {name!r}: no {path}; known: {', '.join(known) or 'none'}")
+    d = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig.from_dict({k: v for k, v in d.items() if k in fields})
+
+
+def _with_ci(point: float, samples: np.ndarray | None) -> dict:
+    out = {"value": float(point)}
+    if samples is not None and np.isfinite(samples).any():
+        out["ci95"] = percentile_ci(samples)
+    return out
+
+
+def _law_at(law: PowerLaw, boot: dict | None, C: float) -> dict:
+    s = None if boot is None else 10 ** (boot["log_coef"] + boot["exponent"] * np.log10(C))
+    return _with_ci(law(C), s)
+
+
+def _loss_at(loss: dict | None, C: float) -> dict | None:
+    if not loss or "skipped" in loss:
+        return None
+    if loss["form"] == "saturating" and "boot_saturating" in loss:
+        p = loss["boot_saturating"]
+        s = p[:, 0] + p[:, 1] * C ** -p[:, 2]
+    elif "boot_power" in loss:
+        b = loss["boot_power"]
+        s = 10 ** (b["log_coef"] + b["exponent"] * np.log10(C))
+    else:
+        s = None
+    return _with_ci(float(losscurve.predict(loss, C)), s) | {"form": loss["form"]}
+
+
+def predict_at(C: float, M: float, seq_len: int, fits: dict) -> dict:
+    """eta_opt, B_opt (tokens and sequences) and loss at compute C from the fitted laws (absent ones omitted)."""
+    out: dict = {}
+    hp = fits.get("hparams") or {}
+    if "eta_opt" in hp:
+        out["eta_opt"] = _law_at(hp["eta_opt"], (hp.get("boot") or {}).get("eta_opt"), C)
+        B = _law_at(hp["B_opt"], (hp.get("boot") or {}).get("B_opt"), C)
+        out["B_opt"] = B | {"sequences": B["value"] / seq_len,
+                            **({"sequences_ci95": [v / seq_len for v in B["ci95"]]} if "ci95" in B else {})}
+    loss = _loss_at(fits.get("loss"), C)
+    if loss:
+        out["loss"] = loss
+    iso = fits.get("isoflop") or {}
+    if "M_opt" in iso:
+        # Compute-optimal budget for this model size: invert M_opt(C*) = M, then D* = C*/M.
+        law, boot = iso["M_opt"], iso.get("boot")
+        Cs = (M / law.coef) ** (1 / law.exponent)
+        s = None if boot is None else 10 ** ((np.log10(M) - boot["log_coef"]) / boot["exponent"])
+        out["compute_optimal"] = {"C": _with_ci(Cs, s), "D": _with_ci(Cs / M, None if s is None else s / M)}
+    return out
+
+
+def reference(C: float, M: float, seq_len: int, name: str | None = None) -> dict:
+    """The same predictions from DeepSeek's published coefficients (+ the paper's choices for its models)."""
+    B = float(DEEPSEEK["B_opt"](C))
+    Cs = (M / DEEPSEEK["M_opt"].coef) ** (1 / DEEPSEEK["M_opt"].exponent)
+    ref = {"eta_opt": {"value": float(DEEPSEEK["eta_opt"](C))}, "B_opt": {"value": B, "sequences": B / seq_len},
+           "compute_optimal": {"C": {"value": Cs}, "D": {"value": Cs / M}},
+           "loss": None, "note": "DeepSeek published no L(C) coefficients"}
+    if name in PAPER_CHOICES:
+        p = PAPER_CHOICES[name]
+        ref["paper"] = p | {"lr_rel_diff": ref["eta_opt"]["value"] / p["lr"] - 1,
+                            "batch_rel_diff": ref["B_opt"]["sequences"] / p["batch_sequences"] - 1}
+    return ref
+
+
+def extrapolate(name: str, D: float, fits: dict, conf_dir: Path = CONF_DIR) -> dict:
+    """extrapolation.<name>: counts from count_flops, C = M*D, predictions with CIs, and the DeepSeek reference."""
+    cfg = load_model(name, conf_dir)
+    fc = count_flops(cfg)
+    C = fc.M * D
+    return {"M": fc.M, "N1": fc.N1, "N2": fc.N2, "params": fc.params, "C": C, "D": D, "seq_len": cfg.seq_len,
+            **predict_at(C, fc.M, cfg.seq_len, fits), "reference": reference(C, fc.M, cfg.seq_len, name)}
+
+
+def recommend(C: float, fits: dict, base: ModelConfig) -> dict:
+    """For `--budget C`: the compute-optimal M from the fitted M_opt(C) (DeepSeek's if absent), a shape
+    realising it, D = C/M of that shape, and eta, B, loss at C."""
+    iso = fits.get("isoflop") or {}
+    law, src = (iso["M_opt"], "fit") if "M_opt" in iso else (DEEPSEEK["M_opt"], "deepseek (no fitted M_opt)")
+    cfg = recommend_shape(float(law(C)), base)
+    M = count_flops(cfg).M
+    return {"C": C, "M_opt": _law_at(law, iso.get("boot"), C), "M_opt_source": src,
+            "shape": {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden",
+                                                   "vocab_size", "seq_len")},
+            "M": M, "params": count_flops(cfg).params, "D": C / M, **predict_at(C, M, cfg.seq_len, fits),
+            "reference": reference(C, M, cfg.seq_len)}

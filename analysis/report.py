@@ -1,0 +1,160 @@
+"""Report writers: report.json (atomic, numpy-free) and report.md (human)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _internal(k: str) -> bool:
+    return k == "boot" or k.startswith("boot_") or k == "in_band"
+
+
+def jsonable(x):
+    """Drop bootstrap internals (keys 'boot', 'boot_*'), numpy -> Python, NaN/inf -> None, PowerLaw -> dict."""
+    if hasattr(x, "as_dict"):
+        return jsonable(x.as_dict())
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items() if not _internal(str(k))}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _g(v, f=".4g") -> str:
+    return "-" if v is None else format(v, f)
+
+
+def _law(d: dict | None) -> str:
+    if not d:
+        return "-"
+    ci = d.get("ci95") or {}
+    s = f"{d['coef']:.4g} * C^{d['exponent']:.4f}"
+    if ci.get("exponent"):
+        lo, hi = ci["exponent"]
+        s += f" (exponent 95% CI [{_g(lo, '.4f')}, {_g(hi, '.4f')}])"
+    return s
+
+
+def _val(d: dict | None, key="value", f=".4g") -> str:
+    if not d:
+        return "-"
+    s = _g(d.get(key), f)
+    if d.get("ci95"):
+        s += f" [{_g(d['ci95'][0], f)}, {_g(d['ci95'][1], f)}]"
+    return s
+
+
+def _dataset_md(name: str, r: dict) -> list[str]:
+    out = [f"## Dataset `{name}` ({r['n_used']} runs used)", ""]
+    for sec, why in (r.get("skipped") or {}).items():
+        out.append(f"- **{sec} not fitted**: {why}")
+    hp = r.get("hparams")
+    if hp:
+        out += ["", f"### Hyper-parameters (near-optimal band {hp['band']:.2%})", "",
+                f"- eta_opt = {_law(hp['eta_opt'])}", f"- B_opt = {_law(hp['B_opt'])} tokens", "",
+                "| C | runs | in band | best lr | best B | fitted lr | fitted B | penalty % |", "|---|---|---|---|---|---|---|---|"]
+        out += [f"| {b['C']:.3g} | {b['n_runs']} | {b['n_band']} | {b['best_lr']:.3g} | {b['best_batch_size']:.3g} | "
+                f"{b['eta_fit']:.3g} | {b['B_fit']:.3g} | {_g(b['penalty_pct'], '.3f')} {b.get('note', '')} |"
+                for b in hp["budgets"]]
+    iso = r.get("isoflop")
+    if iso:
+        out += ["", "### IsoFLOP", "", f"- M_opt = {_law(iso.get('M_opt'))}", f"- D_opt = {_law(iso.get('D_opt'))}", "",
+                "| C | runs | M_opt | D_opt | loss_min | used | warnings |", "|---|---|---|---|---|---|---|"]
+        out += [f"| {b['C']:.3g} | {b['n_runs']} | {_g(b['M_opt'])} | {_g(b['D_opt'])} | {_g(b['loss_min'])} | "
+                f"{'yes' if b['used'] else 'no'} | {'; '.join(b['warnings'])} |" for b in iso["budgets"]]
+    conv = r.get("conventions")
+    if conv:
+        out += ["", "### Counting conventions (IsoFLOP exponents with model scale M, 6*N1, 6*N2)", "",
+                "| scale | M_opt exponent a | D_opt exponent b |", "|---|---|---|"]
+        out += [f"| {k} | {_law(v.get('M_opt'))} | {_law(v.get('D_opt'))} |" if "M_opt" in v else
+                f"| {k} | {v.get('skipped', '-')} | |" for k, v in conv.items()]
+    loss = r.get("loss")
+    if loss:
+        out += ["", "### Loss curve L(C)", ""]
+        if "saturating" in loss:
+            s = loss["saturating"]
+            out.append(f"- E + A*C^-alpha: E={s['E']:.4g}, A={s['A']:.4g}, alpha={s['alpha']:.4f} (rmse {s['rmse']:.2g})")
+        p = loss["power"]
+        out.append(f"- k*C^-alpha: k={p['k']:.4g}, alpha={p['alpha']:.4f} (rmse {p['rmse']:.2g})")
+        bt = loss.get("backtest") or {}
+        if "loss_pred" in bt:
+            out.append(f"- backtest (largest budget C={bt['held_out_C']:.3g} held out): loss error "
+                       f"{bt['loss_err_pct']:+.2f}%, M_opt error {bt['M_opt_err_pct']:+.1f}%")
+    par = r.get("parametric")
+    if par:
+        ci = par.get("ci95", {})
+        out += ["", "### Parametric L(N, D) = E + A/N^alpha + B/D^beta (Epoch-corrected Approach 3)", "",
+                "| E | A | B | alpha | beta | a = beta/(alpha+beta) |", "|---|---|---|---|---|---|",
+                "| " + " | ".join(_val({"value": par[k], "ci95": ci.get(k)}) for k in ("E", "A", "B", "alpha", "beta", "a")) + " |"]
+    ex = r.get("extrapolation")
+    if ex:
+        out += ["", "### Extrapolation", "", "| target | C | eta_opt | B_opt (seqs) | loss | compute-optimal D | "
+                "DeepSeek ref eta | ref B (seqs) | paper lr / B |", "|---|---|---|---|---|---|---|---|---|"]
+        for t, e in ex.items():
+            ref, p = e["reference"], e["reference"].get("paper", {})
+            B = e.get("B_opt")
+            out.append(f"| {t} | {e['C']:.3g} | {_val(e.get('eta_opt'), f='.3g')} | "
+                       f"{_val({'value': B['sequences'], 'ci95': B.get('sequences_ci95')}, f='.4g') if B else '-'} | "
+                       f"{_val(e.get('loss'))} | {_val((e.get('compute_optimal') or {}).get('D'), f='.3g')} | "
+                       f"{ref['eta_opt']['value']:.3g} | {ref['B_opt']['sequences']:.4g} | "
+                       f"{p.get('lr', '-')} / {p.get('batch_sequences', '-')} |")
+    return out + [""]
+
+
+def markdown(report: dict) -> str:
+    pv = report["provenance"]
+    out = ["# Scaling-law report", "", f"Inputs: {', '.join(pv['inputs'])}  ", f"Generated {pv['time']} by analysis.fit "
+           f"(numpy {pv['versions']['numpy']}, scipy {pv['versions']['scipy']}); {pv['n_runs']} runs, "
+           f"{pv['n_used']} used, {len(report['excluded'])} excluded; bootstrap {pv['options']['bootstrap']} resamples, "
+           f"95% percentile CIs.", ""]
+    if report["warnings"]:
+        out += ["**Warnings**", ""] + [f"- {w}" for w in report["warnings"]] + [""]
+    if len(report["datasets"]) > 1:
+        out += ["## Datasets side by side (fitted separately, never pooled)", "",
+                "| dataset | runs | eta exponent | B exponent | M_opt exponent a | D_opt exponent b |", "|---|---|---|---|---|---|"]
+        for n, d in report["datasets"].items():
+            e = lambda s, k: _g(((d.get(s) or {}).get(k) or {}).get("exponent"), ".4f")  # noqa: E731
+            out.append(f"| {n} | {d['n_used']} | {e('hparams', 'eta_opt')} | {e('hparams', 'B_opt')} | "
+                       f"{e('isoflop', 'M_opt')} | {e('isoflop', 'D_opt')} |")
+        out += ["", f"Top-level report.json sections are dataset `{report['dataset']}`.", ""]
+    for n, d in report["datasets"].items():
+        out += _dataset_md(n, d)
+    recs = report.get("recommendations") or []
+    if recs:
+        out += ["## Recommendations for given budgets", "", "| C | shape (L x d, heads) | M | D | eta | B (seqs) | loss |",
+                "|---|---|---|---|---|---|---|"]
+        for r in recs:
+            s = r["shape"]
+            out.append(f"| {r['C']:.3g} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | {r['M']:.3g} | {r['D']:.3g} | "
+                       f"{_val(r.get('eta_opt'), f='.3g')} | {_g((r.get('B_opt') or {}).get('sequences'))} | "
+                       f"{_val(r.get('loss'))} |")
+        out.append("")
+    if report["excluded"]:
+        out += ["## Excluded runs", "", "| run | reason |", "|---|---|"]
+        out += [f"| {e['run_id']} | {e['reason']} |" for e in report["excluded"][:200]]
+        if len(report["excluded"]) > 200:
+            out.append(f"| ... | {len(report['excluded']) - 200} more in runs.csv |")
+    return "\n".join(out) + "\n"
+
+
+def write_reports(report: dict, out_dir: Path) -> None:
+    write_atomic(out_dir / "report.json", json.dumps(jsonable(report), indent=1))
+    write_atomic(out_dir / "report.md", markdown(jsonable(report)))
