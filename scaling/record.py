@@ -65,7 +65,8 @@ def read_result(run_dir: Path) -> dict | None:
 def config_hash(cfg: dict) -> str:
     """Hash of everything that determines a run's numbers (model, data, optim, train, seed)."""
     train = {k: v for k, v in cfg["train"].items() if k not in EXECUTION_ONLY}
-    key = {"model": cfg["model"], "data": cfg["data"], "optim": cfg["optim"], "train": train, "seed": cfg["seed"]}
+    data = {k: v for k, v in cfg["data"].items() if k != "cache_dir"}  # where the cache lives changes no number
+    key = {"model": cfg["model"], "data": data, "optim": cfg["optim"], "train": train, "seed": cfg["seed"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,236 @@
+"""Sweep plans: the (shape, D, batch, lr) points of an IsoFLOP profile or a batch x lr grid at a budget C.
+
+IsoFLOP: n_shapes targets log-spaced over `span` decades of M, centred on M_opt(C); each point trains
+D = C/M tokens in whole steps of one batch size B (B_opt(C) rounded to a multiple of seq_len, lowered so the
+largest model still gets min_steps steps), lr = eta_opt(C). Hparams: the shape nearest M_opt(C), D = C/M, a log grid
+of batch sizes (multiples of seq_len) x peak learning rates centred on B_opt(C), eta_opt(C).
+
+Small budgets: DeepSeek's laws put M_opt(1e10) at ~3e4 FLOPs/token, below any transformer with a useful context;
+when the centred grid leaves the shape rule's range it is slid to the range's end (and the plan says so), and a
+budget too small even then is an error naming the smallest feasible budget.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from model import ModelConfig
+
+from .laws import Laws
+from .shapes import Shape, ShapeRule, largest_shape, shape_for_M, smallest_shape
+
+C_TOLERANCE = 0.01  # every point's M*D is within 1% of its budget
+
+
+class BudgetTooSmall(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    n_shapes: int = 9        # IsoFLOP grid points
+    span: float = 1.2        # decades of M covered by an IsoFLOP grid (>= 1)
+    lr_points: int = 5
+    batch_points: int = 5
+    lr_span: float = 8.0     # largest / smallest lr of the hparams grid
+    batch_span: float = 8.0  # largest / smallest batch of the hparams grid
+    min_steps: int = 50      # >= 50 steps also keeps whole-step rounding of D within 1% of C/M
+
+    def __post_init__(self) -> None:
+        for name in ("n_shapes", "lr_points", "batch_points"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 3:
+                raise ValueError(f"sweep.{name}={v!r}: a grid needs at least 3 points (default 9 shapes, 5x5 hparams)")
+        if not self.span >= 1:
+            raise ValueError(f"sweep.span={self.span}: an IsoFLOP grid must cover at least 1 decade of M (default 1.2)")
+        for name in ("lr_span", "batch_span"):
+            if not getattr(self, name) > 1:
+                raise ValueError(f"sweep.{name}={getattr(self, name)} must be > 1 (largest / smallest value of the grid)")
+        if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 1:
+            raise ValueError(f"sweep.min_steps={self.min_steps!r} must be a positive integer")
+
+    @classmethod
+    def from_cfg(cls, node: Mapping[str, Any]) -> SweepSettings:
+        return cls(**{k: node[k] for k in cls.__dataclass_fields__ if k in node})
+
+
+@dataclass(frozen=True)
+class Point:
+    run_id: str
+    sweep: str               # isoflop | hparams
+    budget: float            # nominal C of the sweep point
+    shape: Shape
+    D: int                   # tokens, a whole number of batches
+    batch_size: int          # tokens per step
+    lr: float
+    M_opt: float             # the prediction the grid was built around (for the table)
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def steps(self) -> int:
+        return self.D // self.batch_size
+
+    @property
+    def C(self) -> float:
+        return self.shape.M * self.D
+
+    def overrides(self) -> list[str]:
+        """Hydra overrides that turn the sweep config into this point's training config."""
+        s = self.shape
+        return [f"model.n_layer={s.n_layer}", f"model.d_model={s.d_model}", f"model.n_head={s.n_head}",
+                f"model.n_kv_head={s.n_kv_head}", "model.ffn_hidden=null", f"train.tokens={self.D}",
+                f"train.batch_size={self.batch_size}", f"optim.lr={self.lr!r}", f"run.id={self.run_id}",
+                f"run.sweep={self.sweep}", f"run.budget={self.budget!r}"]
+
+    def row(self) -> dict[str, Any]:
+        s = self.shape
+        return {"run_id": self.run_id, "sweep": self.sweep, "budget": self.budget, "n_layer": s.n_layer,
+                "d_model": s.d_model, "n_head": s.n_head, "n_kv_head": s.n_kv_head, "ffn_hidden": s.cfg.ffn_hidden,
+                "N2": s.flops.N2, "params": s.flops.params, "M": s.M, "D": self.D, "C": self.C, "lr": self.lr,
+                "batch_size": self.batch_size, "steps": self.steps}
+
+
+def sig(x: float, digits: int = 3) -> float:
+    """x rounded to `digits` significant digits: the value trained is the value printed in the run id."""
+    return float(f"{x:.{digits - 1}e}")
+
+
+def fmt_sig(x: float) -> str:
+    """1.2e-03 style, trailing zeros dropped: short, sortable-looking ids."""
+    mant, exp = f"{x:.2e}".split("e")
+    return f"{mant.rstrip('0').rstrip('.')}e{exp}"
+
+
+def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
+    """(batch, steps) with steps*batch within 1% of tokens: batch itself when it can, else the nearest multiple of
+    seq_len that can (fine when steps are few and one step is > 1% of the run)."""
+    for k in range(batch // seq_len + 1):
+        for b in sorted({batch - k * seq_len, batch + k * seq_len}):
+            steps = round(tokens / b)
+            if b >= seq_len and steps >= 1 and abs(steps * b / tokens - 1) <= C_TOLERANCE:
+                return b, steps
+    raise BudgetTooSmall(f"cannot split {tokens:.4g} tokens into whole steps of about {batch} tokens within "
+                         f"{C_TOLERANCE:.0%}")
+
+
+def round_batch(B: float, seq_len: int) -> int:
+    return max(seq_len, round(B / seq_len) * seq_len)
+
+
+def _grid(centre: float, span: float, n: int) -> list[float]:
+    """n values log-spaced over a factor `span`, centred (geometrically) on `centre`."""
+    return [centre * span ** (i / (n - 1) - 0.5) for i in range(n)]
+
+
+def _slide(targets: list[float], lo: float, hi: float) -> tuple[list[float], str | None]:
+    """Slide a log grid into [lo, hi] when it pokes out (the range is wider than the grid: checked by the caller)."""
+    if targets[0] < lo:
+        f = lo / targets[0]
+        return [t * f for t in targets], "below"
+    if targets[-1] > hi:
+        f = hi / targets[-1]
+        return [t * f for t in targets], "above"
+    return targets, None
+
+
+def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
+    seq_len, M_opt = base.seq_len, laws.M_opt(C)
+    lo, hi = smallest_shape(rule, base).M, largest_shape(rule, base).M
+    if hi / lo < 10**s.span:
+        raise ValueError(f"sweep.shape_rule={rule.name} spans only {math.log10(hi / lo):.2f} decades of M, less than "
+                         f"sweep.span={s.span}; allow more layers or a wider d_model range")
+    targets, slid = _slide(_grid(M_opt, 10**s.span, s.n_shapes), lo, hi)
+    notes = () if slid is None else (f"M_opt(C)={M_opt:.3g} puts the grid {slid} shape rule {rule.name}'s range "
+                                     f"[{lo:.3g}, {hi:.3g}]: grid slid to its end, not centred on M_opt",)
+    shapes = list({(sh.n_layer, sh.d_model): sh for sh in (shape_for_M(t, rule, base) for t in targets)}.values())
+    if len(shapes) < 3:
+        raise ValueError(f"isoflop grid at C={C:.3g} has only {len(shapes)} distinct shapes under shape rule "
+                         f"{rule.name}; raise sweep.span or use a finer rule")
+    D_least = C / max(sh.M for sh in shapes)
+    if D_least < s.min_steps * seq_len:
+        raise BudgetTooSmall(f"the largest model of the grid (M={max(sh.M for sh in shapes):.3g}) would train "
+                             f"{D_least:.3g} tokens, fewer than sweep.min_steps={s.min_steps} sequences of {seq_len}")
+    # One batch size per budget, as DeepSeek: B_opt(C), but small enough for min_steps steps of the largest model.
+    B = min(round_batch(laws.B_opt(C), seq_len), max(seq_len, int(D_least / s.min_steps) // seq_len * seq_len))
+    lr = sig(laws.eta_opt(C))
+    points = []
+    for sh in shapes:
+        b, steps = whole_steps(C / sh.M, B, seq_len)
+        points.append(Point(f"iso_C{C:.3g}_L{sh.n_layer}_D{sh.d_model}", "isoflop", C, sh, steps * b, b, lr, M_opt,
+                            notes))
+    return points
+
+
+def hparams_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
+    seq_len, M_opt = base.seq_len, laws.M_opt(C)
+    lo, hi = smallest_shape(rule, base), largest_shape(rule, base)
+    shape = lo if M_opt < lo.M else hi if M_opt > hi.M else shape_for_M(M_opt, rule, base)
+    notes = [] if lo.M <= M_opt <= hi.M else [f"M_opt(C)={M_opt:.3g} is outside shape rule {rule.name}'s range "
+                                              f"[{lo.M:.3g}, {hi.M:.3g}]: using its {'smallest' if M_opt < lo.M else 'largest'} model"]
+    D = C / shape.M
+    B_opt = laws.B_opt(C)
+    # The largest batch must still leave min_steps steps: slide the grid down when B_opt(C) is too big for D.
+    B_centre = min(B_opt, D / s.min_steps / math.sqrt(s.batch_span))
+    if B_centre < B_opt:
+        notes.append(f"B_opt(C)={B_opt:.3g} leaves fewer than {s.min_steps} steps: batch grid slid down to {B_centre:.3g}")
+    batches = sorted({round_batch(b, seq_len) for b in _grid(B_centre, s.batch_span, s.batch_points)})
+    batches = [b for b in batches if D / b >= s.min_steps]
+    if len(batches) < 3:
+        raise BudgetTooSmall(f"hparams grid at C={C:.3g} keeps only {len(batches)} distinct batch sizes (multiples of "
+                             f"seq_len={seq_len} with >= sweep.min_steps={s.min_steps} steps of D={D:.3g} tokens)")
+    lrs = sorted({sig(lr) for lr in _grid(laws.eta_opt(C), s.lr_span, s.lr_points)})
+    points = []
+    for B in batches:
+        b, steps = whole_steps(D, B, seq_len)
+        for lr in lrs:
+            points.append(Point(f"hp_C{C:.3g}_B{b}_lr{fmt_sig(lr)}", "hparams", C, shape, steps * b, b, lr, M_opt,
+                                tuple(notes)))
+    return points
+
+
+PLANNERS = {"isoflop": isoflop_points, "hparams": hparams_points}
+
+
+def smallest_feasible_budget(kind: str, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> float:
+    """Bisection in log C on 'plans without BudgetTooSmall' (feasibility grows with C: D does)."""
+    lo, hi = 0.0, 30.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        try:
+            PLANNERS[kind](10**mid, laws, rule, base, s)
+            hi = mid
+        except BudgetTooSmall:
+            lo = mid
+    return 10**hi
+
+
+def plan(kind: str, C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
+    """One budget's points, or a one-line error naming the smallest feasible budget."""
+    try:
+        points = PLANNERS[kind](C, laws, rule, base, s)
+    except BudgetTooSmall as e:
+        least = smallest_feasible_budget(kind, laws, rule, base, s)
+        raise ValueError(f"{kind} budget C={C:.3g} is too small for shape rule {rule.name} with seq_len={base.seq_len}: "
+                         f"{e}; the smallest feasible budget is {least:.2g}") from None
+    for p in points:  # the contract of a plan, checked where it is made
+        assert abs(p.C / C - 1) <= C_TOLERANCE + 1e-12, (p.run_id, p.C, C)
+    return points
+
+
+def needed_M(C: float, laws: Laws, s: SweepSettings) -> float:
+    """Largest M an IsoFLOP grid at C would like; it picks the auto rule for both kinds of sweep at C, so a
+    study's hparams and IsoFLOP stages at one budget use the same kind of shapes."""
+    return laws.M_opt(C) * 10 ** (s.span / 2)
+
+
+def choose_rule(name: str, rules: Mapping[str, ShapeRule], wants: list[tuple[str, float]], laws: Laws,
+                base: ModelConfig, s: SweepSettings) -> ShapeRule:
+    """sweep.shape_rule: a named rule, or `auto`: cpu when IsoFLOP grids at every budget fit it, gpu otherwise."""
+    if name != "auto":
+        if name not in rules:
+            raise ValueError(f"sweep.shape_rule={name!r} is unknown; use auto or one of {', '.join(rules)}")
+        return rules[name]
+    top = max(needed_M(C, laws, s) for _, C in wants)
+    return rules["cpu"] if top <= largest_shape(rules["cpu"], base).M else rules["gpu"]

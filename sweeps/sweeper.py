@@ -1,0 +1,208 @@
+"""The Hydra Sweeper behind `python -m scaling.sweep +isoflop=C` / `+hparams=C`.
+
+It turns budgets into a plan (sweeps.plan), prints it and writes plan.csv, then hands the points to whatever
+launcher is configured (basic, joblib, submitit_local, submitit_slurm) as ordinary override lists, so every Hydra
+launcher works unchanged. Points whose result.json is already finished for the same config are skipped before
+launch (train_run checks again); the sweep reports progress with an ETA and a summary at the end.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from model import ModelConfig
+from scaling.record import FINISHED, config_hash, read_result
+
+from .laws import Laws
+from .plan import Point, SweepSettings, choose_rule, plan
+from .shapes import ShapeRule
+from .table import fmt_seconds, format_table, rows, write_csv
+from .throughput import Throughput, resolve_device
+
+KINDS = ("hparams", "isoflop")  # hparams first: DeepSeek's order when both are given
+
+
+class SweepFailed(RuntimeError):
+    """Some runs failed (recorded in their result.json); rerunning the same command retries exactly those."""
+
+
+def parse_budget(key: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        C = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"+{key}={value!r} is not a number; give a compute budget in FLOPs, e.g. +{key}=1e17") from None
+    if not (C > 0 and math.isfinite(C)):
+        raise ValueError(f"+{key}={value!r} must be a positive, finite number of FLOPs, e.g. +{key}=1e17")
+    return C
+
+
+def split_arguments(arguments: list[str]) -> tuple[list[tuple[str, float]], list[str]]:
+    """(kind, budget) pairs from +isoflop=/+hparams= (scalar, [list] or Hydra sweep a,b), and the other overrides."""
+    wants: list[tuple[str, float]] = []
+    rest: list[str] = []
+    for o in OverridesParser.create().parse_overrides(arguments):
+        if o.key_or_group in KINDS:
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else o.value()
+            for v in values if isinstance(values, list) else [values]:
+                wants.append((o.key_or_group, parse_budget(o.key_or_group, v)))
+        elif o.is_sweep_override():
+            raise ValueError(f"'{o.input_line}': scaling.sweep only sweeps +isoflop/+hparams budgets; "
+                             f"run one sweep per value of {o.key_or_group}")
+        else:
+            rest.append(o.input_line)
+    if not wants:
+        raise ValueError("nothing to sweep: give +isoflop=C and/or +hparams=C (C in FLOPs, e.g. +isoflop=1e17)")
+    order = {k: i for i, k in enumerate(KINDS)}
+    return sorted(dict.fromkeys(wants), key=lambda w: (order[w[0]], w[1])), rest
+
+
+def training_hash(cfg: DictConfig) -> str:
+    """The config hash train_run will compute for this job config (scaling.record.config_hash)."""
+    return config_hash({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "train")}
+                       | {"seed": cfg.seed})
+
+
+class ScalingSweeper(Sweeper):
+    def __init__(self, max_batch_size: int | None = None) -> None:
+        self.max_batch_size = max_batch_size  # jobs per launch call; null -> 1 (basic), n_jobs (joblib), all (others)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    # ---- planning (nothing runs until everything below has been validated) ----
+
+    def make_plan(self, wants: list[tuple[str, float]]) -> tuple[list[Point], ShapeRule, Laws]:
+        cfg = self.config
+        settings = SweepSettings.from_cfg(cfg.sweep)
+        laws = Laws.load(cfg.sweep.laws)
+        base = ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+        rules = {name: ShapeRule.from_cfg(name, OmegaConf.to_container(node))
+                 for name, node in cfg.sweep.shape_rules.items()}
+        rule = choose_rule(str(cfg.sweep.shape_rule), rules, wants, laws, base, settings)
+        return [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings)], rule, laws
+
+    def job_state(self, overrides: list[str]) -> tuple[Path, str]:
+        """Compose the job's config (as the launcher will: errors surface now) and classify its run dir."""
+        job = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        run_dir = Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
+        prev = read_result(run_dir)
+        if prev is None:
+            return run_dir, "todo"
+        if prev.get("config_hash") != training_hash(job):
+            return run_dir, "conflict"
+        return run_dir, "done" if prev.get("status") in FINISHED else "todo"
+
+    def sweep(self, arguments: list[str]) -> dict[str, Any]:
+        cfg = self.config
+        wants, passthrough = split_arguments(arguments)
+        points, rule, laws = self.make_plan(wants)
+        jobs = [passthrough + p.overrides() for p in points]
+        states = [self.job_state(j) for j in jobs]
+        conflicts = [str(d) for d, s in states if s == "conflict"]
+        if conflicts:
+            raise ValueError(f"{len(conflicts)} planned run(s) already hold a run of another config (e.g. {conflicts[0]}); "
+                             f"use another sweep.dir or remove them")
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+        thr = Throughput([p.shape for p in points], resolve_device(str(cfg.train.device)),
+                         Path(os.path.expanduser(str(cfg.sweep.throughput_cache))),
+                         float(cfg.sweep.measure_max_params), float(cfg.sweep.assumed_flops_per_s))
+        est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
+        table = rows(points, est, [s for _, s in states])
+        write_csv(sweep_dir / "plan.csv", table)
+        self._print_plan(wants, points, rule, laws, table, thr, sweep_dir)
+        if cfg.sweep.dry_run:
+            print("dry run: nothing trained (sweep.dry_run=false to launch)")
+            return {"planned": len(points)}
+        todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
+        return self._launch(points, jobs, todo, [e[0] for e in est], [d for d, _ in states], sweep_dir)
+
+    def _print_plan(self, wants, points, rule, laws, table, thr, sweep_dir) -> None:
+        budgets = ", ".join(f"{k} C={C:.3g}" for k, C in wants)
+        print(f"sweep: {budgets}: {len(points)} runs; laws {laws.source}; shape rule {rule.name}; "
+              f"seq_len {points[0].shape.cfg.seq_len}; launcher {type(self.launcher).__name__}")
+        for note in dict.fromkeys(n for p in points for n in p.notes):
+            print(f"note: {note}")
+        print(format_table(table))
+        total = sum(r["est_seconds"] for r in table if r["state"] != "done")
+        if thr.measured:
+            how = f"on {thr.device}, measured " + "; ".join(f"{f:.3g} FLOP/s at M={m:.3g}" for m, f in thr.measured)
+        else:
+            how = (f"* = assumed {thr.assumed:.3g} FLOP/s (sweep.assumed_flops_per_s): models above "
+                   f"sweep.measure_max_params parameters are not measured here")
+        print(f"est. total {fmt_seconds(total)} run after run ({how})")
+        print(f"plan: {sweep_dir / 'plan.csv'}")
+
+    # ---- launching ----
+
+    def _batch_size(self, n: int) -> int:
+        if self.max_batch_size:
+            return int(self.max_batch_size)
+        name = type(self.launcher).__name__
+        if name == "BasicLauncher":
+            return 1  # sequential anyway: one job per call gives progress after every run
+        if name == "JoblibLauncher":
+            n_jobs = int(self.config.hydra.launcher.n_jobs)
+            return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+        return max(n, 1)  # cluster launchers: submit everything at once
+
+    def _launch(self, points: list[Point], jobs: list[list[str]], todo: list[int], est: list[float],
+                run_dirs: list[Path], sweep_dir: Path) -> dict[str, Any]:
+        skipped = len(points) - len(todo)
+        counts: Counter[str] = Counter(skipped=skipped)
+        t0, est_done, est_left = time.time(), 0.0, sum(est[i] for i in todo)
+        size, idx = self._batch_size(len(todo)), 0
+        for start in range(0, len(todo), size):
+            batch = todo[start:start + size]
+            try:
+                returns: list[JobReturn | None] = list(self.launcher.launch([jobs[i] for i in batch],
+                                                                            initial_job_idx=idx))
+            except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
+                print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                returns = [None] * len(batch)
+            idx += len(batch)
+            for i, jr in zip(batch, returns):
+                status, line = self._outcome(run_dirs[i], jr)
+                counts[status] += 1
+                print(f"[{sum(counts.values()) - skipped}/{len(todo)}] {points[i].run_id}: {line}")
+            est_done += sum(est[i] for i in batch)
+            est_left -= sum(est[i] for i in batch)
+            elapsed = time.time() - t0
+            eta = max(est_left, 0.0) * elapsed / est_done if est_done > 0 else math.nan
+            print(f"progress: {start + len(batch)}/{len(todo)} runs, elapsed {fmt_seconds(elapsed)}, "
+                  f"ETA {fmt_seconds(eta) if math.isfinite(eta) else '?'}")
+        summary = {k: counts[k] for k in ("completed", "diverged", "failed", "skipped")}
+        print(f"sweep summary: {len(points)} runs: " + ", ".join(f"{v} {k}" for k, v in summary.items())
+              + f" in {fmt_seconds(time.time() - t0)}; results under {sweep_dir}")
+        if summary["failed"]:
+            raise SweepFailed(f"{summary['failed']} of {len(points)} runs failed (see their result.json); "
+                              f"rerun the same command to retry them")
+        return summary
+
+    @staticmethod
+    def _outcome(run_dir: Path, jr: JobReturn | None) -> tuple[str, str]:
+        """(status, one line) of a launched run: its result.json is the truth, the JobReturn explains failures."""
+        rec = read_result(run_dir) or {}
+        status = rec.get("status")
+        if status in FINISHED:
+            loss = rec.get("val_loss")
+            return status, (f"{status}, val_loss {loss:.4f}" if loss is not None else status) + \
+                f", {fmt_seconds(rec.get('wall_time_s') or 0)}"
+        err = rec.get("error")
+        if not err and jr is not None and jr.status == JobStatus.FAILED:
+            err = f"{type(jr._return_value).__name__}: {jr._return_value}"
+        return "failed", "failed: " + (err.splitlines()[0] if err else "no result.json")

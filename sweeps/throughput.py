@@ -1,0 +1,95 @@
+"""Time estimates for a plan: training FLOP/s measured on this device for the plan's smallest and largest shapes,
+cached, log-interpolated in M. A plan with a shape too big to measure here (a GPU-scale plan dry-run on a laptop)
+is estimated entirely from an assumed FLOP/s, and the table says so."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from model import LLaMA, ModelConfig, count_flops
+
+from .shapes import Shape
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name if not name.startswith("cuda") or torch.cuda.is_available() else "cpu")
+
+
+def measure(cfg: ModelConfig, device: torch.device, seqs: int = 2, warmup_s: float = 0.5, timed_s: float = 0.3) -> float:
+    """Training FLOP/s (forward, backward, AdamW) of this shape, after warming up for warmup_s (a fresh process pays
+    seconds of one-off initialisation in its first steps), from the median step over >= 3 steps and >= timed_s."""
+    torch.manual_seed(0)
+    model = LLaMA(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the same cost, and no drift into slow denormals
+    x = torch.randint(cfg.vocab_size, (seqs, cfg.seq_len), device=device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+    def step() -> None:
+        with amp:
+            _, loss = model(x, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def run(min_s: float, min_steps: int) -> list[float]:
+        times, t0 = [], time.perf_counter()
+        while len(times) < min_steps or time.perf_counter() - t0 < min_s:
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        return times
+
+    run(warmup_s, 2)
+    step_s = statistics.median(run(timed_s, 3))  # the median shrugs off steps stalled by other processes
+    return count_flops(cfg).train_flops_per_token * seqs * cfg.seq_len / step_s
+
+
+class Throughput:
+    def __init__(self, shapes: list[Shape], device: torch.device, cache: Path, max_params: float, assumed: float):
+        self.device, self.assumed = device, float(assumed)
+        by_M = sorted(shapes, key=lambda s: s.M)
+        ends = {(s.n_layer, s.d_model): s for s in by_M[:1] + by_M[-1:]}.values()
+        measurable = by_M[-1].flops.params <= max_params
+        self.measured = sorted((s.M, self._cached(s, cache)) for s in ends) if measurable else []
+
+    def _cached(self, s: Shape, cache: Path) -> float:
+        c = s.cfg
+        key = (f"{self.device}|torch {torch.__version__}|threads {torch.get_num_threads()}|L{c.n_layer} d{c.d_model} "
+               f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}")
+        try:
+            table = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            table = {}
+        if key not in table:
+            table[key] = measure(c, self.device)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
+            os.replace(tmp, cache)
+        return table[key]
+
+    def flops_per_s(self, s: Shape) -> tuple[float, bool]:
+        """(FLOP/s, measured?) for a shape: measured ones interpolated in log M, the rest assumed."""
+        if not self.measured:
+            return self.assumed, False
+        (m0, f0), (m1, f1) = self.measured[0], self.measured[-1]
+        if m1 == m0 or s.M <= m0:
+            return f0, True
+        w = math.log(s.M / m0) / math.log(m1 / m0)
+        return math.exp((1 - w) * math.log(f0) + w * math.log(f1)), True
+
+    def seconds(self, s: Shape, D: int, eval_tokens: int = 0) -> tuple[float, bool]:
+        """Training D tokens plus the final evaluation (a forward pass: ~1/3 of a training step's FLOPs)."""
+        rate, measured = self.flops_per_s(s)
+        return (D + eval_tokens / 3) * s.flops.train_flops_per_token / rate, measured

@@ -1,0 +1,64 @@
+"""`python -m scaling.sweep` as a user runs it: dry-run plan.csv, the Hydra plugin, one-line errors before anything runs."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sweep(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "scaling.sweep", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_dry_run_1e17_plan_csv(tmp_path, cache_dir):
+    r = sweep("+isoflop=1e17", "sweep.dry_run=true", f"sweep.dir={tmp_path}", "hydra/launcher=slurm_gpu")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((tmp_path / "plan.csv").open()))
+    assert {"run_id", "n_layer", "d_model", "n_head", "n_kv_head", "M", "D", "C", "lr", "batch_size", "N2", "steps",
+            "est_seconds"} <= set(rows[0])
+    Ms = [float(x["M"]) for x in rows]
+    assert min(Ms) < 1.4e8 < max(Ms)
+    assert all(abs(float(x["C"]) / 1e17 - 1) <= 0.01 for x in rows)
+    assert rows[0]["run_id"].startswith("iso_C1e+17_L") and "shape rule gpu" in r.stdout and "assumed" in r.stdout
+    assert "launcher SlurmLauncher" in r.stdout  # the preset composes; a dry run submits nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.csv"]  # trained nothing
+
+
+def test_dry_run_estimates_from_measured_throughput(tmp_path, cache_dir):
+    r = sweep("+isoflop=2e9", "model.seq_len=32", "sweep.dry_run=true", f"sweep.dir={tmp_path}")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader((tmp_path / "plan.csv").open()))
+    assert all(x["est_measured"] == "True" and float(x["est_seconds"]) > 0 for x in rows)
+    assert "measured" in r.stdout and "FLOP/s at M=" in r.stdout and "grid slid" in r.stdout
+    assert (cache_dir / "throughput.json").exists()
+
+
+def test_plugin_registered_under_hydra_plugins():
+    from hydra.core.plugins import Plugins
+    from scaling.sweep import register_sweeper
+    register_sweeper()
+    cls = Plugins.instance().class_name_to_class["hydra_plugins.scaling_sweeper.ScalingSweeper"]
+    from sweeps.sweeper import ScalingSweeper
+    assert issubclass(cls, ScalingSweeper)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["+isoflop=abc"], "is not a number"),
+    (["+isoflop=-1"], "must be a positive"),
+    (["+isoflop=1e6"], "smallest feasible budget is"),
+    (["+hparams=1e17", "sweep.lr_points=2"], "at least 3 points"),
+    (["+isoflop=1e17", "hydra/launcher=nope"], "hydra/launcher/nope"),
+    (["+isoflop=1e17", "sweep.laws=/nonexistent/report.json"], "cannot read"),
+])
+def test_bad_input_is_one_line_before_anything_runs(tmp_path, cache_dir, args, match):
+    r = sweep(*args, f"sweep.dir={tmp_path / 'runs'}")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0] and lines[0].startswith("scaling.sweep: error:"), r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
