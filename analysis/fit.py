@@ -23,6 +23,7 @@ from analysis.load import load_runs
 from analysis.losscurve import backtest, fit_losscurve
 from analysis.parametric import fit_parametric
 from analysis.report import write_reports
+from scaling.atomic import write_atomic
 
 
 def fit_dataset(df: pd.DataFrame, band: float = 0.0025, n_boot: int = 1000, seed: int = 0, min_budgets: int = 3,
@@ -69,7 +70,10 @@ def fit_dataset(df: pd.DataFrame, band: float = 0.0025, n_boot: int = 1000, seed
         c = fit_isoflop(b, scale.to_numpy(), scale.to_numpy() * iso.D.to_numpy(), L, n_boot, seed, min_budgets, off_centre)
         conv[name] = {k: c[k] for k in ("M_opt", "D_opt")} if "M_opt" in c else {"skipped": c["skipped"]}
     res["conventions"] = conv
-    p = fit_parametric(iso.N.to_numpy(), iso.D.to_numpy(), L, n_boot, seed)
+    try:
+        p = fit_parametric(iso.N.to_numpy(), iso.D.to_numpy(), L, n_boot, seed)
+    except (np.linalg.LinAlgError, FloatingPointError) as e:  # the other laws still stand; say why this one is absent
+        p = {"skipped": f"the parametric fit failed numerically ({e}); too few or too degenerate isoflop runs"}
     if "skipped" in p:
         res["skipped"]["parametric"] = p["skipped"]
     else:
@@ -147,9 +151,7 @@ def run_analysis(paths, out_dir=None, *, budgets=(), band: float = 0.0025, boots
         out = Path(out_dir) if out_dir is not None else default_out(paths[0])
         out.mkdir(parents=True, exist_ok=True)
         report["provenance"]["out_dir"] = str(out)
-        tmp = out / "runs.csv.tmp"
-        df.rename(columns={"budget_group": "budget_used"}).to_csv(tmp, index=False)
-        tmp.replace(out / "runs.csv")
+        write_atomic(out / "runs.csv", df.rename(columns={"budget_group": "budget_used"}).to_csv(index=False))
         write_reports(report, out)
         if plots:
             from analysis import plots as P  # matplotlib only when plotting

@@ -83,7 +83,11 @@ def refit_batch(theta0: np.ndarray, logN, logD, logL, W: np.ndarray, iters: int 
         om = W * np.minimum(1.0, DELTA / np.maximum(np.abs(r), 1e-300))
         H = np.einsum("rni,rn,rnj->rij", J, om, J)
         g = np.einsum("rni,rn->ri", J, om * r)
-        H = H + lam[:, None, None] * (np.eye(5) * np.diagonal(H, axis1=1, axis2=2)[:, None, :] + 1e-12 * np.eye(5))
+        diag = np.diagonal(H, axis1=1, axis2=2)
+        # Marquardt scaling by diag(H), plus a small ridge: a term that vanishes on every point (its share p
+        # underflows to 0) leaves a zero row, which must give a zero step rather than a singular solve.
+        ridge = 1e-10 * diag.mean(-1) + 1e-300
+        H = H + lam[:, None, None] * np.eye(5) * diag[:, None, :] + ridge[:, None, None] * np.eye(5)
         step = -np.linalg.solve(H, g[..., None])[..., 0]
         f_new = objective(th + step, logN, logD, logL, W)
         better = f_new < f

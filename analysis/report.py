@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from scaling.atomic import write_atomic
 
 
 def _internal(k: str) -> bool:
@@ -30,12 +31,6 @@ def jsonable(x):
     if isinstance(x, np.bool_):
         return bool(x)
     return x
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _g(v, f=".4g") -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from scaling.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,5 @@ def write_study(records: list[dict], root: str | Path) -> Path:
     """One <root>/<run_id>/result.json per record, like scaling.train writes them."""
     root = Path(root)
     for r in records:
-        d = root / r["run_id"]
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / "result.json.tmp"
-        tmp.write_text(json.dumps(r))
-        os.replace(tmp, d / "result.json")
+        write_atomic(root / r["run_id"] / "result.json", json.dumps(r))
     return root

@@ -3,51 +3,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from scaling.atomic import write_atomic
 
 SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never retrained
 # Keys that change how a run is executed or logged but not what it computes: they stay out of the config hash,
 # so that a run resumed on another device, or with a progress bar, is recognised as the same run.
 EXECUTION_ONLY = {"device", "compile", "threads", "progress", "log_every", "ckpt_every_s", "micro_batch_size"}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text so that readers see the old file or the new one, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; records are meant to be shared
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def seconds_since_process_start() -> float | None:
-    """Wall time since this process started (imports included), from /proc; None where /proc is absent."""
-    try:
-        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-        return uptime - ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def write_json(path: Path, obj: Any) -> None:

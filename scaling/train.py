@@ -26,7 +26,7 @@ from scaling.checkpoint import load_checkpoint, save_checkpoint
 from scaling.data import prepare_data
 from scaling.distributed import Dist, barrier, init_distributed
 from scaling.record import (FINISHED, SCHEMA_VERSION, config_hash, device_name, git_sha, read_result,
-                            seconds_since_process_start, write_atomic, write_json)
+                            write_atomic, write_json)
 from scaling.trainer import LoopSpec, LoopState, build_optimizer, checkpoint_state, evaluate, restore_state, run_loop
 from scaling.schedule import warmup_steps
 
@@ -72,6 +72,7 @@ def plan_steps(cfg: dict, world_size: int) -> tuple[int, int, int]:
 
 def train_run(cfg: DictConfig, out_dir: Path) -> dict:
     """Train (or resume, or skip) the run described by cfg in out_dir; returns its result record."""
+    entered = time.perf_counter()
     c = OmegaConf.to_container(cfg, resolve=True)
     if c["model"].get("vocab_size") != c["data"]["vocab_size"]:
         raise ValueError(f"model.vocab_size={c['model'].get('vocab_size')} disagrees with data.vocab_size="
@@ -124,7 +125,7 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
         "world_size": d.world_size, "config_hash": chash,
     }
     try:
-        result = _train(c, model_cfg, data, base, steps, batch, accum, out_dir, d, device, amp, chash)
+        result = _train(c, model_cfg, data, base, steps, batch, accum, out_dir, d, device, amp, chash, entered)
     except Exception as e:
         if d.is_main:
             write_json(out_dir / "result.json", base | {"status": "failed", "error": f"{type(e).__name__}: {e}",
@@ -134,7 +135,7 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
 
 
 def _train(c: dict, model_cfg: ModelConfig, data, base: dict, steps: int, batch: int, accum: int, out_dir: Path,
-           d: Dist, device: torch.device, amp: torch.dtype | None, chash: str) -> dict:
+           d: Dist, device: torch.device, amp: torch.dtype | None, chash: str, entered: float) -> dict:
     started = time.time()
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +174,7 @@ def _train(c: dict, model_cfg: ModelConfig, data, base: dict, steps: int, batch:
                     diverge_factor=float(c["train"]["diverge_factor"]), log_every=int(c["train"]["log_every"]),
                     eval_every=int(c["train"]["eval_every"]), ckpt_every_s=float(c["train"]["ckpt_every_s"]),
                     config_hash=chash)
-    startup_s = seconds_since_process_start()  # imports, data cache, model build: everything before step 1
+    startup_s = time.perf_counter() - entered  # data cache, model build, checkpoint: all before step 1
     state = run_loop(model, optimizer, spec, state, micro_batch, val_batches, out_dir, d, device, amp,
                      bool(c["train"]["progress"]), ddp_model=ddp)
     val_loss = val_tokens = None

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from scaling.checkpoint import save_checkpoint
 from scaling.distributed import Dist, any_across, mean_across
-from scaling.schedule import lr_at, warmup_steps
+from scaling.schedule import lr_at
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -46,7 +46,7 @@ class ShapeRule:
         if not (self.aspect > 0 and self.aspect_tol >= 1):
             raise ValueError(f"sweep.shape_rule: aspect={self.aspect} must be > 0 and aspect_tol={self.aspect_tol} >= 1")
         if self.min_layers > self.max_layers or self.min_d > self.max_d:
-            raise ValueError(f"sweep.shape_rule: need min_layers <= max_layers and min_d <= max_d")
+            raise ValueError("sweep.shape_rule: need min_layers <= max_layers and min_d <= max_d")
 
     @classmethod
     def from_cfg(cls, name: str, node: Mapping[str, Any]) -> ShapeRule:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from scaling.atomic import write_atomic
 
 from .plan import Point
 
@@ -28,11 +28,7 @@ def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(table[0]))
     w.writeheader()
     w.writerows(table)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, buf.getvalue())
 
 
 def format_table(table: list[dict[str, Any]]) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import torch
 
 from model import LLaMA, ModelConfig, count_flops
+from scaling.atomic import write_atomic
 
 from .shapes import Shape
 
@@ -73,10 +73,7 @@ class Throughput:
             table = {}
         if key not in table:
             table[key] = measure(c, self.device)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(table, indent=1, sort_keys=True))
-            os.replace(tmp, cache)
+            write_atomic(cache, json.dumps(table, indent=1, sort_keys=True))
         return table[key]
 
     def flops_per_s(self, s: Shape) -> tuple[float, bool]:

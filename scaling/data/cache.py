@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from scaling.atomic import write_atomic
+
 STALE_TMP_S = 24 * 3600  # a build dir this old belongs to a killed process
 
 
@@ -39,13 +41,6 @@ def content_hash(files: Sequence[Path], memo_dir: Path) -> str:
     digest = h.hexdigest()
     write_atomic(memo, digest)
     return digest
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @contextmanager

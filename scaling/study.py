@@ -1,0 +1,131 @@
+"""A whole scaling study in DeepSeek LLM's order, from one command.
+
+    python -m scaling.study                              # conf/study/cpu_demo.yaml: minutes on a laptop CPU
+    python -m scaling.study gpu_deepseek --dry-run       # DeepSeek's design: the plan and its GPU-hours
+    python -m scaling.study cpu_demo hydra/launcher=joblib   # extra Hydra overrides go to every sweep
+
+Stage 1 sweeps batch size x learning rate at a few budgets and fits eta_opt(C), B_opt(C); stage 2 runs IsoFLOP
+profiles whose learning rate and batch come from those fitted laws; stage 3 fits everything (analysis.fit) and
+writes the report and plots. Each stage is an ordinary `python -m scaling.sweep` process, so a rerun reuses every
+finished run and the study resumes where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from analysis.fit import run_analysis
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = ROOT / "conf" / "study"
+
+
+def load_study(name: str) -> dict:
+    """A study by name (conf/study/<name>.yaml) or by path to a YAML file of the same shape."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else STUDIES / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown study {name!r}; choose one of {sorted(p.stem for p in STUDIES.glob('*.yaml'))} "
+                         f"(conf/study/)")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def budgets_arg(budgets: list[float]) -> str:
+    return "[" + ",".join(f"{float(b):g}" for b in budgets) + "]"
+
+
+def sweep(stage: str, budgets: list[float], sweep_dir: Path, overrides: list[str]) -> None:
+    cmd = [sys.executable, "-m", "scaling.sweep", f"+{stage}={budgets_arg(budgets)}", f"sweep.dir={sweep_dir}",
+           *overrides]
+    print(f"\n$ {' '.join(cmd[1:])}", flush=True)
+    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+        raise RuntimeError(f"the {stage} sweep failed (see its output above); rerun the study to resume it")
+
+
+def plan_seconds(sweep_dir: Path) -> float:
+    with (sweep_dir / "plan.csv").open() as f:
+        return sum(float(row["est_seconds"]) for row in csv.DictReader(f))
+
+
+def run_study(name: str, extra: list[str], dry_run: bool, out: Path | None = None) -> dict | None:
+    study = load_study(name)
+    root = Path(out or study["dir"])
+    common = [*study["overrides"], *extra] + (["sweep.dry_run=true"] if dry_run else [])
+    hp_dir, iso_dir, fit_dir = root / "hparams", root / "isoflop", root / "analysis"
+    t0 = time.time()
+
+    print(f"== stage 1/3: batch size x learning rate at C = {budgets_arg(study['hparams']['budgets'])}")
+    sweep("hparams", study["hparams"]["budgets"], hp_dir, [*common, *study["hparams"]["overrides"]])
+    if dry_run:
+        laws = "deepseek"  # nothing is fitted in a dry run: the IsoFLOP plan is centred on DeepSeek's laws
+    else:
+        print("== fitting eta_opt(C), B_opt(C) on stage 1")
+        hp = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **study["analysis"])
+        if "hparams" not in hp:
+            raise RuntimeError(f"stage 1 could not fit eta_opt/B_opt: {hp['skipped'].get('hparams')}")
+        laws = str(hp_dir / "analysis" / "report.json")
+
+    print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(study['isoflop']['budgets'])} (laws: {laws})")
+    sweep("isoflop", study["isoflop"]["budgets"], iso_dir, [*common, *study["isoflop"]["overrides"],
+                                                           f"sweep.laws={laws}"])
+    if dry_run:
+        seconds = plan_seconds(hp_dir) + plan_seconds(iso_dir)
+        print(f"\nplanned: stage 1 {hp_dir / 'plan.csv'}, stage 2 {iso_dir / 'plan.csv'}; "
+              f"estimated {seconds / 3600:,.1f} device-hours in all (est_seconds of both plans, one device per run)")
+        return None
+
+    print("== stage 3/3: fitting the study")
+    report = run_analysis([hp_dir, iso_dir], fit_dir, **study["analysis"])
+    print_summary(report, fit_dir, time.time() - t0)
+    return report
+
+
+def _law(report: dict, section: str, key: str) -> str:
+    law = (report.get(section) or {}).get(key)
+    if law is None:
+        return f"{key}: not fitted ({report.get('skipped', {}).get(section, 'no data')})"
+    ci = law.ci95
+    return (f"{key} = {law.coef:.4g} * C^{law.exponent:.3f}   exponent 95% CI "
+            f"[{ci['exponent'][0]:.3f}, {ci['exponent'][1]:.3f}]")
+
+
+def print_summary(report: dict, fit_dir: Path, seconds: float) -> None:
+    print(f"\n== study done in {seconds / 60:.1f} min: {fit_dir / 'report.md'}, {fit_dir / 'plots'}/")
+    for section, key in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):
+        print("  " + _law(report, section, key))
+    for target, e in (report.get("extrapolation") or {}).items():
+        print(f"  {target}: " + ", ".join(f"{k} {v:.3g}" for k, v in _point(e).items()))
+
+
+def _point(e: dict) -> dict:
+    """The headline numbers of one extrapolation target (point estimates)."""
+    out = {}
+    for k in ("C", "D", "eta_opt", "B_opt", "loss"):
+        v = e.get(k)
+        v = v.get("value") if isinstance(v, dict) else v
+        if isinstance(v, (int, float)):
+            out[k] = v
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__)
+        return
+    dry_run = "--dry-run" in args
+    args = [a for a in args if a != "--dry-run"]
+    name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
+    try:
+        run_study(name, args, dry_run)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
