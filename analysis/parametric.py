@@ -114,6 +114,9 @@ def fit_parametric(N, D, L, n_boot: int = 1000, seed: int = 0, n_starts: int = 6
     res = _summary(theta) | {"form": "E + A/N^alpha + B/D^beta", "n_runs": int(len(L)),
                              "objective": float(objective(theta, logN, logD, logL)), "theta": theta.tolist(),
                              "N_is": "M/6 (FLOPs-equivalent parameters, so C = 6*N*D) unless the CSV gives N"}
+    if not (res["alpha"] > 0 and res["beta"] > 0):  # loss rising with N or D: the data do not constrain the law
+        return {"skipped": f"the best fit has a non-positive exponent (alpha={res['alpha']:.3g}, "
+                           f"beta={res['beta']:.3g}): these runs do not constrain L(N, D)"}
     G = (res["alpha"] * res["A"] / (res["beta"] * res["B"])) ** (1 / (res["alpha"] + res["beta"]))
     res["M_opt"] = {"coef": float(6 * G * 6 ** -res["a"]), "exponent": res["a"]}  # N_opt = G*(C/6)^a, M = 6N
     if n_boot:

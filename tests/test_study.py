@@ -1,0 +1,76 @@
+"""The newcomer path end to end: a miniature study from scaling.sweep to analysis.fit, and the README's promises."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import TINY_DATA
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Budgets a hundred times below the CPU demo's: 27 + 15 runs of a second or two each.
+MINI_STUDY = {
+    "dir": None,
+    "overrides": [*TINY_DATA, "model.seq_len=32", "sweep.shape_rule=cpu", "sweep.min_steps=10", "train.threads=1",
+                  "train.eval_tokens=8192", "train.progress=false"],
+    "hparams": {"budgets": [3e9, 6e9, 1.2e10], "overrides": ["sweep.lr_points=3", "sweep.batch_points=3"]},
+    "isoflop": {"budgets": [6e9, 1.2e10, 2.4e10], "overrides": ["sweep.n_shapes=5"]},
+    "analysis": {"bootstrap": 200, "band": 0.0025, "min_budgets": 3},
+}
+
+
+def test_miniature_study_end_to_end(tmp_path, cache_dir):
+    study = MINI_STUDY | {"dir": str(tmp_path / "study")}
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(study))
+    out = subprocess.run([sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    root = tmp_path / "study"
+    results = [json.loads(p.read_text()) for p in root.glob("*/*/result.json")]
+    planned = sum(len((root / stage / "plan.csv").read_text().splitlines()) - 1 for stage in ("hparams", "isoflop"))
+    assert len(results) == planned >= 27 + 3 * 3            # every planned run has its record
+    for r in results:
+        assert r["status"] in ("completed", "diverged")
+        assert abs(r["D_planned"] * r["M"] / r["budget"] - 1) < 0.01
+    # Stage 2 was centred with the laws fitted in stage 1, not DeepSeek's.
+    fitted = json.loads((root / "hparams" / "analysis" / "report.json").read_text())["hparams"]
+    iso_lrs = {r["lr"] for r in results if r["sweep"] == "isoflop"}
+    assert len(iso_lrs) == 3 and all(lr == float(f"{fitted['eta_opt']['coef'] * r['budget'] ** fitted['eta_opt']['exponent']:.3g}")
+                                     for r in results if r["sweep"] == "isoflop" for lr in [r["lr"]])
+    report = json.loads((root / "analysis" / "report.json").read_text())
+    for law in (report["hparams"]["eta_opt"], report["hparams"]["B_opt"]):
+        lo, hi = law["ci95"]["exponent"]
+        assert lo <= law["exponent"] <= hi and lo < hi
+    assert "isoflop" in report or "isoflop" in report["skipped"]     # fitted, or absent with the reason
+    assert {"deepseek_7b", "deepseek_67b"} <= set(report["extrapolation"])
+    plots = {p.name for p in (root / "analysis" / "plots").glob("*.png")}
+    assert {"hparams.png", "isoflop.png"} <= plots, plots
+    assert "eta_opt" in out.stdout and "deepseek_7b" in out.stdout  # the printed summary
+
+    again = subprocess.run([sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    n_iso = len((root / "isoflop" / "plan.csv").read_text().splitlines()) - 1
+    assert again.returncode == 0 and "27 skipped" in again.stdout and f"{n_iso} skipped" in again.stdout, \
+        again.stdout[-2000:]
+
+
+def test_readme_set_up_commands_are_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    commands = re.search(r"```bash\n(python3 -m venv .*?)\n(python3 -m venv .*?)\n```", readme)
+    assert commands, "README must open with the two set-up commands"
+    demo, tests = commands.groups()
+    assert demo.endswith("python -m scaling.study") and tests.endswith("python -m pytest")
+    assert "torch==2.13.0" in demo and "torch==2.13.0" in tests
+    assert tests in (ROOT / ".ci" / "run").read_text()
+
+
+def test_unknown_study_is_one_line_error():
+    out = subprocess.run([sys.executable, "-m", "scaling.study", "nosuch"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: unknown study 'nosuch'") and len(out.stderr.strip().splitlines()) == 1
