@@ -80,9 +80,10 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
     model_cfg = ModelConfig.from_dict(c["model"])
     chash = config_hash(c)
     previous = read_result(out_dir)
-    if previous is not None and previous.get("config_hash") != chash:
-        raise ValueError(f"{out_dir} already holds a run with another config (hash {previous.get('config_hash')} "
-                         f"!= {chash}); give this run another run.id / output dir instead of mixing them")
+    held = previous.get("config_hash") if previous is not None else _interrupted_hash(out_dir)
+    if held is not None and held != chash:
+        raise ValueError(f"{out_dir} already holds a run with another config (hash {held} != {chash}); "
+                         f"give this run another run.id / output dir instead of mixing them")
     if previous is not None and previous.get("status") in FINISHED:
         log.info("skip %s: already %s (val_loss %s)", out_dir, previous["status"], previous.get("val_loss"))
         return previous | {"skipped": True}
@@ -200,6 +201,14 @@ def _train(c: dict, model_cfg: ModelConfig, data, base: dict, steps: int, batch:
     return result
 
 
+def _interrupted_hash(out_dir: Path) -> str | None:
+    """Config hash of an unfinished run in out_dir (its config.yaml), None when there is none."""
+    try:
+        return config_hash(OmegaConf.to_container(OmegaConf.load(out_dir / "config.yaml"), resolve=True))
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop log lines past the checkpoint so no step is logged twice."""
     if not path.exists():
@@ -227,8 +236,7 @@ def main(cfg: DictConfig) -> None:
 
 def _remove_if_empty(out_dir: Path) -> None:
     """Remove a run dir that holds nothing but Hydra's own bookkeeping (created before validation could run)."""
-    ours = [p for p in out_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"] if out_dir.exists() else [1]
-    if not ours:
+    if out_dir.exists() and all(p.name == ".hydra" or p.suffix == ".log" for p in out_dir.iterdir()):
         shutil.rmtree(out_dir, ignore_errors=True)
 
 

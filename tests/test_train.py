@@ -119,3 +119,14 @@ def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
     assert ddp["world_size"] == 2 and ddp["D"] == single["D"]
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
     assert ddp["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)
+
+
+def test_an_interrupted_run_is_not_overwritten_by_another_config(make_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    train_run(make_cfg(*FAST), run_dir)
+    (run_dir / "result.json").unlink()                  # as if killed before the end: config.yaml and ckpt remain
+    before = (run_dir / "config.yaml").read_text()
+    with pytest.raises(ValueError, match="already holds a run with another config"):
+        train_run(make_cfg(*FAST, "optim.lr=1e-3"), run_dir)
+    assert (run_dir / "config.yaml").read_text() == before
+    assert train_run(make_cfg(*FAST), run_dir)["status"] == "completed"   # the same config resumes
