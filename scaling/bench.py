@@ -21,7 +21,6 @@ times slower than with 1 thread. The load average is printed: compare runs only 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
+from scaling.trainer import autocast_ctx, build_optimizer
 
 CONF_MODEL = Path(__file__).resolve().parent.parent / "conf" / "model"
 
@@ -104,12 +104,11 @@ def hf_twin(model_cfg: ModelConfig) -> torch.nn.Module:
 
 def step_fn(model: torch.nn.Module, is_hf: bool, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             amp: torch.dtype | None) -> Callable[[], None]:
-    """One optimizer step: forward, loss, backward, fused AdamW, as the trainer does it."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    """One optimizer step: forward, loss, backward, AdamW, with the trainer's optimizer and autocast."""
+    opt = build_optimizer(model, 1e-4, (0.9, 0.95), 1e-8, 0.1, device)
 
     def step() -> None:
-        ctx = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
-        with ctx:
+        with autocast_ctx(device, amp):
             loss = model(input_ids=x, labels=x).loss if is_hf else model(x, y)[1]
         loss.backward()
         opt.step()

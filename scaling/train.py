@@ -88,8 +88,7 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
         log.info("skip %s: already %s (val_loss %s)", out_dir, previous["status"], previous.get("val_loss"))
         return previous | {"skipped": True}
 
-    d = init_distributed("cuda" if str(c["train"]["device"]).startswith("cuda") or (
-        c["train"]["device"] == "auto" and torch.cuda.is_available()) else "cpu")
+    d = init_distributed(resolve_device(str(c["train"]["device"]), Dist()).type)
     device = resolve_device(str(c["train"]["device"]), d)
     amp = resolve_amp(str(c["train"]["dtype"]), device)
     steps, batch, accum = plan_steps(c, d.world_size)

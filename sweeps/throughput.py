@@ -3,7 +3,6 @@ cached, log-interpolated in M. A plan with a shape too big to measure here (a GP
 is estimated entirely from an assumed FLOP/s, and the table says so."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import statistics
@@ -14,6 +13,7 @@ import torch
 
 from model import LLaMA, ModelConfig, count_flops
 from scaling.atomic import write_atomic
+from scaling.trainer import autocast_ctx, build_optimizer
 
 from .shapes import Shape
 
@@ -29,12 +29,13 @@ def measure(cfg: ModelConfig, device: torch.device, seqs: int = 2, warmup_s: flo
     seconds of one-off initialisation in its first steps), from the median step over >= 3 steps and >= timed_s."""
     torch.manual_seed(0)
     model = LLaMA(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.0)  # lr 0: the same cost, and no drift into slow denormals
+    # The trainer's optimizer and precision, so the estimate times the step the runs will take.
+    # lr 0: the same cost, and no drift into slow denormals.
+    opt = build_optimizer(model, 0.0, (0.9, 0.95), 1e-8, 0.1, device)
     x = torch.randint(cfg.vocab_size, (seqs, cfg.seq_len), device=device)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def step() -> None:
-        with amp:
+        with autocast_ctx(device, torch.bfloat16 if device.type == "cuda" else None):
             _, loss = model(x, x)
         loss.backward()
         opt.step()
