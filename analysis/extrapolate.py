@@ -2,34 +2,25 @@
 with bootstrap CIs, next to the reference from DeepSeek's published coefficients and actual choices."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from analysis import losscurve
 from analysis.powerlaw import PowerLaw, percentile_ci
 from analysis.recommend import recommend_shape
 from model import ModelConfig, count_flops
+from scaling.configs import load_model_config
+from scaling.laws import DEEPSEEK
 
-DEEPSEEK = {"eta_opt": PowerLaw(0.3118, -0.1250), "B_opt": PowerLaw(0.2920, 0.3271),
-            "M_opt": PowerLaw(0.1715, 0.5243), "D_opt": PowerLaw(5.8316, 0.4757)}
 # What DeepSeek actually trained with (arXiv 2401.02954, Table 2): peak lr and batch in sequences.
 PAPER_CHOICES = {"deepseek_7b": {"lr": 4.2e-4, "batch_sequences": 2304},
                  "deepseek_67b": {"lr": 3.2e-4, "batch_sequences": 4608}}
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
 
 
-def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelConfig:
-    """conf/model/<name>.yaml -> ModelConfig (plain OmegaConf.load: analysis is not a Hydra app)."""
-    path = Path(conf_dir) / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in Path(conf_dir).glob("*.yaml"))
-        raise ValueError(f"unknown target {name!r}: no {path}; known: {', '.join(known) or 'none'}")
-    d = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    return ModelConfig.from_dict({k: v for k, v in d.items() if k in fields})
+def load_model(name: str) -> ModelConfig:
+    """A target by name (conf/model/<name>.yaml, or a user's own YAML path) -> ModelConfig."""
+    return load_model_config(name)
 
 
 def _with_ci(point: float, samples: np.ndarray | None) -> dict:
@@ -94,9 +85,9 @@ def reference(C: float, M: float, seq_len: int, name: str | None = None) -> dict
     return ref
 
 
-def extrapolate(name: str, D: float, fits: dict, conf_dir: Path = CONF_DIR) -> dict:
+def extrapolate(name: str, D: float, fits: dict) -> dict:
     """extrapolation.<name>: counts from count_flops, C = M*D, predictions with CIs, and the DeepSeek reference."""
-    cfg = load_model(name, conf_dir)
+    cfg = load_model(name)
     fc = count_flops(cfg)
     C = fc.M * D
     return {"M": fc.M, "N1": fc.N1, "N2": fc.N2, "params": fc.params, "C": C, "D": D, "seq_len": cfg.seq_len,

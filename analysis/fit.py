@@ -16,7 +16,8 @@ import pandas as pd
 import scipy
 
 from analysis.budgets import assign_budgets
-from analysis.extrapolate import CONF_DIR, extrapolate, load_model, recommend
+from scaling.laws import format_law
+from analysis.extrapolate import extrapolate, load_model, recommend
 from analysis.hparams import fit_hparams
 from analysis.isoflop import fit_isoflop
 from analysis.load import load_runs
@@ -94,7 +95,7 @@ def default_out(first: Path) -> Path:
 def run_analysis(paths, out_dir=None, *, budgets=(), band: float = 0.0025, bootstrap: int = 1000, seed: int = 0,
                  targets=("deepseek_7b", "deepseek_67b"), target_tokens: float = 2e12, plots: bool = True,
                  min_budgets: int = 3, rtol: float = 1.15, off_centre: float = 2 / 3, dataset: str | None = None,
-                 conf_dir: Path = CONF_DIR, write: bool = True) -> dict:
+                 write: bool = True) -> dict:
     """Load, fit every dataset separately, extrapolate, and (if write) write the outputs to out_dir.
 
     Raises ValueError with a one-line message on bad input. The returned report keeps bootstrap samples
@@ -103,8 +104,8 @@ def run_analysis(paths, out_dir=None, *, budgets=(), band: float = 0.0025, boots
     paths = [Path(p) for p in paths]
     if band < 0 or bootstrap < 0 or min_budgets < 2 or rtol <= 1:
         raise ValueError("need --band >= 0, --bootstrap >= 0, --min-budgets >= 2 and --rtol > 1")
-    base_models = [load_model(t, conf_dir) for t in targets]  # fail early on an unknown target
-    shape_base = base_models[0] if base_models else load_model("deepseek_7b", conf_dir)  # vocab, seq_len, FFN rule
+    base_models = [load_model(t) for t in targets]  # fail early on an unknown target
+    shape_base = base_models[0] if base_models else load_model("deepseek_7b")  # vocab, seq_len, FFN rule
     df, warnings = load_runs(paths)
     df["budget_group"] = np.nan
     ok = df.excluded == ""
@@ -119,7 +120,7 @@ def run_analysis(paths, out_dir=None, *, budgets=(), band: float = 0.0025, boots
         if "in_band" in r:
             mask = r.pop("in_band")
             df.loc[mask.index, "in_band"] = mask.to_numpy()
-        r["extrapolation"] = {t: extrapolate(t, target_tokens, r, conf_dir) for t in targets}
+        r["extrapolation"] = {t: extrapolate(t, target_tokens, r) for t in targets}
         per[name] = r
     if not any(k in r for r in per.values() for k in ("hparams", "isoflop")):
         why = "; ".join(f"{n}: " + "; ".join(f"{k}: {v}" for k, v in r["skipped"].items()) for n, r in per.items())
@@ -192,7 +193,7 @@ def main(argv=None) -> int:
     for k, sec in (("eta_opt", "hparams"), ("B_opt", "hparams"), ("M_opt", "isoflop"), ("D_opt", "isoflop")):
         law = (rep.get(sec) or {}).get(k)
         if law is not None:
-            print(f"  {k} = {law.coef:.4g} * C^{law.exponent:.4f}  exponent CI {law.ci95.get('exponent')}")
+            print(f"  {k} = {format_law(law, digits=4)}")
     return 0
 
 

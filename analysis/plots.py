@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.extrapolate import DEEPSEEK  # noqa: E402
+from scaling.laws import DEEPSEEK  # noqa: E402
 from analysis.powerlaw import band_at  # noqa: E402
 
 

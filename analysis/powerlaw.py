@@ -1,26 +1,11 @@
 """Power laws y = coef * C^exponent, fitted by least squares on log10 (batched over bootstrap resamples)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
+from scaling.laws import PowerLaw
 
-@dataclass
-class PowerLaw:
-    coef: float
-    exponent: float
-    ci95: dict = field(default_factory=dict)  # {"coef": [lo, hi], "exponent": [lo, hi]}
-    n_points: int = 0
-    n_budgets: int = 0
-    warnings: list = field(default_factory=list)
-
-    def __call__(self, C):
-        return self.coef * np.asarray(C, dtype=float) ** self.exponent
-
-    def as_dict(self) -> dict:
-        return {"coef": self.coef, "exponent": self.exponent, "ci95": self.ci95, "n_points": self.n_points,
-                "n_budgets": self.n_budgets, "warnings": list(self.warnings)}
+__all__ = ["PowerLaw", "linefit", "fit_powerlaw", "percentile_ci", "law_ci", "band_at"]
 
 
 def linefit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling.atomic import write_atomic
+from scaling.laws import format_law
 
 
 def _internal(k: str) -> bool:
@@ -38,14 +39,7 @@ def _g(v, f=".4g") -> str:
 
 
 def _law(d: dict | None) -> str:
-    if not d:
-        return "-"
-    ci = d.get("ci95") or {}
-    s = f"{d['coef']:.4g} * C^{d['exponent']:.4f}"
-    if ci.get("exponent"):
-        lo, hi = ci["exponent"]
-        s += f" (exponent 95% CI [{_g(lo, '.4f')}, {_g(hi, '.4f')}])"
-    return s
+    return format_law(d, digits=4)
 
 
 def _val(d: dict | None, key="value", f=".4g") -> str:

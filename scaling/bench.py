@@ -32,21 +32,8 @@ import torch
 from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
+from scaling.configs import load_model_config
 from scaling.trainer import autocast_ctx, build_optimizer
-
-CONF_MODEL = Path(__file__).resolve().parent.parent / "conf" / "model"
-
-
-def load_model_config(name: str, vocab_size: int, seq_len: int | None) -> ModelConfig:
-    path = CONF_MODEL / f"{name}.yaml"
-    if not path.exists():
-        raise ValueError(f"--model {name}: no {path}; choose one of {sorted(p.stem for p in CONF_MODEL.glob('*.yaml'))}")
-    raw = OmegaConf.merge({"data": {"vocab_size": vocab_size}}, {"model": OmegaConf.load(path)})
-    fields = OmegaConf.to_container(raw.model, resolve=True)
-    if seq_len:
-        fields["seq_len"] = seq_len
-    return ModelConfig.from_dict(fields)
-
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -165,7 +152,7 @@ def run(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     amp = torch.bfloat16 if dtype == "bf16" else None
-    cfg = load_model_config(args.model, args.vocab, args.seq_len)
+    cfg = load_model_config(args.model, vocab_size=args.vocab, seq_len=args.seq_len)
     flops = count_flops(cfg)
     tokens = args.batch_seqs * cfg.seq_len
     torch.manual_seed(0)

@@ -17,21 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from analysis.fit import run_analysis
-
-ROOT = Path(__file__).resolve().parent.parent
-STUDIES = ROOT / "conf" / "study"
-
-
-def load_study(name: str) -> dict:
-    """A study by name (conf/study/<name>.yaml) or by path to a YAML file of the same shape."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else STUDIES / f"{name}.yaml"
-    if not path.exists():
-        raise ValueError(f"unknown study {name!r}; choose one of {sorted(p.stem for p in STUDIES.glob('*.yaml'))} "
-                         f"(conf/study/)")
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+from scaling.configs import load_study
+from scaling.laws import format_law
 
 
 def budgets_arg(budgets: list[float]) -> str:
@@ -42,7 +30,7 @@ def sweep(stage: str, budgets: list[float], sweep_dir: Path, overrides: list[str
     cmd = [sys.executable, "-m", "scaling.sweep", f"+{stage}={budgets_arg(budgets)}", f"sweep.dir={sweep_dir}",
            *overrides]
     print(f"\n$ {' '.join(cmd[1:])}", flush=True)
-    if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+    if subprocess.run(cmd).returncode != 0:  # same working directory: relative paths mean the same everywhere
         raise RuntimeError(f"the {stage} sweep failed (see its output above); rerun the study to resume it")
 
 
@@ -88,9 +76,7 @@ def _law(report: dict, section: str, key: str) -> str:
     law = (report.get(section) or {}).get(key)
     if law is None:
         return f"{key}: not fitted ({report.get('skipped', {}).get(section, 'no data')})"
-    ci = law.ci95
-    return (f"{key} = {law.coef:.4g} * C^{law.exponent:.3f}   exponent 95% CI "
-            f"[{ci['exponent'][0]:.3f}, {ci['exponent'][1]:.3f}]")
+    return f"{key} = {format_law(law)}"
 
 
 def print_summary(report: dict, fit_dir: Path, seconds: float) -> None:

@@ -18,10 +18,11 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from scaling.configs import HYDRA_CONFIG_PATH
 from scaling.train import train_run
 
 
-@hydra.main(config_path="../conf", config_name="sweep", version_base=None)
+@hydra.main(config_path=HYDRA_CONFIG_PATH, config_name="sweep", version_base=None)
 def main(cfg: DictConfig) -> str:
     return train_run(cfg, Path(HydraConfig.get().runtime.output_dir))["status"]
 

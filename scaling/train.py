@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
+from scaling.configs import HYDRA_CONFIG_PATH
 from scaling.checkpoint import load_checkpoint, save_checkpoint
 from scaling.data import prepare_data
 from scaling.distributed import Dist, barrier, init_distributed
@@ -220,7 +221,7 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
-@hydra.main(config_path="../conf", config_name="run", version_base=None)
+@hydra.main(config_path=HYDRA_CONFIG_PATH, config_name="run", version_base=None)
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:

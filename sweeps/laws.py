@@ -10,25 +10,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class PowerLaw:
-    coef: float
-    exponent: float
-
-    def __call__(self, C: float) -> float:
-        return self.coef * C**self.exponent
-
-    def inverse(self, y: float) -> float:
-        """The C at which the law predicts y."""
-        return (y / self.coef) ** (1.0 / self.exponent)
+from scaling.laws import DEEPSEEK, PowerLaw
 
 
-DEEPSEEK = {
-    "eta_opt": PowerLaw(0.3118, -0.1250),   # peak learning rate
-    "B_opt": PowerLaw(0.2920, 0.3271),      # batch size, tokens per step
-    "M_opt": PowerLaw(0.1715, 0.5243),      # non-embedding FLOPs per token
-}
 # report.json section holding each law (analysis.fit writes hparams.{eta_opt,B_opt} and isoflop.{M_opt,D_opt}).
 REPORT_SECTION = {"eta_opt": "hparams", "B_opt": "hparams", "M_opt": "isoflop"}
 
@@ -42,7 +26,7 @@ class Laws:
 
     @classmethod
     def deepseek(cls) -> Laws:
-        return cls(**DEEPSEEK, source="deepseek")
+        return cls(**{name: DEEPSEEK[name] for name in REPORT_SECTION}, source="deepseek")
 
     @classmethod
     def from_report(cls, path: str | Path) -> Laws:

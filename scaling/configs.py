@@ -1,0 +1,80 @@
+"""The one home for finding configuration: the shipped `conf/` tree, model configs and study files.
+
+`conf/` is installed as the package `scaling.conf` (setup.py maps it), so a wheel installed anywhere finds it the
+same way as an editable checkout: through importlib.resources, and for Hydra apps through `pkg://scaling.conf`.
+A user's own config folder (their models, studies, launchers) joins Hydra's search path with
+`hydra.searchpath=[file:///path/to/my_conf]` or `--config-dir`; `load_model_config` and `load_study` also take a
+path to a YAML file directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from model import ModelConfig
+
+CONF_PACKAGE = "scaling.conf"
+# For @hydra.main(config_path=HYDRA_CONFIG_PATH): Hydra's package search path, valid for any kind of install.
+HYDRA_CONFIG_PATH = f"pkg://{CONF_PACKAGE}"
+
+
+def conf_dir() -> Path:
+    """The directory of the shipped configs (conf/ in a checkout, site-packages/scaling/conf in a wheel)."""
+    try:
+        root = resources.files(CONF_PACKAGE)
+    except ModuleNotFoundError:  # a plain checkout on sys.path without any install
+        return Path(__file__).resolve().parent.parent / "conf"
+    return Path(str(root))
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def _yaml_for(group: str, name_or_path: str | Path) -> Path:
+    """A config by name (conf/<group>/<name>.yaml) or by path to a YAML file; one-line error when neither exists."""
+    text = str(name_or_path)
+    path = Path(text).expanduser() if text.endswith((".yaml", ".yml")) else conf_dir() / group / f"{text}.yaml"
+    if not path.is_file():
+        raise ValueError(
+            f"unknown {group} {text!r}: choose one of {_group_options(group)} (conf/{group}/) or give a path to a "
+            f"YAML file"
+        )
+    return path
+
+
+def default_vocab_size() -> int:
+    """data.vocab_size of the default corpus: what `${data.vocab_size}` means for a model loaded outside a run."""
+    return int(OmegaConf.load(conf_dir() / "data" / "sotu.yaml")["vocab_size"])
+
+
+def load_model_config(name_or_path: str | Path, vocab_size: int | None = None, **overrides: Any) -> ModelConfig:
+    """conf/model/<name>.yaml (or a YAML path) -> ModelConfig, the one loader every command uses.
+
+    Models whose vocabulary comes from the tokenizer (`vocab_size: ${data.vocab_size}`) take `vocab_size`, else the
+    default corpus's. `overrides` replace fields (e.g. seq_len=256). Keys that are not ModelConfig fields are an
+    error, so a typo in a user's model file is caught here.
+    """
+    path = _yaml_for("model", name_or_path)
+    data = {"vocab_size": vocab_size if vocab_size is not None else default_vocab_size()}
+    raw = OmegaConf.merge({"data": data}, {"model": OmegaConf.load(path)})
+    fields = OmegaConf.to_container(raw.model, resolve=True)
+    assert isinstance(fields, dict)
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown model key(s) {unknown}; the keys are ModelConfig's fields: {sorted(known)}")
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ModelConfig.from_dict(fields)
+
+
+def load_study(name_or_path: str | Path) -> dict:
+    """A study by name (conf/study/<name>.yaml) or by path to a YAML file of the same shape."""
+    study = OmegaConf.to_container(OmegaConf.load(_yaml_for("study", name_or_path)), resolve=True)
+    assert isinstance(study, dict)
+    return study
