@@ -20,7 +20,7 @@ PAPER_CHOICES = {"deepseek_7b": {"lr": 4.2e-4, "batch_sequences": 2304},
 
 def load_model(name: str) -> ModelConfig:
     """A target by name (conf/model/<name>.yaml, or a user's own YAML path) -> ModelConfig."""
-    return load_model_config(name)
+    return load_model_config(name, what="target")
 
 
 def _with_ci(point: float, samples: np.ndarray | None) -> dict:
@@ -49,13 +49,31 @@ def _loss_at(loss: dict | None, C: float) -> dict | None:
     return _with_ci(float(losscurve.predict(loss, C)), s) | {"form": loss["form"]}
 
 
-def predict_at(C: float, M: float, seq_len: int, fits: dict) -> dict:
-    """eta_opt, B_opt (tokens and sequences) and loss at compute C from the fitted laws (absent ones omitted)."""
+def _md_at(hp: dict, N: float, D: float) -> tuple[dict, dict]:
+    """eta_opt and B_opt (tokens) at (N, D) from the Step-Law form, with bootstrap CIs."""
+    md, boot = hp["MD"], hp.get("boot_MD")
+    out = []
+    for k in ("eta_opt", "B_opt"):
+        s = None
+        if boot is not None:
+            c = boot[k]
+            s = 10 ** (c[:, 0] + c[:, 1] * np.log10(N) + c[:, 2] * np.log10(D))
+        out.append(_with_ci(float(md[k](N, D)), s) | {"form": "MD"})
+    return out[0], out[1]
+
+
+def predict_at(C: float, M: float, seq_len: int, fits: dict, form: str = "C", N: float | None = None) -> dict:
+    """eta_opt, B_opt (tokens and sequences) and loss at compute C from the fitted laws (absent ones omitted).
+
+    form "MD" uses the Step-Law form at (N, D = C/M) when it was fitted; N defaults to M/6."""
     out: dict = {}
     hp = fits.get("hparams") or {}
     if "eta_opt" in hp:
-        out["eta_opt"] = _law_at(hp["eta_opt"], (hp.get("boot") or {}).get("eta_opt"), C)
-        B = _law_at(hp["B_opt"], (hp.get("boot") or {}).get("B_opt"), C)
+        if form == "MD" and "MD" in hp:
+            out["eta_opt"], B = _md_at(hp, N if N is not None else M / 6, C / M)
+        else:
+            out["eta_opt"] = _law_at(hp["eta_opt"], (hp.get("boot") or {}).get("eta_opt"), C)
+            B = _law_at(hp["B_opt"], (hp.get("boot") or {}).get("B_opt"), C)
         out["B_opt"] = B | {"sequences": B["value"] / seq_len,
                             **({"sequences_ci95": [v / seq_len for v in B["ci95"]]} if "ci95" in B else {})}
     loss = _loss_at(fits.get("loss"), C)
@@ -85,16 +103,17 @@ def reference(C: float, M: float, seq_len: int, name: str | None = None) -> dict
     return ref
 
 
-def extrapolate(name: str, D: float, fits: dict) -> dict:
-    """extrapolation.<name>: counts from count_flops, C = M*D, predictions with CIs, and the DeepSeek reference."""
+def extrapolate(name: str, D: float, fits: dict, form: str = "C") -> dict:
+    """extrapolation.<name>: counts from count_flops, C = M*D, predictions with CIs, and the DeepSeek reference.
+    The batch in sequences divides by the target's seq_len (what the target trains with)."""
     cfg = load_model(name)
     fc = count_flops(cfg)
     C = fc.M * D
     return {"M": fc.M, "N1": fc.N1, "N2": fc.N2, "params": fc.params, "C": C, "D": D, "seq_len": cfg.seq_len,
-            **predict_at(C, fc.M, cfg.seq_len, fits), "reference": reference(C, fc.M, cfg.seq_len, name)}
+            **predict_at(C, fc.M, cfg.seq_len, fits, form), "reference": reference(C, fc.M, cfg.seq_len, name)}
 
 
-def recommend(C: float, fits: dict, base: ModelConfig) -> dict:
+def recommend(C: float, fits: dict, base: ModelConfig, form: str = "C") -> dict:
     """For `--budget C`: the compute-optimal M from the fitted M_opt(C) (DeepSeek's if absent), a shape
     realising it, D = C/M of that shape, and eta, B, loss at C."""
     iso = fits.get("isoflop") or {}
@@ -104,5 +123,5 @@ def recommend(C: float, fits: dict, base: ModelConfig) -> dict:
     return {"C": C, "M_opt": _law_at(law, iso.get("boot"), C), "M_opt_source": src,
             "shape": {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden",
                                                    "vocab_size", "seq_len")},
-            "M": M, "params": count_flops(cfg).params, "D": C / M, **predict_at(C, M, cfg.seq_len, fits),
+            "M": M, "params": count_flops(cfg).params, "D": C / M, **predict_at(C, M, cfg.seq_len, fits, form),
             "reference": reference(C, M, cfg.seq_len)}

@@ -1,4 +1,9 @@
-"""Load run records (result.json trees or a CSV) into one DataFrame with an `excluded` reason column."""
+"""Load run records (result.json trees, CSVs or a DataFrame) into one DataFrame with an `excluded` reason column.
+
+Every number is read as float64 *before* anything is derived: a CSV of integer M and D would otherwise compute
+C = M*D in int64 and wrap around above 9.2e18 FLOPs.
+"""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +13,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scaling.record import RunRecord
+
+from analysis.plausible import Limits, duplicates, numbers_reason
+
 # CSV contract: required columns, and the optional ones we read when present.
 CSV_REQUIRED = ("sweep", "loss")
-CSV_OPTIONAL = ("C", "M", "N", "D", "N1", "N2", "lr", "batch_size", "status", "dataset", "budget", "run_id", "seq_len")
-SWEEPS = ("isoflop", "hparams")
-COLUMNS = ["run_id", "sweep", "budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len",
-           "loss", "status", "dataset", "path", "excluded"]
+CSV_OPTIONAL = ("C", "M", "N", "D", "N1", "N2", "lr", "batch_size", "status", "dataset", "budget", "grid", "run_id",
+                "seq_len", "loss_kind")
+SWEEPS = ("isoflop", "hparams", "grid")
+NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss"]
+TEXT = ["run_id", "sweep", "grid", "status", "dataset", "path", "loss_kind", "scale", "excluded"]
+COLUMNS = ["run_id", "sweep", "budget", "grid", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size",
+           "seq_len", "loss", "loss_kind", "scale", "status", "dataset", "path", "excluded"]
+
+
+class InputError(ValueError):
+    """Bad input (one line), carrying the warnings gathered so far so that they are not lost with the error."""
+
+    def __init__(self, msg: str, warnings: list[str] | None = None):
+        super().__init__(msg)
+        self.warnings = list(warnings or [])
 
 
 def _num(x) -> float:
@@ -37,7 +57,7 @@ def _record_row(rec: dict, path: Path) -> dict:
         "N": math.nan, "D": _num(rec.get("D")), "N1": _num(rec.get("N1")), "N2": _num(rec.get("N2")),
         "params": _num(rec.get("params")), "lr": _num(rec.get("lr")), "batch_size": _num(rec.get("batch_size")),
         "seq_len": _num(rec.get("seq_len", model.get("seq_len") if isinstance(model, dict) else None)),
-        "loss": _num(rec.get("val_loss")), "status": str(rec["status"]),
+        "loss": _num(rec.get("val_loss")), "loss_kind": "validation", "status": str(rec["status"]),
         "dataset": str(rec.get("dataset") or "unknown"), "path": str(path),
     }
 
@@ -47,96 +67,126 @@ def _load_json_tree(root: Path, warnings: list[str]) -> list[dict]:
     rows = []
     for f in files:
         try:
-            rows.append(_record_row(json.loads(f.read_text()), f))
+            rows.append(_record_row(RunRecord.from_dict(json.loads(f.read_text())).to_dict(), f))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError) as e:
             warnings.append(f"skipping corrupt {f}: {type(e).__name__}: {e}")
     return rows
 
 
-def _load_csv(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable CSV ({e})") from None
+def from_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A table following the CSV contract (a CSV read by pandas, or a notebook's DataFrame) -> loader columns."""
+    df = df.copy()
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in CSV_REQUIRED if c not in df.columns]
     has = set(df.columns)
     if "C" not in has and not ({"M", "D"} <= has or {"N", "D"} <= has):
         missing.append("C (or M and D, or N and D)")
     if missing:
-        raise ValueError(f"{path} is missing required column(s): {', '.join(missing)} "
-                         f"(required: sweep, C, loss; optional: {', '.join(CSV_OPTIONAL[1:])})")
+        raise InputError(f"{source} is missing required column(s): {', '.join(missing)} "
+                         f"(required: sweep, loss, and C or M+D or N+D; optional: {', '.join(CSV_OPTIONAL[1:])})")
+    if df.empty:
+        raise InputError(f"{source} has a header but no data rows: add one row per run")
     out = pd.DataFrame(index=df.index)
     for c in COLUMNS:
-        if c in df.columns and c not in ("path", "excluded"):
+        if c in df.columns and c not in ("path", "excluded", "scale"):
             out[c] = df[c]
-    out["path"] = str(path)
+    out["path"] = source
     if "run_id" not in out:
-        out["run_id"] = [f"{path.stem}:{i}" for i in range(len(df))]
+        out["run_id"] = [f"{Path(source).stem}:{i}" for i in range(len(df))]
     if "status" not in out:
         out["status"] = "completed"
+    if "loss_kind" not in out:
+        out["loss_kind"] = "as given"
     return out
 
 
+def _load_csv(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path} is empty: expected a header row and one row per run") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
+    return from_frame(df, str(path))
+
+
+def _text(s: pd.Series, default: str | None) -> pd.Series:
+    """Strip strings; missing values -> default."""
+    return s.astype(object).map(lambda v: default if v is None or (isinstance(v, float) and math.isnan(v))
+                                else str(v).strip())
+
+
 def _derive(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill M, D, C, N where the others define them: M = C/D or 6N; D = C/M; C = M*D; N = M/6."""
+    """Fill M, D, C, N where the others define them, in float64: M = C/D or 6N; D = C/M; C = M*D; N = M/6."""
     for c in COLUMNS:
         if c not in df:
-            df[c] = None if c in ("sweep", "status", "dataset", "run_id", "path", "excluded") else np.nan
-    num = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss"]
-    df[num] = df[num].apply(pd.to_numeric, errors="coerce").where(lambda x: np.isfinite(x))
+            df[c] = None if c in TEXT else np.nan
+    num = df[NUMERIC].apply(pd.to_numeric, errors="coerce").astype("float64")
+    df[NUMERIC] = num.where(np.isfinite(num))
+    # Which convention the model scale M follows: given, 6N (Chinchilla-style tables), or C/D.
+    df["scale"] = np.where(df["M"].notna(), "M", np.where((df["C"] / df["D"]).notna(), "C/D",
+                                                          np.where(df["N"].notna(), "6N", "")))
     df["M"] = df["M"].fillna(df["C"] / df["D"]).fillna(6 * df["N"])
     df["D"] = df["D"].fillna(df["C"] / df["M"])
     df["C"] = df["C"].fillna(df["M"] * df["D"])
     # N is the FLOPs-equivalent parameter count of the parametric fit, so that C = 6*N*D always holds.
     df["N"] = df["N"].fillna(df["M"] / 6)
-    df["sweep"] = df["sweep"].where(df["sweep"].notna(), None).map(lambda s: None if s is None else str(s).strip())
-    df["status"] = df["status"].astype(object).fillna("completed").astype(str).str.strip()
-    df["dataset"] = df["dataset"].astype(object).fillna("unknown").astype(str)
+    df["sweep"] = _text(df["sweep"], None)
+    df["grid"] = _text(df["grid"], None)
+    df["status"] = _text(df["status"], "completed")
+    df["dataset"] = _text(df["dataset"], "unknown")
+    df["loss_kind"] = _text(df["loss_kind"], "as given")
     df["run_id"] = df["run_id"].astype(str)
     return df
 
 
-def _exclusion(r) -> str:
+def _exclusion(r, lim: Limits) -> str:
     if r.status != "completed":
         return f"status {r.status}"
-    if not np.isfinite(r.loss):
-        return "no finite loss"
     if r.sweep not in SWEEPS:
-        return f"not part of a sweep (sweep={r.sweep!r})"
-    if not (np.isfinite(r.C) and r.C > 0 and np.isfinite(r.M) and r.M > 0):
-        return "C or M missing or non-positive"
+        return f"not part of a sweep (sweep={r.sweep!r}; expected one of {', '.join(SWEEPS)})"
+    why = numbers_reason(r, lim)
+    if why:
+        return why
     if r.sweep == "hparams" and not (r.lr > 0 and r.batch_size > 0):
-        return "hparams run without lr/batch_size"
+        return "hparams run without positive lr/batch_size"
     return ""
 
 
-def load_runs(paths: list[str | Path]) -> tuple[pd.DataFrame, list[str]]:
-    """All runs below `paths` (dirs of result.json, single result.json files, or CSVs) -> (frame, warnings).
+def load_runs(paths: list[str | Path | pd.DataFrame], limits: Limits = Limits()) -> tuple[pd.DataFrame, list[str]]:
+    """All runs below `paths` (dirs of result.json, result.json files, CSVs or DataFrames) -> (frame, warnings).
 
     Every run appears once; `excluded` is "" for runs the fits may use, else the reason they may not.
+    Raises InputError (a ValueError) with a one-line message on bad input.
     """
-    if not paths:
-        raise ValueError("no input given: pass a runs directory, a result.json or a CSV")
+    if not len(paths):
+        raise InputError("no input given: pass a runs directory, a result.json or a CSV")
     warnings: list[str] = []
     frames = []
-    for p in map(Path, paths):
+    for k, p in enumerate(paths):
+        if isinstance(p, pd.DataFrame):
+            frames.append(from_frame(p, f"dataframe{k}"))
+            continue
+        p = Path(p)
         if not p.exists():
-            raise ValueError(f"{p} does not exist")
+            raise InputError(f"{p} does not exist")
         if p.suffix.lower() == ".csv":
             frames.append(_load_csv(p))
             continue
         rows = _load_json_tree(p, warnings)
         if not rows:
-            raise ValueError(f"no readable result.json under {p} (expected <run_dir>/result.json files written by "
-                             f"scaling.train, or a .csv following the analysis CSV contract)")
+            raise InputError(f"no readable result.json under {p} (expected <run_dir>/result.json files written by "
+                             f"scaling.train, or a .csv following the analysis CSV contract)", warnings)
         frames.append(pd.DataFrame(rows))
     df = _derive(pd.concat(frames, ignore_index=True))
-    if df.empty:
-        raise ValueError(f"no runs found in {', '.join(map(str, paths))}")
-    df["excluded"] = [_exclusion(r) for r in df.itertuples()]
+    df["excluded"] = [_exclusion(r, limits) for r in df.itertuples()]
+    dup = duplicates(df, df.excluded == "")
+    if (dup != "").any():
+        warnings.append(f"{int((dup != '').sum())} duplicated row(s) dropped, e.g. {df.run_id[dup != ''].iloc[0]}: "
+                        f"{dup[dup != ''].iloc[0]}")
+        df.loc[dup != "", "excluded"] = dup[dup != ""]
     if (df["excluded"] == "").sum() == 0:
         counts = df["excluded"].value_counts().to_dict()
-        raise ValueError(f"no completed runs usable for fitting among {len(df)} runs "
-                         f"({'; '.join(f'{n} x {k}' for k, n in counts.items())})")
+        raise InputError(f"no completed runs usable for fitting among {len(df)} runs "
+                         f"({'; '.join(f'{n} x {k}' for k, n in counts.items())})", warnings)
     return df[COLUMNS].reset_index(drop=True), warnings

@@ -2,13 +2,12 @@
 (does this grid recover the exponents I care about within the CI I need?) before spending compute on it."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from scaling.atomic import write_atomic
+from scaling.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -101,5 +100,5 @@ def write_study(records: list[dict], root: str | Path) -> Path:
     """One <root>/<run_id>/result.json per record, like scaling.train writes them."""
     root = Path(root)
     for r in records:
-        write_atomic(root / r["run_id"] / "result.json", json.dumps(r))
+        RunRecord.from_dict(r).write(root / r["run_id"])
     return root

@@ -36,13 +36,13 @@ def _group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 
 
-def _yaml_for(group: str, name_or_path: str | Path) -> Path:
+def _yaml_for(group: str, name_or_path: str | Path, what: str | None = None) -> Path:
     """A config by name (conf/<group>/<name>.yaml) or by path to a YAML file; one-line error when neither exists."""
     text = str(name_or_path)
     path = Path(text).expanduser() if text.endswith((".yaml", ".yml")) else conf_dir() / group / f"{text}.yaml"
     if not path.is_file():
         raise ValueError(
-            f"unknown {group} {text!r}: choose one of {_group_options(group)} (conf/{group}/) or give a path to a "
+            f"unknown {what or group} {text!r}: choose one of {_group_options(group)} (conf/{group}/) or give a path to a "
             f"YAML file"
         )
     return path
@@ -53,14 +53,16 @@ def default_vocab_size() -> int:
     return int(OmegaConf.load(conf_dir() / "data" / "sotu.yaml")["vocab_size"])
 
 
-def load_model_config(name_or_path: str | Path, vocab_size: int | None = None, **overrides: Any) -> ModelConfig:
+def load_model_config(
+    name_or_path: str | Path, vocab_size: int | None = None, what: str = "model", **overrides: Any
+) -> ModelConfig:
     """conf/model/<name>.yaml (or a YAML path) -> ModelConfig, the one loader every command uses.
 
     Models whose vocabulary comes from the tokenizer (`vocab_size: ${data.vocab_size}`) take `vocab_size`, else the
     default corpus's. `overrides` replace fields (e.g. seq_len=256). Keys that are not ModelConfig fields are an
-    error, so a typo in a user's model file is caught here.
+    error, so a typo in a user's model file is caught here. `what` names the model in errors (e.g. "target").
     """
-    path = _yaml_for("model", name_or_path)
+    path = _yaml_for("model", name_or_path, what)
     data = {"vocab_size": vocab_size if vocab_size is not None else default_vocab_size()}
     raw = OmegaConf.merge({"data": data}, {"model": OmegaConf.load(path)})
     fields = OmegaConf.to_container(raw.model, resolve=True)

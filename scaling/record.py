@@ -1,11 +1,14 @@
-"""The run record: atomic writes, config hashing and provenance for result.json."""
+"""The run record `<run dir>/result.json`: its schema (`RunRecord`), reading and writing it, config hashing and
+provenance. The one definition every writer (trainer, packed trainer, synthetic studies) and reader (sweeper,
+status view, analysis loader) uses; the README's run-record table documents the same keys."""
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -15,7 +18,96 @@ SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never retrained
 # Keys that change how a run is executed or logged but not what it computes: they stay out of the config hash,
 # so that a run resumed on another device, or with a progress bar, is recognised as the same run.
-EXECUTION_ONLY = {"device", "compile", "threads", "progress", "log_every", "ckpt_every_s", "micro_batch_size"}
+EXECUTION_ONLY = {"device", "compile", "threads", "progress", "log_every", "ckpt_every_s", "micro_batch_size",
+                  "parallel", "activation_checkpointing"}
+
+
+RESULT_NAME = "result.json"
+STATUSES = ("running", "completed", "diverged", "failed")
+
+
+@dataclass(kw_only=True)
+class RunRecord:
+    """One run's record. Keys not named here (e.g. `steps_done`, `packed_with`) travel in `extra`, in file order."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    status: str  # running | completed | diverged | failed
+    error: str | None = None
+    sweep: str | None = None  # isoflop | hparams | None (a lone run)
+    budget: float | None = None  # the sweep point's nominal C
+    model: dict = field(default_factory=dict)  # n_layer, d_model, n_head, n_kv_head, ffn_hidden, vocab_size, seq_len
+    N1: float | None = None
+    N2: float | None = None
+    params: float | None = None
+    M: float | None = None  # non-embedding FLOPs per token (count_flops)
+    M_formula: float | None = None
+    M_6N1: float | None = None
+    M_6N2: float | None = None
+    D: float | None = None  # tokens trained
+    C: float | None = None  # M * D
+    lr: float | None = None
+    batch_size: float | None = None  # tokens per optimizer step
+    seq_len: int | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    dataset: str | None = None
+    tokenizer: str | None = None
+    seed: int | None = None
+    git_sha: str | None = None
+    torch: str | None = None
+    device: str | None = None
+    world_size: int | None = None
+    config_hash: str | None = None
+    D_planned: float | None = None
+    val_loss: float | None = None  # nats/token
+    val_bpb: float | None = None  # bits per byte
+    val_tokens: int | None = None
+    train_loss: float | None = None
+    initial_loss: float | None = None
+    tokens_per_s: float | None = None
+    wall_time_s: float | None = None
+    startup_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    FIELDS: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunRecord:
+        """A record from its JSON object; ValueError (one line) when it is not one this code can read."""
+        if not isinstance(data, dict):
+            raise ValueError("top level is not a JSON object")
+        for key in ("run_id", "status"):
+            if key not in data:
+                raise ValueError(f"missing key {key!r}")
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {version!r} is newer than this code reads ({SCHEMA_VERSION}); upgrade")
+        known = {k: v for k, v in data.items() if k in cls.FIELDS}
+        extra = {k: v for k, v in data.items() if k not in cls.FIELDS}
+        return cls(**known, extra=extra)
+
+    def to_dict(self) -> dict:
+        out = {name: getattr(self, name) for name in self.FIELDS}
+        return out | self.extra
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunRecord | None:
+        """The run's record, or None when absent or unreadable (a rerun then trains it again)."""
+        try:
+            return cls.from_dict(json.loads((Path(run_dir) / RESULT_NAME).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def write(self, run_dir: Path) -> None:
+        write_json(Path(run_dir) / RESULT_NAME, self.to_dict())
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+RunRecord.FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "extra")
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -23,11 +115,9 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_result(run_dir: Path) -> dict | None:
-    """The run's result.json, or None when absent or unreadable (a rerun then trains it again)."""
-    try:
-        return json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
+    """The run's result.json as a dict (RunRecord.to_dict), or None when absent or unreadable."""
+    record = RunRecord.read(run_dir)
+    return None if record is None else record.to_dict()
 
 
 def config_hash(cfg: dict) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from model import ModelConfig
 
 from .laws import Laws
-from .shapes import Shape, ShapeRule, largest_shape, shape_for_M, smallest_shape
+from model.shapes import Shape, ShapeRule, largest_shape, shape_for_M, smallest_shape
 
 C_TOLERANCE = 0.01  # every point's M*D is within 1% of its budget
 

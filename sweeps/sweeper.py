@@ -23,15 +23,23 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from model import ModelConfig
+from model.shapes import ShapeRule
+from scaling.data.corpora import open_corpus
+from scaling.data.settings import DataSettings
+from scaling.lock import describe, live_holder, mark_sweep_process
 from scaling.record import FINISHED, config_hash, read_result
+from scaling.train import plan_steps
+from scaling.train_config import OptimConfig, TrainConfig
 
 from .laws import Laws
 from .plan import Point, SweepSettings, choose_rule, plan
-from .shapes import ShapeRule
 from .table import fmt_seconds, format_table, rows, write_csv
 from .throughput import Throughput, resolve_device
 
 KINDS = ("hparams", "isoflop")  # hparams first: DeepSeek's order when both are given
+# Above any training run ever published (~5e25 FLOPs) by 100x: a larger budget is a typo, and planning it would
+# give absurd step counts (1e40 planned 1e21 steps).
+MAX_BUDGET = 1e28
 
 
 class SweepFailed(RuntimeError):
@@ -44,9 +52,13 @@ def parse_budget(key: str, value: Any) -> float:
             raise ValueError
         C = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"+{key}={value!r} is not a number; give a compute budget in FLOPs, e.g. +{key}=1e17") from None
+        raise ValueError(f"+{key}={value!r} is not a number; give a compute budget in FLOPs, e.g. +{key}=1e17") \
+            from None
     if not (C > 0 and math.isfinite(C)):
         raise ValueError(f"+{key}={value!r} must be a positive, finite number of FLOPs, e.g. +{key}=1e17")
+    if C > MAX_BUDGET:
+        raise ValueError(f"+{key}={value!r} is above the largest budget a sweep plans ({MAX_BUDGET:.0e} FLOPs, 100x "
+                         f"any published training run); check the exponent")
     return C
 
 
@@ -68,6 +80,32 @@ def split_arguments(arguments: list[str]) -> tuple[list[tuple[str, float]], list
         raise ValueError("nothing to sweep: give +isoflop=C and/or +hparams=C (C in FLOPs, e.g. +isoflop=1e17)")
     order = {k: i for i, k in enumerate(KINDS)}
     return sorted(dict.fromkeys(wants), key=lambda w: (order[w[0]], w[1])), rest
+
+
+def check_overrides(passthrough: list[str], points: list[Point]) -> None:
+    """A user override of a key the plan sets for every run (optim.lr, train.batch_size, ...) would be replaced
+    silently: refuse it, naming it."""
+    planned = {o.split("=", 1)[0] for p in points[:1] for o in p.overrides()}
+    for o in OverridesParser.create().parse_overrides(passthrough):
+        if o.key_or_group in planned:
+            raise ValueError(f"'{o.input_line}': the sweep plan sets {o.key_or_group} for every run, so this override "
+                             f"would be ignored; remove it (the grid is shaped by sweep.* keys)")
+
+
+def check_job(job: DictConfig, data: bool) -> None:
+    """What a run validates before writing anything, checked before anything is launched: bad input stops the
+    sweep with one line (exit 2) instead of failing every run. `data` also opens the corpus (once per sweep)."""
+    c = OmegaConf.to_container(job, resolve=True)
+    assert isinstance(c, dict)
+    TrainConfig.from_dict(c["train"])
+    OptimConfig.from_dict(c["optim"])
+    if c["model"].get("vocab_size") != c["data"]["vocab_size"]:
+        raise ValueError(f"model.vocab_size={c['model'].get('vocab_size')} disagrees with data.vocab_size="
+                         f"{c['data']['vocab_size']}; the tokenizer sets it: use model.vocab_size=${{data.vocab_size}}")
+    ModelConfig.from_dict(c["model"])
+    plan_steps(c, 1)
+    if data:
+        open_corpus(DataSettings.from_cfg(c["data"]))
 
 
 def training_hash(cfg: DictConfig) -> str:
@@ -97,11 +135,15 @@ class ScalingSweeper(Sweeper):
         rule = choose_rule(str(cfg.sweep.shape_rule), rules, wants, laws, base, settings)
         return [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings)], rule, laws
 
-    def job_state(self, overrides: list[str]) -> tuple[Path, str]:
-        """Compose the job's config (as the launcher will: errors surface now) and classify its run dir."""
+    def job_state(self, overrides: list[str], first: bool = False) -> tuple[Path, str]:
+        """Compose the job's config (as the launcher will: errors surface now), validate it and classify its run
+        dir: todo, done, busy (a live process owns it: scaling.lock) or conflict."""
         job = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        check_job(job, data=first)
         run_dir = Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
         prev = read_result(run_dir)
+        if live_holder(run_dir) is not None and (prev is None or prev.get("status") not in FINISHED):
+            return run_dir, "busy"
         if prev is None:
             return run_dir, "todo"
         if prev.get("config_hash") != training_hash(job):
@@ -112,12 +154,13 @@ class ScalingSweeper(Sweeper):
         cfg = self.config
         wants, passthrough = split_arguments(arguments)
         points, rule, laws = self.make_plan(wants)
+        check_overrides(passthrough, points)
         jobs = [passthrough + p.overrides() for p in points]
-        states = [self.job_state(j) for j in jobs]
+        states = [self.job_state(j, first=i == 0) for i, j in enumerate(jobs)]
         conflicts = [str(d) for d, s in states if s == "conflict"]
         if conflicts:
-            raise ValueError(f"{len(conflicts)} planned run(s) already hold a run of another config (e.g. {conflicts[0]}); "
-                             f"use another sweep.dir or remove them")
+            raise ValueError(f"{len(conflicts)} planned run(s) already hold a run of another config "
+                             f"(e.g. {conflicts[0]}); use another sweep.dir or remove them")
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         if cfg.train.threads:  # measure throughput with the thread count the runs will use
             torch.set_num_threads(int(cfg.train.threads))
@@ -126,12 +169,20 @@ class ScalingSweeper(Sweeper):
                          float(cfg.sweep.measure_max_params), float(cfg.sweep.assumed_flops_per_s))
         est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
         table = rows(points, est, [s for _, s in states])
-        write_csv(sweep_dir / "plan.csv", table)
+        try:
+            write_csv(sweep_dir / "plan.csv", table)
+        except OSError as e:  # a read-only or full disk: say so before launching anything
+            raise ValueError(f"cannot write to sweep.dir={sweep_dir} ({e.strerror or e}); give a writable "
+                             f"sweep.dir=...") from None
         self._print_plan(wants, points, rule, laws, table, thr, sweep_dir)
         if cfg.sweep.dry_run:
             print("dry run: nothing trained (sweep.dry_run=false to launch)")
             return {"planned": len(points)}
+        for (run_dir, s), p in zip(states, points):
+            if s == "busy":
+                print(f"skip {p.run_id}: {run_dir} is being trained by {describe(live_holder(run_dir) or {})}")
         todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
+        mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.lock)
         return self._launch(points, jobs, todo, [e[0] for e in est], [d for d, _ in states], sweep_dir)
 
     def _print_plan(self, wants, points, rule, laws, table, thr, sweep_dir) -> None:
@@ -175,7 +226,8 @@ class ScalingSweeper(Sweeper):
                 returns: list[JobReturn | None] = list(self.launcher.launch([jobs[i] for i in batch],
                                                                             initial_job_idx=idx))
             except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
-                print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                why = str(e).splitlines()[0] if str(e) else ""
+                print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {why}")
                 returns = [None] * len(batch)
             idx += len(batch)
             for i, jr in zip(batch, returns):
@@ -199,8 +251,13 @@ class ScalingSweeper(Sweeper):
     @staticmethod
     def _outcome(run_dir: Path, jr: JobReturn | None) -> tuple[str, str]:
         """(status, one line) of a launched run: its result.json is the truth, the JobReturn explains failures."""
+        said = jr._return_value if jr is not None and jr.status == JobStatus.COMPLETED else None
+        if said == "busy":  # another live process owns the run dir (scaling.lock): it trains it, not us
+            return "skipped", f"skipped: being trained by {describe(live_holder(run_dir) or {})}"
         rec = read_result(run_dir) or {}
         status = rec.get("status")
+        if said == "skipped" and status in FINISHED:
+            return "skipped", f"skipped: already {status} (finished by another process)"
         if status in FINISHED:
             loss = rec.get("val_loss")
             return status, (f"{status}, val_loss {loss:.4f}" if loss is not None else status) + \

@@ -15,7 +15,7 @@ from model import LLaMA, ModelConfig, count_flops
 from scaling.atomic import write_atomic
 from scaling.trainer import autocast_ctx, build_optimizer
 
-from .shapes import Shape
+from model.shapes import Shape
 
 
 def resolve_device(name: str) -> torch.device:

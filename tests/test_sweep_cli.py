@@ -39,15 +39,6 @@ def test_dry_run_estimates_from_measured_throughput(tmp_path, cache_dir):
     assert (cache_dir / "throughput.json").exists()
 
 
-def test_plugin_registered_under_hydra_plugins():
-    from hydra.core.plugins import Plugins
-    from scaling.sweep import register_sweeper
-    register_sweeper()
-    cls = Plugins.instance().class_name_to_class["hydra_plugins.scaling_sweeper.ScalingSweeper"]
-    from sweeps.sweeper import ScalingSweeper
-    assert issubclass(cls, ScalingSweeper)
-
-
 @pytest.mark.parametrize("args, match", [
     (["+isoflop=abc"], "is not a number"),
     (["+isoflop=-1"], "must be a positive"),

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from model import ModelConfig, count_flops
 from sweeps.laws import Laws
 from sweeps.plan import C_TOLERANCE, SweepSettings, choose_rule, plan, whole_steps
-from sweeps.shapes import ShapeRule, largest_shape, make_shape, shape_for_M, smallest_shape
+from model.shapes import ShapeRule, largest_shape, make_shape, shape_for_M, smallest_shape
 from sweeps.sweeper import split_arguments
 
 CONF = Path(__file__).resolve().parent.parent / "conf"

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from model import FlopCount, ModelConfig, count_flops
+from .config import ModelConfig
+from .flops import FlopCount, count_flops
 
 ASPECT_WEIGHT = 0.1  # how much a factor e of aspect mismatch costs, in units of ln(M) miss
 
