@@ -31,6 +31,7 @@ class FlopCount:
 
 def count_flops(cfg: ModelConfig) -> FlopCount:
     """Exact counts for a ModelConfig (GQA and the real FFN width included)."""
+    assert cfg.n_kv_head is not None and cfg.ffn_hidden is not None  # resolved by ModelConfig.__post_init__
     return flops_from_shapes(n_layer=cfg.n_layer, d_model=cfg.d_model, d_attn=cfg.n_head * cfg.head_dim,
                              d_kv=cfg.n_kv_head * cfg.head_dim, ffn_hidden=cfg.ffn_hidden,
                              vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, tie_embeddings=cfg.tie_embeddings)

@@ -55,7 +55,8 @@ class ShapeRule:
         unknown, missing = set(node) - fields, fields - set(node)
         if unknown or missing:
             raise ValueError(f"sweep.shape_rules.{name}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
-        return cls(name=name, **{k: tuple(v) if k == "head_dims" else v for k, v in node.items()})
+        values: dict[str, Any] = {k: tuple(v) if k == "head_dims" else v for k, v in node.items()}
+        return cls(name=name, **values)
 
 
 @dataclass(frozen=True)

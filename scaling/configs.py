@@ -50,7 +50,8 @@ def _yaml_for(group: str, name_or_path: str | Path, what: str | None = None) -> 
 
 def default_vocab_size() -> int:
     """data.vocab_size of the default corpus: what `${data.vocab_size}` means for a model loaded outside a run."""
-    return int(OmegaConf.load(conf_dir() / "data" / "sotu.yaml")["vocab_size"])
+    node = OmegaConf.load(conf_dir() / "data" / "sotu.yaml")
+    return int(OmegaConf.select(node, "vocab_size"))
 
 
 def load_model_config(
@@ -65,8 +66,7 @@ def load_model_config(
     path = _yaml_for("model", name_or_path, what)
     data = {"vocab_size": vocab_size if vocab_size is not None else default_vocab_size()}
     raw = OmegaConf.merge({"data": data}, {"model": OmegaConf.load(path)})
-    fields = OmegaConf.to_container(raw.model, resolve=True)
-    assert isinstance(fields, dict)
+    fields: dict[str, Any] = OmegaConf.to_container(raw.model, resolve=True)  # type: ignore[assignment]
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:

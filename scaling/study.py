@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from analysis.fit import run_analysis
+from scaling.cli import EXIT_FAILED, fail
 from scaling.configs import load_study
 from scaling.laws import format_law
 
@@ -108,9 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
     try:
         run_study(name, args, dry_run)
-    except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except ValueError as e:
+        fail("scaling.study", e)
+    except RuntimeError as e:  # a stage failed: its own output said why; rerunning resumes
+        fail("scaling.study", e, code=EXIT_FAILED)
 
 
 if __name__ == "__main__":

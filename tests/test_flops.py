@@ -1,13 +1,13 @@
 """FLOP and parameter accounting against DeepSeek LLM's own numbers (arXiv 2401.02954)."""
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
 from model.flops import flops_from_shapes
+from scaling.configs import conf_dir, load_model_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = conf_dir() / "model"
 
 # Table 3 (n_vocab 102400, l_seq 4096): n_layer, d_model, N1, N2, M, 6N1/M, 6N2/M, as printed.
 # The 24 x 1024 row: 72*24*1024^2 + 12*24*1024*4096 = 3.02e9, and 0.60 / 0.81 are the ratios that M
@@ -56,8 +56,7 @@ def test_real_mha_at_eight_thirds_matches_formula(n_layer, d, n_head):
 
 
 def load(name: str, vocab_size: int = 512) -> ModelConfig:
-    raw = OmegaConf.create({"data": {"vocab_size": vocab_size}, "model": OmegaConf.load(CONF / f"{name}.yaml")})
-    return ModelConfig.from_dict(OmegaConf.to_container(raw.model, resolve=True))
+    return load_model_config(name, vocab_size=vocab_size)
 
 
 def test_deepseek_7b():

@@ -73,4 +73,4 @@ def test_unknown_study_is_one_line_error():
     out = subprocess.run([sys.executable, "-m", "scaling.study", "nosuch"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2
-    assert out.stderr.strip().startswith("error: unknown study 'nosuch'") and len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.strip().startswith("scaling.study: error: unknown study 'nosuch'") and len(out.stderr.strip().splitlines()) == 1

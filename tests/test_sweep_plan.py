@@ -1,18 +1,18 @@
 """Sweep planning without training: laws, shape rule, IsoFLOP and hparams grids, budget parsing, bad input."""
 import json
 import math
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from model import ModelConfig, count_flops
+from model.shapes import ShapeRule, largest_shape, make_shape, shape_for_M, smallest_shape
+from scaling.configs import conf_dir
 from sweeps.laws import Laws
 from sweeps.plan import C_TOLERANCE, SweepSettings, choose_rule, plan, whole_steps
-from model.shapes import ShapeRule, largest_shape, make_shape, shape_for_M, smallest_shape
 from sweeps.sweeper import split_arguments
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = conf_dir()
 SWEEP = OmegaConf.load(CONF / "sweep.yaml").sweep
 RULES = {n: ShapeRule.from_cfg(n, OmegaConf.to_container(r)) for n, r in SWEEP.shape_rules.items()}
 SETTINGS = SweepSettings.from_cfg(SWEEP)
