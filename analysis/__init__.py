@@ -1,14 +1,26 @@
-"""Scaling-law analysis: load run records, fit DeepSeek/Chinchilla laws with bootstrap CIs, report, plot.
+"""Scaling-law analysis: load run records or published tables, fit DeepSeek/Chinchilla/Step-Law laws with
+bootstrap CIs, report, plot.
 
-Pure functions live in the submodules; `analysis.fit` wires them into the CLI and `run_analysis`.
+Pure functions live in the submodules; `analysis.fit` wires them into the CLI and `run_analysis`; notebooks use
+`fit_runs` (analysis.api). Both are imported on first access, so `import analysis` stays light.
 """
+
+from typing import Any
+
 from analysis.load import load_runs
 from analysis.powerlaw import PowerLaw, fit_powerlaw
 
-__all__ = ["load_runs", "PowerLaw", "fit_powerlaw", "run_analysis"]
+__all__ = ["load_runs", "PowerLaw", "fit_powerlaw", "run_analysis", "fit_runs"]
 
 
-def run_analysis(*args, **kwargs):
-    """Lazy re-export of analysis.fit.run_analysis (keeps `import analysis` free of matplotlib)."""
-    from analysis.fit import run_analysis as _run
-    return _run(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    """`from analysis import fit_runs / run_analysis`: the real functions, imported on first use."""
+    if name == "fit_runs":
+        from analysis.api import fit_runs
+
+        return fit_runs
+    if name == "run_analysis":
+        from analysis.fit import run_analysis
+
+        return run_analysis
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

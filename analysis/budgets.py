@@ -1,4 +1,5 @@
 """Group runs into compute budgets: the recorded nominal `budget` when present, else clusters of C."""
+
 from __future__ import annotations
 
 import math

@@ -1,8 +1,7 @@
 """Extrapolate fitted laws to target models (conf/model/<name>.yaml) and to arbitrary compute budgets,
 with bootstrap CIs, next to the reference from DeepSeek's published coefficients and actual choices."""
-from __future__ import annotations
 
-from pathlib import Path
+from __future__ import annotations
 
 import numpy as np
 
@@ -14,8 +13,10 @@ from scaling.configs import load_model_config
 from scaling.laws import DEEPSEEK
 
 # What DeepSeek actually trained with (arXiv 2401.02954, Table 2): peak lr and batch in sequences.
-PAPER_CHOICES = {"deepseek_7b": {"lr": 4.2e-4, "batch_sequences": 2304},
-                 "deepseek_67b": {"lr": 3.2e-4, "batch_sequences": 4608}}
+PAPER_CHOICES = {
+    "deepseek_7b": {"lr": 4.2e-4, "batch_sequences": 2304},
+    "deepseek_67b": {"lr": 3.2e-4, "batch_sequences": 4608},
+}
 
 
 def load_model(name: str) -> ModelConfig:
@@ -74,8 +75,10 @@ def predict_at(C: float, M: float, seq_len: int, fits: dict, form: str = "C", N:
         else:
             out["eta_opt"] = _law_at(hp["eta_opt"], (hp.get("boot") or {}).get("eta_opt"), C)
             B = _law_at(hp["B_opt"], (hp.get("boot") or {}).get("B_opt"), C)
-        out["B_opt"] = B | {"sequences": B["value"] / seq_len,
-                            **({"sequences_ci95": [v / seq_len for v in B["ci95"]]} if "ci95" in B else {})}
+        out["B_opt"] = B | {
+            "sequences": B["value"] / seq_len,
+            **({"sequences_ci95": [v / seq_len for v in B["ci95"]]} if "ci95" in B else {}),
+        }
     loss = _loss_at(fits.get("loss"), C)
     if loss:
         out["loss"] = loss
@@ -93,13 +96,19 @@ def reference(C: float, M: float, seq_len: int, name: str | None = None) -> dict
     """The same predictions from DeepSeek's published coefficients (+ the paper's choices for its models)."""
     B = float(DEEPSEEK["B_opt"](C))
     Cs = (M / DEEPSEEK["M_opt"].coef) ** (1 / DEEPSEEK["M_opt"].exponent)
-    ref = {"eta_opt": {"value": float(DEEPSEEK["eta_opt"](C))}, "B_opt": {"value": B, "sequences": B / seq_len},
-           "compute_optimal": {"C": {"value": Cs}, "D": {"value": Cs / M}},
-           "loss": None, "note": "DeepSeek published no L(C) coefficients"}
+    ref = {
+        "eta_opt": {"value": float(DEEPSEEK["eta_opt"](C))},
+        "B_opt": {"value": B, "sequences": B / seq_len},
+        "compute_optimal": {"C": {"value": Cs}, "D": {"value": Cs / M}},
+        "loss": None,
+        "note": "DeepSeek published no L(C) coefficients",
+    }
     if name in PAPER_CHOICES:
         p = PAPER_CHOICES[name]
-        ref["paper"] = p | {"lr_rel_diff": ref["eta_opt"]["value"] / p["lr"] - 1,
-                            "batch_rel_diff": ref["B_opt"]["sequences"] / p["batch_sequences"] - 1}
+        ref["paper"] = p | {
+            "lr_rel_diff": ref["eta_opt"]["value"] / p["lr"] - 1,
+            "batch_rel_diff": ref["B_opt"]["sequences"] / p["batch_sequences"] - 1,
+        }
     return ref
 
 
@@ -109,8 +118,17 @@ def extrapolate(name: str, D: float, fits: dict, form: str = "C") -> dict:
     cfg = load_model(name)
     fc = count_flops(cfg)
     C = fc.M * D
-    return {"M": fc.M, "N1": fc.N1, "N2": fc.N2, "params": fc.params, "C": C, "D": D, "seq_len": cfg.seq_len,
-            **predict_at(C, fc.M, cfg.seq_len, fits, form), "reference": reference(C, fc.M, cfg.seq_len, name)}
+    return {
+        "M": fc.M,
+        "N1": fc.N1,
+        "N2": fc.N2,
+        "params": fc.params,
+        "C": C,
+        "D": D,
+        "seq_len": cfg.seq_len,
+        **predict_at(C, fc.M, cfg.seq_len, fits, form),
+        "reference": reference(C, fc.M, cfg.seq_len, name),
+    }
 
 
 def recommend(C: float, fits: dict, base: ModelConfig, form: str = "C") -> dict:
@@ -120,8 +138,17 @@ def recommend(C: float, fits: dict, base: ModelConfig, form: str = "C") -> dict:
     law, src = (iso["M_opt"], "fit") if "M_opt" in iso else (DEEPSEEK["M_opt"], "deepseek (no fitted M_opt)")
     cfg = recommend_shape(float(law(C)), base)
     M = count_flops(cfg).M
-    return {"C": C, "M_opt": _law_at(law, iso.get("boot"), C), "M_opt_source": src,
-            "shape": {k: getattr(cfg, k) for k in ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden",
-                                                   "vocab_size", "seq_len")},
-            "M": M, "params": count_flops(cfg).params, "D": C / M, **predict_at(C, M, cfg.seq_len, fits, form),
-            "reference": reference(C, M, cfg.seq_len)}
+    return {
+        "C": C,
+        "M_opt": _law_at(law, iso.get("boot"), C),
+        "M_opt_source": src,
+        "shape": {
+            k: getattr(cfg, k)
+            for k in ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size", "seq_len")
+        },
+        "M": M,
+        "params": count_flops(cfg).params,
+        "D": C / M,
+        **predict_at(C, M, cfg.seq_len, fits, form),
+        "reference": reference(C, M, cfg.seq_len),
+    }

@@ -1,10 +1,13 @@
 """python -m analysis.fit PATH [PATH...]: fit eta_opt, B_opt, M_opt, D_opt, L(C) and L(N, D) with bootstrap CIs,
 extrapolate to target models, write report.json, report.md, runs.csv and plots/*.png.
 
-Library use: `run_analysis(paths, out_dir, **options) -> report dict` (what the CLI wraps)."""
+Library use: `run_analysis(paths, out_dir, **options) -> report dict` (what the CLI wraps); notebooks use
+`analysis.fit_runs`, which returns the laws, the run table and the report together."""
+
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import re
 import sys
@@ -16,70 +19,18 @@ import pandas as pd
 import scipy
 
 from analysis.budgets import assign_budgets
-from scaling.laws import format_law
 from analysis.extrapolate import extrapolate, load_model, recommend
-from analysis.hparams import fit_hparams
-from analysis.isoflop import fit_isoflop
-from analysis.load import load_runs
-from analysis.losscurve import backtest, fit_losscurve
-from analysis.parametric import fit_parametric
+from analysis.isoflop import WINDOW
+from analysis.load import InputError, load_runs
+from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
 from analysis.report import write_reports
+from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset
 from scaling.atomic import write_atomic
+from scaling.cli import fail
+from scaling.laws import format_law
 
-
-def fit_dataset(df: pd.DataFrame, band: float = 0.0025, n_boot: int = 1000, seed: int = 0, min_budgets: int = 3,
-                off_centre: float = 2 / 3) -> dict:
-    """Every law on one dataset's usable runs (column `budget_group` set). Sections the data cannot support
-    are absent, with their reason under "skipped". Keys "boot" and "boot_*" hold bootstrap samples."""
-    res: dict = {"n_used": int(len(df)), "skipped": {}, "run_notes": {}}
-    hp, iso = df[df.sweep == "hparams"], df[df.sweep == "isoflop"]
-    if hp.empty:
-        res["skipped"]["hparams"] = "no completed hparams runs"
-    else:
-        h = fit_hparams(hp.budget_group, hp.C, hp.lr, hp.batch_size, hp.loss, band, n_boot, seed, min_budgets)
-        res["in_band"] = pd.Series(h.pop("in_band"), index=hp.index)
-        if "skipped" in h:
-            res["skipped"]["hparams"] = h["skipped"]
-        else:
-            res["hparams"] = h
-    if iso.empty:
-        res["skipped"]["isoflop"] = "no completed isoflop runs"
-        return res
-    b, C, L = iso.budget_group.to_numpy(), iso.C.to_numpy(), iso.loss.to_numpy()
-    r = fit_isoflop(b, iso.M.to_numpy(), C, L, n_boot, seed, min_budgets, off_centre)
-    for bud in r["budgets"]:
-        if not bud["used"]:
-            for i in iso.index[b == bud["budget"]]:
-                res["run_notes"][i] = f"budget C={bud['C']:.3g} excluded from IsoFLOP law: {'; '.join(bud['warnings'])}"
-    if "skipped" in r:
-        res["skipped"]["isoflop"] = r["skipped"]
-    else:
-        res["isoflop"] = r
-        used = [x for x in r["budgets"] if x["used"]]
-        Cs, Ls, Ms = ([x[k] for x in used] for k in ("C", "loss_min", "M_opt"))
-        boot_L = np.stack([x["boot_loss"] for x in used], -1) if n_boot else None
-        loss = fit_losscurve(Cs, Ls, boot_L, min_budgets)
-        if "skipped" in loss:
-            res["skipped"]["loss"] = loss["skipped"]
-        else:
-            res["loss"] = loss | {"backtest": backtest(Cs, Ls, Ms, min_budgets)}
-    conv = {}
-    for name, scale in (("M", iso.M), ("6N1", 6 * iso.N1), ("6N2", 6 * iso.N2)):
-        if not np.all(np.isfinite(scale)):
-            conv[name] = {"skipped": f"column {name.lstrip('6')} missing for some isoflop runs"}
-            continue
-        c = fit_isoflop(b, scale.to_numpy(), scale.to_numpy() * iso.D.to_numpy(), L, n_boot, seed, min_budgets, off_centre)
-        conv[name] = {k: c[k] for k in ("M_opt", "D_opt")} if "M_opt" in c else {"skipped": c["skipped"]}
-    res["conventions"] = conv
-    try:
-        p = fit_parametric(iso.N.to_numpy(), iso.D.to_numpy(), L, n_boot, seed)
-    except (np.linalg.LinAlgError, FloatingPointError) as e:  # the other laws still stand; say why this one is absent
-        p = {"skipped": f"the parametric fit failed numerically ({e}); too few or too degenerate isoflop runs"}
-    if "skipped" in p:
-        res["skipped"]["parametric"] = p["skipped"]
-    else:
-        res["parametric"] = p
-    return res
+PROG = "analysis.fit"
+DEFAULT_TARGETS = ("deepseek_7b", "deepseek_67b")
 
 
 def _slug(s: str) -> str:
@@ -92,77 +43,222 @@ def default_out(first: Path) -> Path:
     return (first if first.is_dir() else first.parent) / "analysis"
 
 
-def run_analysis(paths, out_dir=None, *, budgets=(), band: float = 0.0025, bootstrap: int = 1000, seed: int = 0,
-                 targets=("deepseek_7b", "deepseek_67b"), target_tokens: float = 2e12, plots: bool = True,
-                 min_budgets: int = 3, rtol: float = 1.15, off_centre: float = 2 / 3, dataset: str | None = None,
-                 write: bool = True) -> dict:
-    """Load, fit every dataset separately, extrapolate, and (if write) write the outputs to out_dir.
+def _foreign(df: pd.DataFrame) -> bool:
+    """Input that is not this project's run records (a CSV or a DataFrame): other conventions may apply."""
+    return bool((df.loss_kind != "validation").any() or (df.scale != "M").any())
 
-    Raises ValueError with a one-line message on bad input. The returned report keeps bootstrap samples
-    (keys "boot", "boot_*") for library users; report.json drops them.
+
+def _conventions_note(sub: pd.DataFrame) -> str:
+    kinds = ", ".join(sorted(set(sub.loss_kind)))
+    scales = ", ".join(sorted(set(sub.scale)))
+    return (
+        f"data: loss {kinds}, model scale from {scales}; targets: M = non-embedding FLOPs per token from "
+        f"count_flops, C = M*D, validation loss; the extrapolation mixes these conventions"
+    )
+
+
+def analyse(
+    paths,
+    out_dir=None,
+    *,
+    budgets=(),
+    targets=None,
+    target_tokens: float = 2e12,
+    plots: bool = True,
+    dataset: str | None = None,
+    write: bool = True,
+    limits: Limits = DEFAULT_LIMITS,
+    options: FitOptions = DEFAULT_OPTIONS,
+) -> tuple[dict, pd.DataFrame]:
+    """Load, fit every dataset separately, extrapolate, (if write) write the outputs: -> (report, run table).
+
+    Raises InputError/ValueError with a one-line message on bad input; InputError keeps the warnings so far.
     """
-    paths = [Path(p) for p in paths]
-    if band < 0 or bootstrap < 0 or min_budgets < 2 or rtol <= 1:
-        raise ValueError("need --band >= 0, --bootstrap >= 0, --min-budgets >= 2 and --rtol > 1")
+    paths = [p if isinstance(p, pd.DataFrame) else Path(p) for p in paths]
+    options.check()
+    limits.check()
+    df, warnings = load_runs(paths, limits)
+    try:
+        return _analyse(
+            paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, options
+        )
+    except InputError:
+        raise
+    except ValueError as e:
+        raise InputError(str(e), warnings) from None
+
+
+def _analyse(
+    paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, o: FitOptions
+) -> tuple[dict, pd.DataFrame]:
+    foreign = _foreign(df)
+    auto_targets = targets is None
+    targets = tuple(DEFAULT_TARGETS if targets is None and not foreign else targets or ())
     base_models = [load_model(t) for t in targets]  # fail early on an unknown target
     shape_base = base_models[0] if base_models else load_model("deepseek_7b")  # vocab, seq_len, FFN rule
-    df, warnings = load_runs(paths)
-    df["budget_group"] = np.nan
     ok = df.excluded == ""
-    df.loc[ok, "budget_group"] = assign_budgets(df[ok], rtol)
+    warnings += unit_warnings(df[ok], limits)
+    df["budget_group"] = np.nan
+    df.loc[ok, "budget_group"] = assign_budgets(df[ok], o.rtol)
     df["in_band"] = False
-    n_usable = int(ok.sum())  # before budget-level exclusions, which apply to the IsoFLOP law only
+    df["note"] = ""
     per = {}
     for name, sub in df[ok].groupby("dataset", sort=True):
-        r = fit_dataset(sub, band, bootstrap, seed, min_budgets, off_centre)
+        r = fit_dataset(sub, o)
         for i, why in r.pop("run_notes").items():
-            df.loc[i, "excluded"] = why
+            df.loc[i, "note"] = why
         if "in_band" in r:
             mask = r.pop("in_band")
             df.loc[mask.index, "in_band"] = mask.to_numpy()
-        r["extrapolation"] = {t: extrapolate(t, target_tokens, r) for t in targets}
+        r["extrapolation"] = {t: extrapolate(t, target_tokens, r, o.hparams_form) for t in targets}
+        if targets and foreign:
+            r["extrapolation_conventions"] = _conventions_note(sub)
+            warnings.append(
+                f"{name}: extrapolating published data to {', '.join(targets)}: {r['extrapolation_conventions']}"
+            )
+        elif auto_targets and foreign:
+            r["not_applicable"]["extrapolation"] = (
+                "off for published tables (their loss and model-scale "
+                "conventions differ from the targets'); pass --targets to ask"
+            )
         per[name] = r
-    if not any(k in r for r in per.values() for k in ("hparams", "isoflop")):
-        why = "; ".join(f"{n}: " + "; ".join(f"{k}: {v}" for k, v in r["skipped"].items()) for n, r in per.items())
-        raise ValueError(f"no law could be fitted ({why})")
+    if not any(k in r for r in per.values() for k in ("hparams", "isoflop", "parametric")):
+        why = "; ".join(
+            f"{n}: " + "; ".join(f"{k}: {v}" for k, v in (r["skipped"] | r["not_applicable"]).items())
+            for n, r in per.items()
+        )
+        raise InputError(f"no law could be fitted ({why})", warnings)
     if dataset is not None and dataset not in per:
-        raise ValueError(f"--dataset {dataset!r} not among the datasets: {', '.join(per)}")
+        raise InputError(f"--dataset {dataset!r} not among the datasets: {', '.join(per)}", warnings)
     primary = dataset or max(per, key=lambda n: per[n]["n_used"])
     if len(per) > 1:
-        warnings.append(f"{len(per)} datasets fitted separately ({', '.join(per)}); top-level sections are "
-                        f"`{primary}` (choose with --dataset)")
+        warnings.append(
+            f"{len(per)} datasets fitted separately ({', '.join(per)}); top-level sections are "
+            f"`{primary}` (choose with --dataset)"
+        )
     for name, r in per.items():
+        warnings += [f"{name}: {w}" for w in r.pop("warnings")]
         warnings += [f"{name}: {k} not fitted: {v}" for k, v in r["skipped"].items()]
-    report = {"schema_version": 1, "dataset": primary,
-              **{k: per[primary][k] for k in ("hparams", "isoflop", "loss", "parametric", "conventions",
-                                              "extrapolation") if k in per[primary]},
-              "skipped": per[primary]["skipped"], "datasets": per,
-              "recommendations": [recommend(float(C), per[primary], shape_base) for C in budgets],
-              "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded}
-                           for r in df.itertuples() if r.excluded],
-              "warnings": warnings,
-              "provenance": {"inputs": [str(p) for p in paths], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                             "n_runs": int(len(df)), "n_used": n_usable,
-                             "options": {"band": band, "bootstrap": bootstrap, "seed": seed, "targets": list(targets),
-                                         "target_tokens": target_tokens, "min_budgets": min_budgets, "rtol": rtol,
-                                         "off_centre": off_centre, "budgets": [float(c) for c in budgets]},
-                             "versions": {"python": platform.python_version(), "numpy": np.__version__,
-                                          "scipy": scipy.__version__, "pandas": pd.__version__}}}
+    # A recommended shape trains on the data's sequences: its M (attention FLOPs) and its batch in sequences
+    # use the seq_len of the runs the laws came from, not the target config's.
+    seq = df.loc[ok & (df.dataset == primary), "seq_len"].median()
+    if np.isfinite(seq) and seq >= 1:
+        shape_base = dataclasses.replace(shape_base, seq_len=int(seq))
+    recs = [recommend(float(C), per[primary], shape_base, o.hparams_form) for C in budgets]
+    if any(r["M_opt_source"] != "fit" for r in recs):
+        warnings.append(
+            f"--budget: `{primary}` has no fitted M_opt law, so the recommended sizes use DeepSeek's "
+            f"published M_opt(C) (marked in the report)"
+        )
+    n_excl = int((df.excluded != "").sum())
+    report = {
+        "schema_version": 1,
+        "dataset": primary,
+        **{
+            k: per[primary][k]
+            for k in ("hparams", "isoflop", "loss", "parametric", "conventions", "extrapolation")
+            if k in per[primary]
+        },
+        "skipped": per[primary]["skipped"],
+        "not_applicable": per[primary]["not_applicable"],
+        "datasets": per,
+        "recommendations": recs,
+        "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded} for r in df.itertuples() if r.excluded],
+        "left_out": [{"run_id": r.run_id, "section": "isoflop", "reason": r.note} for r in df.itertuples() if r.note],
+        "warnings": warnings,
+        "provenance": {
+            "inputs": [str(p) if isinstance(p, Path) else "<DataFrame>" for p in paths],
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "n_runs": int(len(df)),
+            "n_used": int(len(df)) - n_excl,
+            "n_excluded": n_excl,
+            "options": o.as_dict()
+            | {
+                "targets": list(targets),
+                "target_tokens": target_tokens,
+                "budgets": [float(c) for c in budgets],
+                "limits": limits.__dict__,
+            },
+            "versions": {
+                "python": platform.python_version(),
+                "numpy": np.__version__,
+                "scipy": scipy.__version__,
+                "pandas": pd.__version__,
+            },
+        },
+    }
     if write:
-        out = Path(out_dir) if out_dir is not None else default_out(paths[0])
+        first = next((p for p in paths if isinstance(p, Path)), None)
+        if out_dir is None and first is None:
+            raise InputError("DataFrame input needs an output directory (out_dir=...) or write=False", warnings)
+        out = Path(out_dir) if out_dir is not None else default_out(first)
         out.mkdir(parents=True, exist_ok=True)
         report["provenance"]["out_dir"] = str(out)
         write_atomic(out / "runs.csv", df.rename(columns={"budget_group": "budget_used"}).to_csv(index=False))
         write_reports(report, out)
         if plots:
             from analysis import plots as P  # matplotlib only when plotting
+
             for name, r in per.items():
                 suffix = "" if name == primary else f"_{_slug(name)}"
                 P.write_all(r, df[(df.dataset == name)], out / "plots", suffix, name)
-    return report
+            run_dirs = [p for p in paths if isinstance(p, Path) and p.is_dir()]
+            if run_dirs:  # training curves too, when the inputs are run dirs with metrics.jsonl (analysis.curves)
+                from analysis.curve_plots import write_curve_plots
+                from analysis.curves import load_curves
+
+                try:
+                    write_curve_plots(load_curves(run_dirs), out / "plots")
+                except ValueError:  # records without their logs (e.g. copied result.json files): no curve plots
+                    pass
+    return report, df
 
 
-def main(argv=None) -> int:
+def run_analysis(
+    paths,
+    out_dir=None,
+    *,
+    budgets=(),
+    band: float = 0.0025,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    targets=None,
+    target_tokens: float = 2e12,
+    plots: bool = True,
+    min_budgets: int = 3,
+    rtol: float = 1.15,
+    off_centre: float = 2 / 3,
+    dataset: str | None = None,
+    write: bool = True,
+    loss_range: tuple[float, float] = (0.01, 20.0),
+    max_compute: float = 1e30,
+    iso_window: float = WINDOW,
+    hparams_form: str = "C",
+    tie: bool = False,
+    fix_E: float | None = None,
+    robust: float | None = None,
+) -> dict:
+    """The report of `analyse` (bootstrap samples kept under "boot"/"boot_*" keys; report.json drops them).
+
+    targets=None: DeepSeek 7B and 67B for this project's run records, none for published tables (CSV/DataFrame).
+    """
+    o = FitOptions(band, bootstrap, seed, min_budgets, rtol, off_centre, iso_window, hparams_form, tie, fix_E, robust)
+    lim = Limits(loss_min=loss_range[0], loss_max=loss_range[1], C_max=max_compute)
+    return analyse(
+        paths,
+        out_dir,
+        budgets=budgets,
+        targets=targets,
+        target_tokens=target_tokens,
+        plots=plots,
+        dataset=dataset,
+        write=write,
+        limits=lim,
+        options=o,
+    )[0]
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m analysis.fit", description=__doc__.split("\n\n")[0])
     ap.add_argument("paths", nargs="+", help="runs directories (every result.json below), result.json files or CSVs")
     ap.add_argument("--out", help="output directory (default: <first dir>/analysis/, or <csv stem>_analysis/)")
@@ -170,30 +266,123 @@ def main(argv=None) -> int:
     ap.add_argument("--band", type=float, default=0.0025, help="near-optimal band, relative to the best loss")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--targets", nargs="*", default=["deepseek_7b", "deepseek_67b"], help="conf/model/<name>.yaml")
+    ap.add_argument(
+        "--targets",
+        nargs="*",
+        default=None,
+        help="conf/model/<name>.yaml or YAML paths (default: deepseek_7b deepseek_67b for run records, "
+        "none for CSV tables)",
+    )
     ap.add_argument("--target-tokens", type=float, default=2e12, help="training tokens D of the targets")
     ap.add_argument("--min-budgets", type=int, default=3, help="budgets a law needs (2 allowed, with a warning)")
     ap.add_argument("--rtol", type=float, default=1.15, help="C ratio within which runs without `budget` group")
+    ap.add_argument(
+        "--iso-window",
+        type=float,
+        default=WINDOW,
+        metavar="DECADES",
+        help="fit each IsoFLOP parabola on the sizes within this many decades of its best size "
+        "(at least 5 sizes; 0 = all points)",
+    )
+    ap.add_argument(
+        "--hparams-form",
+        choices=("C", "MD"),
+        default="C",
+        help="eta/B law used for extrapolation: C (DeepSeek, k*C^e) or MD (Step Law, a*N^x*D^y, "
+        "c*D^z); both are fitted and reported",
+    )
+    ap.add_argument("--tie-exponents", action="store_true", help="parametric L(N, D) with alpha = beta")
+    ap.add_argument("--fix-E", type=float, metavar="E", help="parametric L(N, D) with the irreducible loss fixed")
+    ap.add_argument(
+        "--robust",
+        type=float,
+        metavar="Z",
+        help="parametric: drop runs whose log residual is beyond Z robust SDs (1.4826*MAD), refit once",
+    )
+    ap.add_argument(
+        "--loss-range",
+        type=float,
+        nargs=2,
+        default=[0.01, 20.0],
+        metavar=("LO", "HI"),
+        help="plausible losses (nats/token), exclusive LO: runs outside are excluded by name",
+    )
+    ap.add_argument(
+        "--max-compute",
+        type=float,
+        default=1e30,
+        metavar="C",
+        help="largest plausible C in FLOPs: runs above are excluded by name",
+    )
     ap.add_argument("--dataset", help="dataset whose fits fill the top-level report sections")
     ap.add_argument("--no-plots", action="store_true")
-    a = ap.parse_args(argv)
+    return ap
+
+
+def _summary_lines(rep: dict) -> list[str]:
+    """Every dataset's laws (the CLI summary), the top-level one first."""
+    names = [rep["dataset"]] + [n for n in rep["datasets"] if n != rep["dataset"]]
+    out = []
+    for n in names:
+        d = rep["datasets"][n]
+        out.append(f"  [{n}] {d['n_used']} usable runs")
+        for k, sec in (("eta_opt", "hparams"), ("B_opt", "hparams"), ("M_opt", "isoflop"), ("D_opt", "isoflop")):
+            law = (d.get(sec) or {}).get(k)
+            if law is not None:
+                out.append(f"    {k} = {format_law(law, digits=4)}")
+        p = d.get("parametric")
+        if p:
+            ci = p.get("ci95") or {}
+            out.append(
+                "    L(N, D): "
+                + ", ".join(
+                    f"{k}={p[k]:.4g}" + (f" [{ci[k][0]:.4g}, {ci[k][1]:.4g}]" if k in ci else "")
+                    for k in ("E", "alpha", "beta", "a")
+                )
+            )
+        for sec, why in d["skipped"].items():
+            out.append(f"    {sec}: not fitted ({why})")
+    return out
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     t0 = time.time()
     try:
-        rep = run_analysis(a.paths, a.out, budgets=a.budget, band=a.band, bootstrap=a.bootstrap, seed=a.seed,
-                           targets=a.targets, target_tokens=a.target_tokens, plots=not a.no_plots,
-                           min_budgets=a.min_budgets, rtol=a.rtol, dataset=a.dataset)
+        rep = run_analysis(
+            a.paths,
+            a.out,
+            budgets=a.budget,
+            band=a.band,
+            bootstrap=a.bootstrap,
+            seed=a.seed,
+            targets=a.targets,
+            target_tokens=a.target_tokens,
+            plots=not a.no_plots,
+            min_budgets=a.min_budgets,
+            rtol=a.rtol,
+            dataset=a.dataset,
+            loss_range=tuple(a.loss_range),
+            max_compute=a.max_compute,
+            iso_window=a.iso_window,
+            hparams_form=a.hparams_form,
+            tie=a.tie_exponents,
+            fix_E=a.fix_E,
+            robust=a.robust,
+        )
     except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        for w in getattr(e, "warnings", []):  # e.g. corrupt records: they must not vanish with the error
+            print(f"warning: {w}", file=sys.stderr)
+        fail(PROG, e)
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
-    out = rep["provenance"]["out_dir"]
-    print(f"fitted {rep['provenance']['n_used']}/{rep['provenance']['n_runs']} runs in {time.time() - t0:.1f}s; "
-          f"wrote {out}/report.md, report.json, runs.csv" + ("" if a.no_plots else ", plots/"))
-    for k, sec in (("eta_opt", "hparams"), ("B_opt", "hparams"), ("M_opt", "isoflop"), ("D_opt", "isoflop")):
-        law = (rep.get(sec) or {}).get(k)
-        if law is not None:
-            print(f"  {k} = {format_law(law, digits=4)}")
+    pv = rep["provenance"]
+    print(
+        f"{pv['n_runs']} runs read, {pv['n_excluded']} excluded before fitting, {pv['n_used']} usable "
+        f"({time.time() - t0:.1f}s); wrote {pv['out_dir']}/report.md, report.json, runs.csv"
+        + ("" if a.no_plots else ", plots/")
+    )
+    print("\n".join(_summary_lines(rep)))
     return 0
 
 

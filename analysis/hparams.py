@@ -1,10 +1,54 @@
-"""Batch size and learning rate laws (DeepSeek §3.1): per budget the near-optimal band is every run with
-loss <= (1 + band) * best loss; eta_opt = k*C^e and B_opt = k*C^e are fitted on all band points across budgets."""
+"""Batch size and learning rate laws (DeepSeek §3.1): per grid (one model at one budget) the near-optimal band is
+every run with loss <= (1 + band) * best loss; the laws are fitted on all band points of all grids, in two forms:
+
+- C form (DeepSeek): eta_opt = k*C^e, B_opt = k*C^e.
+- MD form (Step Law, arXiv 2503.04715): eta_opt = a*N^alpha*D^beta, B_opt = c*D^gamma, with N = M/6 unless given.
+
+Grids are never merged across models: two models trained at nearly the same C have different optima, and pooling
+them into one band moves the exponents (the caller groups by model and budget, or by a `grid` column)."""
+
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.powerlaw import PowerLaw, law_ci, linefit
+from analysis.powerlaw import PowerLaw, law_ci, linefit, percentile_ci
+
+
+@dataclass
+class NDLaw:
+    """y = coef * N^N_exponent * D^D_exponent (Step Law form), with 95% bootstrap CIs of each parameter."""
+
+    coef: float
+    N_exponent: float
+    D_exponent: float
+    ci95: dict = field(default_factory=dict)
+    n_points: int = 0
+
+    def __call__(self, N, D):
+        return self.coef * np.asarray(N, float) ** self.N_exponent * np.asarray(D, float) ** self.D_exponent
+
+    def as_dict(self) -> dict:
+        return {
+            "coef": self.coef,
+            "N_exponent": self.N_exponent,
+            "D_exponent": self.D_exponent,
+            "ci95": self.ci95,
+            "n_points": self.n_points,
+        }
+
+
+def planefit(x1: np.ndarray, x2: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least squares y = c0 + c1*x1 + c2*x2 along the last axis, batched -> (..., 3); NaN where singular."""
+    X = np.stack(np.broadcast_arrays(np.ones_like(x1), x1, x2), -1)
+    A = np.einsum("...ni,...n,...nj->...ij", X, w, X)
+    rhs = np.einsum("...ni,...n,...n->...i", X, w, y)
+    scale = np.maximum(np.abs(A).max((-1, -2)), 1e-300)
+    det = np.linalg.det(A / scale[..., None, None])
+    ok = np.abs(det) > 1e-10
+    c = np.linalg.solve(np.where(ok[..., None, None], A, np.eye(3)), rhs[..., None])[..., 0]
+    return np.where(ok[..., None], c, np.nan)
 
 
 def _quad_design(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -26,49 +70,131 @@ def penalty(lr: np.ndarray, B: np.ndarray, loss: np.ndarray, lr_fit: float, B_fi
     coef, *_ = np.linalg.lstsq(_quad_design(x[m], y[m]), loss[m], rcond=None)
     pred = float(_quad_design(np.log10(lr_fit), np.log10(B_fit)) @ coef)
     inside = x.min() <= np.log10(lr_fit) <= x.max() and y.min() <= np.log10(B_fit) <= y.max()
-    return {"penalty_pct": 100 * (pred - loss.min()) / loss.min(), "loss_at_fit": pred,
-            "note": "" if inside else "fitted point outside the grid: surface extrapolated"}
+    return {
+        "penalty_pct": 100 * (pred - loss.min()) / loss.min(),
+        "loss_at_fit": pred,
+        "note": "" if inside else "fitted point outside the grid: surface extrapolated",
+    }
 
 
-def fit_hparams(budget, C, lr, B, loss, band: float = 0.0025, n_boot: int = 1000, seed: int = 0,
-                min_budgets: int = 3) -> dict:
-    """Returns {"eta_opt", "B_opt": PowerLaw, "budgets": [...], "in_band": bool mask, "boot": ...} or "skipped"."""
+def _md_laws(lN, lD, llr, lB, w, n_band: int) -> dict | None:
+    """Step-Law form on band points (w = band weights), batched over leading axes; None when N and D are collinear."""
+    c = planefit(lN, lD, llr, w)
+    b0, g = linefit(lD, lB, w)
+    if c.ndim == 1:
+        if not np.all(np.isfinite(c)) or not np.isfinite(g):
+            return None
+        return {
+            "eta_opt": NDLaw(float(10 ** c[0]), float(c[1]), float(c[2]), n_points=n_band),
+            "B_opt": NDLaw(float(10**b0), 0.0, float(g), n_points=n_band),
+        }
+    return {"eta_opt": c, "B_opt": np.stack([b0, np.zeros_like(g), g], -1)}
+
+
+def _nd_ci(samples: np.ndarray) -> dict:
+    return {
+        "coef": [10**v for v in percentile_ci(samples[:, 0])],
+        "N_exponent": percentile_ci(samples[:, 1]),
+        "D_exponent": percentile_ci(samples[:, 2]),
+    }
+
+
+def fit_hparams(
+    group,
+    budget,
+    C,
+    lr,
+    B,
+    loss,
+    band: float = 0.0025,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_budgets: int = 3,
+    N=None,
+    D=None,
+    M=None,
+) -> dict:
+    """Laws on runs labelled by `group` (one grid each) at nominal `budget`.
+
+    Returns {"eta_opt", "B_opt": PowerLaw, "MD": {...} (when N, D vary independently), "budgets": [one per grid],
+    "in_band": bool mask, "boot": ...} or {"skipped": reason, ...}.
+    """
     rng = np.random.default_rng(seed)
     budget, C, lr, B, loss = (np.asarray(a, float) for a in (budget, C, lr, B, loss))
+    N = np.asarray(N if N is not None else C / 6, float)  # placeholders keep the shapes; MD needs real N, D
+    D = np.asarray(D if D is not None else np.ones_like(C), float)
+    M = np.asarray(M if M is not None else np.full_like(C, np.nan), float)
+    group = np.asarray(group)
     in_band = np.zeros(len(loss), bool)
-    groups = [np.flatnonzero(budget == b) for b in np.unique(budget)]
+    groups = [np.flatnonzero(group == g) for g in dict.fromkeys(group.tolist())]
     for g in groups:
         in_band[g] = loss[g] <= (1 + band) * loss[g].min()
-    res = {"band": band, "in_band": in_band, "budgets": []}
-    if len(groups) < min_budgets:
-        res["skipped"] = f"only {len(groups)} budget(s) with hparams runs; need >= {min_budgets}"
+    res: dict = {"band": band, "in_band": in_band, "budgets": [], "n_grids": len(groups)}
+    n_budgets = len(np.unique(budget))
+    if n_budgets < min_budgets:
+        res["skipped"] = f"only {n_budgets} budget(s) with hparams runs; need >= {min_budgets}"
         return res
-    lc = np.log10(C)
+    lc, lN, lD, llr, lB = np.log10(C), np.log10(N), np.log10(D), np.log10(lr), np.log10(B)
+    w = in_band.astype(float)
     laws = {}
-    for name, v in (("eta_opt", lr), ("B_opt", B)):
-        b0, e = linefit(lc, np.log10(v), in_band.astype(float))
-        laws[name] = PowerLaw(float(10 ** b0), float(e), n_points=int(in_band.sum()), n_budgets=len(groups))
+    for name, v in (("eta_opt", llr), ("B_opt", lB)):
+        b0, e = linefit(lc, v, w)
+        laws[name] = PowerLaw(float(10**b0), float(e), n_points=int(in_band.sum()), n_budgets=n_budgets)
+    md = _md_laws(lN, lD, llr, lB, w, int(in_band.sum())) if np.all(np.isfinite(lN + lD)) else None
     if n_boot:
-        # Resample runs within each budget, recompute its band, refit on the pooled band points: all at once.
+        # Resample runs within each grid, recompute its band, refit on the pooled band points: all at once.
         idx = np.concatenate([g[rng.integers(0, len(g), (n_boot, len(g)))] for g in groups], axis=1)
         seg = np.concatenate([[0], np.cumsum([len(g) for g in groups])])
         L = loss[idx]
-        w = np.concatenate([L[:, a:b] <= (1 + band) * L[:, a:b].min(1, keepdims=True)
-                            for a, b in zip(seg[:-1], seg[1:])], axis=1).astype(float)
+        wb = np.concatenate(
+            [L[:, a:b] <= (1 + band) * L[:, a:b].min(1, keepdims=True) for a, b in zip(seg[:-1], seg[1:])], axis=1
+        ).astype(float)
         res["boot"] = {}
-        for name, v in (("eta_opt", lr), ("B_opt", B)):
-            b0, e = linefit(lc[idx], np.log10(v)[idx], w)
+        for name, v in (("eta_opt", llr), ("B_opt", lB)):
+            b0, e = linefit(lc[idx], v[idx], wb)
             laws[name].ci95 = law_ci(b0, e)
             res["boot"][name] = {"log_coef": b0, "exponent": e}
-    if len(groups) < 3:
+        if md is not None:
+            bm = _md_laws(lN[idx], lD[idx], llr[idx], lB[idx], wb, 0)
+            for k in ("eta_opt", "B_opt"):
+                md[k].ci95 = _nd_ci(bm[k])
+            res["boot_MD"] = bm
+    if n_budgets < 3:
         for law in laws.values():
-            law.warnings.append(f"fit from {len(groups)} budgets: the CI reflects within-budget scatter only")
+            law.warnings.append(f"fit from {n_budgets} budgets: the CI reflects within-budget scatter only")
+    if md is None:
+        res["MD_skipped"] = "N and D do not vary independently across the grids: the MD form is not identifiable"
+    else:
+        res["MD"] = md
     for g in groups:
         Cg = float(np.exp(np.log(C[g]).mean()))
+        Ng, Dg = float(10 ** lN[g].mean()), float(10 ** lD[g].mean())
         best = g[np.argmin(loss[g])]
+        Ms = np.unique(M[g][np.isfinite(M[g])])
         pen = penalty(lr[g], B[g], loss[g], float(laws["eta_opt"](Cg)), float(laws["B_opt"](Cg)))
-        res["budgets"].append({"budget": float(budget[g[0]]), "C": Cg, "n_runs": int(len(g)),
-                               "n_band": int(in_band[g].sum()), "loss_min": float(loss[best]),
-                               "best_lr": float(lr[best]), "best_batch_size": float(B[best]),
-                               "eta_fit": float(laws["eta_opt"](Cg)), "B_fit": float(laws["B_opt"](Cg)), **pen})
+        row = {
+            "budget": float(budget[g[0]]),
+            "grid": str(group[g[0]]),
+            "C": Cg,
+            "M": float(np.exp(np.log(M[g]).mean())),
+            "n_models": int(len(Ms)),
+            "n_runs": int(len(g)),
+            "n_band": int(in_band[g].sum()),
+            "loss_min": float(loss[best]),
+            "best_lr": float(lr[best]),
+            "best_batch_size": float(B[best]),
+            "eta_fit": float(laws["eta_opt"](Cg)),
+            "B_fit": float(laws["B_opt"](Cg)),
+            **pen,
+        }
+        if len(Ms) > 1:
+            row["note"] = (
+                row.get("note", "") + f" grid mixes {len(Ms)} model sizes (M {Ms[0]:.3g}..{Ms[-1]:.3g}): "
+                f"its band pools different models"
+            ).strip()
+        if md is not None:
+            e_md, b_md = float(md["eta_opt"](Ng, Dg)), float(md["B_opt"](Ng, Dg))
+            p_md = penalty(lr[g], B[g], loss[g], e_md, b_md)
+            row |= {"eta_fit_MD": e_md, "B_fit_MD": b_md, "penalty_pct_MD": p_md["penalty_pct"]}
+        res["budgets"].append(row)
     return res | laws

@@ -13,19 +13,54 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.record import RunRecord
-
-from analysis.plausible import Limits, duplicates, numbers_reason
+from analysis.plausible import DEFAULT_LIMITS, Limits, duplicates, numbers_reason
+from scaling.record import RESULT_NAME, RunRecord
 
 # CSV contract: required columns, and the optional ones we read when present.
 CSV_REQUIRED = ("sweep", "loss")
-CSV_OPTIONAL = ("C", "M", "N", "D", "N1", "N2", "lr", "batch_size", "status", "dataset", "budget", "grid", "run_id",
-                "seq_len", "loss_kind")
+CSV_OPTIONAL = (
+    "C",
+    "M",
+    "N",
+    "D",
+    "N1",
+    "N2",
+    "lr",
+    "batch_size",
+    "status",
+    "dataset",
+    "budget",
+    "grid",
+    "run_id",
+    "seq_len",
+    "loss_kind",
+)
 SWEEPS = ("isoflop", "hparams", "grid")
 NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss"]
 TEXT = ["run_id", "sweep", "grid", "status", "dataset", "path", "loss_kind", "scale", "excluded"]
-COLUMNS = ["run_id", "sweep", "budget", "grid", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size",
-           "seq_len", "loss", "loss_kind", "scale", "status", "dataset", "path", "excluded"]
+COLUMNS = [
+    "run_id",
+    "sweep",
+    "budget",
+    "grid",
+    "C",
+    "M",
+    "N",
+    "D",
+    "N1",
+    "N2",
+    "params",
+    "lr",
+    "batch_size",
+    "seq_len",
+    "loss",
+    "loss_kind",
+    "scale",
+    "status",
+    "dataset",
+    "path",
+    "excluded",
+]
 
 
 class InputError(ValueError):
@@ -45,30 +80,38 @@ def _num(x) -> float:
     return v if math.isfinite(v) else math.nan
 
 
-def _record_row(rec: dict, path: Path) -> dict:
-    if not isinstance(rec, dict):
-        raise ValueError("top level is not a JSON object")
-    if "status" not in rec:
-        raise ValueError("missing key 'status'")
-    model = rec.get("model") or {}
+def _record_row(data: dict, path: Path) -> dict:
+    rec = RunRecord.from_dict(data)  # the one schema check (ValueError naming the problem)
+    model = rec.model if isinstance(rec.model, dict) else {}
     return {
-        "run_id": str(rec.get("run_id") or path.parent.name), "sweep": rec.get("sweep"),
-        "budget": _num(rec.get("budget")), "C": _num(rec.get("C")), "M": _num(rec.get("M")),
-        "N": math.nan, "D": _num(rec.get("D")), "N1": _num(rec.get("N1")), "N2": _num(rec.get("N2")),
-        "params": _num(rec.get("params")), "lr": _num(rec.get("lr")), "batch_size": _num(rec.get("batch_size")),
-        "seq_len": _num(rec.get("seq_len", model.get("seq_len") if isinstance(model, dict) else None)),
-        "loss": _num(rec.get("val_loss")), "loss_kind": "validation", "status": str(rec["status"]),
-        "dataset": str(rec.get("dataset") or "unknown"), "path": str(path),
+        "run_id": str(rec.run_id or path.parent.name),
+        "sweep": rec.sweep,
+        "budget": _num(rec.budget),
+        "C": _num(rec.C),
+        "M": _num(rec.M),
+        "N": math.nan,
+        "D": _num(rec.D),
+        "N1": _num(rec.N1),
+        "N2": _num(rec.N2),
+        "params": _num(rec.params),
+        "lr": _num(rec.lr),
+        "batch_size": _num(rec.batch_size),
+        "seq_len": _num(rec.seq_len if rec.seq_len is not None else model.get("seq_len")),
+        "loss": _num(rec.val_loss),
+        "loss_kind": "validation",
+        "status": str(rec.status),
+        "dataset": str(rec.dataset or "unknown"),
+        "path": str(path),
     }
 
 
 def _load_json_tree(root: Path, warnings: list[str]) -> list[dict]:
-    files = [root] if root.is_file() else sorted(root.rglob("result.json"))
+    files = [root] if root.is_file() else sorted(root.rglob(RESULT_NAME))
     rows = []
     for f in files:
         try:
             rows.append(_record_row(RunRecord.from_dict(json.loads(f.read_text())).to_dict(), f))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError, AttributeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:  # JSONDecodeError too
             warnings.append(f"skipping corrupt {f}: {type(e).__name__}: {e}")
     return rows
 
@@ -82,8 +125,10 @@ def from_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if "C" not in has and not ({"M", "D"} <= has or {"N", "D"} <= has):
         missing.append("C (or M and D, or N and D)")
     if missing:
-        raise InputError(f"{source} is missing required column(s): {', '.join(missing)} "
-                         f"(required: sweep, loss, and C or M+D or N+D; optional: {', '.join(CSV_OPTIONAL[1:])})")
+        raise InputError(
+            f"{source} is missing required column(s): {', '.join(missing)} "
+            f"(required: sweep, loss, and C or M+D or N+D; optional: {', '.join(CSV_OPTIONAL[1:])})"
+        )
     if df.empty:
         raise InputError(f"{source} has a header but no data rows: add one row per run")
     out = pd.DataFrame(index=df.index)
@@ -112,8 +157,9 @@ def _load_csv(path: Path) -> pd.DataFrame:
 
 def _text(s: pd.Series, default: str | None) -> pd.Series:
     """Strip strings; missing values -> default."""
-    return s.astype(object).map(lambda v: default if v is None or (isinstance(v, float) and math.isnan(v))
-                                else str(v).strip())
+    return s.astype(object).map(
+        lambda v: default if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip()
+    )
 
 
 def _derive(df: pd.DataFrame) -> pd.DataFrame:
@@ -124,8 +170,9 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     num = df[NUMERIC].apply(pd.to_numeric, errors="coerce").astype("float64")
     df[NUMERIC] = num.where(np.isfinite(num))
     # Which convention the model scale M follows: given, 6N (Chinchilla-style tables), or C/D.
-    df["scale"] = np.where(df["M"].notna(), "M", np.where((df["C"] / df["D"]).notna(), "C/D",
-                                                          np.where(df["N"].notna(), "6N", "")))
+    df["scale"] = np.where(
+        df["M"].notna(), "M", np.where((df["C"] / df["D"]).notna(), "C/D", np.where(df["N"].notna(), "6N", ""))
+    )
     df["M"] = df["M"].fillna(df["C"] / df["D"]).fillna(6 * df["N"])
     df["D"] = df["D"].fillna(df["C"] / df["M"])
     df["C"] = df["C"].fillna(df["M"] * df["D"])
@@ -153,7 +200,9 @@ def _exclusion(r, lim: Limits) -> str:
     return ""
 
 
-def load_runs(paths: list[str | Path | pd.DataFrame], limits: Limits = Limits()) -> tuple[pd.DataFrame, list[str]]:
+def load_runs(
+    paths: list[str | Path | pd.DataFrame], limits: Limits = DEFAULT_LIMITS
+) -> tuple[pd.DataFrame, list[str]]:
     """All runs below `paths` (dirs of result.json, result.json files, CSVs or DataFrames) -> (frame, warnings).
 
     Every run appears once; `excluded` is "" for runs the fits may use, else the reason they may not.
@@ -175,18 +224,26 @@ def load_runs(paths: list[str | Path | pd.DataFrame], limits: Limits = Limits())
             continue
         rows = _load_json_tree(p, warnings)
         if not rows:
-            raise InputError(f"no readable result.json under {p} (expected <run_dir>/result.json files written by "
-                             f"scaling.train, or a .csv following the analysis CSV contract)", warnings)
+            raise InputError(
+                f"no readable result.json under {p} (expected <run_dir>/result.json files written by "
+                f"scaling.train, or a .csv following the analysis CSV contract)",
+                warnings,
+            )
         frames.append(pd.DataFrame(rows))
     df = _derive(pd.concat(frames, ignore_index=True))
     df["excluded"] = [_exclusion(r, limits) for r in df.itertuples()]
     dup = duplicates(df, df.excluded == "")
     if (dup != "").any():
-        warnings.append(f"{int((dup != '').sum())} duplicated row(s) dropped, e.g. {df.run_id[dup != ''].iloc[0]}: "
-                        f"{dup[dup != ''].iloc[0]}")
+        warnings.append(
+            f"{int((dup != '').sum())} duplicated row(s) dropped, e.g. {df.run_id[dup != ''].iloc[0]}: "
+            f"{dup[dup != ''].iloc[0]}"
+        )
         df.loc[dup != "", "excluded"] = dup[dup != ""]
     if (df["excluded"] == "").sum() == 0:
         counts = df["excluded"].value_counts().to_dict()
-        raise InputError(f"no completed runs usable for fitting among {len(df)} runs "
-                         f"({'; '.join(f'{n} x {k}' for k, n in counts.items())})", warnings)
+        raise InputError(
+            f"no completed runs usable for fitting among {len(df)} runs "
+            f"({'; '.join(f'{n} x {k}' for k, n in counts.items())})",
+            warnings,
+        )
     return df[COLUMNS].reset_index(drop=True), warnings

@@ -1,6 +1,13 @@
 """Chinchilla Approach 3 as corrected by Epoch AI (Besiroglu et al. 2024): L(N, D) = E + A/N^alpha + B/D^beta,
 fitted as log L = LSE(a - alpha log N, b - beta log D, e) with a Huber loss (delta 1e-3) on the log residuals,
-SUMMED over runs, by L-BFGS-B from the best starts of Chinchilla's initialisation grid."""
+SUMMED over runs, by L-BFGS-B from the best starts of Chinchilla's initialisation grid.
+
+Options for published tables: `tie` (alpha = beta, as Muennighoff et al.), `fix_E` (a known irreducible loss) and
+`robust` (drop runs whose log residual is more than `robust` robust standard deviations, 1.4826 * MAD, from the
+fit, then refit once: a documented stand-in for dropping outliers by hand). A fit that does not move from its
+starting point, or whose bootstrap CIs have zero width, is reported as skipped with the reason, never as a result.
+"""
+
 from __future__ import annotations
 
 import itertools
@@ -11,120 +18,247 @@ from scipy.optimize import minimize
 from analysis.powerlaw import percentile_ci
 
 DELTA = 1e-3
-# Chinchilla's grid (alpha, beta, e, a, b): 5 * 5 * 5 * 6 * 6 = 4500 starts.
-GRID = np.array(list(itertools.product(np.arange(0, 2.01, 0.5), np.arange(0, 2.01, 0.5), np.arange(-1, 1.01, 0.5),
-                                       np.arange(0, 26, 5.0), np.arange(0, 26, 5.0))))[:, [3, 4, 2, 0, 1]]  # a b e al be
+# Chinchilla's grid (alpha, beta, e, a, b): 5 * 5 * 5 * 6 * 6 = 4500 starts, as (a, b, e, alpha, beta).
+GRID = np.array(
+    list(
+        itertools.product(
+            np.arange(0, 2.01, 0.5),
+            np.arange(0, 2.01, 0.5),
+            np.arange(-1, 1.01, 0.5),
+            np.arange(0, 26, 5.0),
+            np.arange(0, 26, 5.0),
+        )
+    )
+)[:, [3, 4, 2, 0, 1]]
+KEYS = ("E", "A", "B", "alpha", "beta", "a", "b")
 
 
-def _terms(theta: np.ndarray, logN: np.ndarray, logD: np.ndarray) -> np.ndarray:
+class Param:
+    """theta (a, b, e, alpha, beta) = T @ phi + t0 for the free parameters phi (ties and fixes are linear)."""
+
+    def __init__(self, tie: bool = False, fix_E: float | None = None):
+        cols = [0, 1] + ([] if fix_E is not None else [2]) + [3]
+        T = np.zeros((5, len(cols) + (0 if tie else 1)))
+        for j, i in enumerate(cols):
+            T[i, j] = 1
+        T[4, -1] = 1  # beta: its own column, or alpha's when tied
+        self.T, self.t0 = T, np.zeros(5)
+        if fix_E is not None:
+            self.t0[2] = np.log(fix_E)
+        self.tie, self.fix_E = tie, fix_E
+
+    def theta(self, phi: np.ndarray) -> np.ndarray:
+        return phi @ self.T.T + self.t0
+
+    def phi(self, theta: np.ndarray) -> np.ndarray:
+        """Least-squares projection of full thetas onto the free parameters (exact for thetas that obey the ties)."""
+        return (theta - self.t0) @ np.linalg.pinv(self.T).T
+
+    def describe(self) -> str:
+        parts = ["alpha = beta"] if self.tie else []
+        return ", ".join(parts + ([f"E fixed at {self.fix_E:g}"] if self.fix_E is not None else []))
+
+
+def _terms(theta: np.ndarray, logN, logD) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     a, b, e, al, be = (theta[..., i, None] for i in range(5))
-    return np.stack(np.broadcast_arrays(a - al * logN, b - be * logD, e), -1)  # (..., n, 3)
+    t0, t1 = a - al * logN, b - be * logD
+    return t0, t1, np.broadcast_to(e, t0.shape)
+
+
+def _lse(theta: np.ndarray, logN, logD):
+    """log(exp(t0) + exp(t1) + exp(t2)) and the softmax shares; elementwise on three arrays (fast, no tiny axis)."""
+    t0, t1, t2 = _terms(theta, logN, logD)
+    mx = np.maximum(np.maximum(t0, t1), t2)
+    e0, e1, e2 = np.exp(t0 - mx), np.exp(t1 - mx), np.exp(t2 - mx)
+    s = e0 + e1 + e2
+    return mx + np.log(s), e0 / s, e1 / s, e2 / s
+
+
+def _huber(r: np.ndarray) -> np.ndarray:
+    ar = np.abs(r)
+    return np.where(ar <= DELTA, 0.5 * r * r, DELTA * (ar - 0.5 * DELTA))
 
 
 def objective(theta: np.ndarray, logN, logD, logL, w=None) -> np.ndarray:
     """Summed Huber loss, vectorised over leading axes of theta (e.g. all grid starts at once)."""
-    t = _terms(theta, logN, logD)
-    mx = t.max(-1)
-    r = mx + np.log(np.exp(t - mx[..., None]).sum(-1)) - logL
-    h = np.where(np.abs(r) <= DELTA, 0.5 * r * r, DELTA * (np.abs(r) - 0.5 * DELTA))
+    h = _huber(_lse(theta, logN, logD)[0] - logL)
     return (h if w is None else w * h).sum(-1)
 
 
 def objective_grad(theta: np.ndarray, logN, logD, logL, w) -> tuple[float, np.ndarray]:
     """Objective and its analytic gradient for one theta (what L-BFGS-B calls)."""
-    t = _terms(theta, logN, logD)
-    mx = t.max(-1)
-    ex = np.exp(t - mx[:, None])
-    s = ex.sum(-1)
-    r = mx + np.log(s) - logL
-    p = ex / s[:, None]  # softmax = d LSE / d term
-    ar = np.abs(r)
-    f = (w * np.where(ar <= DELTA, 0.5 * r * r, DELTA * (ar - 0.5 * DELTA))).sum()
+    f, p0, p1, p2 = _lse(theta, logN, logD)
+    r = f - logL
     g = w * np.clip(r, -DELTA, DELTA)
-    grad = np.array([g @ p[:, 0], g @ p[:, 1], g @ p[:, 2], -(g * p[:, 0]) @ logN, -(g * p[:, 1]) @ logD])
-    return float(f), grad
+    grad = np.array([g @ p0, g @ p1, g @ p2, -(g * p0) @ logN, -(g * p1) @ logD])
+    return float((w * _huber(r)).sum()), grad
 
 
-def _minimise(x0, logN, logD, logL, w):
-    return minimize(objective_grad, x0, args=(logN, logD, logL, w), jac=True, method="L-BFGS-B",
-                    options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000})
+def _minimise(x0, logN, logD, logL, w, par: Param | None = None):
+    """L-BFGS-B on the free parameters (all five when par is None)."""
+    par = par or Param()
+
+    def fg(phi):
+        f, g = objective_grad(par.theta(phi), logN, logD, logL, w)
+        return f, par.T.T @ g
+
+    r = minimize(
+        fg,
+        par.phi(np.asarray(x0, float)),
+        jac=True,
+        method="L-BFGS-B",
+        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000},
+    )
+    r.theta = par.theta(r.x)
+    return r
 
 
-def _fit(logN, logD, logL, w, starts: np.ndarray) -> np.ndarray:
-    best = min((_minimise(s, logN, logD, logL, w) for s in starts), key=lambda r: r.fun)
-    return best.x
-
-
-def _summary(theta: np.ndarray) -> dict:
-    a, b, e, al, be = theta
-    out = {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be, "a": be / (al + be),
-           "b": al / (al + be)}
-    return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
-
-
-def refit_batch(theta0: np.ndarray, logN, logD, logL, W: np.ndarray, iters: int = 100) -> np.ndarray:
+def refit_batch(
+    theta0: np.ndarray, logN, logD, logL, W: np.ndarray, iters: int = 100, par: Param | None = None
+) -> np.ndarray:
     """Minimise the summed Huber objective for many weight vectors W (R, n) at once, from theta0 ((5,) or (R, 5)).
 
     Levenberg-Marquardt on IRLS weights min(1, delta/|r|) (the Huber majoriser): every bootstrap resample
-    advances in the same numpy call, so 1000 refits cost about what a few scipy runs would.
+    advances in the same numpy call, and a resample leaves the batch as soon as its step is negligible.
     """
+    par = par or Param()
     R = len(W)
-    th = np.broadcast_to(theta0, (R, 5)).astype(float)
+    th = np.array(np.broadcast_to(theta0, (R, 5)), float)
+    phi = par.phi(th)
+    k = phi.shape[1]
     lam = np.full(R, 1e-3)
     f = objective(th, logN, logD, logL, W)
+    act = np.arange(R)
+    X = np.stack(np.broadcast_arrays(logN, logD), -1)
     for _ in range(iters):
-        t = _terms(th, logN, logD)
-        mx = t.max(-1)
-        ex = np.exp(t - mx[..., None])
-        s = ex.sum(-1)
-        r = mx + np.log(s) - logL
-        p = ex / s[..., None]
-        J = np.concatenate([p, -p[..., :2] * np.stack(np.broadcast_arrays(logN, logD), -1)], -1)  # (R, n, 5)
-        om = W * np.minimum(1.0, DELTA / np.maximum(np.abs(r), 1e-300))
-        H = np.einsum("rni,rn,rnj->rij", J, om, J)
-        g = np.einsum("rni,rn->ri", J, om * r)
+        if not len(act):
+            break
+        tha, Wa = th[act], W[act]
+        F, p0, p1, p2 = _lse(tha, logN, logD)
+        r = F - logL
+        J = np.stack([p0, p1, p2, -p0 * X[:, 0], -p1 * X[:, 1]], -1) @ par.T  # (R, n, k)
+        om = Wa * np.minimum(1.0, DELTA / np.maximum(np.abs(r), 1e-300))
+        Jw = J * om[..., None]
+        H = np.matmul(Jw.transpose(0, 2, 1), J)
+        g = np.einsum("rnk,rn->rk", Jw, r)
         diag = np.diagonal(H, axis1=1, axis2=2)
         # Marquardt scaling by diag(H), plus a small ridge: a term that vanishes on every point (its share p
         # underflows to 0) leaves a zero row, which must give a zero step rather than a singular solve.
         ridge = 1e-10 * diag.mean(-1) + 1e-300
-        H = H + lam[:, None, None] * np.eye(5) * diag[:, None, :] + ridge[:, None, None] * np.eye(5)
+        H = H + np.eye(k) * (lam[act, None, None] * diag[:, None, :] + ridge[:, None, None])
         step = -np.linalg.solve(H, g[..., None])[..., 0]
-        f_new = objective(th + step, logN, logD, logL, W)
-        better = f_new < f
-        th = np.where(better[:, None], th + step, th)
-        f = np.where(better, f_new, f)
-        lam = np.where(better, lam / 3, lam * 4)
-        if np.all(np.abs(step).max(-1) < 1e-9) or np.all(lam > 1e8):
-            break
+        new = par.theta(phi[act] + step)
+        f_new = objective(new, logN, logD, logL, Wa)
+        better = f_new < f[act]
+        phi[act] = np.where(better[:, None], phi[act] + step, phi[act])
+        th[act] = np.where(better[:, None], new, tha)
+        f[act] = np.where(better, f_new, f[act])
+        lam[act] = np.where(better, lam[act] / 3, lam[act] * 4)
+        done = (np.abs(step).max(-1) < 1e-9) | (lam[act] > 1e8)
+        act = act[~done]
     return th
 
 
-def fit_parametric(N, D, L, n_boot: int = 1000, seed: int = 0, n_starts: int = 64) -> dict:
-    """Multi-start fit: the objective ranks all 4500 grid points at once, the `n_starts` best are descended
-    together (refit_batch), and L-BFGS-B polishes the 4 best ends. Then a bootstrap over runs, all resamples
-    refitted together from the point fit."""
+def _summary(theta: np.ndarray) -> dict:
+    a, b, e, al, be = theta
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        out = {
+            "E": np.exp(e),
+            "A": np.exp(a),
+            "B": np.exp(b),
+            "alpha": al,
+            "beta": be,
+            "a": be / (al + be),
+            "b": al / (al + be),
+        }
+    return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
+
+
+def _point_fit(logN, logD, logL, w, par: Param, n_starts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best of the grid's `n_starts` best starts, descended together, the 4 best polished: (theta, its start)."""
+    grid = np.unique(par.theta(par.phi(GRID)), axis=0)
+    f0 = np.concatenate([objective(grid[s : s + 500], logN, logD, logL, w) for s in range(0, len(grid), 500)])
+    starts = grid[np.argsort(f0)[:n_starts]]
+    ends = refit_batch(starts, logN, logD, logL, np.broadcast_to(w, (len(starts), len(w))), iters=300, par=par)
+    order = np.argsort(objective(ends, logN, logD, logL, w))[:4]
+    polished = [_minimise(ends[i], logN, logD, logL, w, par) for i in order]
+    j = int(np.argmin([p.fun for p in polished]))
+    return polished[j].theta, starts[order[j]]
+
+
+def fit_parametric(
+    N,
+    D,
+    L,
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_starts: int = 32,
+    tie: bool = False,
+    fix_E: float | None = None,
+    robust: float | None = None,
+) -> dict:
+    """Multi-start point fit, optional robust refit, then a bootstrap over runs, every resample refitted
+    together from the point fit. "dropped" lists the indices a robust refit left out."""
+    par = Param(tie, fix_E)
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
-    if len(L) < 10:
-        return {"skipped": f"only {len(L)} runs; the 5-parameter fit needs >= 10"}
+    need = 10 - (tie + (fix_E is not None))
+    if len(L) < need:
+        return {"skipped": f"only {len(L)} runs; the {par.T.shape[1]}-parameter fit needs >= {need}"}
     w = np.ones(len(L))
-    f0 = np.concatenate([objective(GRID[s:s + 500], logN, logD, logL) for s in range(0, len(GRID), 500)])
-    starts = GRID[np.argsort(f0)[:n_starts]]
-    ends = refit_batch(starts, logN, logD, logL, np.ones((len(starts), len(L))), iters=300)
-    theta = _fit(logN, logD, logL, w, ends[np.argsort(objective(ends, logN, logD, logL))[:4]])
-    res = _summary(theta) | {"form": "E + A/N^alpha + B/D^beta", "n_runs": int(len(L)),
-                             "objective": float(objective(theta, logN, logD, logL)), "theta": theta.tolist(),
-                             "N_is": "M/6 (FLOPs-equivalent parameters, so C = 6*N*D) unless the CSV gives N"}
+    theta, start = _point_fit(logN, logD, logL, w, par, n_starts)
+    dropped: list[int] = []
+    if robust:
+        r = _lse(theta, logN, logD)[0] - logL
+        s = 1.4826 * np.median(np.abs(r - np.median(r)))
+        out = np.abs(r - np.median(r)) > robust * s
+        if out.any() and (~out).sum() >= need:
+            dropped = np.flatnonzero(out).tolist()
+            w = (~out).astype(float)
+            theta, start = _point_fit(logN, logD, logL, w, par, n_starts)
+    f = float(objective(theta, logN, logD, logL, w))
+    if not np.all(np.isfinite(theta)) or not np.isfinite(f):
+        return {"skipped": "the parametric fit did not converge to finite values"}
+    # Still at its start with a non-zero gradient: the optimiser failed (a start that happens to be the exact
+    # optimum has a zero gradient and is a result).
+    grad = par.T.T @ objective_grad(theta, logN, logD, logL, w)[1]
+    if np.allclose(theta, start, rtol=0, atol=1e-8) and np.abs(grad).max() > 1e-8:
+        return {
+            "skipped": f"the optimiser made no progress from its starting point {np.round(start, 3).tolist()} "
+            f"(objective {f:.3g}): the runs do not constrain L(N, D)"
+        }
+    res = _summary(theta) | {
+        "form": "E + A/N^alpha + B/D^beta",
+        "n_runs": int(w.sum()),
+        "objective": f,
+        "theta": theta.tolist(),
+        "constraints": par.describe() or "none",
+        "robust": robust,
+        "dropped": dropped,
+        "N_is": "M/6 (FLOPs-equivalent parameters, so C = 6*N*D) unless the input gives N",
+    }
     if not (res["alpha"] > 0 and res["beta"] > 0):  # loss rising with N or D: the data do not constrain the law
-        return {"skipped": f"the best fit has a non-positive exponent (alpha={res['alpha']:.3g}, "
-                           f"beta={res['beta']:.3g}): these runs do not constrain L(N, D)"}
+        return {
+            "skipped": f"the best fit has a non-positive exponent (alpha={res['alpha']:.3g}, "
+            f"beta={res['beta']:.3g}): these runs do not constrain L(N, D)"
+        }
     G = (res["alpha"] * res["A"] / (res["beta"] * res["B"])) ** (1 / (res["alpha"] + res["beta"]))
     res["M_opt"] = {"coef": float(6 * G * 6 ** -res["a"]), "exponent": res["a"]}  # N_opt = G*(C/6)^a, M = 6N
     if n_boot:
         rng = np.random.default_rng(seed)
-        W = np.stack([np.bincount(rng.integers(0, len(L), len(L)), minlength=len(L)) for _ in range(n_boot)])
-        boots = np.concatenate([refit_batch(theta, logN, logD, logL, W[s:s + 250].astype(float))
-                                for s in range(0, n_boot, 250)])
+        keep = np.flatnonzero(w > 0)
+        W = np.zeros((n_boot, len(L)))
+        for i in range(n_boot):
+            W[i] = np.bincount(keep[rng.integers(0, len(keep), len(keep))], minlength=len(L))
+        boots = np.concatenate(
+            [refit_batch(theta, logN, logD, logL, W[s : s + 250], par=par) for s in range(0, n_boot, 250)]
+        )
         summ = _summary(boots.T)
-        res["ci95"] = {k: percentile_ci(summ[k]) for k in ("E", "A", "B", "alpha", "beta", "a", "b")}
+        res["ci95"] = {k: percentile_ci(summ[k]) for k in KEYS}
+        free = [k for k in ("E", "A", "B", "alpha") if not (k == "E" and fix_E is not None)]
+        if all(res["ci95"][k][1] - res["ci95"][k][0] <= 1e-12 * max(1.0, abs(res[k])) for k in free):
+            return {
+                "skipped": "every bootstrap refit stayed at the point fit (zero-width CIs): the optimiser "
+                "cannot move on these runs, so the fit is not reported"
+            }
         res["boot_theta"] = boots
     return res

@@ -1,4 +1,5 @@
 """Power laws y = coef * C^exponent, fitted by least squares on log10 (batched over bootstrap resamples)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,7 @@ def fit_powerlaw(C, y, w=None) -> PowerLaw:
     if np.any(C <= 0) or np.any(y <= 0):
         raise ValueError("power-law fit needs positive C and y")
     b, m = linefit(np.log10(C), np.log10(y), w)
-    return PowerLaw(float(10 ** b), float(m), n_points=int(len(C)))
+    return PowerLaw(float(10**b), float(m), n_points=int(len(C)))
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> list[float]:
@@ -47,7 +48,7 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> list[float]:
 
 def law_ci(log_coef: np.ndarray, slope: np.ndarray) -> dict:
     """ci95 block of a PowerLaw from bootstrap (log10 intercept, slope) samples."""
-    return {"coef": [10 ** v for v in percentile_ci(log_coef)], "exponent": percentile_ci(slope)}
+    return {"coef": [10**v for v in percentile_ci(log_coef)], "exponent": percentile_ci(slope)}
 
 
 def band_at(C, log_coef: np.ndarray, slope: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -56,4 +57,4 @@ def band_at(C, log_coef: np.ndarray, slope: np.ndarray, level: float = 0.95) -> 
     ok = np.isfinite(log_coef) & np.isfinite(slope)
     v = log_coef[ok, None] + slope[ok, None] * lc[None, :]
     lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return 10 ** lo, 10 ** hi
+    return 10**lo, 10**hi

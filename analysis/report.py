@@ -1,4 +1,5 @@
 """Report writers: report.json (atomic, numpy-free) and report.md (human)."""
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,23 @@ def _law(d: dict | None) -> str:
     return format_law(d, digits=4)
 
 
+def _nd(d: dict) -> str:
+    ci = d.get("ci95") or {}
+
+    def one(k: str) -> str:
+        lo_hi = ci.get(k)
+        return f"{d[k]:.4f}" + (f" [{_g(lo_hi[0], '.4f')}, {_g(lo_hi[1], '.4f')}]" if lo_hi else "")
+
+    return f"{d['coef']:.4g} * N^{one('N_exponent')} * D^{one('D_exponent')} (exponent 95% CIs in brackets)"
+
+
+def _window(w: dict | None) -> str:
+    if not w:
+        return "-"
+    h = w.get("half_width_decades")
+    return f"{w['M'][0]:.3g}..{w['M'][1]:.3g} ({w['n_sizes']} sizes{'' if h is None else f', +-{h:g} dec'})"
+
+
 def _val(d: dict | None, key="value", f=".4g") -> str:
     if not d:
         return "-"
@@ -52,89 +70,186 @@ def _val(d: dict | None, key="value", f=".4g") -> str:
 
 
 def _dataset_md(name: str, r: dict) -> list[str]:
-    out = [f"## Dataset `{name}` ({r['n_used']} runs used)", ""]
+    ns = r.get("n_section") or {}
+    out = [f"## Dataset `{name}` ({r['n_used']} usable runs)", ""]
     for sec, why in (r.get("skipped") or {}).items():
         out.append(f"- **{sec} not fitted**: {why}")
+    for sec, why in (r.get("not_applicable") or {}).items():
+        out.append(f"- {sec}: not applicable ({why})")
     hp = r.get("hparams")
     if hp:
-        out += ["", f"### Hyper-parameters (near-optimal band {hp['band']:.2%})", "",
-                f"- eta_opt = {_law(hp['eta_opt'])}", f"- B_opt = {_law(hp['B_opt'])} tokens", "",
-                "| C | runs | in band | best lr | best B | fitted lr | fitted B | penalty % |", "|---|---|---|---|---|---|---|---|"]
-        out += [f"| {b['C']:.3g} | {b['n_runs']} | {b['n_band']} | {b['best_lr']:.3g} | {b['best_batch_size']:.3g} | "
-                f"{b['eta_fit']:.3g} | {b['B_fit']:.3g} | {_g(b['penalty_pct'], '.3f')} {b.get('note', '')} |"
-                for b in hp["budgets"]]
+        md = hp.get("MD")
+        out += [
+            "",
+            f"### Hyper-parameters (near-optimal band {hp['band']:.2%}; {ns.get('hparams', '?')} runs in "
+            f"{len(hp['budgets'])} lr x batch grids, one model each unless noted)",
+            "",
+            f"- C form: eta_opt = {_law(hp['eta_opt'])}",
+            f"- C form: B_opt = {_law(hp['B_opt'])} tokens",
+        ]
+        if md:
+            out += [f"- MD form: eta_opt = {_nd(md['eta_opt'])}", f"- MD form: B_opt = {_nd(md['B_opt'])} tokens"]
+        else:
+            out.append(f"- MD form not fitted: {hp.get('MD_skipped', '-')}")
+        out += [
+            f"- extrapolation uses the {hp.get('form', 'C')} form",
+            "",
+            "| C | M | runs | in band | best lr | best B | C form lr | C form B | penalty % (C) | "
+            "penalty % (MD) | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {b['C']:.3g} | {_g(b.get('M'), '.3g')} | {b['n_runs']} | {b['n_band']} | {b['best_lr']:.3g} | "
+            f"{b['best_batch_size']:.3g} | {b['eta_fit']:.3g} | {b['B_fit']:.3g} | {_g(b['penalty_pct'], '.3f')} | "
+            f"{_g(b.get('penalty_pct_MD'), '.3f')} | {b.get('note', '')} |"
+            for b in hp["budgets"]
+        ]
     iso = r.get("isoflop")
     if iso:
-        out += ["", "### IsoFLOP", "", f"- M_opt = {_law(iso.get('M_opt'))}", f"- D_opt = {_law(iso.get('D_opt'))}", "",
-                "| C | runs | M_opt | D_opt | loss_min | used | warnings |", "|---|---|---|---|---|---|---|"]
-        out += [f"| {b['C']:.3g} | {b['n_runs']} | {_g(b['M_opt'])} | {_g(b['D_opt'])} | {_g(b['loss_min'])} | "
-                f"{'yes' if b['used'] else 'no'} | {'; '.join(b['warnings'])} |" for b in iso["budgets"]]
+        n_used = sum(b["n_runs"] for b in iso["budgets"] if b["used"])
+        n_all = sum(b["n_runs"] for b in iso["budgets"])
+        out += [
+            "",
+            f"### IsoFLOP ({n_used} of {n_all} isoflop runs in the law; the runs of budgets marked 'no' "
+            f"are left out of this law only)",
+            "",
+            f"- M_opt = {_law(iso.get('M_opt'))}",
+            f"- D_opt = {_law(iso.get('D_opt'))}",
+            "",
+            "| C | runs | fitted window (M) | M_opt | D_opt | loss_min | used | warnings |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {b['C']:.3g} | {b['n_runs']} | {_window(b.get('window'))} | {_g(b['M_opt'])} | {_g(b['D_opt'])} | "
+            f"{_g(b['loss_min'])} | {'yes' if b['used'] else 'no'} | {'; '.join(b['warnings'])} |"
+            for b in iso["budgets"]
+        ]
     conv = r.get("conventions")
     if conv:
-        out += ["", "### Counting conventions (IsoFLOP exponents with model scale M, 6*N1, 6*N2)", "",
-                "| scale | M_opt exponent a | D_opt exponent b |", "|---|---|---|"]
-        out += [f"| {k} | {_law(v.get('M_opt'))} | {_law(v.get('D_opt'))} |" if "M_opt" in v else
-                f"| {k} | {v.get('skipped', '-')} | |" for k, v in conv.items()]
+        out += [
+            "",
+            "### Counting conventions (IsoFLOP exponents with model scale M, 6*N1, 6*N2)",
+            "",
+            "| scale | M_opt exponent a | D_opt exponent b |",
+            "|---|---|---|",
+        ]
+        out += [
+            f"| {k} | {_law(v.get('M_opt'))} | {_law(v.get('D_opt'))} |"
+            if "M_opt" in v
+            else f"| {k} | {v.get('skipped', '-')} | |"
+            for k, v in conv.items()
+        ]
     loss = r.get("loss")
     if loss:
         out += ["", "### Loss curve L(C)", ""]
         if "saturating" in loss:
             s = loss["saturating"]
-            out.append(f"- E + A*C^-alpha: E={s['E']:.4g}, A={s['A']:.4g}, alpha={s['alpha']:.4f} (rmse {s['rmse']:.2g})")
+            out.append(
+                f"- E + A*C^-alpha: E={s['E']:.4g}, A={s['A']:.4g}, alpha={s['alpha']:.4f} (rmse {s['rmse']:.2g})"
+            )
         p = loss["power"]
         out.append(f"- k*C^-alpha: k={p['k']:.4g}, alpha={p['alpha']:.4f} (rmse {p['rmse']:.2g})")
         bt = loss.get("backtest") or {}
         if "loss_pred" in bt:
-            out.append(f"- backtest (largest budget C={bt['held_out_C']:.3g} held out): loss error "
-                       f"{bt['loss_err_pct']:+.2f}%, M_opt error {bt['M_opt_err_pct']:+.1f}%")
+            out.append(
+                f"- backtest (largest budget C={bt['held_out_C']:.3g} held out): loss error "
+                f"{bt['loss_err_pct']:+.2f}%, M_opt error {bt['M_opt_err_pct']:+.1f}%"
+            )
     par = r.get("parametric")
     if par:
         ci = par.get("ci95", {})
-        out += ["", "### Parametric L(N, D) = E + A/N^alpha + B/D^beta (Epoch-corrected Approach 3)", "",
-                "| E | A | B | alpha | beta | a = beta/(alpha+beta) |", "|---|---|---|---|---|---|",
-                "| " + " | ".join(_val({"value": par[k], "ci95": ci.get(k)}) for k in ("E", "A", "B", "alpha", "beta", "a")) + " |"]
+        out += [
+            "",
+            "### Parametric L(N, D) = E + A/N^alpha + B/D^beta (Epoch-corrected Approach 3)",
+            "",
+            f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))}); constraints: {par.get('constraints', 'none')}"
+            + (
+                f"; robust refit (|log residual| > {par['robust']:g} robust SD) dropped "
+                f"{len(par.get('dropped_runs', []))}: {', '.join(par.get('dropped_runs', [])[:20])}"
+                if par.get("robust")
+                else ""
+            ),
+            "",
+            "| E | A | B | alpha | beta | a = beta/(alpha+beta) |",
+            "|---|---|---|---|---|---|",
+            "| "
+            + " | ".join(_val({"value": par[k], "ci95": ci.get(k)}) for k in ("E", "A", "B", "alpha", "beta", "a"))
+            + " |",
+        ]
     ex = r.get("extrapolation")
     if ex:
-        out += ["", "### Extrapolation", "", "| target | C | eta_opt | B_opt (seqs) | loss | compute-optimal D | "
-                "DeepSeek ref eta | ref B (seqs) | paper lr / B |", "|---|---|---|---|---|---|---|---|---|"]
+        if r.get("extrapolation_conventions"):
+            out += ["", f"**Conventions:** {r['extrapolation_conventions']}"]
+        out += [
+            "",
+            "### Extrapolation",
+            "",
+            "| target | C | eta_opt | B_opt (seqs) | loss | compute-optimal D | "
+            "DeepSeek ref eta | ref B (seqs) | paper lr / B |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for t, e in ex.items():
             ref, p = e["reference"], e["reference"].get("paper", {})
             B = e.get("B_opt")
-            out.append(f"| {t} | {e['C']:.3g} | {_val(e.get('eta_opt'), f='.3g')} | "
-                       f"{_val({'value': B['sequences'], 'ci95': B.get('sequences_ci95')}, f='.4g') if B else '-'} | "
-                       f"{_val(e.get('loss'))} | {_val((e.get('compute_optimal') or {}).get('D'), f='.3g')} | "
-                       f"{ref['eta_opt']['value']:.3g} | {ref['B_opt']['sequences']:.4g} | "
-                       f"{p.get('lr', '-')} / {p.get('batch_sequences', '-')} |")
+            out.append(
+                f"| {t} | {e['C']:.3g} | {_val(e.get('eta_opt'), f='.3g')} | "
+                f"{_val({'value': B['sequences'], 'ci95': B.get('sequences_ci95')}, f='.4g') if B else '-'} | "
+                f"{_val(e.get('loss'))} | {_val((e.get('compute_optimal') or {}).get('D'), f='.3g')} | "
+                f"{ref['eta_opt']['value']:.3g} | {ref['B_opt']['sequences']:.4g} | "
+                f"{p.get('lr', '-')} / {p.get('batch_sequences', '-')} |"
+            )
     return out + [""]
 
 
 def markdown(report: dict) -> str:
     pv = report["provenance"]
-    out = ["# Scaling-law report", "", f"Inputs: {', '.join(pv['inputs'])}  ", f"Generated {pv['time']} by analysis.fit "
-           f"(numpy {pv['versions']['numpy']}, scipy {pv['versions']['scipy']}); {pv['n_runs']} runs, "
-           f"{pv['n_used']} used, {len(report['excluded'])} excluded; bootstrap {pv['options']['bootstrap']} resamples, "
-           f"95% percentile CIs.", ""]
+    out = [
+        "# Scaling-law report",
+        "",
+        f"Inputs: {', '.join(map(str, pv['inputs']))}  ",
+        f"Generated {pv['time']} by analysis.fit (numpy {pv['versions']['numpy']}, scipy {pv['versions']['scipy']}); "
+        f"{pv['n_runs']} runs read, {pv['n_excluded']} excluded before fitting (listed at the end), {pv['n_used']} "
+        f"usable; each section says how many of those it used. Bootstrap {pv['options']['bootstrap']} resamples, "
+        f"95% percentile CIs.",
+        "",
+    ]
     if report["warnings"]:
         out += ["**Warnings**", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     if len(report["datasets"]) > 1:
-        out += ["## Datasets side by side (fitted separately, never pooled)", "",
-                "| dataset | runs | eta exponent | B exponent | M_opt exponent a | D_opt exponent b |", "|---|---|---|---|---|---|"]
+        out += [
+            "## Datasets side by side (fitted separately, never pooled)",
+            "",
+            "| dataset | runs | eta exponent | B exponent | M_opt exponent a | D_opt exponent b |",
+            "|---|---|---|---|---|---|",
+        ]
         for n, d in report["datasets"].items():
-            e = lambda s, k: _g(((d.get(s) or {}).get(k) or {}).get("exponent"), ".4f")  # noqa: E731
-            out.append(f"| {n} | {d['n_used']} | {e('hparams', 'eta_opt')} | {e('hparams', 'B_opt')} | "
-                       f"{e('isoflop', 'M_opt')} | {e('isoflop', 'D_opt')} |")
+
+            def e(s: str, k: str, d: dict = d) -> str:
+                return _g(((d.get(s) or {}).get(k) or {}).get("exponent"), ".4f")
+
+            out.append(
+                f"| {n} | {d['n_used']} | {e('hparams', 'eta_opt')} | {e('hparams', 'B_opt')} | "
+                f"{e('isoflop', 'M_opt')} | {e('isoflop', 'D_opt')} |"
+            )
         out += ["", f"Top-level report.json sections are dataset `{report['dataset']}`.", ""]
     for n, d in report["datasets"].items():
         out += _dataset_md(n, d)
     recs = report.get("recommendations") or []
     if recs:
-        out += ["## Recommendations for given budgets", "", "| C | shape (L x d, heads) | M | D | eta | B (seqs) | loss |",
-                "|---|---|---|---|---|---|---|"]
+        out += [
+            "## Recommendations for given budgets",
+            "",
+            "| C | M_opt from | shape (L x d, heads) | M | D | eta | B (seqs) | loss |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in recs:
             s = r["shape"]
-            out.append(f"| {r['C']:.3g} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | {r['M']:.3g} | {r['D']:.3g} | "
-                       f"{_val(r.get('eta_opt'), f='.3g')} | {_g((r.get('B_opt') or {}).get('sequences'))} | "
-                       f"{_val(r.get('loss'))} |")
+            out.append(
+                f"| {r['C']:.3g} | {r['M_opt_source']} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | "
+                f"{r['M']:.3g} | {r['D']:.3g} | "
+                f"{_val(r.get('eta_opt'), f='.3g')} | {_g((r.get('B_opt') or {}).get('sequences'))} | "
+                f"{_val(r.get('loss'))} |"
+            )
         out.append("")
     if report["excluded"]:
         out += ["## Excluded runs", "", "| run | reason |", "|---|---|"]

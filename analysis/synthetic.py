@@ -1,5 +1,6 @@
 """Synthetic scaling studies drawn from known laws: for tests, the benchmark, and for checking a sweep design
 (does this grid recover the exponents I care about within the CI I need?) before spending compute on it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from scaling.record import RunRecord
 @dataclass(frozen=True)
 class Truth:
     """L(N, D) = E + A/N^alpha + B/D^beta with N = M/6, times a quadratic penalty in ln(lr/eta_opt), ln(B/B_opt)."""
+
     E: float = 1.8
     A: float = 400.0
     B: float = 2000.0
@@ -22,8 +24,8 @@ class Truth:
     eta_exp: float = -0.125
     bs_coef: float = 0.2920
     bs_exp: float = 0.3271
-    lr_curv: float = 0.01    # relative loss penalty per (ln lr/eta_opt)^2
-    bs_curv: float = 0.006   # relative loss penalty per (ln B/B_opt)^2
+    lr_curv: float = 0.01  # relative loss penalty per (ln lr/eta_opt)^2
+    bs_curv: float = 0.006  # relative loss penalty per (ln B/B_opt)^2
 
     @property
     def a(self) -> float:
@@ -42,7 +44,9 @@ class Truth:
     def loss(self, M, D, lr=None, bs=None, C=None):
         L = self.E + self.A / (np.asarray(M) / 6) ** self.alpha + self.B / np.asarray(D) ** self.beta
         if lr is not None:
-            L = L * (1 + self.lr_curv * np.log(lr / self.eta_opt(C)) ** 2 + self.bs_curv * np.log(bs / self.B_opt(C)) ** 2)
+            L = L * (
+                1 + self.lr_curv * np.log(lr / self.eta_opt(C)) ** 2 + self.bs_curv * np.log(bs / self.B_opt(C)) ** 2
+            )
         return L
 
 
@@ -50,15 +54,26 @@ def _shape_counts(M: np.ndarray, seq_len: int, vocab: int) -> tuple[np.ndarray, 
     """N1, N2 of an idealised DeepSeek-shaped model (d/n_layer = 128, FFN 8/3 d): M = (72 d^3 + 12 d^2 l)/128."""
     d = np.cbrt(M * 128 / 72)
     for _ in range(50):  # Newton on f(d) = 72 d^3 + 12 l d^2 - 128 M
-        d = d - (72 * d ** 3 + 12 * seq_len * d ** 2 - 128 * M) / (216 * d ** 2 + 24 * seq_len * d)
-    N1 = 12 * d ** 3 / 128
+        d = d - (72 * d**3 + 12 * seq_len * d**2 - 128 * M) / (216 * d**2 + 24 * seq_len * d)
+    N1 = 12 * d**3 / 128
     return N1, N1 + vocab * d
 
 
-def make_study(truth: Truth = Truth(), budgets=(1e17, 3e17, 1e18, 3e18, 1e19), n_sizes: int = 9,
-               span: float = 0.6, lr_steps: int = 7, bs_steps: int = 5, noise: float = 0.001,
-               n_diverged: int = 1, n_failed: int = 1, dataset: str = "synthetic@00000000", seed: int = 0,
-               seq_len: int = 2048, vocab: int = 32000) -> list[dict]:
+def make_study(
+    truth: Truth = Truth(),
+    budgets=(1e17, 3e17, 1e18, 3e18, 1e19),
+    n_sizes: int = 9,
+    span: float = 0.6,
+    lr_steps: int = 7,
+    bs_steps: int = 5,
+    noise: float = 0.001,
+    n_diverged: int = 1,
+    n_failed: int = 1,
+    dataset: str = "synthetic@00000000",
+    seed: int = 0,
+    seq_len: int = 2048,
+    vocab: int = 32000,
+) -> list[dict]:
     """result.json records of an IsoFLOP + hparams study at `budgets`.
 
     IsoFLOP: n_sizes models log-spaced over +-span decades around the true M_opt (centre jittered by 0.1 decade),
@@ -71,13 +86,34 @@ def make_study(truth: Truth = Truth(), budgets=(1e17, 3e17, 1e18, 3e18, 1e19), n
     def rec(sweep, C, M, lr, bs, status="completed", err=None):
         D = float(C / M)
         N1, N2 = _shape_counts(np.array(M), seq_len, vocab)
-        loss = float(truth.loss(M, D, lr, bs, C) * (1 + noise * rng.standard_normal())) if status == "completed" else None
-        recs.append({"schema_version": 1, "run_id": f"{dataset.split('@')[0]}-{sweep}-{len(recs):05d}",
-                     "status": status, "error": err, "sweep": sweep, "budget": float(C),
-                     "model": {"seq_len": seq_len}, "N1": float(N1), "N2": float(N2), "params": float(N2),
-                     "M": float(M), "M_6N1": float(6 * N1), "M_6N2": float(6 * N2), "D": D, "C": float(M * D),
-                     "lr": float(lr), "batch_size": float(bs), "seq_len": seq_len, "val_loss": loss,
-                     "dataset": dataset, "seed": seed})
+        loss = (
+            float(truth.loss(M, D, lr, bs, C) * (1 + noise * rng.standard_normal())) if status == "completed" else None
+        )
+        recs.append(
+            {
+                "schema_version": 1,
+                "run_id": f"{dataset.split('@')[0]}-{sweep}-{len(recs):05d}",
+                "status": status,
+                "error": err,
+                "sweep": sweep,
+                "budget": float(C),
+                "model": {"seq_len": seq_len},
+                "N1": float(N1),
+                "N2": float(N2),
+                "params": float(N2),
+                "M": float(M),
+                "M_6N1": float(6 * N1),
+                "M_6N2": float(6 * N2),
+                "D": D,
+                "C": float(M * D),
+                "lr": float(lr),
+                "batch_size": float(bs),
+                "seq_len": seq_len,
+                "val_loss": loss,
+                "dataset": dataset,
+                "seed": seed,
+            }
+        )
 
     for C in budgets:
         eta, bs = float(truth.eta_opt(C)), float(truth.B_opt(C))

@@ -4,7 +4,9 @@
     python -m scaling.bench --threads 1           # on a shared CPU: see "Threads" below
     python -m scaling.bench --model base_124m --device cuda --dtype bf16 --compile
 
-A step is forward, loss, backward and AdamW, as the trainer does it. The contenders and a matmul probe run in
+A step is the trainer's own scaling.step.TrainStep (forward, loss, backward, clip, fused AdamW) for ours and HF's
+model alike. "synced" is our model in the per-step loop TrainStep replaced (loss and gradient norm read on the host
+every step): `shared_step_vs_synced` >= 1 says the shared step is not slower. The contenders and a matmul probe run in
 interleaved rounds (ours, HF, probe, ours, HF, probe, ...) and every figure is a median over rounds, so a load
 that comes and goes hits all of them alike.
 
@@ -26,14 +28,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
 from scaling.configs import load_model_config
-from scaling.trainer import autocast_ctx, build_optimizer
+from scaling.parallel import compile_blocks
+from scaling.step import TrainStep, autocast_ctx, build_optimizer
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -89,17 +91,44 @@ def hf_twin(model_cfg: ModelConfig) -> torch.nn.Module:
     return LlamaForCausalLM(cfg)
 
 
-def step_fn(model: torch.nn.Module, is_hf: bool, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+class HFLoss(torch.nn.Module):
+    """HF's model behind our (x, y) -> (logits, loss) interface, so that it trains with the same TrainStep."""
+
+    def __init__(self, hf: torch.nn.Module):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.hf(input_ids=x, labels=x)  # HF shifts the labels itself
+        return out.logits, out.loss
+
+
+def step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
             amp: torch.dtype | None) -> Callable[[], None]:
-    """One optimizer step: forward, loss, backward, AdamW, with the trainer's optimizer and autocast."""
+    """One optimizer step of the trainer's own TrainStep (forward, loss, backward, clip, fused AdamW)."""
+    step = TrainStep(model, build_optimizer(model, 1e-4, (0.9, 0.95), 1e-8, 0.1, device), device=device, amp=amp,
+                     grad_clip=1.0)
+
+    def run_step() -> None:
+        step([(x, y)], 1e-4)  # its outputs stay on the device, unread, as between the trainer's logging steps
+    return run_step
+
+
+def synced_step_fn(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                   amp: torch.dtype | None) -> Callable[[], None]:
+    """The reference for the shared step: the loop it replaced, which read the loss and the gradient norm on the
+    host every step (two device syncs) and synchronised the device at the end of the step."""
     opt = build_optimizer(model, 1e-4, (0.9, 0.95), 1e-8, 0.1, device)
 
     def step() -> None:
         with autocast_ctx(device, amp):
-            loss = model(input_ids=x, labels=x).loss if is_hf else model(x, y)[1]
-        loss.backward()
+            _, loss = model(x, y)
+            loss.backward()
+        loss.detach().float().item()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        sync(device)
     return step
 
 
@@ -130,6 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="small", help="a conf/model/*.yaml name (default: small)")
     p.add_argument("--vocab", type=int, default=4096, help="vocabulary size for configs that take it from data")
     p.add_argument("--seq-len", type=int, default=None, help="override the config's seq_len")
+    p.add_argument("--d-model", type=int, default=None, help="override the config's d_model (with --n-layer, --n-head)")
+    p.add_argument("--n-layer", type=int, default=None, help="override the config's n_layer")
+    p.add_argument("--n-head", type=int, default=None, help="override the config's n_head (and n_kv_head)")
     p.add_argument("--batch-seqs", type=int, default=8, help="sequences per step")
     p.add_argument("--steps", type=int, default=10, help="timed rounds (one step of each model per round)")
     p.add_argument("--warmup", type=int, default=3)
@@ -138,21 +170,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder block, ours and HF's")
     p.add_argument("--no-hf", action="store_true", help="skip the HF comparison")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--pack", type=int, default=None, metavar="K",
+                   help="packed training: K same-shape runs as one stacked model vs the same K runs one after another "
+                        "(scaling.packed), at the CPU demo's stage-1 shapes and at --model")
     args = p.parse_args(argv)
     try:
-        run(args)
+        run_pack(args) if args.pack else run(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> dict[str, str]:
+    """Benchmark, print the report, and return its last line's key=value pairs (scaling.gpucheck reads them)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     amp = torch.bfloat16 if dtype == "bf16" else None
-    cfg = load_model_config(args.model, vocab_size=args.vocab, seq_len=args.seq_len)
+    cfg = load_model_config(args.model, vocab_size=args.vocab, seq_len=args.seq_len, d_model=args.d_model,
+                            n_layer=args.n_layer, n_head=args.n_head, n_kv_head=args.n_head)
     flops = count_flops(cfg)
     tokens = args.batch_seqs * cfg.seq_len
     torch.manual_seed(0)
@@ -160,15 +197,18 @@ def run(args: argparse.Namespace) -> None:
     x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()
     load_before = os.getloadavg()[0]
 
-    models = {"ours": LLaMA(cfg).to(device)}
+    models: dict[str, torch.nn.Module] = {"ours": LLaMA(cfg).to(device)}
+    models["synced"] = LLaMA(cfg).to(device)  # the same model in the per-step-sync loop the shared step replaced
     if not args.no_hf:
-        models["HF"] = hf_twin(cfg).to(device)
+        models["HF"] = HFLoss(hf_twin(cfg)).to(device)
     steps, warm_s = {}, {}
     for name, model in models.items():
-        if args.compile:
-            for layer in (model.layers if name == "ours" else model.model.layers):
+        if args.compile and isinstance(model, HFLoss):
+            for layer in model.hf.model.layers:  # type: ignore[union-attr]
                 layer.compile()
-        steps[name] = step_fn(model, name == "HF", x, y, device, amp)
+        elif args.compile and isinstance(model, LLaMA):
+            compile_blocks(model)  # as train.compile=true does
+        steps[name] = (synced_step_fn if name == "synced" else step_fn)(model, x, y, device, amp)
         warm_s[name] = warm_up(steps[name], device, args.warmup)
     peak_dtype = torch.bfloat16 if amp else torch.float32
     square, square_flops = square_matmul(device, peak_dtype, 4096 if device.type == "cuda" else 1024)
@@ -187,8 +227,11 @@ def run(args: argparse.Namespace) -> None:
         print("note: other processes are using the cores; multi-threaded steps stall on them (see --help: Threads)")
     for name, s in t.items():
         if name in steps:
-            vs = f"  ours {t['HF'] / t['ours']:.2f}x faster" if name == "HF" else ""
-            print(f"{name:5s}: {tokens / s:12,.0f} tokens/s  ({s * 1e3:.1f} ms/step, median of {args.steps}; "
+            vs = ""
+            if name in ("HF", "synced"):
+                vs = f"  ours {t[name] / t['ours']:.2f}x faster" if name == "HF" else \
+                    f"  shared step {t[name] / t['ours']:.3f}x its speed"
+            print(f"{name:6s}: {tokens / s:12,.0f} tokens/s  ({s * 1e3:.1f} ms/step, median of {args.steps}; "
                   f"warm-up{' + compile' if args.compile else ''} {warm_s[name]:.1f} s){vs}")
     print(f"FLOPs/step {step_flops:.3g} (M + LM head); ours achieves {achieved / 1e9:.1f} GFLOP/s = "
           f"{achieved / peak:.1%} of the square-matmul peak {peak / 1e9:.1f} GFLOP/s")
@@ -199,8 +242,60 @@ def run(args: argparse.Namespace) -> None:
           "tokens_per_s": f"{tokens / t['ours']:.0f}",
           "hf_tokens_per_s": f"{tokens / t['HF']:.0f}" if "HF" in t else "nan",
           "speedup_vs_hf": f"{t['HF'] / t['ours']:.3f}" if "HF" in t else "nan",
-          "achieved_flops": f"{achieved:.4g}", "peak_flops": f"{peak:.4g}", "fraction_of_peak": f"{achieved / peak:.3f}",
+          "shared_step_vs_synced": f"{t['synced'] / t['ours']:.3f}",
+          "achieved_flops": f"{achieved:.4g}", "peak_flops": f"{peak:.4g}",
+          "fraction_of_peak": f"{achieved / peak:.3f}",
           "gemm_only_s": f"{t['gemms']:.4g}", "fraction_of_gemm_bound": f"{t['gemms'] / t['ours']:.3f}"}
+    print(" ".join(f"{k}={v}" for k, v in kv.items()))
+    return kv
+
+
+
+# The CPU demo's stage-1 shapes (conf/study/cpu_demo.yaml; `python -m scaling.study --dry-run`): 2 layers, seq 64,
+# vocab 512; d 16 (2 heads) at C = 2e10 and 6e10, d 24 (3 heads) at 2e11; batches of 4-64 sequences.
+DEMO_STAGE1 = [(16, 2, 4), (16, 2, 16), (24, 3, 32)]  # (d_model, n_head, sequences per step)
+
+
+def run_pack(args: argparse.Namespace) -> None:
+    """Packed vs sequential throughput of the same K runs, measured in the same run (interleaved rounds, medians)."""
+    from scaling.packed import pack_contenders
+    K = args.pack
+    if K < 1:
+        raise ValueError(f"--pack {K}: give the number of runs to pack, >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    amp = torch.bfloat16 if dtype == "bf16" else None
+    points = [(f"demo stage-1 d{d} x{seqs}", load_model_config("tiny", vocab_size=512, d_model=d, n_head=h, seq_len=64),
+               seqs) for d, h, seqs in DEMO_STAGE1]
+    points.append((args.model, load_model_config(args.model, vocab_size=args.vocab, seq_len=args.seq_len),
+                   args.batch_seqs))
+    load_before = os.getloadavg()[0]
+    print(f"packed training: K={K} runs of one shape, one stacked step vs K single steps; {device} {dtype}; "
+          f"{torch.get_num_threads()} threads; median of {args.steps} interleaved rounds")
+    demo_seq = demo_pack = 0.0
+    kv: dict[str, str] = {}
+    for name, cfg, seqs in points:
+        torch.manual_seed(1)
+        xy = torch.randint(0, cfg.vocab_size, (seqs, cfg.seq_len + 1), device=device)
+        x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
+        fns = pack_contenders(cfg, K, x, y, device, amp)  # scaling.packed
+        for fn in fns.values():
+            warm_up(fn, device, args.warmup)
+        t = time_rounds(fns, device, args.steps)
+        tokens = K * seqs * cfg.seq_len
+        speedup = t["sequential"] / t["packed"]
+        print(f"{name:24s} (L{cfg.n_layer} d{cfg.d_model} V{cfg.vocab_size} T{cfg.seq_len}): sequential "
+              f"{tokens / t['sequential']:10,.0f} tok/s ({t['sequential'] * 1e3:7.1f} ms), packed "
+              f"{tokens / t['packed']:10,.0f} tok/s ({t['packed'] * 1e3:7.1f} ms): {speedup:.2f}x")
+        if name.startswith("demo"):
+            demo_seq, demo_pack = demo_seq + t["sequential"], demo_pack + t["packed"]
+        else:
+            kv[f"pack_speedup_{args.model}"] = f"{speedup:.3f}"
+    print(f"demo stage-1 shapes together (one step at each): {demo_seq / demo_pack:.2f}x")
+    kv = {"K": str(K), "device": device.type, "dtype": dtype, "threads": str(torch.get_num_threads()),
+          "load": f"{load_before:.2f}", "pack_speedup": f"{demo_seq / demo_pack:.3f}", **kv}
     print(" ".join(f"{k}={v}" for k, v in kv.items()))
 
 

@@ -1,20 +1,50 @@
-"""Checkpoints that survive a kill at any instant: written to a temp file, then renamed."""
+"""Checkpoints that survive a kill at any instant and are data, never code.
+
+`ckpt.pt` holds only tensors and plain values and is read with `torch.load(weights_only=True)`, which refuses
+anything that would run code. Its sidecar `ckpt.json` ({schema, config_hash}) is plain JSON and is checked first:
+a checkpoint of another config (or one planted without a sidecar) is never even unpickled. Both are written
+atomically under unique temp names (scaling.atomic), so a kill, a full disk or a second writer leaves no half file.
+
+`truncate_metrics` belongs here too: on resume it cuts `metrics.jsonl` back to the checkpoint's step, tolerating the
+broken last line a kill or a full disk leaves behind.
+"""
+
 from __future__ import annotations
 
+import errno
+import json
 import os
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from scaling.atomic import atomic_file, write_atomic
+
 CKPT_NAME = "ckpt.pt"
+META_NAME = "ckpt.json"
+CKPT_SCHEMA = 2  # 1: a pickled dict with no sidecar (loaded with weights_only=False; no longer trusted)
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write state (tensors and plain values, with its "config_hash") as ckpt.pt, with its ckpt.json sidecar."""
+    meta = json.dumps({"schema": CKPT_SCHEMA, "config_hash": state["config_hash"]}) + "\n"
+    # The config hash is fixed for a run dir (train_run refuses any other), so the sidecar can go first: a kill
+    # between the two writes leaves a valid pair either way.
+    if _read_meta(run_dir) != json.loads(meta):
+        write_atomic(run_dir / META_NAME, meta)
     path = run_dir / CKPT_NAME
-    tmp = path.with_name(f".{CKPT_NAME}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        with atomic_file(path, "wb") as f:
+            torch.save(state, f)
+    except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk, a quota) as RuntimeError
+        free = shutil.disk_usage(run_dir).free
+        code = errno.ENOSPC if free < _nbytes(state) else errno.EIO
+        raise OSError(
+            code, f"{os.strerror(code)} writing {path} ({free:,} bytes free): {str(e).splitlines()[0]}"
+        ) from e
 
 
 def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
@@ -22,8 +52,76 @@ def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
     path = run_dir / CKPT_NAME
     if not path.exists():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a truncated file from a crash on an older writer: retrain rather than trust it
+    meta = _read_meta(run_dir)
+    if meta != {"schema": CKPT_SCHEMA, "config_hash": config_hash}:
+        warnings.warn(
+            f"ignoring {path}: its {META_NAME} is missing or names another config/schema "
+            f"({meta}); training from step 0",
+            stacklevel=2,
+        )
         return None
-    return state if state.get("config_hash") == config_hash else None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- torch raises many types for a truncated or non-tensor file: retrain
+        warnings.warn(
+            f"ignoring unreadable checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            f"training from step 0",
+            stacklevel=2,
+        )
+        return None
+    return state if isinstance(state, dict) and state.get("config_hash") == config_hash else None
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) state dict: what a checkpoint needs on disk, roughly."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
+
+
+def _read_meta(run_dir: Path) -> dict | None:
+    try:
+        meta = json.loads((run_dir / META_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def read_metrics(path: Path) -> tuple[list[dict], int]:
+    """(rows, broken): the parseable lines of a metrics.jsonl and how many lines were not (a cut-off last write)."""
+    rows, broken = [], 0
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return rows, broken
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            broken += 1
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            broken += 1
+    return rows, broken
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, keep only the log lines up to the checkpoint's step, so no step is logged twice; broken lines
+    (what a kill or a full disk leaves mid-write) are dropped with a warning instead of failing every rerun."""
+    if not path.exists():
+        return
+    rows, broken = read_metrics(path)
+    if broken:
+        warnings.warn(
+            f"{path}: dropped {broken} unreadable line(s) (an interrupted write); resuming from step {step}",
+            stacklevel=2,
+        )
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))

@@ -6,7 +6,10 @@ written or launched).
 
 from __future__ import annotations
 
+import itertools
+import os
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 EXIT_FAILED = 1
@@ -18,3 +21,35 @@ def fail(prog: str, message: object, code: int = EXIT_BAD_INPUT) -> NoReturn:
     text = " ".join(str(message).split()) or type(message).__name__
     print(f"{prog}: error: {text}", file=sys.stderr)
     sys.exit(code)
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's composition errors span lines (e.g. the list of available launchers): fold them into one."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    if e.__cause__ is not None and str(e.__cause__) not in str(e):  # Hydra wraps the OmegaConf error that says why
+        lines += [x.strip() for x in str(e.__cause__).splitlines() if x.strip()][:1]
+    if len(lines) > 1 and lines[1].startswith("Available options"):
+        options = itertools.takewhile(lambda x: not x.endswith(":"), lines[2:])  # stop at "Config search path:"
+        return f"{lines[0]} (available: {', '.join(options)})"
+    return " ".join(lines) or type(e).__name__
+
+
+def run_hydra(prog: str, main: Callable[[], object]) -> None:
+    """Run a @hydra.main entry point with the convention above: a bad override, an unknown key or a bad value is
+    one line and exit 2; an OSError (a full or read-only disk) one line and exit 1. HYDRA_FULL_ERROR=1 keeps
+    Hydra's full traces."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # makes Hydra raise instead of printing a multi-line report and exiting
+    try:
+        main()
+    except (ValueError, HydraException, OmegaConfBaseException) as e:
+        if full:
+            raise
+        fail(prog, one_line(e))
+    except OSError as e:
+        if full:
+            raise
+        fail(prog, f"{type(e).__name__}: {e}", code=EXIT_FAILED)

@@ -1,4 +1,11 @@
-"""torchrun support: one process per device, gloo on CPU, NCCL on CUDA."""
+"""Multi-process runs: one process per device, gloo on CPU, NCCL on CUDA.
+
+A run joins a process group when its environment says it is one of several processes: torchrun sets RANK,
+WORLD_SIZE, MASTER_ADDR and MASTER_PORT; a submitit job (Hydra's submitit launchers, SLURM or local) with
+`tasks_per_node` x `nodes` > 1 tasks gets them exported here from submitit's job environment, so one sweep point
+launched as N tasks is ONE N-process run (all tasks train the same run directory; rank 0 writes it).
+"""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +30,30 @@ class Dist:
         return self.world_size > 1
 
 
+def export_submitit_env() -> bool:
+    """Inside a multi-task submitit job (and not under torchrun): export RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR
+    (the job's first node) and MASTER_PORT (derived from the job id, the same in every task). True when exported."""
+    if "WORLD_SIZE" in os.environ:
+        return False
+    try:
+        from submitit import JobEnvironment
+        from submitit.helpers import TorchDistributedEnvironment
+    except ImportError:
+        return False
+    try:
+        tasks = JobEnvironment().num_tasks
+    except RuntimeError:  # not inside a submitit job
+        return False
+    if tasks <= 1:
+        return False
+    # Every task sees all the node's GPUs and picks cuda:LOCAL_RANK (resolve_device), so CUDA_VISIBLE_DEVICES stays.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    return True
+
+
 def init_distributed(device_kind: str) -> Dist:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
+    """Join the process group when launched as one of several processes (torchrun or submitit), else one process."""
+    export_submitit_env()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return Dist()
@@ -33,23 +62,24 @@ def init_distributed(device_kind: str) -> Dist:
     return Dist(rank=dist.get_rank(), world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def mean_across(value: float, d: Dist, device: torch.device) -> float:
-    if not d.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / d.world_size
+def sum_across(values: torch.Tensor, dist_env: Dist) -> torch.Tensor:
+    """Elementwise sum over ranks (a copy; the input is untouched). One collective for a whole logging window."""
+    if not dist_env.enabled:
+        return values
+    out = values.clone()
+    dist.all_reduce(out)
+    return out
 
 
-def any_across(flag: bool, d: Dist, device: torch.device) -> bool:
-    """True on every rank when it is true on one: ranks must agree to stop a diverged run together."""
-    if not d.enabled:
+def any_across(flag: bool, dist_env: Dist, device: torch.device) -> bool:
+    """True on every rank when it is true on one: ranks must agree to stop a diverged run, or to checkpoint."""
+    if not dist_env.enabled:
         return flag
     t = torch.tensor([float(flag)], device=device)
     dist.all_reduce(t)
     return t.item() > 0
 
 
-def barrier(d: Dist) -> None:
-    if d.enabled:
+def barrier(dist_env: Dist) -> None:
+    if dist_env.enabled:
         dist.barrier()

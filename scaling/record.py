@@ -19,7 +19,7 @@ FINISHED = ("completed", "diverged")  # a run in one of these states is never re
 # Keys that change how a run is executed or logged but not what it computes: they stay out of the config hash,
 # so that a run resumed on another device, or with a progress bar, is recognised as the same run.
 EXECUTION_ONLY = {"device", "compile", "threads", "progress", "log_every", "ckpt_every_s", "micro_batch_size",
-                  "parallel", "activation_checkpointing"}
+                  "parallel", "activation_checkpointing", "loggers"}
 
 
 RESULT_NAME = "result.json"
@@ -123,7 +123,8 @@ def read_result(run_dir: Path) -> dict | None:
 def config_hash(cfg: dict) -> str:
     """Hash of everything that determines a run's numbers (model, data, optim, train, seed)."""
     train = {k: v for k, v in cfg["train"].items() if k not in EXECUTION_ONLY}
-    data = {k: v for k, v in cfg["data"].items() if k != "cache_dir"}  # where the cache lives changes no number
+    # where the cache lives and how many processes build it change no number
+    data = {k: v for k, v in cfg["data"].items() if k not in ("cache_dir", "num_proc")}
     key = {"model": cfg["model"], "data": data, "optim": cfg["optim"], "train": train, "seed": cfg["seed"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -6,25 +6,34 @@ whose launcher runs this task function once per point: one scaling.train run wit
 from __future__ import annotations
 
 import importlib.util
-import itertools
-import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
-from hydra.errors import HydraException
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
+from scaling.cli import EXIT_FAILED, run_hydra
 from scaling.configs import HYDRA_CONFIG_PATH
+from scaling.lock import RunLocked, run_watchdog
 from scaling.train import train_run
 
 
 @hydra.main(config_path=HYDRA_CONFIG_PATH, config_name="sweep", version_base=None)
 def main(cfg: DictConfig) -> str:
-    return train_run(cfg, Path(HydraConfig.get().runtime.output_dir))["status"]
+    """One sweep point: its status, "skipped" when another process finished it meanwhile, "busy" when a live process
+    owns its run dir (scaling.lock)."""
+    run_watchdog()  # in a local worker (joblib): die with the sweep rather than train on as an orphan
+    if "pack" in cfg:  # a pack of same-shape runs (sweeps.packing): each run still lands in its own run dir
+        from scaling.packed import pack_job
+        results = pack_job(cfg, Path(str(HydraConfig.get().sweep.dir)))
+        return "packed: " + ", ".join(str(r.get("status", "skipped")) for r in results)
+    try:
+        result = train_run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except RunLocked:
+        return "busy"
+    return "skipped" if result.get("skipped") else result["status"]
 
 
 def register_sweeper() -> None:
@@ -47,34 +56,19 @@ def register_sweeper() -> None:
     Plugins.instance().register(ScalingSweeper)
 
 
-def one_line(e: BaseException) -> str:
-    """Hydra's composition errors span lines (e.g. the list of available launchers): fold them into one."""
-    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
-    if e.__cause__ is not None and str(e.__cause__) not in str(e):  # Hydra wraps the OmegaConf error that says why
-        lines += [x.strip() for x in str(e.__cause__).splitlines() if x.strip()][:1]
-    if len(lines) > 1 and lines[1].startswith("Available options"):
-        options = itertools.takewhile(lambda x: not x.endswith(":"), lines[2:])  # stop at "Config search path:"
-        return f"{lines[0]} (available: {', '.join(options)})"
-    return " ".join(lines) or type(e).__name__
-
-
 def cli() -> None:
-    """Bad input -> one line on stderr and exit 2; failed runs -> one line and exit 1. HYDRA_FULL_ERROR=1 keeps
-    Hydra's full traces."""
+    """Bad input -> one line on stderr and exit 2; failed runs -> one line and exit 1 (scaling.cli.run_hydra)."""
     from sweeps.sweeper import SweepFailed
-    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # makes Hydra raise instead of printing a multi-line report and exiting
+
+    def sweep() -> None:
+        try:
+            main()
+        except SweepFailed as e:
+            print(f"scaling.sweep: {e}", file=sys.stderr)
+            sys.exit(EXIT_FAILED)
+
     register_sweeper()
-    try:
-        main()
-    except SweepFailed as e:
-        print(f"scaling.sweep: {e}", file=sys.stderr)
-        sys.exit(1)
-    except (ValueError, HydraException, OmegaConfBaseException) as e:
-        if full:
-            raise
-        print(f"scaling.sweep: error: {one_line(e)}", file=sys.stderr)
-        sys.exit(2)
+    run_hydra("scaling.sweep", sweep)
 
 
 if __name__ == "__main__":

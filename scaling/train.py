@@ -7,14 +7,16 @@ from its checkpoint, a failed one is trained again.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -22,63 +24,111 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
+from scaling.checkpoint import load_checkpoint, save_checkpoint, truncate_metrics
+from scaling.cli import run_hydra
 from scaling.configs import HYDRA_CONFIG_PATH
-from scaling.checkpoint import load_checkpoint, save_checkpoint
-from scaling.data import prepare_data
-from scaling.distributed import Dist, barrier, init_distributed
-from scaling.record import (FINISHED, SCHEMA_VERSION, config_hash, device_name, git_sha, read_result,
-                            write_atomic, write_json)
-from scaling.trainer import LoopSpec, LoopState, build_optimizer, checkpoint_state, evaluate, restore_state, run_loop
+from scaling.data import prepare_data, resolve_vocab
+from scaling.distributed import Dist, any_across, barrier, init_distributed
+from scaling.lock import RunLocked, acquire, release
+from scaling.parallel import (
+    checkpoint_blocks,
+    choose_mode,
+    compile_blocks,
+    grad_sync,
+    load_sharded,
+    resolve_amp,
+    resolve_device,
+    save_sharded,
+    shard,
+    wrap_ddp,
+)
+from scaling.record import (
+    FINISHED,
+    SCHEMA_VERSION,
+    config_hash,
+    device_name,
+    git_sha,
+    read_result,
+    write_atomic,
+    write_json,
+)
 from scaling.schedule import warmup_steps
+from scaling.step import TrainStep, build_optimizer
+from scaling.trackers import open_trackers
+from scaling.train_config import OptimConfig, TrainConfig
+from scaling.trainer import (
+    LoopSpec,
+    LoopState,
+    RunContext,
+    checkpoint_state,
+    evaluate,
+    loop_meta,
+    loop_state_from,
+    restore_state,
+    run_loop,
+)
 
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and d.enabled:
-        name = f"cuda:{d.local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name} but no CUDA device is available; use train.device=cpu or auto")
-    return torch.device(name)
+@dataclass(frozen=True)
+class RunSetup:
+    """A validated run, ready to train: typed configs, data, the record so far, and where and how it computes."""
+
+    resolved: dict  # the resolved config as written to config.yaml
+    model_cfg: ModelConfig
+    train: TrainConfig
+    optim: OptimConfig
+    seed: int
+    data: Any  # scaling.data's prepared corpus (train_batch, val_set)
+    record: dict  # result.json's fields known before training
+    steps: int
+    batch_size: int  # tokens per optimizer step, all ranks
+    accum: int  # micro-batches per step per rank
+    run_dir: Path
+    dist_env: Dist
+    device: torch.device
+    amp: torch.dtype | None
+    parallel: str  # single | ddp | fsdp (scaling.parallel.choose_mode)
+    config_hash: str
+    entered: float  # perf_counter() when train_run was called: start-up time is measured from here
 
 
-def resolve_amp(dtype: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast on CUDA by default; fp32 on CPU by default (exact, deterministic; train.dtype=bf16 is faster
-    on CPUs with AVX-512 BF16 — measured 2.4x on this project's 2-core CI machine — at bf16 precision)."""
-    if dtype not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"train.dtype={dtype!r} is unknown; use auto, fp32 or bf16")
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return torch.bfloat16 if dtype == "bf16" else None
-
-
-def plan_steps(cfg: dict, world_size: int) -> tuple[int, int, int]:
+def plan_steps(train: TrainConfig, seq_len: int, world_size: int) -> tuple[int, int, int]:
     """(steps, batch_size, accum) from train.tokens and train.batch_size, with one-line errors for bad sizes."""
-    train, seq_len = cfg["train"], cfg["model"]["seq_len"]
-    tokens, batch = float(train["tokens"]), int(train["batch_size"])
+    tokens, batch = float(train.tokens), int(train.batch_size)
     if batch <= 0 or batch % seq_len:
         raise ValueError(f"train.batch_size={batch} must be a positive multiple of model.seq_len={seq_len} "
                          f"(B counts tokens per step); try train.batch_size={max(1, round(batch / seq_len)) * seq_len}")
     if tokens < batch:
         raise ValueError(f"train.tokens={tokens:g} is smaller than one batch (train.batch_size={batch}); "
                          f"raise train.tokens or lower train.batch_size")
-    micro = int(train["micro_batch_size"] or batch // world_size)
+    micro = int(train.micro_batch_size or batch // world_size)
     if micro % seq_len or batch % (micro * world_size):
         raise ValueError(f"train.micro_batch_size={micro} must be a multiple of model.seq_len={seq_len} that divides "
                          f"train.batch_size={batch} / world size {world_size}")
     return round(tokens / batch), batch, batch // (micro * world_size)
 
 
-def train_run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Train (or resume, or skip) the run described by cfg in out_dir; returns its result record."""
-    entered = time.perf_counter()
-    c = OmegaConf.to_container(cfg, resolve=True)
+def check_config(cfg: DictConfig) -> tuple[dict, ModelConfig, TrainConfig, OptimConfig]:
+    """The run's config resolved and validated (one-line ValueErrors naming the key); a sweep checks every planned
+    run with this before launching any."""
+    c = OmegaConf.to_container(resolve_vocab(cfg), resolve=True)  # a pretrained tokenizer sets data.vocab_size
     if c["model"].get("vocab_size") != c["data"]["vocab_size"]:
         raise ValueError(f"model.vocab_size={c['model'].get('vocab_size')} disagrees with data.vocab_size="
                          f"{c['data']['vocab_size']}; the tokenizer sets it: use model.vocab_size=${{data.vocab_size}}")
     model_cfg = ModelConfig.from_dict(c["model"])
+    train_cfg, optim_cfg = TrainConfig.from_dict(c["train"]), OptimConfig.from_dict(c["optim"])
+    plan_steps(train_cfg, model_cfg.seq_len, 1)
+    return c, model_cfg, train_cfg, optim_cfg
+
+
+def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
+    """Validate a run and build everything it trains with; nothing is written yet. A run already finished with this
+    config returns its record (marked skipped); one of another config in out_dir is a ValueError. Packed training
+    (scaling.packed) sets up each of its runs with this too."""
+    entered = time.perf_counter()
+    c, model_cfg, train_cfg, optim_cfg = check_config(cfg)
     chash = config_hash(c)
     previous = read_result(out_dir)
     held = previous.get("config_hash") if previous is not None else _interrupted_hash(out_dir)
@@ -89,29 +139,29 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
         log.info("skip %s: already %s (val_loss %s)", out_dir, previous["status"], previous.get("val_loss"))
         return previous | {"skipped": True}
 
-    d = init_distributed(resolve_device(str(c["train"]["device"]), Dist()).type)
-    device = resolve_device(str(c["train"]["device"]), d)
-    amp = resolve_amp(str(c["train"]["dtype"]), device)
-    steps, batch, accum = plan_steps(c, d.world_size)
-    if c["train"]["threads"]:
-        torch.set_num_threads(int(c["train"]["threads"]))
+    dist_env = init_distributed(resolve_device(train_cfg.device, Dist()).type)
+    device = resolve_device(train_cfg.device, dist_env)
+    amp = resolve_amp(train_cfg.dtype, device)
+    steps, batch, accum = plan_steps(train_cfg, model_cfg.seq_len, dist_env.world_size)
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
 
     # The tokenizer cache is built once (by rank 0) and read by the others.
-    if d.is_main:
+    if dist_env.is_main:
         data = prepare_data(c["data"])
-    barrier(d)
-    if not d.is_main:
+    barrier(dist_env)
+    if not dist_env.is_main:
         data = prepare_data(c["data"])
 
     flops = count_flops(model_cfg)
+    parallel = choose_mode(train_cfg.parallel, dist_env.world_size, int(flops.params), device)
     D = steps * batch
     epochs = D / data.train_tokens_count
-    if epochs > 1 and d.is_main:
+    if epochs > 1 and dist_env.is_main:
         warnings.warn(f"this run repeats its training data: {epochs:.2f} epochs over {data.train_tokens_count:,} "
                       f"tokens of {data.dataset_fingerprint}", stacklevel=1)
 
-    # Everything above is validation: only now is the run directory written to.
-    started = time.time()
+    # Everything above is validation: the run directory is written to only after this returns.
     base = {
         "schema_version": SCHEMA_VERSION, "run_id": c["run"]["id"] or out_dir.name, "status": "running",
         "error": None, "sweep": c["run"]["sweep"], "budget": c["run"]["budget"],
@@ -123,81 +173,145 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
         "seq_len": model_cfg.seq_len, "steps": steps, "epochs": epochs,
         "dataset": data.dataset_fingerprint, "tokenizer": data.tokenizer_fingerprint, "seed": c["seed"],
         "git_sha": git_sha(), "torch": torch.__version__, "device": device_name(device),
-        "world_size": d.world_size, "config_hash": chash,
+        "world_size": dist_env.world_size, "config_hash": chash,
     }
+    return RunSetup(resolved=c, model_cfg=model_cfg, train=train_cfg, optim=optim_cfg, seed=c["seed"], data=data,
+                    record=base, steps=steps, batch_size=batch, accum=accum, run_dir=out_dir, dist_env=dist_env,
+                    device=device, amp=amp, parallel=parallel, config_hash=chash, entered=entered)
+
+
+def train_run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Train (or resume, or skip) the run described by cfg in out_dir; returns its result record."""
+    run = setup_run(cfg, out_dir)
+    if isinstance(run, dict):  # already finished with this config
+        return run
+    dist_env, base, chash, started = run.dist_env, run.record, run.config_hash, time.time()
+    owner, locked = None, None
+    if dist_env.is_main:
+        try:
+            owner = acquire(out_dir)  # one owner per run dir (scaling.lock): RunLocked if taken
+        except RunLocked as e:
+            locked = e
+    if any_across(locked is not None, dist_env, run.device):  # every rank stops, not only the one that holds the lock
+        raise locked or RunLocked(f"{out_dir} is being trained by another process (found by rank 0)")
     try:
-        result = _train(c, model_cfg, data, base, steps, batch, accum, out_dir, d, device, amp, chash, entered)
+        done = read_result(out_dir)  # another owner may have finished it since we looked
+        if done is not None and done.get("status") in FINISHED and done.get("config_hash") == chash:
+            return done | {"skipped": True}
+        result = _train(run)
     except Exception as e:
-        if d.is_main:
-            write_json(out_dir / "result.json", base | {"status": "failed", "error": f"{type(e).__name__}: {e}",
-                                                        "wall_time_s": time.time() - started})
+        if dist_env.is_main:
+            try:  # where the disk still allows: a full or read-only disk must not hide the original error
+                write_json(out_dir / "result.json", base | {"status": "failed", "error": f"{type(e).__name__}: {e}",
+                                                            "wall_time_s": time.time() - started})
+            except OSError as w:
+                log.error("could not record the failure in %s: %s", out_dir / "result.json", w)
         raise
+    finally:
+        if owner is not None:
+            release(out_dir, owner)
     return result
 
 
-def _train(c: dict, model_cfg: ModelConfig, data, base: dict, steps: int, batch: int, accum: int, out_dir: Path,
-           d: Dist, device: torch.device, amp: torch.dtype | None, chash: str, entered: float) -> dict:
+def _train(run: RunSetup) -> dict:
     started = time.time()
-    if d.is_main:
+    dist_env, device, amp, out_dir = run.dist_env, run.device, run.amp, run.run_dir
+    if dist_env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(c)))
-    torch.manual_seed(c["seed"])
-    model = LLaMA(model_cfg).to(device)
-    if c["train"]["compile"]:
-        for layer in model.layers:
-            layer.compile()
-    o = c["optim"]
-    optimizer = build_optimizer(model, o["lr"], (o["beta1"], o["beta2"]), o["eps"], o["weight_decay"], device)
-    ckpt = load_checkpoint(out_dir, chash)
-    state = restore_state(model, optimizer, ckpt) if ckpt else LoopState()
-    if d.is_main:
-        _truncate_metrics(out_dir / "metrics.jsonl", state.step)
-    ddp = None
-    if d.enabled:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
-    seq_len, micro_seqs = model_cfg.seq_len, batch // (accum * d.world_size) // model_cfg.seq_len
+        write_atomic(out_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(run.resolved)))
+    torch.manual_seed(run.seed)
+    model = LLaMA(run.model_cfg).to(device)
+    if run.train.activation_checkpointing:
+        checkpoint_blocks(model)
+    if run.train.compile:
+        compile_blocks(model)
+    if run.parallel == "fsdp":
+        shard(model, amp)  # before the optimizer: it must hold the sharded parameters
+    optim = run.optim
+    optimizer = build_optimizer(model, optim.lr, optim.betas, optim.eps, optim.weight_decay, device)
+    spec = loop_spec(run)
+    if run.parallel == "fsdp":
+        meta = load_sharded(out_dir, model, optimizer, run.config_hash)
+        state = loop_state_from(meta) if meta else LoopState()
+    else:
+        ckpt = load_checkpoint(out_dir, run.config_hash)
+        state = restore_state(model, optimizer, ckpt) if ckpt else LoopState()
+    earlier_s = state.wall_time_s  # the segments before this one (a resumed run's wall time counts them all)
+    if dist_env.is_main:
+        truncate_metrics(out_dir / "metrics.jsonl", state.step)
+    wrapped = wrap_ddp(model, device) if run.parallel == "ddp" else model
+
+    def save(loop_state: LoopState) -> None:
+        loop_state.wall_time_s = earlier_s + time.time() - started
+        if run.parallel == "fsdp":  # collective: every rank writes its shards
+            save_sharded(out_dir, model, optimizer, loop_meta(spec, loop_state), dist_env)
+        elif dist_env.is_main:
+            save_checkpoint(out_dir, checkpoint_state(model, optimizer, spec, loop_state))
+
+    seq_len = run.model_cfg.seq_len
+    micro_seqs = run.batch_size // (run.accum * dist_env.world_size) // seq_len
 
     def micro_batch(step: int, micro: int):
-        return data.train_batch(step=step, micro=micro, accum=accum, micro_seqs=micro_seqs, seq_len=seq_len,
-                                seed=c["seed"], rank=d.rank, world_size=d.world_size)
+        return run.data.train_batch(step=step, micro=micro, accum=run.accum, micro_seqs=micro_seqs, seq_len=seq_len,
+                                    seed=run.seed, rank=dist_env.rank, world_size=dist_env.world_size)
 
     # Fixed, evenly spaced validation windows; ValSet knows their exact byte count for bits per byte.
-    val_set = data.val_set(seq_len=seq_len, eval_tokens=int(c["train"]["eval_tokens"]),
-                           batch_seqs=micro_seqs)
+    val_set = run.data.val_set(seq_len=seq_len, eval_tokens=run.train.eval_tokens, batch_seqs=micro_seqs)
 
     def val_batches():
-        return val_set.batches(rank=d.rank, world_size=d.world_size)
+        return val_set.batches(rank=dist_env.rank, world_size=dist_env.world_size)
 
-    spec = LoopSpec(steps=steps, batch_size=batch, accum=accum, peak_lr=float(o["lr"]), schedule=o["schedule"],
-                    warmup=warmup_steps(steps, o["warmup_frac"], o["max_warmup_steps"]),
-                    min_lr_frac=o["min_lr_frac"], grad_clip=o["grad_clip"],
-                    diverge_factor=float(c["train"]["diverge_factor"]), log_every=int(c["train"]["log_every"]),
-                    eval_every=int(c["train"]["eval_every"]), ckpt_every_s=float(c["train"]["ckpt_every_s"]),
-                    config_hash=chash)
-    startup_s = time.perf_counter() - entered  # data cache, model build, checkpoint: all before step 1
-    state = run_loop(model, optimizer, spec, state, micro_batch, val_batches, out_dir, d, device, amp,
-                     bool(c["train"]["progress"]), ddp_model=ddp)
+    step = TrainStep(wrapped, optimizer, device=device, amp=amp, grad_clip=float(optim.grad_clip),
+                     grad_sync=grad_sync(wrapped, run.parallel))
+    trackers = open_trackers(run.train.loggers, out_dir, run.record, dist_env.is_main)  # rank 0; [] by default
+    ctx = RunContext(model=model, step=step, spec=spec, micro_batch=micro_batch, val_batches=val_batches,
+                     save_checkpoint=save, run_dir=out_dir, dist_env=dist_env, device=device, amp=amp,
+                     progress=run.train.progress, trackers=trackers)
+    startup_s = time.perf_counter() - run.entered  # data cache, model build, checkpoint: all before step 1
+    state = run_loop(ctx, state)
     val_loss = val_tokens = None
     if state.status == "completed":
-        val_loss, val_tokens = evaluate(model, val_batches(), device, amp, d)
-        if d.is_main:
-            save_checkpoint(out_dir, checkpoint_state(model, optimizer, spec, state))
+        val_loss, val_tokens = evaluate(model, val_batches(), device, amp, dist_env)
+        save(state)
+    result = result_record(run, state, val_loss, val_tokens, val_set.bpb, earlier_s + time.time() - started,
+                           startup_s)
+    if run.parallel != "single":
+        result["parallel"] = run.parallel
+    trackers.close(result)
+    if dist_env.is_main:
+        write_json(out_dir / "result.json", result)
+        log.info("%s: %s, val_loss %s nats/token, %s bits/byte", result["run_id"], result["status"],
+                 _fmt(result["val_loss"]), _fmt(result["val_bpb"]))
+    return result
+
+
+def loop_spec(run: RunSetup) -> LoopSpec:
+    """The loop's plain values for a run (shared with scaling.packed)."""
+    optim = run.optim
+    return LoopSpec(steps=run.steps, batch_size=run.batch_size, accum=run.accum, peak_lr=float(optim.lr),
+                    schedule=optim.schedule, warmup=warmup_steps(run.steps, optim.warmup_frac, optim.max_warmup_steps),
+                    min_lr_frac=optim.min_lr_frac, diverge_factor=float(run.train.diverge_factor),
+                    log_every=run.train.log_every, eval_every=run.train.eval_every,
+                    ckpt_every_s=float(run.train.ckpt_every_s), config_hash=run.config_hash)
+
+
+def result_record(run: RunSetup, state: LoopState, val_loss: float | None, val_tokens: int | None,
+                  bpb: Callable[[float], float], wall_time_s: float, startup_s: float) -> dict:
+    """result.json of a finished (completed or diverged) run: the record so far plus what training measured.
+    Shared by single and packed runs (scaling.packed), so that analysis cannot tell them apart."""
+    batch, base = run.batch_size, run.record
     result = base | {
         "status": state.status, "error": state.reason,
         "D": state.step * batch, "C": base["M"] * state.step * batch, "D_planned": base["D"],
         "val_loss": val_loss if val_loss is None or math.isfinite(val_loss) else None,
-        "val_bpb": val_set.bpb(val_loss) if val_loss is not None else None,
+        "val_bpb": bpb(val_loss) if val_loss is not None else None,
         "val_tokens": val_tokens, "train_loss": state.loss_ema, "initial_loss": state.initial_loss,
         "tokens_per_s": state.step * batch / state.train_time_s if state.train_time_s else None,
-        "wall_time_s": time.time() - started, "startup_s": startup_s,
+        "wall_time_s": wall_time_s, "startup_s": startup_s,
     }
     if state.status == "diverged":
         result["steps_done"] = state.step
-    if d.is_main:
-        write_json(out_dir / "result.json", result)
-        log.info("%s: %s, val_loss %s nats/token, %s bits/byte", result["run_id"], result["status"],
-                 _fmt(result["val_loss"]), _fmt(result["val_bpb"]))
+        result["diverged_at_step"] = state.diverged_at_step
     return result
 
 
@@ -207,14 +321,6 @@ def _interrupted_hash(out_dir: Path) -> str | None:
         return config_hash(OmegaConf.to_container(OmegaConf.load(out_dir / "config.yaml"), resolve=True))
     except (OSError, KeyError, TypeError, ValueError):
         return None
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop log lines past the checkpoint so no step is logged twice."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    write_atomic(path, "".join(line + "\n" for line in keep))
 
 
 def _fmt(x: float | None) -> str:
@@ -230,6 +336,12 @@ def main(cfg: DictConfig) -> None:
         _remove_if_empty(out_dir)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except RunLocked as e:  # another live process owns this run: leave it alone (not a failure of this one)
+        print(f"skipped: {e}")
+        return
+    except OSError as e:  # a full or read-only disk: one line; the failure is in result.json where it could be
+        print(f"error: run failed writing to {out_dir}: {e}", file=sys.stderr)
+        sys.exit(1)
     print(f"{result['status']}: val_loss={_fmt(result['val_loss'])} val_bpb={_fmt(result['val_bpb'])} "
           f"D={result['D']:,} C={result['C']:.3g} -> {out_dir}")
 
@@ -241,4 +353,4 @@ def _remove_if_empty(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra("scaling.train", main)  # Hydra errors (an unknown key, a bad override): one line, exit 2

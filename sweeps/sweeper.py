@@ -24,15 +24,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from model import ModelConfig
 from model.shapes import ShapeRule
+from scaling.data import prepare_data, resolve_vocab
 from scaling.data.corpora import open_corpus
 from scaling.data.settings import DataSettings
 from scaling.lock import describe, live_holder, mark_sweep_process
 from scaling.record import FINISHED, config_hash, read_result
-from scaling.train import plan_steps
-from scaling.train_config import OptimConfig, TrainConfig
+from scaling.train import check_config
 
 from .laws import Laws
+from .packing import Unit, pack_id, pack_overrides, parse_pack, plan_units, unit_seconds
 from .plan import Point, SweepSettings, choose_rule, plan
+from .sizing import JobLimits, size_points
+from .sizing import report as sizing_report
 from .table import fmt_seconds, format_table, rows, write_csv
 from .throughput import Throughput, resolve_device
 
@@ -95,17 +98,19 @@ def check_overrides(passthrough: list[str], points: list[Point]) -> None:
 def check_job(job: DictConfig, data: bool) -> None:
     """What a run validates before writing anything, checked before anything is launched: bad input stops the
     sweep with one line (exit 2) instead of failing every run. `data` also opens the corpus (once per sweep)."""
-    c = OmegaConf.to_container(job, resolve=True)
-    assert isinstance(c, dict)
-    TrainConfig.from_dict(c["train"])
-    OptimConfig.from_dict(c["optim"])
-    if c["model"].get("vocab_size") != c["data"]["vocab_size"]:
-        raise ValueError(f"model.vocab_size={c['model'].get('vocab_size')} disagrees with data.vocab_size="
-                         f"{c['data']['vocab_size']}; the tokenizer sets it: use model.vocab_size=${{data.vocab_size}}")
-    ModelConfig.from_dict(c["model"])
-    plan_steps(c, 1)
+    c, *_ = check_config(OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]))  # hydra.* resolves at launch
     if data:
         open_corpus(DataSettings.from_cfg(c["data"]))
+
+
+def check_writable(sweep_dir: Path) -> None:
+    """A read-only sweep.dir is bad input, found before measuring, tokenizing or launching anything."""
+    existing = sweep_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"cannot write to sweep.dir={sweep_dir} ({existing} is not writable); give a writable "
+                         f"sweep.dir=...")
 
 
 def training_hash(cfg: DictConfig) -> str:
@@ -138,7 +143,7 @@ class ScalingSweeper(Sweeper):
     def job_state(self, overrides: list[str], first: bool = False) -> tuple[Path, str]:
         """Compose the job's config (as the launcher will: errors surface now), validate it and classify its run
         dir: todo, done, busy (a live process owns it: scaling.lock) or conflict."""
-        job = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        job = resolve_vocab(self.hydra_context.config_loader.load_sweep_config(self.config, overrides))
         check_job(job, data=first)
         run_dir = Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
         prev = read_result(run_dir)
@@ -153,6 +158,7 @@ class ScalingSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
         cfg = self.config
         wants, passthrough = split_arguments(arguments)
+        parse_pack(cfg.sweep.get("pack", "off"))  # a bad sweep.pack stops here, before anything is written
         points, rule, laws = self.make_plan(wants)
         check_overrides(passthrough, points)
         jobs = [passthrough + p.overrides() for p in points]
@@ -162,6 +168,7 @@ class ScalingSweeper(Sweeper):
             raise ValueError(f"{len(conflicts)} planned run(s) already hold a run of another config "
                              f"(e.g. {conflicts[0]}); use another sweep.dir or remove them")
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
+        check_writable(sweep_dir)
         if cfg.train.threads:  # measure throughput with the thread count the runs will use
             torch.set_num_threads(int(cfg.train.threads))
         thr = Throughput([p.shape for p in points], resolve_device(str(cfg.train.device)),
@@ -169,21 +176,78 @@ class ScalingSweeper(Sweeper):
                          float(cfg.sweep.measure_max_params), float(cfg.sweep.assumed_flops_per_s))
         est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
         table = rows(points, est, [s for _, s in states])
+        # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
+        limits = JobLimits.from_launcher(OmegaConf.to_container(cfg.hydra.launcher, resolve=False))
+        gpu_gb = float(cfg.sweep.get("gpu_memory_gb", 80))
+        sizings = size_points(points, [e[0] for e in est], limits, gpu_gb)
+        for r, z in zip(table, sizings, strict=True):
+            r |= {"gpus": z.gpus, "gpu_hours": round(z.gpu_hours, 4), "cannot_finish": z.problem or ""}
+        # Tokenize once, here, so the launched runs (64 array jobs or one) only read the cache; it also gives each
+        # point's epochs over the training split, shown in the plan and warned about before anything trains.
+        job0 = resolve_vocab(self.hydra_context.config_loader.load_sweep_config(cfg, jobs[0]))
+        data = prepare_data(job0.data, progress=True)
+        for r in table:
+            r["epochs"] = round(r["D"] / data.train_tokens_count, 4)
         try:
             write_csv(sweep_dir / "plan.csv", table)
         except OSError as e:  # a read-only or full disk: say so before launching anything
             raise ValueError(f"cannot write to sweep.dir={sweep_dir} ({e.strerror or e}); give a writable "
                              f"sweep.dir=...") from None
         self._print_plan(wants, points, rule, laws, table, thr, sweep_dir)
+        if limits.gpus is not None or thr.device.type == "cuda" or not thr.measured:  # a GPU plan or a GPU launcher
+            print("\n".join(sizing_report(sizings, limits, float(cfg.sweep.assumed_flops_per_s), gpu_gb)))
+        repeats = [r["epochs"] for r in table if r["epochs"] > 1]
+        if repeats:
+            print(f"warning: {len(repeats)} of {len(table)} runs repeat their training data (up to "
+                  f"{max(repeats):.2f} epochs over {data.train_tokens_count:,} tokens of {data.dataset_fingerprint}), "
+                  "so they are not clean scaling points; use a larger corpus (data=files data.path=...) or smaller "
+                  "budgets")
+        todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
+        units = plan_units(points, todo, cfg.sweep.get("pack", "off"), self._pack_probe())
+        self._print_packs(points, units, [e[0] for e in est])
         if cfg.sweep.dry_run:
             print("dry run: nothing trained (sweep.dry_run=false to launch)")
             return {"planned": len(points)}
         for (run_dir, s), p in zip(states, points):
             if s == "busy":
                 print(f"skip {p.run_id}: {run_dir} is being trained by {describe(live_holder(run_dir) or {})}")
-        todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
         mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.lock)
-        return self._launch(points, jobs, todo, [e[0] for e in est], [d for d, _ in states], sweep_dir)
+        unit_jobs = [pack_overrides(passthrough, points, u) if u.packed else jobs[u.members[0]] for u in units]
+        return self._launch(points, units, unit_jobs, [e[0] for e in est], [d for d, _ in states], sweep_dir)
+
+    def _pack_probe(self):
+        """speedup(point, K) for sweeps.packing: packed vs run-after-run step time of the point's shape and batch on
+        the runs' device (measured once per shape, batch and K); None for models too big to measure here."""
+        from scaling.packed import measure_speedup
+        from scaling.parallel import resolve_amp
+
+        cfg, cache = self.config, {}
+        device = resolve_device(str(cfg.train.device))
+        amp = resolve_amp(str(cfg.train.dtype), device)
+
+        def speedup(p: Point, K: int) -> float | None:
+            if p.shape.flops.params > float(cfg.sweep.measure_max_params):
+                return None
+            key = (p.shape.n_layer, p.shape.d_model, p.shape.n_head, p.shape.n_kv_head, p.batch_size, K)
+            if key not in cache:
+                cache[key] = measure_speedup(p.shape.cfg, K, p.batch_size // p.shape.cfg.seq_len, device, amp)
+            return cache[key]
+        return speedup
+
+    @staticmethod
+    def _print_packs(points: list[Point], units: list[Unit], est: list[float]) -> None:
+        packs = [u for u in units if u.packed]
+        if not packs:
+            return
+        alone = sum(est[i] for u in units for i in u.members)
+        print(f"packs (sweep.pack; scaling.packed): {len(packs)} packs of {sum(len(u.members) for u in packs)} runs, "
+              f"{len(units) - len(packs)} runs alone")
+        for u in packs:
+            print(f"  {pack_id(points, u)}: {len(u.members)} runs, lr {points[u.members[0]].lr:.3g}.."
+                  f"{points[u.members[-1]].lr:.3g}, est. {fmt_seconds(unit_seconds(u, est))} "
+                  f"(measured {u.speedup:.2f}x faster than run after run)")
+        print(f"est. total {fmt_seconds(sum(unit_seconds(u, est) for u in units))} with packs "
+              f"({fmt_seconds(alone)} run after run)")
 
     def _print_plan(self, wants, points, rule, laws, table, thr, sweep_dir) -> None:
         budgets = ", ".join(f"{k} C={C:.3g}" for k, C in wants)
@@ -214,31 +278,36 @@ class ScalingSweeper(Sweeper):
             return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
         return max(n, 1)  # cluster launchers: submit everything at once
 
-    def _launch(self, points: list[Point], jobs: list[list[str]], todo: list[int], est: list[float],
+    def _launch(self, points: list[Point], units: list[Unit], jobs: list[list[str]], est: list[float],
                 run_dirs: list[Path], sweep_dir: Path) -> dict[str, Any]:
+        """Launch one job per unit (a run, or a pack of runs: sweeps.packing); report every run."""
+        todo = [i for u in units for i in u.members]
         skipped = len(points) - len(todo)
         counts: Counter[str] = Counter(skipped=skipped)
-        t0, est_done, est_left = time.time(), 0.0, sum(est[i] for i in todo)
-        size, idx = self._batch_size(len(todo)), 0
-        for start in range(0, len(todo), size):
-            batch = todo[start:start + size]
+        t0, est_done, est_left = time.time(), 0.0, sum(unit_seconds(u, est) for u in units)
+        size, idx, runs_done = self._batch_size(len(units)), 0, 0
+        for start in range(0, len(units), size):
+            batch = units[start:start + size]
             try:
-                returns: list[JobReturn | None] = list(self.launcher.launch([jobs[i] for i in batch],
+                returns: list[JobReturn | None] = list(self.launcher.launch(jobs[start:start + size],
                                                                             initial_job_idx=idx))
             except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
                 why = str(e).splitlines()[0] if str(e) else ""
                 print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {why}")
                 returns = [None] * len(batch)
             idx += len(batch)
-            for i, jr in zip(batch, returns):
-                status, line = self._outcome(run_dirs[i], jr)
-                counts[status] += 1
-                print(f"[{sum(counts.values()) - skipped}/{len(todo)}] {points[i].run_id}: {line}")
-            est_done += sum(est[i] for i in batch)
-            est_left -= sum(est[i] for i in batch)
+            for unit, jr in zip(batch, returns):
+                for i in unit.members:
+                    status, line = self._outcome(run_dirs[i], jr)
+                    counts[status] += 1
+                    packed = f" (packed x{len(unit.members)})" if unit.packed else ""
+                    print(f"[{sum(counts.values()) - skipped}/{len(todo)}] {points[i].run_id}: {line}{packed}")
+            runs_done += sum(len(u.members) for u in batch)
+            est_done += sum(unit_seconds(u, est) for u in batch)
+            est_left -= sum(unit_seconds(u, est) for u in batch)
             elapsed = time.time() - t0
             eta = max(est_left, 0.0) * elapsed / est_done if est_done > 0 else math.nan
-            print(f"progress: {start + len(batch)}/{len(todo)} runs, elapsed {fmt_seconds(elapsed)}, "
+            print(f"progress: {runs_done}/{len(todo)} runs, elapsed {fmt_seconds(elapsed)}, "
                   f"ETA {fmt_seconds(eta) if math.isfinite(eta) else '?'}")
         summary = {k: counts[k] for k in ("completed", "diverged", "failed", "skipped")}
         print(f"sweep summary: {len(points)} runs: " + ", ".join(f"{v} {k}" for k, v in summary.items())

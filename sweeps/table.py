@@ -32,10 +32,11 @@ def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
 
 
 def format_table(table: list[dict[str, Any]]) -> str:
-    head = ["run_id", "shape (L/d/h/kv)", "N2", "M", "D", "C", "lr", "batch", "steps", "est", ""]
+    head = ["run_id", "shape (L/d/h/kv)", "N2", "M", "D", "C", "lr", "batch", "steps", "epochs", "est", ""]
     body = [[r["run_id"], f"{r['n_layer']}/{r['d_model']}/{r['n_head']}/{r['n_kv_head']}", f"{r['N2']:.3g}",
              f"{r['M']:.3g}", f"{r['D']:.3g}", f"{r['C']:.4g}", f"{r['lr']:.3g}", str(r["batch_size"]),
-             str(r["steps"]), fmt_seconds(r["est_seconds"]) + ("" if r["est_measured"] else "*"), r["state"]]
+             str(r["steps"]), f"{r['epochs']:.3g}" + ("!" if r["epochs"] > 1 else "") if "epochs" in r else "?",
+             fmt_seconds(r["est_seconds"]) + ("" if r["est_measured"] else "*"), r["state"]]
             for r in table]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body])

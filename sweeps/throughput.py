@@ -12,39 +12,41 @@ from pathlib import Path
 import torch
 
 from model import LLaMA, ModelConfig, count_flops
-from scaling.atomic import write_atomic
-from scaling.trainer import autocast_ctx, build_optimizer
-
 from model.shapes import Shape
+from scaling.atomic import write_atomic
+from scaling.distributed import Dist
+from scaling.parallel import resolve_amp
+from scaling.parallel import resolve_device as resolve_run_device
+from scaling.step import TrainStep, build_optimizer
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name if not name.startswith("cuda") or torch.cuda.is_available() else "cpu")
+    """train.device as a run resolves it, except that a plan made without the GPU it names is timed on the CPU."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        name = "cpu"
+    return resolve_run_device(name, Dist())
 
 
-def measure(cfg: ModelConfig, device: torch.device, seqs: int = 2, warmup_s: float = 0.5, timed_s: float = 0.3) -> float:
+def measure(cfg: ModelConfig, device: torch.device, seqs: int = 2, warmup_s: float = 0.5,
+            timed_s: float = 0.3) -> float:
     """Training FLOP/s (forward, backward, AdamW) of this shape, after warming up for warmup_s (a fresh process pays
     seconds of one-off initialisation in its first steps), from the median step over >= 3 steps and >= timed_s."""
     torch.manual_seed(0)
     model = LLaMA(cfg).to(device)
-    # The trainer's optimizer and precision, so the estimate times the step the runs will take.
+    # The trainer's own step, optimizer and default precision, so the estimate times the step the runs will take.
     # lr 0: the same cost, and no drift into slow denormals.
-    opt = build_optimizer(model, 0.0, (0.9, 0.95), 1e-8, 0.1, device)
+    train_step = TrainStep(model, build_optimizer(model, 0.0, (0.9, 0.95), 1e-8, 0.1, device), device=device,
+                           amp=resolve_amp("auto", device), grad_clip=1.0)
     x = torch.randint(cfg.vocab_size, (seqs, cfg.seq_len), device=device)
 
     def step() -> None:
-        with autocast_ctx(device, torch.bfloat16 if device.type == "cuda" else None):
-            _, loss = model(x, x)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
+        train_step([(x, x)], 0.0)
+        if device.type == "cuda":  # a timing needs the device finished (the trainer itself never waits per step)
             torch.cuda.synchronize(device)
 
     def run(min_s: float, min_steps: int) -> list[float]:
-        times, t0 = [], time.perf_counter()
+        times: list[float] = []
+        t0 = time.perf_counter()
         while len(times) < min_steps or time.perf_counter() - t0 < min_s:
             t = time.perf_counter()
             step()

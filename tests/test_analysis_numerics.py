@@ -1,4 +1,5 @@
 """analysis numerics: batched solvers agree with the obvious ones, the parametric gradient is right."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,12 +26,13 @@ def test_batched_fits_match_numpy():
 def test_parametric_gradient_and_batched_refit():
     rng = np.random.default_rng(1)
     N, D = 10 ** rng.uniform(7, 9, 60), 10 ** rng.uniform(9, 11, 60)
-    L = (1.7 + 400 / N ** 0.34 + 2000 / D ** 0.37) * np.exp(0.01 * rng.standard_normal(60))
+    L = (1.7 + 400 / N**0.34 + 2000 / D**0.37) * np.exp(0.01 * rng.standard_normal(60))
     lN, lD, lL, w = np.log(N), np.log(D), np.log(L), rng.integers(0, 3, 60).astype(float)
     th = np.array([6.0, 7.6, 0.5, 0.3, 0.4])
     f, g = P.objective_grad(th, lN, lD, lL, w)
-    np.testing.assert_allclose(g, approx_fprime(th, lambda t: P.objective_grad(t, lN, lD, lL, w)[0], 1e-7),
-                               rtol=1e-3, atol=1e-8)
+    np.testing.assert_allclose(
+        g, approx_fprime(th, lambda t: P.objective_grad(t, lN, lD, lL, w)[0], 1e-7), rtol=1e-3, atol=1e-8
+    )
     fit = P.fit_parametric(N, D, L, n_boot=0)
     ref = P._minimise(np.array(fit["theta"]), lN, lD, lL, w)
     got = P.refit_batch(np.array(fit["theta"]), lN, lD, lL, w[None])[0]

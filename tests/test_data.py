@@ -63,8 +63,13 @@ def split_docs(data, split: str) -> list[str]:
 
 
 def cache_entries(tmp: Path) -> list[str]:
+    """Entries and scratch dirs of the cache; the content-hash memo and the (empty) lock files are bookkeeping, and
+    a resumable build's .work folder is listed by its builds."""
     root = tmp / "cache" / "data"
-    return sorted(p.name for p in root.iterdir() if p.name != ".hashes") if root.exists() else []
+    if not root.exists():
+        return []
+    work = [f".work/{p.name}" for p in (root / ".work").iterdir()] if (root / ".work").is_dir() else []
+    return sorted([p.name for p in root.iterdir() if p.name not in (".hashes", ".locks", ".work")] + work)
 
 
 @pytest.fixture
@@ -107,12 +112,17 @@ def test_user_files_txt_dir_and_jsonl(tmp_path):
     (d / "notes.md").write_text(prose(8, 2000))
     rows = [{"text": prose(9 + i, 1500), **({"id": f"r{i}"} if i % 2 else {})} for i in range(4)]
     (d / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
-    (d / "skip.csv").write_text("a,b\n")
+    (d / "other.csv").write_text("a,b\n")  # a shard format we cannot read is an error, never skipped
+    with pytest.raises(ValueError, match=r"contains .*other.csv, which is not a .txt/.md/.jsonl"):
+        prepare_data(cfg(tmp_path, d))
+    (d / "other.csv").unlink()
     (d / ".hidden").mkdir()
     (d / ".hidden" / "secret.txt").write_text("never read")
+    (d / "_SUCCESS").write_text("")  # hidden and _-prefixed files (dataset tools' markers) are not shards
     data = prepare_data(cfg(tmp_path, d))
     docs = set(split_docs(data, "train")) | set(split_docs(data, "val"))
-    expected = {p.read_text() for p in (d / "sub").iterdir()} | {(d / "notes.md").read_text()} | {r["text"] for r in rows}
+    expected = {p.read_text() for p in (d / "sub").iterdir()} | {(d / "notes.md").read_text()}
+    expected |= {r["text"] for r in rows}
     assert docs == expected
 
     jsonl = prepare_data(cfg(tmp_path, d / "rows.jsonl"))
@@ -137,7 +147,8 @@ def test_cache_hit_and_misses(tmp_path, corpus_dir, monkeypatch):
     (corpus_dir / "doc0_000.txt").write_text(prose(99, 2500))  # edited content
     with pytest.raises(AssertionError, match="rebuilt"):
         prepare_data(cfg(tmp_path, corpus_dir))
-    assert cache_entries(tmp_path) == [first.dir.name]  # failed builds left nothing behind
+    # interrupted builds published nothing (their resumable .work folders hold no tokenizer: it failed)
+    assert [e for e in cache_entries(tmp_path) if not e.startswith(".work/")] == [first.dir.name]
 
 
 def test_fingerprints_track_data_and_tokenizer(tmp_path, corpus_dir):
@@ -166,7 +177,7 @@ def test_atomic_cache(tmp_path, corpus_dir, monkeypatch):
     assert rebuilt.dir == good.dir
     assert all(np.array_equal(getattr(rebuilt, f"{k}_tokens")(), v) for k, v in expected.items())
 
-    # a build that dies half-way publishes nothing and leaves no scratch dir
+    # a build interrupted half-way publishes nothing; it leaves only its resumable .work folder, without a tokenizer
     real = prepare_mod.train_tokenizer
 
     def dies(lines, vocab_size, options, model_file, corpus):
@@ -176,8 +187,13 @@ def test_atomic_cache(tmp_path, corpus_dir, monkeypatch):
     monkeypatch.setattr(prepare_mod, "train_tokenizer", dies)
     with pytest.raises(KeyboardInterrupt):
         prepare_data(cfg(tmp_path, corpus_dir, vocab_size=VOCAB + 8))
-    assert cache_entries(tmp_path) == sorted([leftover.name, good.dir.name])
+    work = [e for e in cache_entries(tmp_path) if e.startswith(".work/")]
+    assert cache_entries(tmp_path) == sorted([leftover.name, good.dir.name, *work]) and len(work) == 1
+    assert list((tmp_path / "cache" / "data" / work[0]).glob("tokenizer.*")) == []
     monkeypatch.setattr(prepare_mod, "train_tokenizer", real)
+    resumed = prepare_data(cfg(tmp_path, corpus_dir, vocab_size=VOCAB + 8))
+    assert resumed.vocab_size == VOCAB + 8 and cache_entries(tmp_path) == sorted([leftover.name, good.dir.name,
+                                                                                  resumed.dir.name])
 
     # a damaged entry (truncated memmap) is detected from file sizes and rebuilt
     with open(good.dir / "train.bin", "r+b") as f:
@@ -288,8 +304,8 @@ def test_omegaconf_config_with_env_interpolation(tmp_path, corpus_dir, monkeypat
     ("missing", {}, "does not exist"),
     ("empty", {}, "has no text"),
     ("binary", {}, "is not UTF-8 text"),
-    ("nodocs", {}, "has no .txt/.md/.jsonl files"),
-    ("csv", {}, "is not a .txt/.md/.jsonl file"),
+    ("nodocs", {}, "has no .txt/.md/.jsonl/.jsonl.gz/.jsonl.zst/.json.gz/.json.zst/.parquet files"),
+    ("csv", {}, r"x.csv, which is not a .txt/.md/.jsonl/.jsonl.gz/.jsonl.zst/.json.gz/.json.zst/.parquet file"),
     ("notext", {}, r"rows.jsonl:2 has no string 'text' field \(got body\)"),
     ("badjson", {}, r"rows.jsonl:1 is not valid JSON"),
     ("onedoc", {}, "give at least 2"),

@@ -1,41 +1,85 @@
-"""The CUDA path (bf16 autocast, fused AdamW, per-block torch.compile). Skips cleanly on machines without a GPU."""
+"""The CUDA path (bf16 autocast, fused AdamW, per-block torch.compile, the sync-free train step) and the GPU check.
+
+The CUDA tests skip cleanly on machines without a GPU; the last test checks that `python -m scaling.gpucheck` does
+too (one line, exit 0), and runs only there."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 
 from model import LLaMA, ModelConfig
-from scaling.trainer import autocast_ctx, build_optimizer
+from scaling.parallel import compile_blocks
+from scaling.step import TrainStep, build_optimizer
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+def needs_cuda(test):
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")(test))
+
+
+def _cfg() -> ModelConfig:
+    return ModelConfig(n_layer=2, d_model=128, n_head=4, n_kv_head=2, vocab_size=512, seq_len=64, ffn_multiple_of=64)
+
+
+def _batch(model: torch.nn.Module, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randint(0, model.cfg.vocab_size, (8, model.cfg.seq_len + 1), generator=g).to(device)
+    return x[:, :-1], x[:, 1:]
 
 
 def _train_steps(model: torch.nn.Module, device: torch.device, steps: int = 20) -> list[float]:
-    opt = build_optimizer(model, 3e-3, (0.9, 0.95), 1e-8, 0.1, device)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.randint(0, model.cfg.vocab_size, (8, model.cfg.seq_len + 1), generator=g).to(device)
-    losses = []
-    for _ in range(steps):
-        with autocast_ctx(device, torch.bfloat16):
-            _, loss = model(x[:, :-1], x[:, 1:])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    return losses
+    step = TrainStep(
+        model,
+        build_optimizer(model, 3e-3, (0.9, 0.95), 1e-8, 0.1, device),
+        device=device,
+        amp=torch.bfloat16,
+        grad_clip=1.0,
+    )
+    batch = _batch(model, device)
+    return torch.cat([step([batch], 3e-3).losses for _ in range(steps)]).tolist()
 
 
+@needs_cuda
 def test_bf16_compiled_training_learns_and_matches_eager():
     device = torch.device("cuda")
-    cfg = ModelConfig(n_layer=2, d_model=128, n_head=4, n_kv_head=2, vocab_size=512, seq_len=64, ffn_multiple_of=64)
     torch.manual_seed(0)
-    eager = LLaMA(cfg).to(device)
-    compiled = LLaMA(cfg).to(device)
+    eager = LLaMA(_cfg()).to(device)
+    compiled = LLaMA(_cfg()).to(device)
     compiled.load_state_dict(eager.state_dict())
-    for layer in compiled.layers:
-        layer.compile()
+    compile_blocks(compiled)
     a, b = _train_steps(eager, device), _train_steps(compiled, device)
-    assert a[-1] < a[0] - 1.0                                  # it memorises the batch
-    assert b[-1] == pytest.approx(a[-1], rel=0.05)             # compile changes speed, not the numbers (bf16 noise)
+    assert a[-1] < a[0] - 1.0  # it memorises the batch
+    assert b[-1] == pytest.approx(a[-1], rel=0.05)  # compile changes speed, not the numbers (bf16 noise)
     assert all(p.dtype == torch.float32 for p in compiled.parameters())  # master weights stay fp32 under autocast
+
+
+@needs_cuda
+def test_the_train_step_never_waits_for_the_device():
+    """CUDA's sync debug mode turns every host-device synchronisation into an error: the step must have none."""
+    device = torch.device("cuda")
+    model = LLaMA(_cfg()).to(device)
+    step = TrainStep(
+        model,
+        build_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.1, device),
+        device=device,
+        amp=torch.bfloat16,
+        grad_clip=1.0,
+    )
+    batch = _batch(model, device)
+    step([batch, batch], 1e-3)  # warm-up: lazy initialisation may synchronise once
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        outputs = [step([batch, batch], 1e-3) for _ in range(3)]  # two micro-batches: accumulation included
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(o.losses.is_cuda and o.grad_norm.is_cuda for o in outputs)  # read later, at the logging cadence
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the skip path of a machine without a GPU")
+def test_gpucheck_skips_cleanly_without_a_gpu(capsys):
+    from scaling.gpucheck import main
+
+    main([])  # returns: exit status 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "skipped: no CUDA device" in out[0]

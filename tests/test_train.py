@@ -1,4 +1,5 @@
-"""One training run end to end: the record, determinism, resume after a kill, divergence, bad input, DDP."""
+"""One training run end to end: the record, determinism, resume after a kill, divergence, bad input, DDP, and the
+typed train/optim configs. Tests that spawn processes are in the slow tier (`pytest -m slow`)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scaling.train import train_run
+from scaling.train_config import OptimConfig, TrainConfig
 from tests.conftest import TINY_DATA
 
 FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]
@@ -67,9 +69,15 @@ def test_divergence_ends_cleanly_with_a_record(make_cfg, tmp_path):
                        tmp_path / "run")
     assert result["status"] == "diverged"
     assert result["val_loss"] is None and "initial loss" in result["error"]
+    # Losses are read from the device every train.log_every (4) steps: the run stops within 4 steps of the first
+    # bad one, and the record names that step.
+    bad = result["diverged_at_step"]
+    assert f"at step {bad} " in result["error"]
+    assert 1 <= bad <= result["steps_done"] < bad + 4 and result["D"] == result["steps_done"] * result["batch_size"]
     assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
     args = ["train.tokens=98304", "train.batch_size=1024", "train.eval_tokens=8192", "train.ckpt_every_s=0",
             f"data.cache_dir={cache_dir}"]
@@ -99,6 +107,7 @@ def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
     ("data.name=nosuchcorpus", "nosuchcorpus"),
     ("model.vocab_size=999", "disagrees with data.vocab_size"),
 ])
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cache_dir, override, message):
     run_dir = tmp_path / "run"
     out = cli(*FAST, override, f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", cwd=tmp_path)
@@ -107,6 +116,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cache_dir, override,
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
     args = [*FAST, f"data.cache_dir={cache_dir}"]
     single = train_run(make_cfg(*args), tmp_path / "single")
@@ -130,3 +140,27 @@ def test_an_interrupted_run_is_not_overwritten_by_another_config(make_cfg, tmp_p
         train_run(make_cfg(*FAST, "optim.lr=1e-3"), run_dir)
     assert (run_dir / "config.yaml").read_text() == before
     assert train_run(make_cfg(*FAST), run_dir)["status"] == "completed"   # the same config resumes
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.log_every=0", "train.log_every must be an integer >= 1"),
+    ("train.dtype=fp16", "train.dtype='fp16' is unknown"),
+    ("train.parallel=zero3", "train.parallel='zero3' is unknown"),
+    ("optim.beta2=1.5", "optim.beta2=1.5 must lie in [0, 1)"),
+    ("optim.schedule=linear", "optim.schedule='linear' is unknown"),
+    ("+train.lr=1e-3", "unknown train key(s) ['lr']"),
+])
+def test_train_and_optim_configs_are_validated_before_anything_is_written(make_cfg, tmp_path, override, message):
+    with pytest.raises(ValueError) as e:
+        train_run(make_cfg(*FAST, override), tmp_path / "run")
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_typed_configs_hold_the_shipped_defaults(make_cfg):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(make_cfg(), resolve=True)
+    train, optim = TrainConfig.from_dict(cfg["train"]), OptimConfig.from_dict(cfg["optim"])
+    assert train.parallel == "auto" and train.activation_checkpointing is False and train.log_every == 10
+    assert optim.betas == (0.9, 0.95) and optim.schedule == "multistep"

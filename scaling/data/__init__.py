@@ -3,5 +3,6 @@
 from scaling.data.batches import DataRepeatWarning, TrainBatches, ValSet
 from scaling.data.prepare import prepare_data
 from scaling.data.prepared import PreparedData
+from scaling.data.vocab import resolve_vocab
 
-__all__ = ["DataRepeatWarning", "PreparedData", "TrainBatches", "ValSet", "prepare_data"]
+__all__ = ["DataRepeatWarning", "PreparedData", "TrainBatches", "ValSet", "prepare_data", "resolve_vocab"]

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported when the first batch is made: the prepare step never needs it (~250 MB RSS)
+    import torch
 
 
 class DataRepeatWarning(UserWarning):
@@ -22,12 +25,15 @@ class DataRepeatWarning(UserWarning):
 def _windows(n_tokens: int, seq_len: int, split: str) -> int:
     n = (n_tokens - 1) // seq_len
     if n < 1:
+        more = " or raise data.val_fraction" if split == "val" else ""
         raise ValueError(f"the {split} split has {n_tokens} tokens, fewer than seq_len+1={seq_len + 1}; "
-                         f"lower the model's seq_len or use more data{' or raise data.val_fraction' if split == 'val' else ''}")
+                         f"lower the model's seq_len or use more data{more}")
     return n
 
 
 def _stack(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     rows = np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64)
     return torch.from_numpy(rows[:, :-1].copy()), torch.from_numpy(rows[:, 1:].copy())
 

@@ -1,11 +1,14 @@
-"""On-disk cache plumbing: a fast content hash of the corpus files, and directories that appear atomically."""
+"""On-disk cache plumbing: a fast content hash of the corpus files, directories that appear atomically, and a lock
+so that one preparer builds an entry while the others wait."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -62,3 +65,22 @@ def building(final: Path) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed), waiting, with a message, while another process holds it.
+
+    POSIX record locks (lockf) belong to the process: the kernel drops them when it dies (kill -9 included), and
+    unlike flock they are not inherited by forked workers, so an orphaned worker never keeps a rerun waiting."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            print(f"waiting for another process preparing the same data (lock {path})", file=sys.stderr, flush=True)
+            fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)

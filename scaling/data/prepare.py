@@ -1,16 +1,26 @@
-"""prepare_data: corpus -> by-document train/val split -> SentencePiece tokenizer -> token memmaps, cached.
+"""prepare_data: corpus -> by-document train/val split -> tokenizer -> token memmaps, cached; built once.
 
-A cache entry is one directory keyed on (corpus content hash, split settings, tokenizer settings), holding
-tokenizer.model, train.bin, val.bin (uint16 when the vocabulary fits, like nanoGPT) and meta.json. It is
-built in a scratch dir and renamed into place, so it is either complete or absent.
+A cache entry is one directory keyed on (corpus content hash, split settings, tokenizer), holding the tokenizer
+(tokenizer.model, trained here, or a pretrained tokenizer.json), train.bin, val.bin (uint16 when the vocabulary fits,
+like nanoGPT, else uint32) and meta.json. It is published by renaming a complete directory into place, so it is
+either complete or absent.
+
+The build works in `.work/<entry>/` under a per-entry lock (a second preparer waits, then finds the entry built):
+the tokenizer first (SentencePiece is trained on the training split only), then every work unit of the corpus is
+tokenized on its own (in parallel over `data.num_proc` processes) into atomically written unit files, then the units
+are concatenated in corpus order. A build killed at any point (kill -9 included) resumes from its finished units
+and produces the same bytes as an uninterrupted one. Bad input (ValueError) removes the work folder: once the
+input is fixed, its content hash — and so the entry — differs anyway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import sys
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -19,42 +29,46 @@ from typing import Any
 
 import numpy as np
 
-from scaling.data.cache import building, content_hash
-from scaling.data.corpora import Corpus, documents, open_corpus
-from scaling.data.prepared import PreparedData
+from scaling.atomic import write_atomic, write_atomic_bytes
+from scaling.data.cache import building, content_hash, locked
+from scaling.data.corpora import Corpus, limit, open_corpus
+from scaling.data.prepared import PreparedData, load_encoder
 from scaling.data.settings import DataSettings
+from scaling.data.shards import SPLITS, UnitJob, encode_unit, read_unit_stats, split_key
 from scaling.data.tokenizer import train_tokenizer
 
 FORMAT = 1  # bump when the layout or the pipeline changes, so old cache entries are not reused
-ENCODE_CHUNK_BYTES = 4 << 20  # encode this much text per call: bounded memory, parallel SentencePiece
+_FIELD_DEFAULTS = {"text_field": "text", "id_field": None, "split": "train"}
 
 
 def _digest(*parts: Any) -> str:
     return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 
-def _split_key(doc_id: str) -> float:
-    """Uniform in [0, 1) from the document id alone: a document never changes split when others are added."""
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "big") / 2**64
-
-
-def split_documents(doc_ids: list[str], val_fraction: float) -> set[str]:
-    """Validation ids: those whose hash falls below val_fraction, at least one and never all of them."""
-    ids = sorted(set(doc_ids), key=_split_key)
-    if len(ids) < 2:
-        raise ValueError(f"the corpus has {len(ids)} document(s); the validation split is by document, so "
-                         "give at least 2 (several files, or one JSONL line per document)")
-    n_val = min(max(sum(_split_key(i) < val_fraction for i in ids), 1), len(ids) - 1)
-    return set(ids[:n_val])
-
-
-def prepare_data(data_cfg: Mapping) -> PreparedData:
+def prepare_data(data_cfg: Mapping, progress: bool = False) -> PreparedData:
     """Load the tokenized corpus described by the `data` config from the cache, building it on a miss."""
     s = DataSettings.from_cfg(data_cfg)
+    if s.name == "tokens":
+        from scaling.data.token_files import prepare_token_files
+
+        return prepare_token_files(s)
     corpus = open_corpus(s)
     root = s.cache_dir / "data"
-    data_key = _digest(FORMAT, s.name, content_hash(corpus.files, root / ".hashes"), s.max_bytes, s.val_fraction)
-    tok_key = _digest(data_key, s.vocab_size, s.tokenizer)
+    fields = {k: getattr(s, k) for k, v in _FIELD_DEFAULTS.items() if getattr(s, k) != v}
+    # only non-default fields join the key, so the default corpora keep the keys (and caches) they always had
+    data_key = _digest(FORMAT, s.name, content_hash(corpus.files, root / ".hashes"), s.max_bytes, s.val_fraction,
+                       *([fields] if fields else []))
+    if s.tokenizer_file is None:
+        tok_key = _digest(data_key, s.vocab_size, s.tokenizer)
+        tok_label = f"{s.tokenizer['model_type']}{s.vocab_size}"
+    else:
+        tok_bytes = s.tokenizer_file.read_bytes()
+        tok_key = _digest(data_key, "tokenizer.json", hashlib.blake2b(tok_bytes, digest_size=16).hexdigest())
+        tok_vocab = load_encoder(s.tokenizer_file).vocab_size
+        if s.vocab_size < tok_vocab:
+            raise ValueError(f"data.vocab_size={s.vocab_size} is smaller than the vocabulary of {s.tokenizer_file} "
+                             f"({tok_vocab}); set data.vocab_size>={tok_vocab} (scaling.data.resolve_vocab does)")
+        tok_label = f"hf{tok_vocab}"
     final = root / f"{s.name}-{data_key[:10]}-{tok_key[:10]}"
     if final.is_dir() and not _complete(final):
         warnings.warn(f"discarding damaged data cache {final}; rebuilding it", stacklevel=2)
@@ -62,10 +76,11 @@ def prepare_data(data_cfg: Mapping) -> PreparedData:
         os.rename(final, broken)
         shutil.rmtree(broken, ignore_errors=True)
     if not final.is_dir():
-        fingerprints = {"dataset_fingerprint": f"{s.name}@{data_key[:8]}",
-                        "tokenizer_fingerprint": f"{s.tokenizer['model_type']}{s.vocab_size}@{tok_key[:8]}"}
-        with building(final) as tmp:
-            _build(s, corpus, tmp, fingerprints)
+        with locked(root / ".locks" / f"{final.name}.lock"):
+            if not final.is_dir():  # another preparer may have built it while we waited
+                fingerprints = {"dataset_fingerprint": f"{s.name}@{data_key[:8]}",
+                                "tokenizer_fingerprint": f"{tok_label}@{tok_key[:8]}"}
+                _build(s, corpus, root / ".work" / final.name, final, fingerprints, progress)
     return PreparedData(final, json.loads((final / "meta.json").read_text()))
 
 
@@ -74,58 +89,202 @@ def _complete(d: Path) -> bool:
     try:
         meta = json.loads((d / "meta.json").read_text())
         size = np.dtype(meta["dtype"]).itemsize
-        return (d / "tokenizer.model").is_file() and all(
+        return any((d / t).is_file() for t in ("tokenizer.model", "tokenizer.json")) and all(
             (d / f"{k}.bin").stat().st_size == n * size for k, n in meta["tokens"].items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def _build(s: DataSettings, corpus: Corpus, out: Path, fingerprints: dict[str, str]) -> None:
-    docs = lambda: documents(corpus, s.max_bytes)  # noqa: E731 - re-read per pass: memory stays bounded
-    ids = [doc_id for doc_id, _ in docs()]
-    if not ids:
-        raise ValueError(f"corpus {corpus.label} has no text; point data.path at non-empty UTF-8 files")
-    val_ids = split_documents(ids, s.val_fraction)
+def _build(s: DataSettings, corpus: Corpus, work: Path, final: Path, fingerprints: dict[str, str],
+           progress: bool) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        tok_file, overrides = _tokenizer(s, corpus, work, progress)
+        t1 = time.perf_counter()
+        vocab = load_encoder(tok_file).vocab_size
+        dtype = "uint16" if vocab <= 2**16 else "uint32"
+        job = UnitJob(work / "units", s.val_fraction, overrides, dtype)
+        job.out_dir.mkdir(exist_ok=True)
+        stats = _encode_units(s, corpus, job, tok_file, progress)
+        if s.tokenizer_file is not None:  # pretrained: the split is only known now; fix a degenerate one
+            fix = _overrides(_totals(stats), stats)
+            if fix:
+                fixed = UnitJob(job.out_dir, s.val_fraction, fix, dtype)
+                for i, st in enumerate(stats):
+                    if any(doc_id in fix for doc_id in _unit_ids(st)):
+                        stats[i] = _encode_one(i, corpus, fixed, tok_file, s.max_bytes, threads=None)
+        totals = _totals(stats)
+        _check_split(totals, corpus)
+        with building(final) as tmp:
+            for split in SPLITS:
+                _concatenate([Path(f"{job.out_dir}/{i:06d}.{split}.bin") for i in range(len(stats))],
+                             tmp / f"{split}.bin")
+            for f in work.glob("tokenizer.*"):
+                shutil.copyfile(f, tmp / f.name)
+            meta = {
+                "format": FORMAT, "name": s.name, "source": corpus.label, **fingerprints,
+                "vocab_size": vocab, "bos_id": load_encoder(tok_file).bos_id, "dtype": dtype,
+                "val_fraction": s.val_fraction, "max_bytes": s.max_bytes,
+                "tokenizer": s.tokenizer if s.tokenizer_file is None else {"file": str(s.tokenizer_file)},
+                **{k: totals[k] for k in ("docs", "bytes", "tokens")},
+                "build_s": {"tokenizer": round(t1 - t0, 3), "encode": round(time.perf_counter() - t1, 3)},
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    except ValueError:
+        shutil.rmtree(work, ignore_errors=True)  # bad input: nothing of this build stays in the cache
+        raise
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _tokenizer(s: DataSettings, corpus: Corpus, work: Path, progress: bool) -> tuple[Path, dict[str, str]]:
+    """The build's tokenizer file in `work` (made once, kept across a resume) and the split overrides."""
+    if s.tokenizer_file is not None:
+        target = work / "tokenizer.json"
+        if not target.is_file():
+            write_atomic_bytes(target, s.tokenizer_file.read_bytes())
+        return target, {}
+    model, split_file = work / "tokenizer.model", work / "split.json"
+    if model.is_file() and split_file.is_file():
+        return model, json.loads(split_file.read_text())
+    # SentencePiece learns from the training split only, so the split must be known first: one pass over the ids
+    stats = [_id_stats(corpus, s)]
+    totals = _totals(stats)
+    _check_split(totals, corpus, before_overrides=True)
+    overrides = _overrides(totals, stats)
 
     def train_lines() -> Iterator[str]:
-        for doc_id, text in docs():
-            if doc_id not in val_ids:
+        for doc_id, text in limit(corpus.read(), s.max_bytes):
+            split = overrides.get(doc_id) or ("val" if split_key(doc_id) < s.val_fraction else "train")
+            if split == "train":
                 yield from (line for line in text.split("\n") if line.strip())
 
-    t0 = time.perf_counter()
-    sp = train_tokenizer(train_lines(), s.vocab_size, s.tokenizer, out / "tokenizer.model", corpus.label)
-    t1 = time.perf_counter()
-    dtype = np.uint16 if s.vocab_size <= 2**16 else np.uint32
-    counts = {k: {"train": 0, "val": 0} for k in ("docs", "bytes", "tokens")}
-    with open(out / "train.bin", "wb") as f_train, open(out / "val.bin", "wb") as f_val:
-        files = {"train": f_train, "val": f_val}
-        pending: dict[str, list[str]] = {"train": [], "val": []}
-        pending_bytes = {"train": 0, "val": 0}
+    if progress:
+        print(f"training the SentencePiece tokenizer (vocab {s.vocab_size}) on the training split of {corpus.label}",
+              file=sys.stderr, flush=True)
+    scratch = work / ".spm"  # a fixed name: the model embeds its path, and a rebuild must give the same bytes
+    scratch.mkdir(exist_ok=True)
+    train_tokenizer(train_lines(), s.vocab_size, s.tokenizer, scratch / "tokenizer.model", corpus.label)
+    write_atomic(split_file, json.dumps(overrides))
+    os.replace(scratch / "tokenizer.vocab", work / "tokenizer.vocab")
+    os.replace(scratch / "tokenizer.model", model)  # last: the tokenizer is done once this exists
+    shutil.rmtree(scratch, ignore_errors=True)
+    return model, overrides
 
-        def flush(split: str) -> None:
-            encoded = sp.encode(pending[split], num_threads=min(os.cpu_count() or 1, 16))
-            arr = np.array([t for doc in encoded for t in (sp.bos_id(), *doc)], dtype=dtype)
-            arr.tofile(files[split])  # documents are separated by <s>; windows may span documents
-            counts["tokens"][split] += len(arr)
-            pending[split], pending_bytes[split] = [], 0
 
-        for doc_id, text in docs():
-            split = "val" if doc_id in val_ids else "train"
-            n_bytes = len(text.encode())
-            pending[split].append(text)
-            pending_bytes[split] += n_bytes
-            counts["docs"][split] += 1
-            counts["bytes"][split] += n_bytes
-            if pending_bytes[split] >= ENCODE_CHUNK_BYTES:
-                flush(split)
-        for split, f in files.items():
-            flush(split)
-            f.flush()
-            os.fsync(f.fileno())  # durable before the rename publishes the entry
-    meta = {
-        "format": FORMAT, "name": s.name, "source": corpus.label, **fingerprints,
-        "vocab_size": sp.get_piece_size(), "bos_id": sp.bos_id(), "dtype": np.dtype(dtype).name,
-        "val_fraction": s.val_fraction, "max_bytes": s.max_bytes, "tokenizer": s.tokenizer, **counts,
-        "build_s": {"tokenizer": round(t1 - t0, 3), "encode": round(time.perf_counter() - t1, 3)},
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+def _id_stats(corpus: Corpus, s: DataSettings) -> dict[str, Any]:
+    """What the split needs to know about the whole corpus, in constant memory (see shards.encode_unit)."""
+    st: dict[str, Any] = {"docs": {"train": 0, "val": 0}, "min_key": None, "max_val_key": None, "ids": []}
+    for doc_id, _ in limit(corpus.read(), s.max_bytes):
+        key = split_key(doc_id)
+        split = "val" if key < s.val_fraction else "train"
+        st["docs"][split] += 1
+        if st["min_key"] is None or key < st["min_key"][0]:
+            st["min_key"] = [key, doc_id]
+        if split == "val" and (st["max_val_key"] is None or key > st["max_val_key"][0]):
+            st["max_val_key"] = [key, doc_id]
+        if len(st["ids"]) < 2 and doc_id not in st["ids"]:
+            st["ids"].append(doc_id)
+    return st
+
+
+def _totals(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: {sp: sum(st[k][sp] for st in stats) for sp in SPLITS}
+                           for k in ("docs", "bytes", "tokens") if all(k in st for st in stats)}
+    out["distinct"] = len({i for st in stats for i in st["ids"]})
+    return out
+
+
+def _check_split(totals: dict[str, Any], corpus: Corpus, before_overrides: bool = False) -> None:
+    if totals["distinct"] == 0:
+        raise ValueError(f"corpus {corpus.label} has no text; point data.path at non-empty UTF-8 files")
+    if totals["distinct"] < 2:
+        raise ValueError(f"the corpus {corpus.label} has 1 document; the validation split is by document, so give at "
+                         "least 2 (several files, or one JSONL line per document)")
+    if not before_overrides and min(totals["docs"].values()) == 0:
+        raise ValueError(f"the corpus {corpus.label} has no document for one of the splits (all copies of one "
+                         "document?); give at least 2 different documents")
+
+
+def _overrides(totals: dict[str, Any], stats: list[dict[str, Any]]) -> dict[str, str]:
+    """At least one validation document and never all: the lowest-keyed document joins val, or the highest-keyed
+    validation document joins train (the same documents whichever way the corpus was cut)."""
+    if totals["docs"]["val"] == 0:
+        return {min((st["min_key"] for st in stats if st["min_key"]), key=lambda k: k[0])[1]: "val"}
+    if totals["docs"]["train"] == 0:
+        return {max((st["max_val_key"] for st in stats if st["max_val_key"]), key=lambda k: k[0])[1]: "train"}
+    return {}
+
+
+def _unit_ids(st: dict[str, Any]) -> set[str]:
+    return {k[1] for k in (st["min_key"], st["max_val_key"]) if k}
+
+
+# ---- encoding the units, in this process or in a pool of forked workers -------------------------------------
+
+_JOB: tuple[Corpus, UnitJob, Path, int | None] | None = None  # set before forking: workers inherit it
+_ENCODER: Any = None
+
+
+def _encode_one(i: int, corpus: Corpus, job: UnitJob, tok_file: Path, max_bytes: int | None,
+                threads: int | None) -> dict[str, Any]:
+    global _ENCODER
+    if _ENCODER is None or _ENCODER[0] != tok_file:
+        enc = load_encoder(tok_file, threads=threads)
+        _ENCODER = (tok_file, enc, enc.token_bytes())
+    _, enc, token_bytes = _ENCODER
+    docs = limit(corpus.read_unit(corpus.units[i]), max_bytes)
+    return encode_unit(docs, i, job, enc, token_bytes, f"corpus {corpus.label}")
+
+
+def _worker_init() -> None:
+    # one thread per worker process: the parallelism is the processes (HF tokenizers reads this lazily)
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def _worker(i: int) -> tuple[int, dict[str, Any]]:
+    assert _JOB is not None
+    corpus, job, tok_file, max_bytes = _JOB
+    return i, _encode_one(i, corpus, job, tok_file, max_bytes, threads=1)
+
+
+def _encode_units(s: DataSettings, corpus: Corpus, job: UnitJob, tok_file: Path, progress: bool) -> list[dict]:
+    global _JOB
+    n = len(corpus.units)
+    stats: list[dict | None] = [read_unit_stats(job.out_dir, i, job.dtype) for i in range(n)]
+    todo = [i for i in range(n) if stats[i] is None]
+    procs = min(s.num_proc or os.cpu_count() or 1, len(todo)) if todo else 0
+    bar = _progress(sum(corpus.unit_bytes), sum(corpus.unit_bytes[i] for i in range(n) if stats[i] is not None),
+                    progress, f"prepare {corpus.name} ({n - len(todo)}/{n} units done, {max(procs, 1)} processes)")
+    try:
+        if procs <= 1:
+            for i in todo:
+                stats[i] = _encode_one(i, corpus, job, tok_file, s.max_bytes, threads=None)
+                bar.update(corpus.unit_bytes[i])
+        else:
+            _JOB = (corpus, job, tok_file, s.max_bytes)
+            with multiprocessing.get_context("fork").Pool(procs, initializer=_worker_init) as pool:
+                for i, st in pool.imap_unordered(_worker, todo):
+                    stats[i] = st
+                    bar.update(corpus.unit_bytes[i])
+    finally:
+        _JOB = None
+        bar.close()
+    return [st for st in stats if st is not None]
+
+
+def _progress(total: int, done: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
+                disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def _concatenate(parts: list[Path], out: Path) -> None:
+    with open(out, "wb") as dst:
+        for part in parts:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, dst, 16 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())  # durable before the rename publishes the entry

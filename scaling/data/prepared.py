@@ -7,25 +7,54 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import sentencepiece as spm
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 from scaling.data.batches import TrainBatches, ValSet
-from scaling.data.tokenizer import token_bytes
+from scaling.data.tokenizer import SentencePieceEncoder
+
+_ENCODERS: dict[tuple, Any] = {}
+
+
+def load_encoder(path: Path, threads: int | None = None):
+    """The encoder for a tokenizer file: a trained SentencePiece tokenizer.model or a Hugging Face tokenizer.json.
+    Loaded once per process (a 100K-token tokenizer.json takes ~0.1 s to parse)."""
+    key = (str(path), path.stat().st_mtime_ns, threads)
+    if key not in _ENCODERS:
+        if path.suffix == ".model":
+            _ENCODERS[key] = SentencePieceEncoder(path, threads)
+        else:
+            from scaling.data.pretrained import HFEncoder
+
+            _ENCODERS[key] = HFEncoder(path)
+    return _ENCODERS[key]
 
 
 @dataclass(frozen=True)
 class PreparedData:
     dir: Path
     meta: dict[str, Any]
-    _views: dict[tuple, TrainBatches | ValSet] = field(default_factory=dict, repr=False, compare=False)
+    _views: dict[tuple, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @cached_property
-    def tokenizer(self) -> spm.SentencePieceProcessor:
-        return spm.SentencePieceProcessor(model_file=str(self.dir / "tokenizer.model"))
+    def encoder(self):
+        """SentencePieceEncoder or pretrained.HFEncoder: encode/decode/token_bytes whatever made the tokens."""
+        return load_encoder(self.tokenizer_file)
+
+    @property
+    def tokenizer_file(self) -> Path:
+        model = self.dir / "tokenizer.model"
+        return model if model.is_file() else self.dir / "tokenizer.json"
+
+    @property
+    def tokenizer(self):
+        """The library's own tokenizer object (sentencepiece.SentencePieceProcessor or tokenizers.Tokenizer)."""
+        enc = self.encoder
+        return enc.sp if enc.kind == "sentencepiece" else enc.tok
 
     @property
     def vocab_size(self) -> int:
@@ -55,26 +84,31 @@ class PreparedData:
     def val_bytes(self) -> int:
         return self.meta["bytes"]["val"]
 
-    def _memmap(self, split: str) -> np.memmap:
+    def _memmap(self, split: str) -> np.ndarray:
+        external = self.meta.get("token_files")  # data=tokens: the user's files, used in place
+        if external:
+            from scaling.data.token_files import open_tokens
+
+            return open_tokens(Path(external[split]), self.meta["dtype"])
         return np.memmap(self.dir / f"{split}.bin", dtype=self.meta["dtype"], mode="r")
 
-    def train_tokens(self) -> np.memmap:
+    def train_tokens(self) -> np.ndarray:
         return self._memmap("train")
 
-    def val_tokens(self) -> np.memmap:
+    def val_tokens(self) -> np.ndarray:
         return self._memmap("val")
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+        return self.encoder.encode(text)
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode([int(i) for i in ids if i != self.bos_id])
+        return self.encoder.decode([int(i) for i in ids if i != self.bos_id])
 
     @cached_property
     def token_bytes(self) -> np.ndarray:
-        return token_bytes(self.tokenizer)
+        return self.encoder.token_bytes()
 
-    def bpb(self, val_loss_nats: float, n_tokens_evaluated: int, n_bytes: int | None = None) -> float:
+    def bpb(self, val_loss_nats: float, n_tokens_evaluated: int, n_bytes: float | None = None) -> float:
         """Bits per byte = loss * tokens / (ln 2 * bytes). Without n_bytes, the evaluated tokens are assumed to
         cover val_bytes / val_tokens_count bytes each (exact for the whole split, an estimate for a subset);
         pass ValSet.n_bytes (or use ValSet.bpb) for the exact bytes of a subset."""

@@ -46,3 +46,28 @@ def token_bytes(sp: spm.SentencePieceProcessor) -> np.ndarray:
         elif not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)):
             out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode())
     return out
+
+
+class SentencePieceEncoder:
+    """A trained SentencePiece model behind the interface the data pipeline uses: vocab_size, bos_id (the
+    document separator), encode_batch, encode, decode and token_bytes (see pretrained.HFEncoder)."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_file: Path, threads: int | None = None):
+        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.vocab_size = self.sp.get_piece_size()
+        self.bos_id = self.sp.bos_id()
+        self.threads = threads or min(os.cpu_count() or 1, 16)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts, num_threads=self.threads)
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def decode(self, ids: list[int]) -> str:
+        return self.sp.decode(ids)
+
+    def token_bytes(self) -> np.ndarray:
+        return token_bytes(self.sp)

@@ -1,0 +1,177 @@
+"""Every law on one dataset's usable runs: the sections of the report (hparams, isoflop, loss, conventions,
+parametric), each absent with its reason when the data cannot support it.
+
+A section whose sweep kind is simply not in the data (no hparams runs in an IsoFLOP table) is "not applicable",
+which is not a warning; a section that had runs but could not be fitted is "skipped" with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.hparams import fit_hparams
+from analysis.isoflop import WINDOW, fit_isoflop
+from analysis.losscurve import backtest, fit_losscurve
+from analysis.parametric import fit_parametric
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """The fitting options of `analysis.fit` (CLI flags of the same names)."""
+
+    band: float = 0.0025  # near-optimal band, relative to each grid's best loss
+    bootstrap: int = 1000  # resamples (0 = no CIs)
+    seed: int = 0
+    min_budgets: int = 3
+    rtol: float = 1.15  # C ratio within which runs without `budget` group
+    off_centre: float = 2 / 3  # IsoFLOP vertex limit, as a fraction of the fitted half-width
+    iso_window: float = WINDOW  # decades either side of each profile's best size (0 = all points)
+    hparams_form: str = "C"  # "C" (DeepSeek) or "MD" (Step Law): which form extrapolates
+    tie: bool = False  # parametric alpha = beta
+    fix_E: float | None = None  # parametric E fixed
+    robust: float | None = None  # parametric: drop runs beyond this many robust SDs, refit once
+
+    def check(self) -> None:
+        if self.band < 0 or self.bootstrap < 0 or self.min_budgets < 2 or self.rtol <= 1 or self.iso_window < 0:
+            raise ValueError("need --band >= 0, --bootstrap >= 0, --min-budgets >= 2, --rtol > 1 and --iso-window >= 0")
+        if self.hparams_form not in ("C", "MD"):
+            raise ValueError(f"--hparams-form must be C or MD, not {self.hparams_form!r}")
+        if (self.fix_E is not None and not self.fix_E > 0) or (self.robust is not None and not self.robust > 0):
+            raise ValueError("--fix-E and --robust need a positive value")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_OPTIONS = FitOptions()
+
+
+def _grid_keys(hp: pd.DataFrame) -> np.ndarray:
+    """One key per lr x batch grid: the `grid` column where given, else the model (M) at its budget."""
+    auto = [f"C={b:.4g} M={m:.6g}" for b, m in zip(hp.budget_group, hp.M)]
+    return np.array([g if isinstance(g, str) and g else a for g, a in zip(hp.grid, auto)])
+
+
+def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
+    h = fit_hparams(
+        _grid_keys(hp),
+        hp.budget_group,
+        hp.C,
+        hp.lr,
+        hp.batch_size,
+        hp.loss,
+        o.band,
+        o.bootstrap,
+        o.seed,
+        o.min_budgets,
+        N=hp.N,
+        D=hp.D,
+        M=hp.M,
+    )
+    res["in_band"] = pd.Series(h.pop("in_band"), index=hp.index)
+    if "skipped" in h:
+        res["skipped"]["hparams"] = h["skipped"]
+        return
+    h["form"] = o.hparams_form
+    if o.hparams_form == "MD" and "MD" not in h:
+        h["form"] = "C"
+        res["warnings"].append(f"--hparams-form MD: {h['MD_skipped']}; extrapolating with the C form")
+    mixed = [b for b in h["budgets"] if b["n_models"] > 1]
+    if mixed:
+        res["warnings"].append(
+            f"{len(mixed)} hparams grid(s) mix model sizes (e.g. grid {mixed[0]['grid']}: "
+            f"{mixed[0]['n_models']} sizes); their near-optimal bands pool different models"
+        )
+    res["hparams"] = h
+
+
+def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
+    b, C, L = iso.budget_group.to_numpy(), iso.C.to_numpy(), iso.loss.to_numpy()
+    r = fit_isoflop(b, iso.M.to_numpy(), C, L, o.bootstrap, o.seed, o.min_budgets, o.off_centre, o.iso_window)
+    for bud in r["budgets"]:
+        if not bud["used"]:
+            for i in iso.index[b == bud["budget"]]:
+                why = "; ".join(bud["warnings"])
+                res["run_notes"][i] = f"budget C={bud['C']:.3g} left out of the IsoFLOP law: {why}"
+    if "skipped" in r:
+        res["skipped"]["isoflop"] = r["skipped"]
+    else:
+        res["isoflop"] = r
+        used = [x for x in r["budgets"] if x["used"]]
+        Cs, Ls, Ms = ([x[k] for x in used] for k in ("C", "loss_min", "M_opt"))
+        boot_L = np.stack([x["boot_loss"] for x in used], -1) if o.bootstrap else None
+        loss = fit_losscurve(Cs, Ls, boot_L, o.min_budgets)
+        if "skipped" in loss:
+            res["skipped"]["loss"] = loss["skipped"]
+        else:
+            res["loss"] = loss | {"backtest": backtest(Cs, Ls, Ms, o.min_budgets)}
+    conv = {}
+    for name, scale in (("M", iso.M), ("6N1", 6 * iso.N1), ("6N2", 6 * iso.N2)):
+        if not np.all(np.isfinite(scale)):
+            conv[name] = {"skipped": f"column {name.lstrip('6')} missing for some isoflop runs"}
+            continue
+        c = fit_isoflop(
+            b,
+            scale.to_numpy(),
+            scale.to_numpy() * iso.D.to_numpy(),
+            L,
+            o.bootstrap,
+            o.seed,
+            o.min_budgets,
+            o.off_centre,
+            o.iso_window,
+        )
+        conv[name] = {k: c[k] for k in ("M_opt", "D_opt")} if "M_opt" in c else {"skipped": c["skipped"]}
+    if any("M_opt" in v for k, v in conv.items() if k != "M"):
+        res["conventions"] = conv
+
+
+def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
+    try:
+        p = fit_parametric(
+            pts.N.to_numpy(),
+            pts.D.to_numpy(),
+            pts.loss.to_numpy(),
+            o.bootstrap,
+            o.seed,
+            tie=o.tie,
+            fix_E=o.fix_E,
+            robust=o.robust,
+        )
+    except (np.linalg.LinAlgError, FloatingPointError) as e:  # the other laws still stand; say why this one is absent
+        p = {"skipped": f"the parametric fit failed numerically ({e}); too few or too degenerate runs"}
+    if "skipped" in p:
+        res["skipped"]["parametric"] = p["skipped"]
+        return
+    p["dropped_runs"] = [str(pts.run_id.iloc[i]) for i in p.pop("dropped")]
+    p["sweeps"] = sorted(set(pts.sweep))
+    res["parametric"] = p
+
+
+def fit_dataset(df: pd.DataFrame, o: FitOptions = DEFAULT_OPTIONS) -> dict:
+    """Every law on one dataset's usable runs (column `budget_group` set). Keys "boot" and "boot_*" hold
+    bootstrap samples; "in_band" and "run_notes" are per-run results the caller moves into the run table."""
+    res: dict = {"n_used": int(len(df)), "skipped": {}, "not_applicable": {}, "run_notes": {}, "warnings": []}
+    hp, iso = df[df.sweep == "hparams"], df[df.sweep == "isoflop"]
+    if hp.empty:
+        res["not_applicable"]["hparams"] = "no hparams runs"
+    else:
+        _hparams(hp, o, res)
+    if iso.empty:
+        res["not_applicable"]["isoflop"] = "no isoflop runs"
+    else:
+        _isoflop(iso, o, res)
+    pts = df[df.sweep.isin(("isoflop", "grid"))]
+    if pts.empty:
+        res["not_applicable"]["parametric"] = "no isoflop or grid runs"
+    else:
+        _parametric(pts, o, res)
+    res["n_section"] = {
+        "hparams": int(len(hp)),
+        "isoflop": int(len(iso)) - len(res["run_notes"]),
+        "parametric": int((res.get("parametric") or {}).get("n_runs", 0)),
+    }
+    return res

@@ -1,0 +1,217 @@
+"""Streamed readers for corpus shards: .txt/.md, JSON lines (.jsonl, optionally .gz or .zst) and .parquet.
+
+Every reader yields (doc_id, text) one document at a time from a stream, so memory stays bounded whatever the
+shard size; every failure names the file (and line or row) and what to do. Compressed JSON lines also come as
+`.json.gz`/`.json.zst` (Dolma's naming). pyarrow and zstandard are imported only when such a shard is read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+TEXT_SUFFIXES = (".txt", ".md")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".json.zst")
+PARQUET_SUFFIXES = (".parquet",)
+SUFFIXES = TEXT_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES
+CHUNK_CHARS = 16_000  # text files are cut into documents of about this size, so one book still splits by document
+PARQUET_BATCH_ROWS = 1024
+Doc = tuple[str, str]  # (doc_id, text); the id decides the train/val split, so it must be stable
+
+
+def shard_suffix(path: Path) -> str | None:
+    """The readable format of `path` (one of SUFFIXES), or None."""
+    name = path.name.lower()
+    return next((s for s in sorted(SUFFIXES, key=len, reverse=True) if name.endswith(s)), None)
+
+
+def read_shard(path: Path, rel: str, text_field: str = "text", id_field: str | None = None) -> Iterator[Doc]:
+    """Documents of one shard; `rel` (its path relative to the corpus root) prefixes every id."""
+    suffix = shard_suffix(path)
+    if suffix in TEXT_SUFFIXES:
+        for k, chunk in enumerate(_chunks(_text_lines(path))):
+            yield f"{rel}#{k}", chunk
+    elif suffix in JSONL_SUFFIXES:
+        yield from _jsonl(path, rel, text_field, id_field)
+    elif suffix in PARQUET_SUFFIXES:
+        yield from _parquet(path, rel, text_field, id_field)
+    else:
+        raise ValueError(f"{path} is not a readable shard ({'/'.join(SUFFIXES)}); convert it or remove it")
+
+
+def optional(module: str, path: Path):
+    """A reader's library, imported when a shard needs it; a one-line error when it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ValueError(f"reading {path} needs {module.split('.')[0]}: pip install 'scaling-lab[corpora]'") from None
+
+
+def read_text(path: Path) -> str:
+    """A whole UTF-8 file (for corpora whose documents are whole files)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path} is not UTF-8 text (bad byte at offset {e.start}); convert it to UTF-8 or remove it"
+        ) from None
+    except OSError as e:
+        raise ValueError(f"cannot read {path} ({e.strerror}); check data.path and its permissions") from None
+
+
+def doc_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _text_lines(path: Path) -> Iterator[str]:
+    """Lines (with their '\n') of a UTF-8 file; split on b'\n' only, so the pieces join back to the file exactly."""
+    with _open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"{path}:{n} is not UTF-8 text (bad byte at column {e.start + 1}); convert the "
+                    "file to UTF-8 or remove it"
+                ) from None
+
+
+def _chunks(lines: Iterator[str]) -> Iterator[str]:
+    """Consecutive pieces of the text (joined, they are the text), each ending at a blank line once it holds
+    CHUNK_CHARS characters, or at any line end once it holds 4x that (text without paragraphs)."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line)
+        if size >= 4 * CHUNK_CHARS or (size >= CHUNK_CHARS and not line.strip()):
+            yield "".join(chunk)
+            chunk, size = [], 0
+    if chunk:
+        yield "".join(chunk)
+
+
+def _open(path: Path, mode: str) -> IO[bytes]:
+    try:
+        return open(path, mode)
+    except OSError as e:
+        raise ValueError(f"cannot read {path} ({e.strerror}); check data.path and its permissions") from None
+
+
+def _binary_lines(path: Path) -> Iterator[bytes]:
+    """Raw lines of a possibly compressed file, decompressed as a stream; a damaged shard is named."""
+    name = path.name.lower()
+    fh = _open(path, "rb")
+    try:
+        if name.endswith(".gz"):
+            stream: IO[bytes] = gzip.GzipFile(fileobj=fh)  # type: ignore[assignment]
+        elif name.endswith(".zst"):
+            zstandard = optional("zstandard", path)
+            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh))
+        else:
+            stream = fh
+        yield from stream
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(
+            f"cannot decompress {path} ({e}); the shard is damaged or truncated: fetch it again or remove it"
+        ) from None
+    except Exception as e:
+        if type(e).__name__ == "ZstdError":
+            raise ValueError(
+                f"cannot decompress {path} ({e}); the shard is damaged or truncated: fetch it again or remove it"
+            ) from None
+        raise
+    finally:
+        fh.close()
+
+
+def _jsonl(path: Path, rel: str, text_field: str, id_field: str | None) -> Iterator[Doc]:
+    """One document per line: {text_field: ...} with an optional id; without one the text's hash is the id,
+    so duplicated documents always fall into the same split."""
+    for n, line in enumerate(_binary_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{n} is not valid JSON ({e.msg}); write one JSON object per line") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}:{n} is not UTF-8 text (bad byte at column {e.start + 1}); convert the file to "
+                "UTF-8 or remove the line"
+            ) from None
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
+            raise ValueError(
+                f"{path}:{n} has no string '{text_field}' field (got {keys}); "
+                f'write each line as {{"{text_field}": "..."}} or set data.text_field'
+            ) from None
+        yield f"{rel}#{_doc_id(row, text_field, id_field, f'{path}:{n}')}", row[text_field]
+
+
+def _doc_id(row: dict[str, Any], text_field: str, id_field: str | None, where: str) -> str:
+    if id_field is not None:
+        if row.get(id_field) is None:
+            raise ValueError(
+                f"{where} has no '{id_field}' field (data.id_field); add it to every row or leave "
+                "data.id_field unset (ids then come from 'id' or a hash of the text)"
+            )
+        return str(row[id_field])
+    return str(row["id"]) if row.get("id") is not None else doc_hash(row[text_field])
+
+
+def _parquet(path: Path, rel: str, text_field: str, id_field: str | None) -> Iterator[Doc]:
+    pa = optional("pyarrow", path)
+    pq = optional("pyarrow.parquet", path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(
+            f"cannot read {path} as parquet ({_first_line(e)}); the shard is damaged or not parquet: "
+            "fetch it again or remove it"
+        ) from None
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise ValueError(
+            f"{path} has no column '{text_field}' (columns: {', '.join(names)}); set data.text_field "
+            "to the column that holds the text"
+        )
+    if not pa.types.is_string(pf.schema_arrow.field(text_field).type) and not pa.types.is_large_string(
+        pf.schema_arrow.field(text_field).type
+    ):
+        raise ValueError(
+            f"{path} column '{text_field}' holds {pf.schema_arrow.field(text_field).type}, not text; set "
+            "data.text_field to a string column"
+        )
+    if id_field is not None and id_field not in names:
+        raise ValueError(
+            f"{path} has no column '{id_field}' (data.id_field; columns: {', '.join(names)}); fix "
+            "data.id_field or leave it unset"
+        )
+    id_col = id_field or ("id" if "id" in names else None)
+    columns = [text_field] + ([id_col] if id_col else [])
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+            texts = batch.column(0).to_pylist()
+            ids = batch.column(1).to_pylist() if id_col else [None] * len(texts)
+            for text, doc_id in zip(texts, ids):
+                if text is None:
+                    raise ValueError(f"{path} row {row} has a null '{text_field}'; drop such rows or fill them")
+                yield f"{rel}#{doc_hash(text) if doc_id is None else doc_id}", text
+                row += 1
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(
+            f"cannot read {path} near row {row} ({_first_line(e)}); the shard is damaged: fetch it again or remove it"
+        ) from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]

@@ -1,0 +1,54 @@
+"""data.vocab_size from a pretrained tokenizer: the model's vocabulary must cover every id it can produce.
+
+With `data.tokenizer=PATH/tokenizer.json` the tokenizer, not the config, decides the vocabulary: data.vocab_size is
+raised to the tokenizer's size (ids 0..max), and a larger value is kept as padding of the embedding (DeepSeek pads
+its 100,015 tokens to 102,400). It is applied to the composed config before anything is hashed or built, so
+`model.vocab_size=${data.vocab_size}`, count_flops, the config hash and the record all see the real value.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@lru_cache(maxsize=8)
+def _size(path: str, mtime_ns: int) -> int:
+    from scaling.data import pretrained
+
+    return pretrained.vocab_size(pretrained.load(Path(path)))
+
+
+def pretrained_vocab_size(tokenizer: object) -> int | None:
+    """The vocabulary of data.tokenizer when it names a tokenizer file, else None (SentencePiece is trained to size)."""
+    if not isinstance(tokenizer, str) or tokenizer == "sentencepiece":
+        return None
+    path = Path(os.path.expanduser(tokenizer)).resolve()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(
+            f"data.tokenizer={tokenizer} is not a file; give sentencepiece or the path to a Hugging Face tokenizer.json"
+        )
+    if path.suffix == ".model":  # a SentencePiece model that came with pre-tokenized files
+        import sentencepiece as spm
+
+        return spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+    return _size(str(path), path.stat().st_mtime_ns)
+
+
+def resolve_vocab(cfg: DictConfig) -> DictConfig:
+    """cfg with data.vocab_size raised to a pretrained tokenizer's size (a copy; cfg itself is left alone)."""
+    data = cfg.get("data")
+    if data is None:
+        return cfg
+    size = pretrained_vocab_size(OmegaConf.select(cfg, "data.tokenizer"))
+    if size is None or (isinstance(data.get("vocab_size"), int) and data.vocab_size >= size):
+        return cfg
+    out = copy.deepcopy(cfg)
+    out.data.vocab_size = size
+    return out

@@ -1,0 +1,264 @@
+"""Experiment trackers for a run: `train.loggers=[tensorboard,wandb,mlflow]` (default none).
+
+metrics.jsonl stays the source of truth; a tracker is a view of the same rows for people who watch runs in
+TensorBoard, Weights & Biases or MLflow. Only rank 0 opens trackers. Each is optional and offline-safe: a package
+that is not installed, a server that cannot be reached, or a tracker that fails mid-run gives ONE warning and the
+run goes on without it.
+
+Where each writes, and how a sweep's runs are grouped:
+  tensorboard  <run dir>/tb/ (event files); `tensorboard --logdir <sweep dir>` shows a sweep's runs side by side
+  wandb        <run dir>/wandb/; project $WANDB_PROJECT (default scaling-lab), group "<sweep dir> C=<budget>",
+               job_type the sweep kind; offline unless WANDB_MODE says otherwise or WANDB_API_KEY is set
+               (offline runs upload later with `wandb sync <run dir>/wandb/offline-run-*`)
+  mlflow       $MLFLOW_TRACKING_URI, else MLflow's local file store <sweep dir>/mlruns (`mlflow ui
+               --backend-store-uri <sweep dir>/mlruns`); experiment = the sweep dir's name, run name = run id
+Every run is tagged with TAG_KEYS (run_id, sweep, budget, M, D, lr, batch_size, config_hash, group). Metrics are
+logged against tokens trained (so runs with different batch sizes line up) under METRIC_KEYS' names.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("tensorboard", "wandb", "mlflow")
+TAG_KEYS = ("run_id", "sweep", "budget", "M", "D", "lr", "batch_size", "config_hash", "group")
+# metrics.jsonl column -> tracker key
+METRIC_KEYS = {
+    "loss": "train/loss",
+    "loss_ema": "train/loss_ema",
+    "lr": "train/lr",
+    "grad_norm": "train/grad_norm",
+    "tokens_per_s": "train/tokens_per_s",
+    "val_loss": "val/loss",
+    "flops": "train/flops",
+}
+# result.json key -> tracker summary key, logged once at the end
+FINAL_KEYS = {
+    "val_loss": "final/val_loss",
+    "val_bpb": "final/val_bpb",
+    "train_loss": "final/train_loss",
+    "tokens_per_s": "final/tokens_per_s",
+    "wall_time_s": "final/wall_time_s",
+}
+
+
+def check_loggers(names: Any) -> list[str]:
+    """train.loggers as a list of backend names; ValueError naming the bad entry (call before writing anything)."""
+    if names is None:
+        return []
+    if isinstance(names, str) or not isinstance(names, Sequence):
+        raise ValueError(f"train.loggers={names!r} must be a list, e.g. train.loggers=[tensorboard,wandb]")
+    out = []
+    for n in names:
+        if n not in BACKENDS:
+            raise ValueError(f"train.loggers: unknown tracker {n!r}; choose among {', '.join(BACKENDS)}")
+        if n not in out:
+            out.append(str(n))
+    return out
+
+
+def run_tags(record: dict, run_dir: Path) -> dict[str, Any]:
+    """The tags every tracker gets, from the run's record (result.json keys)."""
+    sweep_dir = Path(run_dir).resolve().parent.name
+    budget = record.get("budget")
+    group = f"{sweep_dir} C={float(budget):.3g}" if isinstance(budget, (int, float)) else sweep_dir
+    tags = {k: record.get(k) for k in TAG_KEYS if k != "group"}
+    return tags | {"group": group}
+
+
+class Trackers:
+    """The open trackers of one run: `log(row)` for each metrics.jsonl row, `close(result)` at the end."""
+
+    def __init__(self, backends: list[_Backend], M: float | None = None):
+        self.backends = backends
+        self.M = M
+
+    def __bool__(self) -> bool:
+        return bool(self.backends)
+
+    def log(self, row: dict) -> None:
+        if not self.backends:
+            return
+        tokens = int(row.get("tokens") or 0)
+        values = {
+            METRIC_KEYS[k]: float(v)
+            for k, v in row.items()
+            if k in METRIC_KEYS and isinstance(v, (int, float)) and math.isfinite(v)
+        }
+        if self.M:
+            values[METRIC_KEYS["flops"]] = float(self.M) * tokens
+        self._each("log", values, tokens)
+
+    def close(self, result: dict | None = None) -> None:
+        summary = {
+            v: float(result[k])
+            for k, v in FINAL_KEYS.items()
+            if result and isinstance(result.get(k), (int, float)) and math.isfinite(result[k])
+        }
+        status = str((result or {}).get("status") or "unfinished")
+        self._each("close", summary, status)
+        self.backends = []
+
+    def _each(self, method: str, *args: Any) -> None:
+        for b in list(self.backends):
+            try:
+                getattr(b, method)(*args)
+            except Exception as e:  # noqa: BLE001 -- a tracker never takes a run down: warn once, drop it
+                warnings.warn(
+                    f"train.loggers: {b.name} failed ({type(e).__name__}: {_first_line(e)}); "
+                    f"continuing without it (metrics.jsonl has every row)",
+                    stacklevel=3,
+                )
+                self.backends.remove(b)
+
+
+def open_trackers(names: Sequence[str], run_dir: Path, record: dict, is_main: bool = True) -> Trackers:
+    """Open the named trackers for a run (on rank 0 only); each one that cannot start gives one warning."""
+    if not is_main or not names:
+        return Trackers([])
+    tags = run_tags(record, run_dir)
+    backends: list[_Backend] = []
+    for name in check_loggers(list(names)):
+        try:
+            backends.append(_OPENERS[name](Path(run_dir), tags))
+        except ImportError as e:
+            warnings.warn(
+                f"train.loggers: {name} is not installed ({e.name or e}); pip install -e '.[{name}]'. "
+                f"The run goes on, logging to metrics.jsonl only",
+                stacklevel=2,
+            )
+        except Exception as e:  # noqa: BLE001 -- unreachable server, bad credentials, full disk: the run goes on
+            warnings.warn(
+                f"train.loggers: {name} could not start ({type(e).__name__}: {_first_line(e)}); "
+                f"the run goes on, logging to metrics.jsonl only",
+                stacklevel=2,
+            )
+    return Trackers(backends, record.get("M"))
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+def _plain(v: Any) -> Any:
+    return v if v is None or isinstance(v, (str, int, float, bool)) else str(v)
+
+
+class _Backend:
+    name = ""
+
+    def log(self, values: dict[str, float], tokens: int) -> None:
+        raise NotImplementedError
+
+    def close(self, summary: dict[str, float], status: str) -> None:
+        raise NotImplementedError
+
+
+class _TensorBoard(_Backend):
+    name = "tensorboard"
+
+    def __init__(self, run_dir: Path, tags: dict[str, Any]):
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+        table = "\n".join(f"| {k} | {v} |" for k, v in tags.items())
+        self.writer.add_text("run", f"| key | value |\n| --- | --- |\n{table}", global_step=0)
+
+    def log(self, values: dict[str, float], tokens: int) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, global_step=tokens)
+        self.writer.flush()
+
+    def close(self, summary: dict[str, float], status: str) -> None:
+        self.writer.add_text("status", status)
+        for k, v in summary.items():
+            self.writer.add_scalar(k, v, global_step=0)
+        self.writer.close()
+
+
+class _WandB(_Backend):
+    name = "wandb"
+
+    def __init__(self, run_dir: Path, tags: dict[str, Any]):
+        import wandb
+
+        mode: Any = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "scaling-lab"),
+            dir=str(run_dir),
+            mode=mode,
+            name=str(tags.get("run_id")),
+            group=tags["group"],
+            job_type=str(tags.get("sweep") or "run"),
+            config={k: _plain(v) for k, v in tags.items()},
+            reinit="create_new",
+            # A server that does not answer must not hold the run: give up after 60 s (then one warning).
+            settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
+        )
+
+    def log(self, values: dict[str, float], tokens: int) -> None:
+        self.run.log(values, step=tokens)
+
+    def close(self, summary: dict[str, float], status: str) -> None:
+        self.run.summary.update(summary | {"status": status})
+        self.run.finish(exit_code=0 if status in ("completed", "diverged") else 1)
+
+
+class _MLflow(_Backend):
+    name = "mlflow"
+
+    def __init__(self, run_dir: Path, tags: dict[str, Any]):
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        # MLflow retries an unreachable server for minutes by default; a run should warn and go on much sooner.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        if not uri:
+            # MLflow 3 keeps the file store in maintenance mode behind this opt-in; it needs no server or database
+            # migration (a new sqlite store takes ~10 s to create) and each run writes only its own directory.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = (run_dir.resolve().parent / "mlruns").as_uri()
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        name = run_dir.resolve().parent.name
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                exp_id = self.client.create_experiment(name)
+            except Exception:  # noqa: BLE001 -- another run of the sweep created it first
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                exp_id = exp.experiment_id
+        else:
+            exp_id = exp.experiment_id
+        self.run_id = self.client.create_run(
+            exp_id, run_name=str(tags.get("run_id")), tags={k: str(v) for k, v in tags.items()}
+        ).info.run_id
+
+    def log(self, values: dict[str, float], tokens: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in values.items()])
+
+    def close(self, summary: dict[str, float], status: str) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        if summary:
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        self.client.set_tag(self.run_id, "status", status)
+        self.client.set_terminated(self.run_id, "FINISHED" if status in ("completed", "diverged") else "FAILED")
+
+
+_OPENERS = {"tensorboard": _TensorBoard, "wandb": _WandB, "mlflow": _MLflow}

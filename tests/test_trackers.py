@@ -1,0 +1,151 @@
+"""Experiment trackers (scaling.trackers): each writes where it should for a tiny run, offline; a missing package,
+an unreachable server or a tracker failing mid-run is one warning and the run goes on."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from scaling.trackers import METRIC_KEYS, TAG_KEYS, Trackers, check_loggers, open_trackers, run_tags
+from scaling.train import train_run
+
+FAST = [
+    "train.tokens=32768",
+    "train.batch_size=1024",
+    "train.eval_tokens=8192",
+    "train.log_every=4",
+    "run.sweep=isoflop",
+    "run.budget=1e10",
+]
+RECORD = {
+    "run_id": "r1",
+    "sweep": "isoflop",
+    "budget": 1e10,
+    "M": 1e5,
+    "D": 4096,
+    "lr": 1e-3,
+    "batch_size": 1024,
+    "config_hash": "abc",
+}
+ROWS = [
+    {"step": s, "tokens": 1024 * s, "loss": 6.0 - s, "loss_ema": 6.0, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 1e4}
+    for s in (1, 2, 3)
+]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_logger_names_are_checked_before_anything_is_written(make_cfg, tmp_path):
+    assert check_loggers(["wandb", "tensorboard", "wandb"]) == ["wandb", "tensorboard"] and check_loggers(None) == []
+    for bad, why in ((["tensorbord"], "unknown tracker 'tensorbord'"), ("wandb", "must be a list")):
+        with pytest.raises(ValueError, match=why):
+            check_loggers(bad)
+    with pytest.raises(ValueError, match="tensorbord"):
+        train_run(make_cfg(*FAST, "train.loggers=[tensorbord]"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_tags_group_a_sweeps_runs(tmp_path):
+    tags = run_tags(RECORD, tmp_path / "isoflop" / "r1")
+    assert list(tags) == list(TAG_KEYS) and tags["group"] == "isoflop C=1e+10" and tags["M"] == 1e5
+
+
+def test_a_missing_package_is_one_warning(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError, as when not installed
+    with pytest.warns(UserWarning, match=r"wandb is not installed .*pip install -e '\.\[wandb\]'") as w:
+        t = open_trackers(["wandb"], tmp_path / "isoflop" / "r1", RECORD)
+    assert len(w) == 1 and not t
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing more: logging and closing are silent no-ops
+        for row in ROWS:
+            t.log(row)
+        t.close({"status": "completed"})
+    assert open_trackers(["wandb"], tmp_path, RECORD, is_main=False).backends == []  # ranks > 0 open nothing
+
+
+def test_a_tracker_failing_mid_run_is_one_warning_then_dropped():
+    class Flaky:
+        name = "flaky"
+        calls = 0
+
+        def log(self, values, tokens):
+            Flaky.calls += 1
+            raise ConnectionError("server went away")
+
+        def close(self, summary, status):
+            raise AssertionError("a dropped tracker is never called again")
+
+    t = Trackers([Flaky()], M=1e5)
+    with pytest.warns(UserWarning, match="flaky failed \\(ConnectionError: server went away\\)") as w:
+        for row in ROWS:
+            t.log(row)
+        t.close({"status": "completed"})
+    assert len(w) == 1 and Flaky.calls == 1
+
+
+@pytest.mark.slow  # importing mlflow alone takes ~3 s
+def test_an_unreachable_mlflow_server_is_one_warning(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # discard port: nothing listens
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    with pytest.warns(UserWarning, match="mlflow could not start") as w:
+        t = open_trackers(["mlflow"], tmp_path / "isoflop" / "r1", RECORD)
+    assert len(w) == 1 and not t
+
+
+def test_tensorboard_event_files_hold_the_metrics_rows(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "isoflop" / "r1"
+    t = open_trackers(["tensorboard"], run_dir, RECORD)
+    for row in ROWS:
+        t.log(row)
+    t.close({"status": "completed", "val_loss": 2.5})
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    loss = acc.Scalars("train/loss")
+    assert [e.step for e in loss] == [1024, 2048, 3072] and [e.value for e in loss] == [5.0, 4.0, 3.0]
+    assert [e.value for e in acc.Scalars("train/flops")] == [1e5 * 1024, 1e5 * 2048, 1e5 * 3072]
+    assert acc.Scalars("final/val_loss")[0].value == 2.5
+
+
+@pytest.mark.slow
+def test_each_tracker_writes_where_it_should_for_a_tiny_run(make_cfg, tmp_path, monkeypatch):
+    for pkg in ("tensorboard", "wandb", "mlflow"):
+        pytest.importorskip(pkg)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = tmp_path / "isoflop" / "r1"
+    result = train_run(make_cfg(*FAST, "run.id=r1", "train.loggers=[tensorboard,wandb,mlflow]"), run_dir)
+    assert result["status"] == "completed"
+    rows = _metrics(run_dir)  # the source of truth, unchanged by the trackers
+    assert [r["step"] for r in rows] == [4, 8, 12, 16, 20, 24, 28, 32]
+    tokens = [r["tokens"] for r in rows]
+
+    acc = EventAccumulator(str(run_dir / "tb"))  # TensorBoard: event files in the run dir
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == tokens
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([r["loss"] for r in rows])
+
+    (offline,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")  # W&B: one offline run in the run dir
+    data = offline.read_bytes()
+    assert b"train/loss" in data and b"isoflop C=1e+10" in data and result["config_hash"].encode() in data
+
+    (mlrun,) = [p for p in (tmp_path / "isoflop" / "mlruns").glob("*/*") if (p / "metrics").is_dir()]
+    steps = [int(line.split()[2]) for line in (mlrun / "metrics" / "train" / "loss").read_text().splitlines()]
+    assert steps == tokens  # MLflow: the sweep dir's file store, metrics against tokens, tagged
+    assert (mlrun / "tags" / "config_hash").read_text() == result["config_hash"]
+    assert (mlrun / "tags" / "group").read_text() == "isoflop C=1e+10"
+    assert set(METRIC_KEYS.values()) - {"val/loss"} <= {
+        f"train/{p.name}" for p in (mlrun / "metrics" / "train").iterdir()
+    }
