@@ -102,11 +102,13 @@ def _analyse(
     df.loc[ok, "budget_group"] = assign_budgets(df[ok], o.rtol)
     df["in_band"] = False
     df["note"] = ""
+    left_out: list[dict] = []
     per = {}
     for name, sub in df[ok].groupby("dataset", sort=True):
         r = fit_dataset(sub, o)
-        for i, why in r.pop("run_notes").items():
-            df.loc[i, "note"] = why
+        for i, notes in r.pop("run_notes").items():
+            df.loc[i, "note"] = "; ".join(f"{sec}: {why}" for sec, why in notes)
+            left_out += [{"run_id": df.at[i, "run_id"], "section": sec, "reason": why} for sec, why in notes]
         if "in_band" in r:
             mask = r.pop("in_band")
             df.loc[mask.index, "in_band"] = mask.to_numpy()
@@ -164,7 +166,7 @@ def _analyse(
         "datasets": per,
         "recommendations": recs,
         "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded} for r in df.itertuples() if r.excluded],
-        "left_out": [{"run_id": r.run_id, "section": "isoflop", "reason": r.note} for r in df.itertuples() if r.note],
+        "left_out": left_out,
         "warnings": warnings,
         "provenance": {
             "inputs": [str(p) if isinstance(p, Path) else "<DataFrame>" for p in paths],
@@ -201,7 +203,7 @@ def _analyse(
 
             for name, r in per.items():
                 suffix = "" if name == primary else f"_{_slug(name)}"
-                P.write_all(r, df[(df.dataset == name)], out / "plots", suffix, name)
+                P.write_all(r, df[(df.dataset == name)], out / "plots", suffix, name if len(per) > 1 else "")
             run_dirs = [p for p in paths if isinstance(p, Path) and p.is_dir()]
             if run_dirs:  # training curves too, when the inputs are run dirs with metrics.jsonl (analysis.curves)
                 from analysis.curve_plots import write_curve_plots

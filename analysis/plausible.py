@@ -53,7 +53,7 @@ def numbers_reason(r, lim: Limits) -> str:
         return "no finite loss"
     if not lim.loss_min < r.loss <= lim.loss_max:
         return (
-            f"implausible loss {r.loss:.3g} (plausible: ({lim.loss_min:g}, {lim.loss_max:g}] nats/token; "
+            f"implausible loss {r.loss:.6g} (plausible: ({lim.loss_min:g}, {lim.loss_max:g}] nats/token; "
             f"see --loss-range)"
         )
     # M and D first: a C derived from a bad M is reported as the M it came from.

@@ -50,7 +50,8 @@ def _nd(d: dict) -> str:
         lo_hi = ci.get(k)
         return f"{d[k]:.4f}" + (f" [{_g(lo_hi[0], '.4f')}, {_g(lo_hi[1], '.4f')}]" if lo_hi else "")
 
-    return f"{d['coef']:.4g} * N^{one('N_exponent')} * D^{one('D_exponent')} (exponent 95% CIs in brackets)"
+    n_term = "" if d["N_exponent"] == 0 else f" * N^{one('N_exponent')}"  # B_opt has no N term
+    return f"{d['coef']:.4g}{n_term} * D^{one('D_exponent')} (exponent 95% CIs in brackets)"
 
 
 def _window(w: dict | None) -> str:
@@ -102,7 +103,7 @@ def _dataset_md(name: str, r: dict) -> list[str]:
             f"| {b['C']:.3g} | {_g(b.get('M'), '.3g')} | {b['n_runs']} | {b['n_band']} | {b['best_lr']:.3g} | "
             f"{b['best_batch_size']:.3g} | {b['eta_fit']:.3g} | {b['B_fit']:.3g} | {_g(b['penalty_pct'], '.3f')} | "
             f"{_g(b.get('penalty_pct_MD'), '.3f')} | {b.get('note', '')} |"
-            for b in hp["budgets"]
+            for b in sorted(hp["budgets"], key=lambda b: (b["C"], b["M"]))
         ]
     iso = r.get("isoflop")
     if iso:
@@ -252,10 +253,17 @@ def markdown(report: dict) -> str:
             )
         out.append("")
     if report["excluded"]:
-        out += ["## Excluded runs", "", "| run | reason |", "|---|---|"]
+        out += ["## Excluded runs (never used)", "", "| run | reason |", "|---|---|"]
         out += [f"| {e['run_id']} | {e['reason']} |" for e in report["excluded"][:200]]
         if len(report["excluded"]) > 200:
             out.append(f"| ... | {len(report['excluded']) - 200} more in runs.csv |")
+        out.append("")
+    left = report.get("left_out") or []
+    if left:
+        out += ["## Runs left out of one law (used by the others)", "", "| run | law | reason |", "|---|---|---|"]
+        out += [f"| {e['run_id']} | {e['section']} | {e['reason']} |" for e in left[:200]]
+        if len(left) > 200:
+            out.append(f"| ... | | {len(left) - 200} more in runs.csv (column `note`) |")
     return "\n".join(out) + "\n"
 
 

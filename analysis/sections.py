@@ -51,7 +51,7 @@ DEFAULT_OPTIONS = FitOptions()
 
 def _grid_keys(hp: pd.DataFrame) -> np.ndarray:
     """One key per lr x batch grid: the `grid` column where given, else the model (M) at its budget."""
-    auto = [f"C={b:.4g} M={m:.6g}" for b, m in zip(hp.budget_group, hp.M)]
+    auto = [f"C={b:.6g} M={m:.6g}" for b, m in zip(hp.budget_group, hp.M)]
     return np.array([g if isinstance(g, str) and g else a for g, a in zip(hp.grid, auto)])
 
 
@@ -95,7 +95,9 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
         if not bud["used"]:
             for i in iso.index[b == bud["budget"]]:
                 why = "; ".join(bud["warnings"])
-                res["run_notes"][i] = f"budget C={bud['C']:.3g} left out of the IsoFLOP law: {why}"
+                res["run_notes"].setdefault(i, []).append(
+                    ("isoflop", f"budget C={bud['C']:.3g} left out of the IsoFLOP law: {why}")
+                )
     if "skipped" in r:
         res["skipped"]["isoflop"] = r["skipped"]
     else:
@@ -146,14 +148,20 @@ def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
     if "skipped" in p:
         res["skipped"]["parametric"] = p["skipped"]
         return
-    p["dropped_runs"] = [str(pts.run_id.iloc[i]) for i in p.pop("dropped")]
+    dropped = p.pop("dropped")
+    p["dropped_runs"] = [str(pts.run_id.iloc[i]) for i in dropped]
+    for i in pts.index[dropped]:
+        res["run_notes"].setdefault(i, []).append(
+            ("parametric", f"dropped by --robust {o.robust:g}: log residual beyond {o.robust:g} robust SDs")
+        )
     p["sweeps"] = sorted(set(pts.sweep))
     res["parametric"] = p
 
 
 def fit_dataset(df: pd.DataFrame, o: FitOptions = DEFAULT_OPTIONS) -> dict:
     """Every law on one dataset's usable runs (column `budget_group` set). Keys "boot" and "boot_*" hold
-    bootstrap samples; "in_band" and "run_notes" are per-run results the caller moves into the run table."""
+    bootstrap samples; "in_band" and "run_notes" ({row: [(section, reason)]}: runs left out of one law) are
+    per-run results the caller moves into the run table."""
     res: dict = {"n_used": int(len(df)), "skipped": {}, "not_applicable": {}, "run_notes": {}, "warnings": []}
     hp, iso = df[df.sweep == "hparams"], df[df.sweep == "isoflop"]
     if hp.empty:
@@ -171,7 +179,7 @@ def fit_dataset(df: pd.DataFrame, o: FitOptions = DEFAULT_OPTIONS) -> dict:
         _parametric(pts, o, res)
     res["n_section"] = {
         "hparams": int(len(hp)),
-        "isoflop": int(len(iso)) - len(res["run_notes"]),
+        "isoflop": int(len(iso)) - sum(any(s == "isoflop" for s, _ in v) for v in res["run_notes"].values()),
         "parametric": int((res.get("parametric") or {}).get("n_runs", 0)),
     }
     return res

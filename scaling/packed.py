@@ -51,6 +51,7 @@ from scaling.lock import RunLocked, acquire, release
 from scaling.record import write_atomic, write_json
 from scaling.schedule import lr_at
 from scaling.step import Batch, StepOutput, TrainStep, autocast_ctx, build_optimizer
+from scaling.trackers import open_trackers
 from scaling.train import RunSetup, loop_spec, result_record, setup_run
 from scaling.trainer import (
     LoopSpec,
@@ -150,6 +151,11 @@ class PackedParams:
         self._make_views()
 
 
+def rope_of(model: LLaMA) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's RoPE tables (cos, sin), shared by the K runs of a pack."""
+    return cast(torch.Tensor, model.rope_cos), cast(torch.Tensor, model.rope_sin)
+
+
 def _lin(h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """h (K, N, in) @ w (K, out, in)^T -> (K, N, out): nn.Linear for K runs at once."""
     return torch.bmm(h, w.transpose(1, 2))
@@ -168,7 +174,7 @@ def packed_losses(
     B, T = x.shape
     emb = p["embed_tokens.weight"]
     K, V, C = emb.shape
-    H, KV, Dh = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+    H, KV, Dh = cfg.n_head, int(cfg.n_kv_head or cfg.n_head), cfg.head_dim
     # Run k's tokens index rows k*V.. of the K stacked tables: one gather for all runs.
     idx = x.reshape(1, B * T) + torch.arange(K, device=x.device).view(K, 1) * V
     h = F.embedding(idx, emb.reshape(K * V, C))  # (K, B*T, C)
@@ -270,7 +276,7 @@ class PackedStep:
         params: PackedParams,
         adam: PackedAdamW,
         cfg: ModelConfig,
-        rope: tuple[torch.Tensor, ...],
+        rope: tuple[torch.Tensor, torch.Tensor],
         wds: list[float],
         clips: list[float],
         device: torch.device,
@@ -315,6 +321,7 @@ class Member:
     startup_s: float = 0.0
     metrics: IO[str] | None = None
     window: _Window = field(default_factory=_Window)
+    trackers: Any = None  # scaling.trackers.Trackers: each of this run's metrics rows is also sent there
 
     @property
     def run_id(self) -> str:
@@ -465,7 +472,7 @@ def _train_group(
         params,
         adam,
         cfg,
-        (template.rope_cos, template.rope_sin),
+        rope_of(template),
         [float(members[i].run.optim.weight_decay) for i in order],
         [float(members[i].run.optim.grad_clip) for i in order],
         device,
@@ -482,6 +489,7 @@ def _train_group(
         write_atomic(m.run.run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(m.run.resolved)))
         truncate_metrics(m.run.run_dir / "metrics.jsonl", m.state.step)
         m.metrics = (m.run.run_dir / "metrics.jsonl").open("a")
+        m.trackers = open_trackers(m.run.train.loggers, m.run.run_dir, m.run.record)  # [] by default
         m.startup_s = time.perf_counter() - m.run.entered
 
     def load_row(k: int, i: int) -> None:
@@ -518,6 +526,8 @@ def _train_group(
             m.run, m.state, val_loss, val_tokens, val_set.bpb, time.time() - m.started, m.startup_s
         ) | {"packed_with": _others(ids, i)}
         write_json(m.run.run_dir / "result.json", result)
+        if m.trackers is not None:
+            m.trackers.close(result)
         if m.metrics is not None:
             m.metrics.close()
         results[i] = result
@@ -590,6 +600,8 @@ def _train_group(
                     row = (row or {"step": s, "tokens": s * m.spec.batch_size}) | {"val_loss": m.state.last_val_loss}
                 if row is not None and m.metrics is not None:
                     _write_row(m.metrics, row)
+                    if m.trackers:
+                        m.trackers.log(row)
             for k, i in gone:
                 finish(k, i)
             if s == spec0.steps:
@@ -642,7 +654,7 @@ def pack_contenders(
     row = {n: p.detach() for n, p in template.named_parameters()}
     params = PackedParams(template, [row] * K, device)
     adam = PackedAdamW(K, params.flat.shape[1], params.n_decay, (0.9, 0.95), 1e-8, device)
-    packed = PackedStep(params, adam, cfg, (template.rope_cos, template.rope_sin), [0.1] * K, [1.0] * K, device, amp)
+    packed = PackedStep(params, adam, cfg, rope_of(template), [0.1] * K, [1.0] * K, device, amp)
 
     def sequential() -> None:
         for step, lr in singles:

@@ -56,7 +56,7 @@ SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__"}
 @dataclass
 class Run:
     run_id: str
-    path: Path
+    path: str  # os path strings, not pathlib: 10,000 Path objects cost more than reading the records
     state: str
     done_frac: float | None = None  # tokens trained / planned
     tokens_per_s: float | None = None
@@ -81,9 +81,9 @@ class Sweep:
 
 
 # --------------------------------------------------------------------------------------------------- discovery
-def find_run_dirs(root: Path) -> dict[Path, list[tuple[Path, set[str]]]]:
-    """{sweep dir: [(run dir, its file names)]}, including sweep dirs that only have a plan.csv so far."""
-    sweeps: dict[Path, list[tuple[Path, set[str]]]] = {}
+def find_run_dirs(root: Path) -> dict[Path, list[tuple[str, str, set[str]]]]:
+    """{sweep dir: [(run dir, its name, its file names)]}, including sweep dirs that only have a plan.csv so far."""
+    sweeps: dict[Path, list[tuple[str, str, set[str]]]] = {}
 
     def walk(d: Path, depth: int) -> None:
         try:
@@ -101,7 +101,7 @@ def find_run_dirs(root: Path) -> dict[Path, list[tuple[Path, set[str]]]]:
             except OSError:
                 continue
             if sub & RUN_FILES:
-                sweeps.setdefault(d, []).append((Path(e.path), sub))
+                sweeps.setdefault(d, []).append((e.path, e.name, sub))
             elif depth < MAX_DEPTH:
                 walk(Path(e.path), depth + 1)
 
@@ -133,10 +133,10 @@ def _num(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def tail_rows(path: Path) -> tuple[list[dict], str]:
+def tail_rows(path: str | Path) -> tuple[list[dict], str]:
     """The last (up to two) readable rows of a metrics.jsonl, newest first, and a note naming unreadable lines."""
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
             start = max(0, size - TAIL_BYTES)
             f.seek(start)
@@ -172,19 +172,19 @@ def tail_rows(path: Path) -> tuple[list[dict], str]:
     return rows, note
 
 
-def _count_lines(path: Path, upto: int) -> int:
-    with path.open("rb") as f:
+def _count_lines(path: str | Path, upto: int) -> int:
+    with open(path, "rb") as f:
         return f.read(upto).count(b"\n")
 
 
-def _mtime(path: Path) -> float | None:
+def _mtime(path: str) -> float | None:
     try:
-        return path.stat().st_mtime
+        return os.stat(path).st_mtime
     except OSError:
         return None
 
 
-def _lock_state(run_dir: Path, names: set[str]) -> str:
+def _lock_state(run_dir: str, names: set[str]) -> str:
     """'live' (a process holds the run, or one on another host we cannot check), 'dead', or 'none'."""
     if LOCK_NAME not in names:
         return "none"
@@ -192,13 +192,13 @@ def _lock_state(run_dir: Path, names: set[str]) -> str:
         from scaling.lock import is_stale, read_holder
     except ImportError:  # an install without run locks: fall back to the log's age alone
         return "none"
-    holder = read_holder(run_dir)
+    holder = read_holder(Path(run_dir))
     if holder is None:
         return "none"
     return "dead" if holder and is_stale(holder) else "live"
 
 
-def _planned_tokens(run_dir: Path, plan_row: dict[str, str] | None) -> float | None:
+def _planned_tokens(run_dir: str, plan_row: dict[str, str] | None) -> float | None:
     if plan_row is not None:
         steps, batch = _num(plan_row.get("steps")), _num(plan_row.get("batch_size"))
         if steps and batch:
@@ -206,7 +206,8 @@ def _planned_tokens(run_dir: Path, plan_row: dict[str, str] | None) -> float | N
         if _num(plan_row.get("D")):
             return _num(plan_row.get("D"))
     try:  # only unfinished runs outside a plan get here: a handful, so parsing YAML is affordable
-        train = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("train") or {}
+        with open(os.path.join(run_dir, "config.yaml")) as f:
+            train = (yaml.safe_load(f) or {}).get("train") or {}
         tokens, batch = _num(train.get("tokens")), _num(train.get("batch_size"))
         return round(tokens / batch) * batch if tokens and batch else tokens
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
@@ -230,11 +231,13 @@ def _mismatch(rec: dict, plan_row: dict[str, str]) -> str:
     return "; ".join(diffs)
 
 
-def run_state(run_dir: Path, names: set[str], plan_row: dict[str, str] | None, now: float, stall_s: float) -> Run:
-    rid = run_dir.name
+def run_state(
+    run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None, now: float, stall_s: float
+) -> Run:
     if "result.json" in names:
         try:
-            rec = json.loads((run_dir / "result.json").read_bytes())
+            with open(os.path.join(run_dir, "result.json"), "rb") as f:
+                rec = json.loads(f.read())
             status = rec["status"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             return Run(
@@ -258,11 +261,12 @@ def run_state(run_dir: Path, names: set[str], plan_row: dict[str, str] | None, n
         # "running" records (a writer that saved its base record early): fall through to the log
     if "config.yaml" not in names:
         return Run(rid, run_dir, "problem", note="no config.yaml (half-created or copied run dir); not counted")
-    rows, note = tail_rows(run_dir / "metrics.jsonl") if "metrics.jsonl" in names else ([], "")
+    join = os.path.join
+    rows, note = tail_rows(join(run_dir, "metrics.jsonl")) if "metrics.jsonl" in names else ([], "")
     last_write = (
         max(
             t
-            for t in (_mtime(run_dir / n) for n in ("metrics.jsonl", "config.yaml", "ckpt.pt") if n in names)
+            for t in (_mtime(join(run_dir, n)) for n in ("metrics.jsonl", "config.yaml", "ckpt.pt") if n in names)
             if t is not None
         )
         if names & RUN_FILES
@@ -302,14 +306,14 @@ def collect(root: Path, stall_s: float = 600.0, now: float | None = None) -> lis
             s.plan_unusable = True
         seen = set()
         outside = []
-        for run_dir, names in run_dirs:
-            row = plan.get(run_dir.name) if plan is not None else None
+        for run_dir, rid, names in run_dirs:
+            row = plan.get(rid) if plan is not None else None
             if plan is not None and row is None:
-                outside.append(run_dir.name)
-            seen.add(run_dir.name)
-            s.runs.append(run_state(run_dir, names, row, now, stall_s))
+                outside.append(rid)
+            seen.add(rid)
+            s.runs.append(run_state(run_dir, rid, names, row, now, stall_s))
         if plan is not None:
-            s.runs += [Run(rid, sweep_dir / rid, "not started") for rid in plan if rid not in seen]
+            s.runs += [Run(rid, os.path.join(sweep_dir, rid), "not started") for rid in plan if rid not in seen]
         if outside:
             s.notes.append(f"{len(outside)} run dir(s) not in plan.csv (an older plan?): {_some(outside)}")
         s.runs.sort(key=lambda r: r.run_id)

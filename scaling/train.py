@@ -239,6 +239,9 @@ def _train(run: RunSetup) -> dict:
     earlier_s = state.wall_time_s  # the segments before this one (a resumed run's wall time counts them all)
     if dist_env.is_main:
         truncate_metrics(out_dir / "metrics.jsonl", state.step)
+        if state.step:
+            log.info("%s: resuming from step %d of %d (%s checkpoint)", out_dir.name, state.step, run.steps,
+                     "sharded" if run.parallel == "fsdp" else "single-file")
     wrapped = wrap_ddp(model, device) if run.parallel == "ddp" else model
 
     def save(loop_state: LoopState) -> None:

@@ -88,18 +88,19 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], device: torch.device, a
              dist_env: Dist) -> tuple[float, int]:
     """Mean validation loss (nats/token) over all ranks' windows, and the number of tokens it covers."""
     model.eval()
-    total, count = 0.0, 0
+    # Summed on the device in float64, in order: the same arithmetic as adding loss.item() * tokens on the host,
+    # without a host-device sync per batch.
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast_ctx(device, amp):
             _, loss = model(x, y)
-        total += loss.item() * y.numel()
+        total += loss.detach().double() * y.numel()
         count += y.numel()
     model.train()
-    if dist_env.enabled:
-        t = sum_across(torch.tensor([total, count], dtype=torch.float64, device=device), dist_env)
-        total, count = t[0].item(), int(t[1].item())
-    return total / count, count
+    sums = sum_across(torch.stack([total, torch.tensor(float(count), dtype=torch.float64, device=device)]), dist_env)
+    total_loss, tokens = sums.tolist()
+    return total_loss / tokens, int(tokens)
 
 
 def run_loop(ctx: RunContext, state: LoopState) -> LoopState:

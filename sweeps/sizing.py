@@ -43,7 +43,7 @@ class JobLimits:
         target = str(node.get("_target_", "launcher")).rsplit(".", 1)[-1]
         if gpus is None:
             return cls(None, None, f"{target}: no GPU limits")
-        limit = f"{float(timeout_min) / 60:.3g} h x (1 + {requeues} requeues) = {hours:.3g} h" if hours else "no limit"
+        limit = f"{hours / (1 + requeues):.3g} h x (1 + {requeues} requeues) = {hours:.3g} h" if hours else "no limit"
         return cls(gpus, hours, f"{target}: {gpus} GPU(s) per job, {limit}")
 
 

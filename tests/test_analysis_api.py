@@ -83,3 +83,12 @@ def test_importing_plots_keeps_the_backend():
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+@pytest.mark.slow
+def test_bench_runs_and_prints_ratios(capsys):
+    from analysis.bench import main
+
+    main(["--case", "published", "--datasets", "2", "--bootstrap", "20"])
+    out = capsys.readouterr().out
+    assert "case=published runs=240 bootstrap=20" in out and "speedup_vs_reference=" in out

@@ -129,7 +129,11 @@ def test_robust_option_drops_outliers_and_restores_the_law():
     worst = df.N.nsmallest(5).index
     df.loc[worst, "loss"] *= 1.25  # five badly undertrained small runs, as in Chinchilla's digitised table
     plain = fit_runs(df, bootstrap=100).sections["parametric"]
-    robust = fit_runs(df, bootstrap=100, robust=3.0).sections["parametric"]
+    res = fit_runs(df, bootstrap=100, robust=3.0)
+    robust = res.sections["parametric"]
+    notes = res.runs.set_index("run_id").note  # the run table says which runs the robust refit left out
+    assert all(notes[r].startswith("parametric: dropped by --robust 3") for r in robust["dropped_runs"])
+    assert {e["run_id"] for e in res.report["left_out"]} == set(robust["dropped_runs"])
     assert set(df.run_id[worst]) <= set(robust["dropped_runs"]) and len(robust["dropped_runs"]) <= 7
     lo, hi = robust["ci95"]["alpha"]
     assert lo <= 0.34 <= hi

@@ -46,19 +46,20 @@ def test_integer_M_and_D_do_not_overflow(tmp_path):
 def _two_model_study(budgets=(1e18, 1e19, 1e20), shift=0.35) -> list[dict]:
     """Per budget two models (M_opt/4 and 4*M_opt) on their own lr x batch grids; a model's optimal lr scales as
     M^-shift at fixed C, so pooling both grids into one band would pick one model's runs only."""
-    recs = make_study(budgets=budgets, n_sizes=9, lr_steps=0, bs_steps=0, n_diverged=0, n_failed=0, seed=4)
+    template = make_study(budgets=budgets[:1], n_sizes=1, lr_steps=0, bs_steps=0, n_diverged=0, n_failed=0)[0]
+    recs = []
     for C in budgets:
         for f in (0.25, 4.0):
             M = float(TRUTH.M_opt(C)) * f
             eta = float(TRUTH.eta_opt(C)) * f**-shift
-            for i in range(-3, 4):
-                for j in range(-2, 3):
+            for i in range(-2, 3):
+                for j in range(-1, 2):
                     lr, bs = eta * 2 ** (i / 2), float(TRUTH.B_opt(C)) * 2 ** (j / 2)
                     loss = float(TRUTH.loss(M, C / M)) * (
                         1 + 0.01 * np.log(lr / eta) ** 2 + 0.006 * np.log(bs / TRUTH.B_opt(C)) ** 2
                     )
                     recs.append(
-                        recs[0]
+                        template
                         | {
                             "run_id": f"hp-{C:.0e}-{f}-{i}-{j}",
                             "sweep": "hparams",
@@ -110,8 +111,15 @@ def clean_recs() -> list[dict]:
     return make_study(budgets=(1e17, 1e18, 1e19), n_diverged=0, n_failed=0, seed=6)
 
 
-def test_implausible_losses_and_compute_are_excluded_by_name(tmp_path, clean_recs):
-    clean = run_analysis([write_study(clean_recs, tmp_path / "clean")], write=False, bootstrap=50, targets=())
+@pytest.fixture(scope="module")
+def clean(clean_recs, tmp_path_factory) -> tuple:
+    """The clean study's run dir and its report (bad runs are added as a second input dir)."""
+    root = write_study(clean_recs, tmp_path_factory.mktemp("clean") / "runs")
+    return root, run_analysis([root], write=False, bootstrap=50, targets=())
+
+
+def test_implausible_losses_and_compute_are_excluded_by_name(tmp_path, clean_recs, clean):
+    root, clean = clean
     hp = next(r for r in clean_recs if r["sweep"] == "hparams" and r["budget"] == 1e17)
     bad = [
         hp | {"run_id": f"bad{i}", **kv}
@@ -127,7 +135,8 @@ def test_implausible_losses_and_compute_are_excluded_by_name(tmp_path, clean_rec
             ]
         )
     ]
-    rep = run_analysis([write_study(clean_recs + bad, tmp_path / "dirty")], write=False, bootstrap=50, targets=())
+    dirty = [root, write_study(bad, tmp_path / "dirty")]
+    rep = run_analysis(dirty, write=False, bootstrap=50, targets=())
     why = {e["run_id"]: e["reason"] for e in rep["excluded"]}
     assert set(why) == {f"bad{i}" for i in range(7)}
     assert why["bad0"].startswith("implausible loss 1e-300 (plausible: (0.01, 20] nats/token")
@@ -137,14 +146,14 @@ def test_implausible_losses_and_compute_are_excluded_by_name(tmp_path, clean_rec
     for k in ("eta_opt", "B_opt"):  # the fit is exactly the clean one
         assert rep["hparams"][k].exponent == pytest.approx(clean["hparams"][k].exponent, abs=1e-12)
     # The limits are options: a loss of 25 nats is plausible for a user who says so.
-    wide = run_analysis([tmp_path / "dirty"], write=False, bootstrap=0, targets=(), loss_range=(0.01, 30))
+    wide = run_analysis(dirty, write=False, bootstrap=0, targets=(), loss_range=(0.01, 30))
     assert "bad6" not in {e["run_id"] for e in wide["excluded"]}
 
 
-def test_duplicated_rows_are_dropped_with_a_warning(tmp_path, clean_recs):
-    clean = run_analysis([write_study(clean_recs, tmp_path / "clean")], write=False, bootstrap=50, targets=())
+def test_duplicated_rows_are_dropped_with_a_warning(tmp_path, clean_recs, clean):
+    root, clean = clean
     dup = [r | {"run_id": r["run_id"] + "-copy"} for r in clean_recs if r["budget"] == 1e18]
-    rep = run_analysis([write_study(clean_recs + dup, tmp_path / "dup")], write=False, bootstrap=50, targets=())
+    rep = run_analysis([root, write_study(dup, tmp_path / "dup")], write=False, bootstrap=50, targets=())
     assert any(w.startswith(f"{len(dup)} duplicated row(s) dropped") for w in rep["warnings"])
     reasons = {e["run_id"]: e["reason"] for e in rep["excluded"]}
     assert set(reasons) == {r["run_id"] for r in dup}

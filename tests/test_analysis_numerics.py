@@ -43,3 +43,19 @@ def test_cluster_C_groups_within_tolerance():
     C = np.array([1e18, 1.04e18, 0.97e18, 3e18, 3.1e18, 1e19])
     lab = cluster_C(C)
     assert len(np.unique(lab)) == 3 and lab[0] == lab[1] == lab[2] and lab[3] == lab[4]
+
+
+def test_batched_bootstrap_refits_match_one_lbfgs_per_resample():
+    """The fast parametric bootstrap (active-set LM, ties) reaches the optimum L-BFGS-B reaches on each resample."""
+    rng = np.random.default_rng(3)
+    N, D = 10 ** rng.uniform(7, 9, 80), 10 ** rng.uniform(9, 11, 80)
+    L = (1.7 + 400 / N**0.34 + 2000 / D**0.37) * np.exp(0.01 * rng.standard_normal(80))
+    lN, lD, lL = np.log(N), np.log(D), np.log(L)
+    W = np.stack([np.bincount(rng.integers(0, 80, 80), minlength=80) for _ in range(6)]).astype(float)
+    for par in (P.Param(), P.Param(tie=True), P.Param(fix_E=1.7)):
+        theta = np.array(P.fit_parametric(N, D, L, n_boot=0, tie=par.tie, fix_E=par.fix_E)["theta"])
+        fast = P.refit_batch(theta, lN, lD, lL, W, par=par)
+        for w, th in zip(W, fast):
+            ref = P._minimise(theta, lN, lD, lL, w, par)
+            assert P.objective(th, lN, lD, lL, w) <= ref.fun * (1 + 1e-6) + 1e-12
+            np.testing.assert_allclose(th, ref.theta, atol=2e-3)

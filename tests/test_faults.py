@@ -275,6 +275,19 @@ def test_train_on_a_full_disk_records_the_failure_in_one_line(tmp_path, cache_di
 
 
 @pytest.mark.slow
+def test_a_sweep_on_a_full_disk_records_each_failure_in_one_line(tmp_path, cache_dir):
+    with tmpfs(tmp_path / "disk", "200k") as disk:  # plan, configs and logs fit; no checkpoint does
+        r = sweep_cli(disk / "runs")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "runs failed" in one_line(r.stderr) and "Traceback" not in r.stdout + r.stderr
+        failed = [x for x in r.stdout.splitlines() if ": failed: " in x]
+        assert len(failed) == 5 and all("No space left on device" in x for x in failed), r.stdout
+        recs = records(disk / "runs")
+        assert len(recs) == 5 and all(x["status"] == "failed" and "No space left" in x["error"] for x in recs.values())
+        assert temp_files(disk) == [] and not list(disk.glob(f"runs/*/{lock.LOCK_NAME}"))
+
+
+@pytest.mark.slow
 def test_a_sweep_on_a_read_only_dir_is_one_line(tmp_path, cache_dir):
     with tmpfs(tmp_path / "ro", "1m", readonly=True) as ro:
         r = sweep_cli(ro / "runs")

@@ -44,7 +44,8 @@ def torchrun_cmd(run_dir: Path, *args: str) -> list[str]:
     ]
 
 
-def torchrun(run_dir: Path, *args: str) -> dict:
+def torchrun(run_dir: Path, *args: str, output: list[str] | None = None) -> dict:
+    """Train with 2 processes; the run's result.json (its stdout and stderr appended to `output`)."""
     out = subprocess.run(
         torchrun_cmd(run_dir, *args),
         cwd=REPO,
@@ -54,15 +55,26 @@ def torchrun(run_dir: Path, *args: str) -> dict:
         env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    if output is not None:
+        output.append(out.stdout + out.stderr)
     return json.loads((run_dir / "result.json").read_text())
 
 
-def _group_alive(pgid: int) -> bool:
+def _descendants(pid: int) -> list[int]:
+    """pid's children, grandchildren, ... (Linux /proc): torchrun starts its workers in sessions of their own."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _alive(pid: int) -> bool:
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    return True
+    return state not in ("Z", "X")  # a zombie has stopped running; its parent (or init) reaps it
 
 
 def metrics(run_dir: Path) -> list[dict]:
@@ -78,6 +90,44 @@ def test_auto_shards_only_what_does_not_fit_one_device():
     assert choose_mode("fsdp", 2, 10, cpu) == "fsdp" and choose_mode("ddp", 2, 10**12, cpu) == "ddp"
     with pytest.raises(ValueError, match="train.parallel='zero3' is unknown"):
         choose_mode("zero3", 2, 10, cpu)
+
+
+def test_a_multi_task_submitit_job_exports_one_process_group(monkeypatch):
+    from scaling.distributed import export_submitit_env
+
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    assert not export_submitit_env()  # not in a submitit job: nothing to export
+    job = {
+        "SUBMITIT_LOCAL_JOB_ID": "4242",
+        "SUBMITIT_LOCAL_NTASKS": "8",
+        "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+        "SUBMITIT_LOCAL_NODEID": "0",
+        "SUBMITIT_LOCAL_GLOBALID": "5",
+        "SUBMITIT_LOCAL_LOCALID": "5",
+        "SUBMITIT_EXECUTOR": "local",
+        "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7",
+    }
+    for key, value in job.items():
+        monkeypatch.setenv(key, value)
+    assert export_submitit_env()
+    assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "8", "5")
+    port = os.environ["MASTER_PORT"]  # derived from the job id: every task of the job computes the same one
+    assert 20000 <= int(port) <= 60000 and os.environ["MASTER_ADDR"]
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2,3,4,5,6,7"  # each task picks cuda:LOCAL_RANK itself
+    assert not export_submitit_env()  # already exported (or launched by torchrun): left alone
+    monkeypatch.setenv("SUBMITIT_LOCAL_NTASKS", "1")
+    for key in ("WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(key)
+    assert not export_submitit_env()  # a one-task job is a plain single-process run
+
+
+def test_activation_checkpointing_changes_memory_not_numbers(make_cfg, tmp_path):
+    plain = train_run(make_cfg(*FAST, "train.threads=1"), tmp_path / "plain")
+    checkpointed = train_run(make_cfg(*FAST, "train.threads=1", "train.activation_checkpointing=true"), tmp_path / "ac")
+    assert checkpointed["config_hash"] == plain["config_hash"]  # an execution choice: the same run
+    assert checkpointed["val_loss"] == pytest.approx(plain["val_loss"], rel=1e-6)
+    assert checkpointed["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -118,7 +168,6 @@ def test_killed_fsdp_run_resumes_to_the_same_result(tmp_path, cache_dir):
     ]
     reference = torchrun(tmp_path / "reference", *args)
     run_dir = tmp_path / "killed"
-    # Its own session, so that SIGKILL reaches torchrun and both workers at once, as a node failure would.
     proc = subprocess.Popen(
         torchrun_cmd(run_dir, *args),
         cwd=REPO,
@@ -131,14 +180,20 @@ def test_killed_fsdp_run_resumes_to_the_same_result(tmp_path, cache_dir):
     while not (run_dir / "ckpt_dcp.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
+    # SIGKILL to torchrun and both workers at once, as a node failure would: no handler runs, nothing is flushed.
+    victims = [proc.pid, *_descendants(proc.pid)]
+    assert len(victims) >= 3, f"expected torchrun and 2 workers, found pids {victims}"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
     proc.wait()
-    while _group_alive(proc.pid):  # the workers die a moment after torchrun; the lock is theirs until then
+    while any(_alive(pid) for pid in victims):
         time.sleep(0.05)
     assert not (run_dir / "result.json").exists(), "the run finished before it could be killed; make it longer"
     saved_at = json.loads((run_dir / "ckpt_dcp.json").read_text())["step"]
     assert 0 < saved_at < 96
-    resumed = torchrun(run_dir, *args)
+    log: list[str] = []
+    resumed = torchrun(run_dir, *args, output=log)
+    assert f"resuming from step {saved_at} of 96 (sharded checkpoint)" in log[0]  # not retrained from scratch
     assert resumed["status"] == "completed" and resumed["D"] == reference["D"]
     assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-6)
     assert resumed["train_loss"] == pytest.approx(reference["train_loss"], abs=1e-6)

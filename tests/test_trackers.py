@@ -149,3 +149,23 @@ def test_each_tracker_writes_where_it_should_for_a_tiny_run(make_cfg, tmp_path, 
     assert set(METRIC_KEYS.values()) - {"val/loss"} <= {
         f"train/{p.name}" for p in (mlrun / "metrics" / "train").iterdir()
     }
+
+
+@pytest.mark.slow
+def test_packed_runs_log_to_their_own_trackers(make_cfg, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from scaling.packed import train_pack
+
+    cfgs = [
+        make_cfg(*FAST, f"run.id=p{i}", f"optim.lr={lr}", "train.loggers=[tensorboard]")
+        for i, lr in enumerate((1e-3, 3e-3))
+    ]
+    dirs = [tmp_path / "hparams" / f"p{i}" for i in range(2)]
+    results = train_pack(cfgs, dirs)
+    assert [r["status"] for r in results] == ["completed", "completed"] and results[0].get("packed_with") == ["p1"]
+    for d in dirs:  # each run of the pack has its own event files holding its own rows
+        acc = EventAccumulator(str(d / "tb"))
+        acc.Reload()
+        assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([r["loss"] for r in _metrics(d)])
