@@ -55,13 +55,15 @@ def isoflop_curves(
     ax = _ax(ax)
     sub = _at_budget(curves, "isoflop", budget)
     runs = sub.groupby("run_id", sort=False)
-    Ms = sub.groupby("run_id").M.first().astype(float)
-    norm = LogNorm(Ms.min(), Ms.max()) if len(Ms) and Ms.min() > 0 and Ms.max() > Ms.min() else Normalize(0, 1)
+    Ms = pd.to_numeric(sub.groupby("run_id").M.first(), errors="coerce")  # records are untrusted: NaN, not a crash
+    ok = Ms[Ms > 0]
+    norm = LogNorm(ok.min(), ok.max()) if len(ok) and ok.max() > ok.min() else Normalize(0, 1)
     cmap = colormaps["viridis"]
-    for _, run in runs:
+    for rid, run in runs:
         run = run.sort_values("tokens")
         diverged = (run.status == "diverged").any()
-        ax.plot(run.tokens, run[y], color=cmap(norm(float(run.M.iloc[0]))), lw=1.2, ls=":" if diverged else "-")
+        color = cmap(norm(Ms[rid])) if Ms[rid] > 0 else "0.5"  # grey: a run whose M is unknown
+        ax.plot(run.tokens, run[y], color=color, lw=1.2, ls=":" if diverged else "-")
     ax.set_xscale("log")
     ax.set_xlabel("tokens trained")
     ax.set_ylabel(f"training loss ({y}, nats/token)")
@@ -85,7 +87,7 @@ def hparams_valley(curves: pd.DataFrame, budget: float | None = None, ax: Axes |
     ax = _ax(ax)
     runs = _final(_at_budget(curves, "hparams", budget))
     lr = pd.to_numeric(runs.get("run_lr", runs.get("lr")), errors="coerce")
-    runs = runs.assign(peak_lr=lr)
+    runs = runs.assign(peak_lr=lr, batch_size=pd.to_numeric(runs.batch_size, errors="coerce"))
     ok = runs[runs.status == "completed"]
     bad = runs[runs.status == "diverged"]
     batches = sorted(runs.batch_size.dropna().unique())

@@ -139,6 +139,9 @@ def load_curves(path: str | Path | Iterable[str | Path]) -> pd.DataFrame:
         raise ValueError(f"no readable metrics.jsonl under {', '.join(map(str, roots))} (written by scaling.train)")
     out = pd.concat(frames, ignore_index=True)
     first = ["run_id", "sweep", "budget", "status", *STEP_COLUMNS]
+    for c in ("sweep", "budget", "status", "M"):  # records are untrusted: the columns plots group by always exist
+        if c not in out:
+            out[c] = None
     out = out[first + [c for c in out.columns if c not in first]]
     out.attrs["warnings"] = warnings
     return out

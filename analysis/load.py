@@ -173,6 +173,9 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     df["scale"] = np.where(
         df["M"].notna(), "M", np.where((df["C"] / df["D"]).notna(), "C/D", np.where(df["N"].notna(), "6N", ""))
     )
+    # A table giving N, D and C (and no M) must satisfy C = 6*N*D, the convention N is read in: keep the mismatch.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df["_6nd_mismatch"] = ((df["C"] - 6 * df["N"] * df["D"]).abs() / df["C"]).where(df["M"].isna())
     df["M"] = df["M"].fillna(df["C"] / df["D"]).fillna(6 * df["N"])
     df["D"] = df["D"].fillna(df["C"] / df["M"])
     df["C"] = df["C"].fillna(df["M"] * df["D"])
@@ -239,6 +242,14 @@ def load_runs(
             f"{dup[dup != ''].iloc[0]}"
         )
         df.loc[dup != "", "excluded"] = dup[dup != ""]
+    off = (df.excluded == "") & (df["_6nd_mismatch"] > limits.mismatch)
+    if off.any():
+        i = off.idxmax()
+        warnings.append(
+            f"{int(off.sum())} row(s) with C differing from 6*N*D by more than {limits.mismatch:.0%} (N is read as "
+            f"C/(6D)-consistent parameters; check which N the table gives); e.g. {df.at[i, 'run_id']}: "
+            f"C={df.at[i, 'C']:.4g}, 6ND={6 * df.at[i, 'N'] * df.at[i, 'D']:.4g}"
+        )
     if (df["excluded"] == "").sum() == 0:
         counts = df["excluded"].value_counts().to_dict()
         raise InputError(

@@ -65,7 +65,7 @@ class KVCache:
         self.max_len = cfg.seq_len if max_len is None else max_len
         if not 0 < self.max_len <= cfg.seq_len:
             raise ValueError(f"KVCache max_len={self.max_len} must be in 1..seq_len={cfg.seq_len} (RoPE tables)")
-        shape = (batch_size, cfg.n_kv_head, self.max_len, cfg.head_dim)  # (B, K, L, D)
+        shape = (batch_size, cfg.n_kv_head or cfg.n_head, self.max_len, cfg.head_dim)  # (B, K, L, D)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.pos = 0

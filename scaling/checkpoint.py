@@ -93,7 +93,8 @@ def _read_meta(run_dir: Path) -> dict | None:
 
 def read_metrics(path: Path) -> tuple[list[dict], int]:
     """(rows, broken): the parseable lines of a metrics.jsonl and how many lines were not (a cut-off last write)."""
-    rows, broken = [], 0
+    rows: list[dict] = []
+    broken = 0
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:

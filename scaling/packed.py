@@ -48,7 +48,7 @@ from model.llama import apply_rope
 from scaling.checkpoint import load_checkpoint, save_checkpoint, truncate_metrics
 from scaling.distributed import Dist
 from scaling.lock import RunLocked, acquire, release
-from scaling.record import write_atomic, write_json
+from scaling.record import FINISHED, read_result, write_atomic, write_json
 from scaling.schedule import lr_at
 from scaling.step import Batch, StepOutput, TrainStep, autocast_ctx, build_optimizer
 from scaling.trackers import open_trackers
@@ -375,6 +375,11 @@ def train_pack(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path]) -> list[dic
             except RunLocked as e:
                 results[i] = {"run_id": ids[i], "skipped": True, "error": str(e)}
                 continue
+            done = read_result(s.run_dir)  # another owner may have finished it since we looked (as train_run)
+            if done is not None and done.get("status") in FINISHED and done.get("config_hash") == s.config_hash:
+                release(s.run_dir, owner)
+                results[i] = done | {"skipped": True}
+                continue
             members[i] = Member(run=s, spec=loop_spec(s), state=LoopState(), owner=owner, started=time.time())
         _train_members(members, results, ids)
     finally:
@@ -435,7 +440,7 @@ def _train_members(members: dict[int, Member], results: dict[int, dict], ids: di
                                 "status": "failed",
                                 "error": f"{type(e).__name__}: {e}",
                                 "wall_time_s": time.time() - m.started,
-                                "packed_with": _others(ids, i),
+                                "packed_with": _others(ids, group, i),
                             },
                         )
                     except OSError as w:
@@ -443,8 +448,9 @@ def _train_members(members: dict[int, Member], results: dict[int, dict], ids: di
             raise
 
 
-def _others(ids: dict[int, str], i: int) -> list[str]:
-    return [rid for j, rid in ids.items() if j != i]
+def _others(ids: dict[int, str], group: Sequence[int], i: int) -> list[str]:
+    """`packed_with` of run i: the other runs it trained with (its group of the pack)."""
+    return [ids[j] for j in group if j != i]
 
 
 def _train_group(
@@ -524,7 +530,7 @@ def _train_group(
             save(k, i)
         result = result_record(
             m.run, m.state, val_loss, val_tokens, val_set.bpb, time.time() - m.started, m.startup_s
-        ) | {"packed_with": _others(ids, i)}
+        ) | {"packed_with": _others(ids, order, i)}
         write_json(m.run.run_dir / "result.json", result)
         if m.trackers is not None:
             m.trackers.close(result)

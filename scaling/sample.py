@@ -4,7 +4,10 @@
 Loads the run's config.yaml (model shape, tokenizer settings) and its checkpoint (`ckpt.pt`, read with
 `torch.load(weights_only=True)` through scaling.checkpoint: data, never code), and continues the prompt with the
 model's KV-cached `generate`. Works on finished runs and on checkpointed unfinished ones (the last checkpoint), so a
-researcher can see what a run has learned so far. Bad input is one line on stderr and exit 2.
+researcher can see what a run has learned. Bad input is one line on stderr and exit 2.
+
+`python -m scaling.sample RUNS_DIR --best-per-budget --prompt "..."` samples from the best completed IsoFLOP run
+(lowest val_loss) of every budget below RUNS_DIR: a study's "what does compute buy" in a few lines.
 """
 
 from __future__ import annotations
@@ -105,6 +108,23 @@ def sample(
     )
 
 
+def best_per_budget(root: Path) -> list[tuple[float, Path, float]]:
+    """(budget, run dir, val_loss) of the completed isoflop run with the lowest val_loss at each budget below root."""
+    best: dict[float, tuple[Path, float]] = {}
+    for f in sorted(Path(root).rglob("result.json")):
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # scaling.status names unreadable records; here they simply cannot be the best
+        if not (isinstance(rec, dict) and rec.get("sweep") == "isoflop" and rec.get("status") == "completed"):
+            continue
+        budget, loss = rec.get("budget"), rec.get("val_loss")
+        if isinstance(budget, (int, float)) and isinstance(loss, (int, float)):
+            if budget not in best or loss < best[budget][1]:
+                best[float(budget)] = (f.parent, float(loss))
+    return [(b, d, loss) for b, (d, loss) in sorted(best.items())]
+
+
 def _status(run_dir: Path) -> str:
     try:
         return str(json.loads((run_dir / "result.json").read_text()).get("status", "unfinished"))
@@ -121,7 +141,14 @@ def _planned_steps(cfg: dict) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dir", type=Path, help="a run directory (config.yaml + ckpt.pt)")
+    ap.add_argument(
+        "run_dir", type=Path, help="a run directory (config.yaml + ckpt.pt), or with --best-per-budget a runs directory"
+    )
+    ap.add_argument(
+        "--best-per-budget",
+        action="store_true",
+        help="sample from the best completed isoflop run of each budget below run_dir",
+    )
     ap.add_argument("--prompt", default="", help="text to continue (default: the start of a document)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
@@ -129,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
+    if a.best_per_budget:
+        return _best_per_budget(a)
     try:
         s = sample(a.run_dir, a.prompt, a.max_new_tokens, a.temperature, a.top_k or None, a.seed, a.device)
     except ValueError as e:
@@ -139,6 +168,22 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     print(s.text)
+    return 0
+
+
+def _best_per_budget(a: argparse.Namespace) -> int:
+    if not a.run_dir.is_dir():
+        fail(PROG, f"{a.run_dir} is not a directory; pass the runs directory of a study or sweep")
+    runs = best_per_budget(a.run_dir)
+    if not runs:
+        fail(PROG, f"no completed isoflop run with a val_loss below {a.run_dir}")
+    for budget, run_dir, loss in runs:
+        try:
+            s = sample(run_dir, a.prompt, a.max_new_tokens, a.temperature, a.top_k or None, a.seed, a.device)
+        except ValueError as e:  # one bad run does not hide the other budgets' samples
+            print(f"C={budget:.3g}  {run_dir.name}: cannot sample ({e})")
+            continue
+        print(f"C={budget:.3g}  {run_dir.name} (val_loss {loss:.4f}): {' '.join(s.text.split())}")
     return 0
 
 

@@ -5,7 +5,8 @@ seen from a login node. A run directory is any directory holding config.yaml, re
 its sweep is its parent directory, whose plan.csv (written by scaling.sweep) says which runs should exist.
 
 States, per run:
-  completed / diverged / failed  its result.json says so
+  completed / diverged / failed  its result.json says so (a failed run that a live process holds again is being
+                retrained: its log decides, as for a run without a record)
   running       no result yet, a metrics.jsonl line within the stall threshold (progress, tokens/s and ETA come from
                 that last line)
   stalled       a live process still holds the run (its .lock) but logged nothing for longer than the threshold
@@ -247,7 +248,8 @@ def run_state(
             return Run(rid, run_dir, "problem", note="no config.yaml: the run cannot be reproduced or resumed")
         if plan_row is not None and (diff := _mismatch(rec, plan_row)):
             return Run(rid, run_dir, "problem", note=f"does not match plan.csv ({diff})")
-        if status in ("completed", "diverged", "failed"):
+        retrying = status == "failed" and _lock_state(run_dir, names) == "live"  # a rerun is training it again
+        if status in ("completed", "diverged", "failed") and not retrying:
             err = str(rec.get("error") or "").splitlines()
             note = err[0][:160] if err and status != "completed" else ""
             return Run(
@@ -258,7 +260,7 @@ def run_state(
                 note=note,
                 wall_s=_machine_seconds(rec),
             )
-        # "running" records (a writer that saved its base record early): fall through to the log
+        # a failed run being retrained, or a "running" record: its log tells the state
     if "config.yaml" not in names:
         return Run(rid, run_dir, "problem", note="no config.yaml (half-created or copied run dir); not counted")
     join = os.path.join

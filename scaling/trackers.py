@@ -51,7 +51,9 @@ def check_loggers(names: Any) -> list[str]:
     """train.loggers as a list of backend names; ValueError naming the bad entry (call before writing anything)."""
     if names is None:
         return []
-    if isinstance(names, str) or not isinstance(names, Sequence):
+    if isinstance(names, str):  # train.loggers=tensorboard or "tensorboard,wandb": what people type on a command line
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not isinstance(names, Sequence):
         raise ValueError(f"train.loggers={names!r} must be a list, e.g. train.loggers=[tensorboard,wandb]")
     out = []
     for n in names:
@@ -197,8 +199,8 @@ class _WandB(_Backend):
             job_type=str(tags.get("sweep") or "run"),
             config={k: _plain(v) for k, v in tags.items()},
             reinit="create_new",
-            # A server that does not answer must not hold the run: give up after 60 s (then one warning).
-            settings=wandb.Settings(init_timeout=60, silent=True, console="off"),
+            # A server that does not answer must not hold the run: give up after 30 s (then one warning).
+            settings=wandb.Settings(init_timeout=30, silent=True, console="off"),
         )
 
     def log(self, values: dict[str, float], tokens: int) -> None:

@@ -321,7 +321,10 @@ class ScalingSweeper(Sweeper):
     def _outcome(run_dir: Path, jr: JobReturn | None) -> tuple[str, str]:
         """(status, one line) of a launched run: its result.json is the truth, the JobReturn explains failures."""
         said = jr._return_value if jr is not None and jr.status == JobStatus.COMPLETED else None
-        if said == "busy":  # another live process owns the run dir (scaling.lock): it trains it, not us
+        # A live process owns the run dir (scaling.lock): it trains it, not us. A pack job (sweeps.packing) leaves
+        # such a member alone and reports for the whole pack, so its members are checked here one by one.
+        packed_busy = str(said).startswith("packed") and live_holder(run_dir) is not None
+        if said == "busy" or packed_busy:
             return "skipped", f"skipped: being trained by {describe(live_holder(run_dir) or {})}"
         rec = read_result(run_dir) or {}
         status = rec.get("status")

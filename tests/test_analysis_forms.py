@@ -150,6 +150,9 @@ def test_unit_and_convention_warnings(tmp_path):
     w = " | ".join(rep["warnings"])
     assert "5 run(s) with batch size smaller than seq_len" in w and "2 run(s) with learning rate > 1" in w
     assert "run(s) with C differs from M*D by more than 5%" in w
+    grid = _grid_table().assign(C=lambda d: 6 * d.N * d.D * 1.2)  # C given with a convention N does not follow
+    w = " | ".join(fit_runs(grid, bootstrap=0).report["warnings"])
+    assert "80 row(s) with C differing from 6*N*D by more than 5%" in w
 
 
 def test_report_text_adds_up_and_lists_every_dataset(tmp_path, capsys):

@@ -148,3 +148,19 @@ def test_importing_the_plots_leaves_the_backend_alone():
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before, force=True)
+
+
+def test_garbage_record_values_never_crash_the_plots(tmp_path):
+    d = tmp_path / "runs" / "r"
+    d.mkdir(parents=True)
+    (d / "metrics.jsonl").write_text(json.dumps({"step": 1, "tokens": 10, "loss": 1.0, "loss_ema": 1.0}) + "\n")
+    for rec in (
+        {"sweep": "isoflop", "budget": 1e10, "M": None, "status": "completed"},
+        {"sweep": "hparams", "budget": 1e10, "status": "diverged", "lr": "a", "batch_size": "b"},
+        {"sweep": ["x"], "budget": {"a": 1}, "M": [5]},
+        {},
+    ):
+        (d / "result.json").write_text(json.dumps({"run_id": "r", **rec}))
+        df = load_curves(tmp_path / "runs")
+        assert len(df) == 1 and np.isnan(df.flops.iloc[0]) == (not isinstance(rec.get("M"), (int, float)))
+        write_curve_plots(df, tmp_path / "plots")  # plots what it can; a bad value is NaN, never an exception

@@ -101,6 +101,36 @@ def test_finished_runs_are_skipped_whether_they_were_trained_alone_or_packed(mak
     assert [r["val_loss"] for r in again] == [r["val_loss"] for r in first]
 
 
+def test_runs_checkpointed_at_different_steps_resume_as_separate_packs(make_cfg, tmp_path, monkeypatch):
+    import scaling.packed as packed
+
+    cfgs = [
+        make_cfg(*SMALL, "train.ckpt_every_s=0", f"optim.lr={lr}", f"run.id=r{i}")
+        for i, lr in enumerate(STABLE_LRS[:2])
+    ]
+    ref = train_pack(cfgs, [tmp_path / "ref" / f"r{i}" for i in range(2)])
+    dirs = [tmp_path / "run" / f"r{i}" for i in range(2)]
+    real, calls = packed.save_checkpoint, []
+
+    def dies_between_two_runs_checkpoints(run_dir, state):
+        calls.append(state["step"])  # r0 and r1 at step 2, then at 4, then r0 at 6 -- and r1 at 6 never comes
+        if len(calls) == 6:
+            raise OSError("simulated crash between two runs' checkpoints")
+        real(run_dir, state)
+
+    monkeypatch.setattr(packed, "save_checkpoint", dies_between_two_runs_checkpoints)
+    with pytest.raises(OSError, match="simulated crash"):
+        train_pack(cfgs, dirs)
+    assert [json.loads((d / "result.json").read_text())["status"] for d in dirs] == ["failed", "failed"]
+    assert [torch.load(d / "ckpt.pt", weights_only=True)["step"] for d in dirs] == [6, 4]
+    monkeypatch.setattr(packed, "save_checkpoint", real)
+    out = train_pack(cfgs, dirs)
+    for i in range(2):
+        assert out[i]["status"] == ref[i]["status"] == "completed" and out[i]["D"] == ref[i]["D"]
+        assert out[i]["val_loss"] == pytest.approx(ref[i]["val_loss"], rel=PACK_RTOL)
+        assert [r["step"] for r in metrics(dirs[i])] == [r["step"] for r in metrics(tmp_path / "ref" / f"r{i}")]
+
+
 def test_runs_that_differ_in_more_than_optimizer_scalars_are_refused(make_cfg, tmp_path):
     cfgs = [make_cfg(*SMALL, "run.id=a"), make_cfg(*SMALL, "run.id=b", "train.batch_size=256")]
     with pytest.raises(ValueError, match=r"cannot be packed: they differ in train\.batch_size"):

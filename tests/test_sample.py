@@ -132,3 +132,28 @@ def test_a_checkpoint_that_would_run_code_is_refused(run_dir, capsys):
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="unreadable"):
         sample(d, "x", max_new_tokens=2)
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_best_run_of_each_isoflop_budget_is_sampled(run_dir, tmp_path, capsys):
+    import shutil
+
+    from scaling.sample import best_per_budget
+
+    d, _ = run_dir
+    root = tmp_path / "study"
+    recs = {
+        "a": (1e10, 4.0, "completed"),
+        "b": (1e10, 3.5, "completed"),
+        "c": (3e10, 3.0, "completed"),
+        "d": (3e10, 2.0, "diverged"),
+    }
+    for name, (budget, loss, status) in recs.items():
+        shutil.copytree(d, root / "isoflop" / name)
+        rec = {"sweep": "isoflop", "budget": budget, "val_loss": loss, "status": status}
+        (root / "isoflop" / name / "result.json").write_text(json.dumps(rec))
+    (root / "isoflop" / "e").mkdir()
+    (root / "isoflop" / "e" / "result.json").write_text("{garbage")  # unreadable: never the best, never a crash
+    assert [(b, p.name, v) for b, p, v in best_per_budget(root)] == [(1e10, "b", 3.5), (3e10, "c", 3.0)]
+    assert main([str(root), "--best-per-budget", "--prompt", "The", "--max-new-tokens", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [x.split(":")[0] for x in lines] == ["C=1e+10  b (val_loss 3.5000)", "C=3e+10  c (val_loss 3.0000)"]

@@ -59,7 +59,7 @@ def _dead_pid() -> int:
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     s = tmp_path / "runs" / "isoflop"
-    ids = ["done", "div", "fail", "run", "stall", "killed", "gone", "cut", "noconf", "moved", "todo"]
+    ids = ["done", "div", "fail", "retry", "run", "stall", "killed", "gone", "cut", "noconf", "moved", "todo"]
     (s).mkdir(parents=True)
     head = ",".join(PLAN)
     (s / "plan.csv").write_text(
@@ -69,6 +69,8 @@ def sweep(tmp_path: Path) -> Path:
     _write(s / "done", result={"wall_time_s": 400.0, "packed_with": ["other"]}, log=_rows(5000, 10000))
     _write(s / "div", result={"status": "diverged", "error": "loss 99 at step 3 exceeds 3x the initial loss"})
     _write(s / "fail", result={"status": "failed", "error": "RuntimeError: boom\ntraceback..."})
+    # failed before, and a rerun holds it now: the old record does not hide that it is training again
+    _write(s / "retry", result={"status": "failed"}, log=_rows(1000, 2000), lock_pid=os.getpid())
     _write(s / "run", log=_rows(2000, 4000), lock_pid=os.getpid())  # a live holder, logging now
     _write(s / "stall", log=_rows(2000, 4000), lock_pid=os.getpid(), age=3600)  # live holder, silent for 1 h
     _write(s / "killed", log=_rows(2000, 4000), lock_pid=_dead_pid())  # its process is gone
@@ -87,6 +89,7 @@ def test_every_state_is_told_apart(sweep):
         "done": "completed",
         "div": "diverged",
         "fail": "failed",
+        "retry": "running",
         "run": "running",
         "stall": "stalled",
         "killed": "interrupted",
@@ -102,17 +105,18 @@ def test_every_state_is_told_apart(sweep):
     assert state["cut"].done_frac == pytest.approx(0.3) and "line 3 unreadable (cut off" in state["cut"].note
     assert "lr 0.002 != plan 0.001" in state["moved"].note and "no config.yaml" in state["noconf"].note
     assert state["fail"].note == "RuntimeError: boom"
-    assert s.planned == 11 and any("not in plan.csv" in n and "extra" in n for n in s.notes)
-    # Work left: the two running runs (6000 and 7000 tokens to go at 100 tok/s) + the others at the plan's 100 s,
-    # scaled by the finished runs' real 200 s per 100 s planned, for their unfinished part; ETA at 2 running now.
-    left = 60 + 70 + 2 * 200 * (1 - 0.4) + 200 * (1 - 0.2) + 200 + 200
-    assert s.work_left_s == pytest.approx(left) and s.eta_s == pytest.approx(left / 2)
+    assert state["retry"].done_frac == pytest.approx(0.2)
+    assert s.planned == 12 and any("not in plan.csv" in n and "extra" in n for n in s.notes)
+    # Work left: the three running runs (6000, 7000 and 8000 tokens to go at 100 tok/s) + the others at the plan's
+    # 100 s, scaled by the finished runs' real 200 s per 100 s planned, for their unfinished part; ETA at 3 running.
+    left = 60 + 70 + 80 + 2 * 200 * (1 - 0.4) + 200 * (1 - 0.2) + 200 + 200
+    assert s.work_left_s == pytest.approx(left) and s.eta_s == pytest.approx(left / 3)
 
 
 def test_render_names_every_problem_and_exit_code_says_not_finished(sweep, capsys):
     text = render(collect(sweep.parent), sweep.parent)
     for needle in (
-        "isoflop  (plan.csv: 11 runs)",
+        "isoflop  (plan.csv: 12 runs)",
         "2 completed",
         "2 interrupted",
         "1 not started",
@@ -122,7 +126,7 @@ def test_render_names_every_problem_and_exit_code_says_not_finished(sweep, capsy
         "moved",
         "cut off mid-write",
         "not in plan.csv",
-        "total: 1 sweep(s), 12 runs",
+        "total: 1 sweep(s), 13 runs",
     ):
         assert needle in text, needle
     assert main([str(sweep.parent)]) == 1

@@ -43,7 +43,8 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 def test_logger_names_are_checked_before_anything_is_written(make_cfg, tmp_path):
     assert check_loggers(["wandb", "tensorboard", "wandb"]) == ["wandb", "tensorboard"] and check_loggers(None) == []
-    for bad, why in ((["tensorbord"], "unknown tracker 'tensorbord'"), ("wandb", "must be a list")):
+    assert check_loggers("tensorboard, mlflow") == ["tensorboard", "mlflow"]  # as typed on a command line
+    for bad, why in ((["tensorbord"], "unknown tracker 'tensorbord'"), (3, "must be a list")):
         with pytest.raises(ValueError, match=why):
             check_loggers(bad)
     with pytest.raises(ValueError, match="tensorbord"):

@@ -125,8 +125,10 @@ cfg = {"name": "files", "path": sys.argv[1], "vocab_size": 32768, "val_fraction"
 t = time.perf_counter()
 data = prepare_data(cfg, progress=True)
 dt = time.perf_counter() - t
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec(), so it would report the launching process's peak
+hwm = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:"))
 print(json.dumps({"seconds": dt, "bytes": sum(data.meta["bytes"].values()), "tokens": sum(data.meta["tokens"].values()),
-                  "rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "rss_main_mb": hwm / 1024,
                   "rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
