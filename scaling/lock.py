@@ -109,8 +109,11 @@ def _create(path: Path, content: bytes) -> bool:
     try:
         os.write(fd, content)
         os.fsync(fd)
-    finally:
+    except BaseException:  # a full disk: leave no empty lock that others would wait on
         os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     return True
 
 

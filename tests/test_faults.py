@@ -201,6 +201,16 @@ def test_a_run_owned_by_a_live_process_is_left_alone(make_cfg, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [lock.LOCK_NAME]  # nothing written
 
 
+@pytest.mark.slow
+def test_a_second_launcher_of_a_live_run_skips_it_with_one_line(tmp_path, cache_dir):
+    with lock.run_lock(tmp_path / "run"):  # this test process is the live owner
+        r = train_cli(tmp_path / "run", *FAST, f"data.cache_dir={cache_dir}")
+    assert r.returncode == 0, r.stderr
+    assert f"skipped: {tmp_path / 'run'} is being trained by pid {os.getpid()}" in one_line(r.stdout)
+    hydra_own = [".hydra", "train.log"]  # Hydra's bookkeeping, written before any of our code runs
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name not in hydra_own] == []  # not a byte of the run
+
+
 def test_checkpoint_temp_names_are_unique(tmp_path):
     # The old writer's fixed temp name, taken by another writer (here: a directory, so writing to it fails).
     (tmp_path / f".{CKPT_NAME}.tmp").mkdir()
@@ -298,6 +308,14 @@ def test_a_sweep_on_a_full_disk_records_each_failure_in_one_line(tmp_path, cache
         recs = records(disk / "runs")
         assert len(recs) == 5 and all(x["status"] == "failed" and "No space left" in x["error"] for x in recs.values())
         assert temp_files(disk) == [] and not list(disk.glob(f"runs/*/{lock.LOCK_NAME}"))
+
+
+@pytest.mark.slow
+def test_train_on_a_read_only_dir_is_one_line(tmp_path, cache_dir):
+    with tmpfs(tmp_path / "ro", "1m", readonly=True) as ro:
+        r = train_cli(ro / "run", *FAST, f"data.cache_dir={cache_dir}")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "Read-only file system" in one_line(r.stderr)
 
 
 @pytest.mark.slow
