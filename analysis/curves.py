@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from model import ModelConfig, count_flops
+from scaling.record import read_metrics
 
 STEP_COLUMNS = ["step", "tokens", "flops", "loss", "loss_ema", "val_loss", "lr", "grad_norm", "tokens_per_s"]
 MODEL_KEYS = ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size")
@@ -42,25 +43,20 @@ def _num(x: Any) -> float:
 
 def read_steps(path: Path, warnings: list[str]) -> list[dict[str, float]]:
     """The readable lines of one metrics.jsonl as dicts of floats; each unreadable line named in warnings."""
-    rows: list[dict[str, float]] = []
     try:
-        text = path.read_text(errors="replace")
+        raw_rows, bad = read_metrics(path)
+        text = path.read_text(errors="replace") if bad else ""
     except OSError as e:
         warnings.append(f"{path}: unreadable ({type(e).__name__}: {e})")
-        return rows
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            raw = json.loads(line)
-        except ValueError:
-            raw = None
-        if not isinstance(raw, dict) or not isinstance(raw.get("step"), int) or "tokens" not in raw:
-            cut = n == len(text.splitlines()) and not text.endswith("\n")
-            warnings.append(f"{path}:{n}: unreadable line skipped" + (" (cut off mid-write)" if cut else ""))
-            continue
-        rows.append({k: _num(raw.get(k)) for k in STEP_COLUMNS if k != "flops"})
-    return rows
+        return []
+    n_lines = len(text.splitlines())
+    for n in bad:
+        cut = n == n_lines and not text.endswith("\n")
+        warnings.append(f"{path}:{n}: unreadable line skipped" + (" (cut off mid-write)" if cut else ""))
+    for raw in raw_rows:
+        if "tokens" not in raw:
+            warnings.append(f"{path}: a line without `tokens` skipped (step {raw['step']})")
+    return [{k: _num(raw.get(k)) for k in STEP_COLUMNS if k != "flops"} for raw in raw_rows if "tokens" in raw]
 
 
 def run_keys(run_dir: Path) -> dict[str, Any]:

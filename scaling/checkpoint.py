@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from scaling.atomic import atomic_file, write_atomic
+from scaling.record import read_metrics
 
 CKPT_NAME = "ckpt.pt"
 META_NAME = "ckpt.json"
@@ -91,35 +92,13 @@ def _read_meta(run_dir: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def read_metrics(path: Path) -> tuple[list[dict], int]:
-    """(rows, broken): the parseable lines of a metrics.jsonl and how many lines were not (a cut-off last write)."""
-    rows: list[dict] = []
-    broken = 0
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return rows, broken
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            broken += 1
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
-            rows.append(row)
-        else:
-            broken += 1
-    return rows, broken
-
-
 def truncate_metrics(path: Path, step: int) -> None:
     """On resume, keep only the log lines up to the checkpoint's step, so no step is logged twice; broken lines
     (what a kill or a full disk leaves mid-write) are dropped with a warning instead of failing every rerun."""
     if not path.exists():
         return
-    rows, broken = read_metrics(path)
+    rows, bad = read_metrics(path)
+    broken = len(bad)
     if broken:
         warnings.warn(
             f"{path}: dropped {broken} unreadable line(s) (an interrupted write); resuming from step {step}",

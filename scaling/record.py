@@ -110,6 +110,39 @@ class RunRecord:
 RunRecord.FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "extra")
 
 
+METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: step, tokens, loss, ... (README: run record)
+
+
+def parse_metrics_line(line: str | bytes) -> dict | None:
+    """One metrics.jsonl line as a dict, or None when it is not a logged step (garbage, or cut off mid-write)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+
+
+def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
+    """(rows, bad): the logged steps of a metrics.jsonl and the 1-based numbers of lines that are not (what a kill
+    or a full disk leaves mid-write). A missing file has no rows. The one reader of the log: the trainer's resume,
+    the training-curve loader and the status view all use it (the status view on the file's tail only)."""
+    rows: list[dict] = []
+    bad: list[int] = []
+    try:
+        text = Path(path).read_text(errors="replace")
+    except FileNotFoundError:
+        return rows, bad
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        row = parse_metrics_line(line)
+        if row is None:
+            bad.append(n)
+        else:
+            rows.append(row)
+    return rows, bad
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from scaling.cli import fail
+from scaling.record import parse_metrics_line
 
 PROG = "python -m scaling.status"
 STATES = ("completed", "running", "stalled", "interrupted", "diverged", "failed", "not started", "problem")
@@ -154,12 +155,8 @@ def tail_rows(path: str | Path) -> tuple[list[dict], str]:
         line = lines[i].strip()
         if not line:
             continue
-        try:
-            row = json.loads(line)
-            ok = isinstance(row, dict) and isinstance(row.get("step"), int)
-        except ValueError:
-            ok = False
-        if not ok:
+        row = parse_metrics_line(line)
+        if row is None:
             bad.append(i)
         elif len(rows) < 2:
             rows.append(row)
