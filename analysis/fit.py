@@ -57,6 +57,13 @@ def _conventions_note(sub: pd.DataFrame) -> str:
     )
 
 
+def _positive_finite(v) -> bool:
+    try:
+        return 0 < float(v) < float("inf")
+    except (TypeError, ValueError):
+        return False
+
+
 def analyse(
     paths,
     out_dir=None,
@@ -77,6 +84,10 @@ def analyse(
     paths = [p if isinstance(p, pd.DataFrame) else Path(p) for p in paths]
     options.check()
     limits.check()
+    for name, vals in (("--budget", budgets), ("--target-tokens", [target_tokens])):
+        bad = [v for v in vals if not _positive_finite(v)]
+        if bad:
+            raise ValueError(f"{name} needs positive finite numbers (FLOPs / tokens), got {bad[0]!r}")
     df, warnings = load_runs(paths, limits)
     try:
         return _analyse(

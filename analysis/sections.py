@@ -35,12 +35,18 @@ class FitOptions:
     robust: float | None = None  # parametric: drop runs beyond this many robust SDs, refit once
 
     def check(self) -> None:
-        if self.band < 0 or self.bootstrap < 0 or self.min_budgets < 2 or self.rtol <= 1 or self.iso_window < 0:
-            raise ValueError("need --band >= 0, --bootstrap >= 0, --min-budgets >= 2, --rtol > 1 and --iso-window >= 0")
+        finite = all(np.isfinite(v) for v in (self.band, self.rtol, self.off_centre, self.iso_window))
+        ok = self.band >= 0 and self.bootstrap >= 0 and self.min_budgets >= 2 and self.rtol > 1
+        if not (finite and ok and self.iso_window >= 0 and self.off_centre > 0):
+            raise ValueError(
+                "need finite --band >= 0, --bootstrap >= 0, --min-budgets >= 2, --rtol > 1 and --iso-window >= 0 "
+                f"(got band {self.band:g}, bootstrap {self.bootstrap}, min budgets {self.min_budgets}, "
+                f"rtol {self.rtol:g}, iso window {self.iso_window:g})"
+            )
         if self.hparams_form not in ("C", "MD"):
             raise ValueError(f"--hparams-form must be C or MD, not {self.hparams_form!r}")
-        if (self.fix_E is not None and not self.fix_E > 0) or (self.robust is not None and not self.robust > 0):
-            raise ValueError("--fix-E and --robust need a positive value")
+        if any(v is not None and not (v > 0 and np.isfinite(v)) for v in (self.fix_E, self.robust)):
+            raise ValueError(f"--fix-E and --robust need a positive finite value (got {self.fix_E}, {self.robust})")
 
     def as_dict(self) -> dict:
         return asdict(self)

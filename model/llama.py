@@ -212,7 +212,7 @@ class LLaMA(nn.Module):
         reference the KV cache must equal). When the sequence outgrows seq_len, the context is cut to the last
         seq_len // 2 tokens and the cache is refilled from them (positions restart, as in training windows).
         """
-        if max_new_tokens < 0 or temperature < 0 or (top_k is not None and top_k < 1):
+        if max_new_tokens < 0 or not 0 <= temperature < float("inf") or (top_k is not None and top_k < 1):
             raise ValueError("need max_new_tokens >= 0, temperature >= 0 and top_k >= 1 (or None)")
         if idx.shape[1] == 0:
             raise ValueError("generate needs a prompt of at least one token")

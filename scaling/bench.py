@@ -62,10 +62,11 @@ def step_gemms(cfg: ModelConfig, tokens: int, device: torch.device,
                dtype: torch.dtype) -> tuple[Callable[[], None], float]:
     """A probe (function, FLOPs per call): every linear-layer GEMM of one training step at its real shape and
     layout, y = x W^T, dx = dy W, dW = dy^T x, with no other work in between."""
+    assert cfg.ffn_hidden is not None and cfg.n_kv_head is not None  # ModelConfig fills both in
     C, F, V = cfg.d_model, cfg.ffn_hidden, cfg.vocab_size
     d_attn, d_kv = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
     linears = [(C, d_attn), (C, d_kv), (C, d_kv), (d_attn, C), (C, F), (C, F), (F, C)] * cfg.n_layer + [(C, V)]
-    operands = {}
+    operands: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
     for fan_in, fan_out in set(linears):
         operands[fan_in, fan_out] = tuple(torch.randn(*s, device=device, dtype=dtype)
                                           for s in ((tokens, fan_in), (fan_out, fan_in), (tokens, fan_out)))
@@ -82,7 +83,8 @@ def hf_twin(model_cfg: ModelConfig) -> torch.nn.Module:
         from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError as e:
         raise ValueError("the HF comparison needs transformers: pip install -e .[hf]") from e
-    cfg = LlamaConfig(vocab_size=model_cfg.vocab_size, hidden_size=model_cfg.d_model,
+    cfg = LlamaConfig(  # type: ignore[call-arg]  # rope_theta, attn_implementation: accepted as **kwargs
+        vocab_size=model_cfg.vocab_size, hidden_size=model_cfg.d_model,
                       intermediate_size=model_cfg.ffn_hidden, num_hidden_layers=model_cfg.n_layer,
                       num_attention_heads=model_cfg.n_head, num_key_value_heads=model_cfg.n_kv_head,
                       max_position_embeddings=model_cfg.seq_len, rms_norm_eps=model_cfg.norm_eps,

@@ -319,6 +319,7 @@ class Member:
     owner: dict | None
     started: float  # time.time() when the pack took the run
     startup_s: float = 0.0
+    earlier_s: float = 0.0  # wall time of the run's segments before this one (from its checkpoint)
     metrics: IO[str] | None = None
     window: _Window = field(default_factory=_Window)
     trackers: Any = None  # scaling.trackers.Trackers: each of this run's metrics rows is also sent there
@@ -497,6 +498,8 @@ def _train_group(
         m.metrics = (m.run.run_dir / "metrics.jsonl").open("a")
         m.trackers = open_trackers(m.run.train.loggers, m.run.run_dir, m.run.record)  # [] by default
         m.startup_s = time.perf_counter() - m.run.entered
+        m.earlier_s = m.state.wall_time_s  # a resumed run's wall time counts every segment, as a single run's
+        m.started = time.time()  # this segment (a later step group waited for the earlier ones)
 
     def load_row(k: int, i: int) -> None:
         """Put run i (row k) into the template model and optimizer: the single-run format for eval/checkpoints."""
@@ -518,6 +521,7 @@ def _train_group(
             g["weight_decay"] = float(members[i].run.optim.weight_decay) if g["weight_decay"] else 0.0
 
     def save(k: int, i: int) -> None:
+        members[i].state.wall_time_s = members[i].earlier_s + time.time() - members[i].started
         load_row(k, i)
         save_checkpoint(members[i].run.run_dir, checkpoint_state(template, opt, members[i].spec, members[i].state))
 
@@ -529,7 +533,7 @@ def _train_group(
             val_loss, val_tokens = evaluate(template, val_set.batches(), device, amp, single)
             save(k, i)
         result = result_record(
-            m.run, m.state, val_loss, val_tokens, val_set.bpb, time.time() - m.started, m.startup_s
+            m.run, m.state, val_loss, val_tokens, val_set.bpb, m.earlier_s + time.time() - m.started, m.startup_s
         ) | {"packed_with": _others(ids, order, i)}
         write_json(m.run.run_dir / "result.json", result)
         if m.trackers is not None:

@@ -161,6 +161,27 @@ def save_sharded(
     barrier(dist_env)
 
 
+def sharded_meta(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
+    """The loop state of run_dir's complete sharded checkpoint of this config (ckpt_dcp.json), None without one."""
+    try:
+        meta = json.loads((run_dir / DCP_META).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("config_hash") == config_hash else None
+
+
+def check_resumable(run_dir: Path, config_hash: str, mode: str) -> None:
+    """A sharded checkpoint is resumed by a sharded run only: refuse, before anything is written, to restart such
+    a run from step 0 unsharded (it would discard its progress and rewrite its metrics)."""
+    meta = sharded_meta(run_dir, config_hash)
+    if meta is not None and mode != "fsdp":
+        raise ValueError(
+            f"{run_dir} holds a sharded checkpoint at step {meta['step']} of an FSDP run on "
+            f"{meta.get('world_size')} processes, but this run is '{mode}': resume it with "
+            f"train.parallel=fsdp on several processes (torchrun, or a multi-task launcher)"
+        )
+
+
 def load_sharded(
     run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config_hash: str
 ) -> dict[str, Any] | None:
@@ -168,11 +189,8 @@ def load_sharded(
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-    try:
-        meta = json.loads((run_dir / DCP_META).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or meta.get("config_hash") != config_hash:
+    meta = sharded_meta(run_dir, config_hash)
+    if meta is None:
         return None
     model_state, optim_state = get_state_dict(model, optimizer)
     state: dict[str, Any] = {"model": model_state, "optim": optim_state}

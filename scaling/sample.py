@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +60,9 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[LLaMA, dict, dict]:
         model_cfg = ModelConfig.from_dict(cfg["model"])
     except Exception as e:  # noqa: BLE001 -- any unreadable config is the same bad input
         raise ValueError(f"{run_dir / 'config.yaml'} is not a readable run config ({type(e).__name__}: {e})") from None
-    ckpt = load_checkpoint(run_dir, config_hash(cfg))
+    with warnings.catch_warnings():  # load_checkpoint's warning speaks of resuming training: the error below says it
+        warnings.simplefilter("ignore")
+        ckpt = load_checkpoint(run_dir, config_hash(cfg))
     if ckpt is None or not isinstance(ckpt.get("model"), dict):
         raise ValueError(f"{run_dir / CKPT_NAME} is unreadable or belongs to another config than config.yaml")
     model = LLaMA(model_cfg)
@@ -78,11 +82,12 @@ def sample(
     """Continue `prompt` with the run's model (the library form of the CLI)."""
     from scaling.data import prepare_data  # the tokenizer cache of the run's data config (built if missing)
 
-    if max_new_tokens < 1 or temperature < 0 or (top_k is not None and top_k < 1):
+    if max_new_tokens < 1 or not 0 <= temperature < math.inf or (top_k is not None and top_k < 1):
         raise ValueError(
-            f"need --max-new-tokens >= 1, --temperature >= 0 and --top-k >= 1; got {max_new_tokens}, "
-            f"{temperature}, {top_k}"
+            f"need --max-new-tokens >= 1, a finite --temperature >= 0 and --top-k >= 0 (0 = all); got "
+            f"{max_new_tokens}, {temperature}, {top_k}"
         )
+    _check_device(device)
     model, cfg, ckpt = load_run(run_dir, device)
     data = prepare_data(cfg["data"])
     if data.vocab_size != model.cfg.vocab_size:
@@ -106,6 +111,18 @@ def sample(
         steps=_planned_steps(cfg),
         status=status,
     )
+
+
+def _check_device(device: str) -> None:
+    """A device string torch knows and this machine has, else ValueError (never a traceback from torch)."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"--device {device!r} is not a torch device ({e}); use cpu or cuda[:N]") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: this machine has no usable CUDA GPU; use --device cpu")
+    if kind not in ("cpu", "cuda") and not getattr(getattr(torch.backends, kind, None), "is_available", bool)():
+        raise ValueError(f"--device {device!r} is not available on this machine; use cpu or cuda[:N]")
 
 
 def best_per_budget(root: Path) -> list[tuple[float, Path, float]]:
@@ -159,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.best_per_budget:
         return _best_per_budget(a)
     try:
-        s = sample(a.run_dir, a.prompt, a.max_new_tokens, a.temperature, a.top_k or None, a.seed, a.device)
+        top_k = None if a.top_k == 0 else a.top_k
+        s = sample(a.run_dir, a.prompt, a.max_new_tokens, a.temperature, top_k, a.seed, a.device)
     except ValueError as e:
         fail(PROG, e)
     of = f"/{s.steps}" if s.steps else ""

@@ -118,10 +118,14 @@ def read_plan(sweep_dir: Path) -> tuple[dict[str, dict[str, str]] | None, str]:
         return None, ""
     try:
         with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         return None, f"plan.csv unreadable ({type(e).__name__}: {e}); not-started runs cannot be counted"
-    if rows and "run_id" not in rows[0]:
+    if not header:  # an empty file (cut off, or truncated by hand) is not a plan of zero runs
+        return None, "plan.csv is empty (cut off?); not-started runs cannot be counted"
+    if "run_id" not in header:
         return None, "plan.csv has no run_id column (not written by scaling.sweep); not-started runs cannot be counted"
     return {r["run_id"]: r for r in rows if r.get("run_id")}, ""
 
@@ -393,11 +397,15 @@ def render(sweeps: list[Sweep], root: Path, max_lines: int = 10) -> str:
         c = s.counts()
         total += c
         name = os.path.relpath(s.path, root) if s.path != root else str(root)
-        plan = f"plan.csv: {s.planned} runs" if s.planned is not None else "no plan.csv"
+        plan = (
+            f"plan.csv: {s.planned} runs"
+            if s.planned is not None
+            else ("plan.csv unusable" if s.plan_unusable else "no plan.csv")
+        )
         if s.eta_s is not None:
             eta = f"ETA {fmt_seconds(s.eta_s)}"
         elif c.keys() <= set(DONE):
-            eta = "done"
+            eta = "runs found done, others unknown" if s.plan_unusable else "done"
         elif s.work_left_s is not None:  # nothing running: say how much is left for whoever restarts it
             eta = f"nothing running, {fmt_seconds(s.work_left_s)} of work left"
         else:
@@ -444,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         fail(PROG, "give a runs directory, e.g. python -m scaling.status runs/")
     if not a.root.is_dir():
         fail(PROG, f"{a.root} is not a directory; give the runs directory a sweep writes into (sweep.dir)")
-    if a.stall <= 0 or a.max_lines < 1 or (a.watch is not None and a.watch <= 0):
+    if not (0 < a.stall < math.inf) or a.max_lines < 1 or (a.watch is not None and not 0 < a.watch < math.inf):
         fail(PROG, "--stall and --watch must be > 0 and --max-lines >= 1")
     while True:
         sweeps = collect(a.root, a.stall)

@@ -3,6 +3,7 @@
     python -m scaling.study                              # conf/study/cpu_demo.yaml: minutes on a laptop CPU
     python -m scaling.study gpu_deepseek --dry-run       # DeepSeek's design: the plan and its GPU-hours
     python -m scaling.study cpu_demo hydra/launcher=joblib   # extra Hydra overrides go to every sweep
+    python -m scaling.study --samples                    # + a greedy sample of each IsoFLOP budget's best run
 
 Stage 1 sweeps batch size x learning rate at a few budgets and fits eta_opt(C), B_opt(C); stage 2 runs IsoFLOP
 profiles whose learning rate and batch come from those fitted laws; stage 3 fits everything (analysis.fit) and
@@ -40,7 +41,9 @@ def plan_seconds(sweep_dir: Path) -> float:
         return sum(float(row["est_seconds"]) for row in csv.DictReader(f))
 
 
-def run_study(name: str, extra: list[str], dry_run: bool, out: Path | None = None) -> dict | None:
+def run_study(
+    name: str, extra: list[str], dry_run: bool, out: Path | None = None, samples: bool = False
+) -> dict | None:
     study = load_study(name)
     root = Path(out or study["dir"])
     common = [*study["overrides"], *extra] + (["sweep.dry_run=true"] if dry_run else [])
@@ -69,8 +72,31 @@ def run_study(name: str, extra: list[str], dry_run: bool, out: Path | None = Non
 
     print("== stage 3/3: fitting the study")
     report = run_analysis([hp_dir, iso_dir], fit_dir, **study["analysis"])
+    if samples:
+        write_samples(iso_dir, fit_dir / "report.md", str(study.get("sample_prompt", SAMPLE_PROMPT)))
     print_summary(report, fit_dir, time.time() - t0)
     return report
+
+
+SAMPLE_PROMPT = "The state of the Union is"
+
+
+def write_samples(iso_dir: Path, report_md: Path, prompt: str, max_new_tokens: int = 32) -> None:
+    """A greedy continuation of `prompt` by each IsoFLOP budget's best run, printed and appended to report.md: what
+    the models learned, next to the numbers (off by default: a model load and a decode per budget)."""
+    from scaling.sample import best_per_budget, sample
+
+    lines = ["", "## Samples (greedy, best run of each IsoFLOP budget)", "", f"Prompt: `{prompt}`", ""]
+    for budget, run_dir, loss in best_per_budget(iso_dir):
+        try:
+            text = sample(run_dir, prompt, max_new_tokens=max_new_tokens, temperature=0.0, top_k=None).continuation
+        except ValueError as e:  # e.g. a run without a checkpoint: say so, the report stays valid
+            text = f"(no sample: {e})"
+        line = f"- C = {budget:.3g}, {run_dir.name} (val_loss {loss:.4f}): {' '.join(text.split())}"
+        print("  " + line[2:])
+        lines.append(line)
+    with report_md.open("a") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def _law(report: dict, section: str, key: str) -> str:
@@ -104,11 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     if any(a in ("-h", "--help") for a in args):
         print(__doc__)
         return
-    dry_run = "--dry-run" in args
-    args = [a for a in args if a != "--dry-run"]
+    dry_run, samples = "--dry-run" in args, "--samples" in args
+    args = [a for a in args if a not in ("--dry-run", "--samples")]
     name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
     try:
-        run_study(name, args, dry_run)
+        run_study(name, args, dry_run, samples=samples)
     except ValueError as e:
         fail("scaling.study", e)
     except RuntimeError as e:  # a stage failed: its own output said why; rerunning resumes

@@ -31,6 +31,7 @@ from scaling.data import prepare_data, resolve_vocab
 from scaling.distributed import Dist, any_across, barrier, init_distributed
 from scaling.lock import RunLocked, acquire, release
 from scaling.parallel import (
+    check_resumable,
     checkpoint_blocks,
     choose_mode,
     compile_blocks,
@@ -114,6 +115,7 @@ def check_config(cfg: DictConfig) -> tuple[dict, ModelConfig, TrainConfig, Optim
     """The run's config resolved and validated (one-line ValueErrors naming the key); a sweep checks every planned
     run with this before launching any."""
     c = OmegaConf.to_container(resolve_vocab(cfg), resolve=True)  # a pretrained tokenizer sets data.vocab_size
+    assert isinstance(c, dict)  # a config group, never a list or a scalar
     if c["model"].get("vocab_size") != c["data"]["vocab_size"]:
         raise ValueError(f"model.vocab_size={c['model'].get('vocab_size')} disagrees with data.vocab_size="
                          f"{c['data']['vocab_size']}; the tokenizer sets it: use model.vocab_size=${{data.vocab_size}}")
@@ -155,6 +157,7 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
 
     flops = count_flops(model_cfg)
     parallel = choose_mode(train_cfg.parallel, dist_env.world_size, int(flops.params), device)
+    check_resumable(out_dir, chash, parallel)
     D = steps * batch
     epochs = D / data.train_tokens_count
     if epochs > 1 and dist_env.is_main:
@@ -321,7 +324,8 @@ def result_record(run: RunSetup, state: LoopState, val_loss: float | None, val_t
 def _interrupted_hash(out_dir: Path) -> str | None:
     """Config hash of an unfinished run in out_dir (its config.yaml), None when there is none."""
     try:
-        return config_hash(OmegaConf.to_container(OmegaConf.load(out_dir / "config.yaml"), resolve=True))
+        stored = OmegaConf.to_container(OmegaConf.load(out_dir / "config.yaml"), resolve=True)
+        return config_hash(stored) if isinstance(stored, dict) else None
     except (OSError, KeyError, TypeError, ValueError):
         return None
 

@@ -69,13 +69,19 @@ def plan_units(
         if key is not None:
             groups.setdefault(key, []).append(i)
     units: dict[int, Unit] = {}  # by first member, to keep plan order
-    for members in groups.values():
-        size = len(members) if limit is None else limit
-        size = min(size, MAX_AUTO) if limit is None else size
+    # Smallest batches first: the gain shrinks as the batch grows (measured: 1.95x at 4 sequences, 1.0x at 16), so
+    # under auto, once a batch size does not pay, the larger ones of the same shape are not measured at all.
+    not_paying: set[tuple] = set()
+    for key in sorted(groups, key=lambda k: (k[:-2], k[-1])):
+        members, shape = groups[key], key[:-2]  # key: (budget, shape..., D, batch)
+        size = min(len(members), MAX_AUTO) if limit is None else limit
         for start in range(0, len(members), max(size, 1)):
             chunk = tuple(members[start : start + size])
-            gain = speedup(points[chunk[0]], len(chunk)) if len(chunk) > 1 else None
+            skip = limit is None and shape in not_paying
+            gain = speedup(points[chunk[0]], len(chunk)) if len(chunk) > 1 and not skip else None
             if limit is None and (gain is None or gain < MIN_GAIN):
+                if gain is not None:
+                    not_paying.add(shape)
                 continue  # auto: not worth it (or not measurable): these runs go alone
             units[chunk[0]] = Unit(chunk, gain if gain is not None else 1.0)
     packed = {i for u in units.values() for i in u.members}

@@ -161,7 +161,7 @@ def test_vocab_102400_trains_end_to_end(tmp_path, make_cfg, shards, tokenizer_js
     c = make_cfg(
         "data=files",
         f"data.path={shards}/a",
-        "+data.text_field=body",
+        "data.text_field=body",
         f"data.tokenizer={big}",
         "data.max_bytes=null",
         "model=tiny",

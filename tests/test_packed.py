@@ -284,6 +284,9 @@ def test_sweep_packs_runs_of_one_batch_size_only_where_it_pays():
     assert {points[i].batch_size for i in packs[0].members} == {min(points[i].batch_size for i in hp)}
     assert sorted(i for u in auto for i in u.members) == todo  # every run once, packed or alone
     assert {K for _, K in asked} == {5}
+    # smallest batch first; once a batch size does not pay, the larger ones of that shape are not measured
+    batches = sorted({points[i].batch_size for i in hp})
+    assert [b for b, _ in asked] == batches[:2]
     # K = 2 with the first run already done: that batch's 4 runs make 2 packs, the other two batches' 5 runs make
     # 2 packs and one run alone each; IsoFLOP points (different shapes) never pack
     fixed = plan_units(points, todo[1:], 2, lambda p, K: None)

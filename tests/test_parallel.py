@@ -1,5 +1,6 @@
-"""Multi-process training on CPU with gloo: FSDP2 == DDP == one process, an FSDP2 run killed with SIGKILL resumes
-to the uninterrupted result, and a 2-task submitit job is one run of world size 2. All spawn processes: slow tier."""
+"""Parallel training: train.parallel=auto's choice, the submitit environment export, and on CPU with gloo (slow
+tier: they spawn processes) FSDP2 == DDP == one process, an FSDP2 run killed with SIGKILL resuming to the
+uninterrupted result, a 2-task submitit job being one run of world size 2, and activation checkpointing."""
 
 from __future__ import annotations
 
@@ -96,7 +97,8 @@ def test_a_multi_task_submitit_job_exports_one_process_group(monkeypatch):
     from scaling.distributed import export_submitit_env
 
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")  # recorded, so that what the export sets is undone after the test
+        monkeypatch.delenv(key)
     assert not export_submitit_env()  # not in a submitit job: nothing to export
     job = {
         "SUBMITIT_LOCAL_JOB_ID": "4242",
@@ -122,6 +124,7 @@ def test_a_multi_task_submitit_job_exports_one_process_group(monkeypatch):
     assert not export_submitit_env()  # a one-task job is a plain single-process run
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_changes_memory_not_numbers(make_cfg, tmp_path):
     plain = train_run(make_cfg(*FAST, "train.threads=1"), tmp_path / "plain")
     checkpointed = train_run(make_cfg(*FAST, "train.threads=1", "train.activation_checkpointing=true"), tmp_path / "ac")
@@ -156,7 +159,7 @@ def test_fsdp_ddp_and_one_process_train_alike(make_cfg, tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_killed_fsdp_run_resumes_to_the_same_result(tmp_path, cache_dir):
+def test_killed_fsdp_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
     args = [
         "train.tokens=98304",
         "train.batch_size=1024",
@@ -191,6 +194,8 @@ def test_killed_fsdp_run_resumes_to_the_same_result(tmp_path, cache_dir):
     assert not (run_dir / "result.json").exists(), "the run finished before it could be killed; make it longer"
     saved_at = json.loads((run_dir / "ckpt_dcp.json").read_text())["step"]
     assert 0 < saved_at < 96
+    with pytest.raises(ValueError, match=f"holds a sharded checkpoint at step {saved_at} of an FSDP run on 2"):
+        train_run(make_cfg(*args), run_dir)  # one process cannot resume it: refused, not restarted from step 0
     log: list[str] = []
     resumed = torchrun(run_dir, *args, output=log)
     assert f"resuming from step {saved_at} of 96 (sharded checkpoint)" in log[0]  # not retrained from scratch

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -129,9 +130,36 @@ def test_a_checkpoint_that_would_run_code_is_refused(run_dir, capsys):
     d, model = run_dir
     chash = json.loads((d / "ckpt.json").read_text())["config_hash"]
     (d / "ckpt.pt").write_bytes(pickle.dumps({"config_hash": chash, "model": model.state_dict(), "x": _Evil()}))
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="unreadable"):
-        sample(d, "x", max_new_tokens=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the one-line error says it all: no warning about "training from step 0"
+        with pytest.raises(ValueError, match="unreadable"):
+            sample(d, "x", max_new_tokens=2)
     assert "this must never run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--temperature", "nan"],
+        ["--temperature", "inf"],
+        ["--top-k", "-1"],
+        ["--device", "bogus"],
+        ["--device", "cuda:99"],
+    ],
+)
+def test_sample_cli_bad_option_is_one_line_exit_2(run_dir, capsys, bad):
+    d, _ = run_dir
+    with pytest.raises(SystemExit) as e:
+        main([str(d), "--prompt", "x", "--max-new-tokens", "2", *bad])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and bad[0] in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_refuses_non_finite_temperature():
+    model = LLaMA(gqa())
+    for t in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            model.generate(torch.zeros(1, 2, dtype=torch.long), 2, temperature=t)
 
 
 def test_best_run_of_each_isoflop_budget_is_sampled(run_dir, tmp_path, capsys):

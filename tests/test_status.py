@@ -155,6 +155,26 @@ def test_all_finished_exits_0_and_bad_input_exits_2(tmp_path, capsys):
     assert e.value.code == 2
 
 
+def test_empty_or_headerless_plan_is_unusable_not_a_finished_plan(tmp_path, capsys):
+    s = tmp_path / "runs"
+    _write(s / "a", result={})
+    for text in ("", "\n", "what,is,this\n"):  # cut off / header without run_id: runs not started are unknown
+        (s / "plan.csv").write_text(text)
+        assert main([str(s)]) == 1
+        out = capsys.readouterr().out
+        assert "plan.csv unusable" in out and "no plan.csv" not in out and "  done" not in out, (text, out)
+    (s / "plan.csv").write_text("run_id,steps\n")  # a real plan with no rows left is fine
+    assert main([str(s)]) == 0
+
+
+@pytest.mark.parametrize("bad", [["--stall", "nan"], ["--stall", "inf"], ["--watch", "nan"]])
+def test_non_finite_stall_or_watch_is_bad_input(tmp_path, capsys, bad):
+    _write(tmp_path / "runs" / "a", result={})
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "runs"), *bad])
+    assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
 def test_garbage_everywhere_is_named_never_a_traceback(tmp_path):
     s = tmp_path / "runs"
     _write(s / "a", log=[], tail="not json at all\n\x00\x01garbage")

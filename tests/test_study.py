@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import TINY_DATA
@@ -24,10 +25,11 @@ MINI_STUDY = {
 }
 
 
+@pytest.mark.slow
 def test_miniature_study_end_to_end(tmp_path, cache_dir):
     study = MINI_STUDY | {"dir": str(tmp_path / "study")}
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(study))
-    out = subprocess.run([sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml")], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml"), "--samples"], cwd=ROOT,
                          capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     root = tmp_path / "study"
@@ -46,7 +48,12 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
     for law in (report["hparams"]["eta_opt"], report["hparams"]["B_opt"]):
         lo, hi = law["ci95"]["exponent"]
         assert lo <= law["exponent"] <= hi and lo < hi
-    assert "isoflop" in report or "isoflop" in report["skipped"]     # fitted, or absent with the reason
+    iso = report["isoflop"]  # the mini study's three profiles must locate M_opt
+    assert len(iso["budgets"]) == 3 and all(b["n_runs"] == 5 for b in iso["budgets"]), iso["budgets"]
+    lo, hi = iso["M_opt"]["ci95"]["exponent"]
+    assert lo < iso["M_opt"]["exponent"] < hi
+    md = (root / "analysis" / "report.md").read_text()
+    assert "## Samples" in md and md.count("(val_loss ") == 3  # one greedy sample per IsoFLOP budget
     assert {"deepseek_7b", "deepseek_67b"} <= set(report["extrapolation"])
     plots = {p.name for p in (root / "analysis" / "plots").glob("*.png")}
     assert {"hparams.png", "isoflop.png"} <= plots, plots
@@ -69,6 +76,7 @@ def test_readme_set_up_commands_are_what_ci_runs():
     assert tests in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow
 def test_unknown_study_is_one_line_error():
     out = subprocess.run([sys.executable, "-m", "scaling.study", "nosuch"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)

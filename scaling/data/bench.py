@@ -3,9 +3,9 @@
 Generates a corpus of `.jsonl.gz` shards (English-like text, Zipf-distributed words; 1 GB of raw text by default),
 then in the same run measures
 - the reference: the tokenizer's own batch encode (`encode_batch_fast`, the call prepare makes) on a sample of the
-  same documents, in a fresh process with one thread (RAYON_NUM_THREADS=1), before and after the prepare (the mean
-  is used, so a load that drifts hits both); times the processes used, it is what a perfect parallel tokenizer
-  would reach;
+  same documents in 1 MB batches, in a fresh process with one thread (RAYON_NUM_THREADS=1), 3 rounds before and 3
+  after the prepare (the median is used, so a load that drifts hits both); times the processes used, it is what a
+  perfectly parallel tokenizer would reach;
 - `prepare_data` on the whole corpus (decompress, parse, split, encode, check bytes, write, concatenate), in a fresh
   process with a fresh cache: MB/s of raw text, tokens/s, and the peak RSS of the preparer and of its largest worker.
 The tokenizer is a byte-level BPE `tokenizer.json` (32,768 ids, trained here on a sample unless --tokenizer is
@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHARD_BYTES = 64 << 20  # raw text per shard: a unit of the prepare step
+SHARD_BYTES = 64 << 20
+ROUNDS = 3  # reference rounds before and after the prepare run  # raw text per shard: a unit of the prepare step
 WORDS = 20_000
 
 
@@ -112,11 +114,19 @@ for shard in sorted(Path(sys.argv[2]).glob("*.jsonl.gz")):
             if size >= int(sys.argv[3]): break
     if size >= int(sys.argv[3]): break
 encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # the call prepare makes (no character offsets)
+batches, batch, held = [], [], 0  # 1 MB batches, as prepare encodes
+for text in texts:
+    batch.append(text); held += len(text)
+    if held >= 1 << 20:
+        batches.append(batch); batch, held = [], 0
+batches.append(batch)
 encode(texts[:50], add_special_tokens=False)  # warm-up
-t = time.perf_counter()
-n = sum(len(e.ids) for e in encode(texts, add_special_tokens=False))
-dt = time.perf_counter() - t
-print(json.dumps({"bytes": size, "tokens": n, "seconds": dt}))
+seconds = []
+for _ in range(int(sys.argv[4])):
+    t = time.perf_counter()
+    n = sum(len(e.ids) for b in batches for e in encode(b, add_special_tokens=False))
+    seconds.append(time.perf_counter() - t)
+print(json.dumps({"bytes": size, "tokens": n, "seconds": seconds}))
 """
 
 _PREPARE = """
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--tokenizer", type=Path, help="a tokenizer.json (default: a 32,768-id byte-level BPE trained here)"
     )
-    ap.add_argument("--sample", default="64M", help="text the single-thread reference encodes (default 64M)")
+    ap.add_argument("--sample", default="16M", help="text the single-thread reference encodes (default 16M)")
     ap.add_argument("--dir", type=Path, help="where to generate (default: a temporary folder, removed afterwards)")
     args = ap.parse_args(argv)
     size = parse_size(args.size)
@@ -164,17 +174,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{time.perf_counter() - t:.0f} s"
             )
         tok = args.tokenizer or train_tokenizer(corpus, work / "tokenizer.json")
-        ref_args = (str(tok), str(corpus), str(parse_size(args.sample)))
+        ref_args = (str(tok), str(corpus), str(parse_size(args.sample)), str(ROUNDS))
         before = _python(_REFERENCE, *ref_args, threads=1)
         shutil.rmtree(work / "cache", ignore_errors=True)
         # one tokenizer thread per process here too, so "x processes" compares like with like
         prep = _python(_PREPARE, str(corpus), str(tok), str(work / "cache"), str(args.num_proc), threads=1)
         after = _python(_REFERENCE, *ref_args, threads=1)  # before and after: a load that drifts hits both
-        ref = {
-            "bytes": before["bytes"],
-            "tokens": before["tokens"],
-            "seconds": (before["seconds"] + after["seconds"]) / 2,
-        }
+        rounds = sorted(before["seconds"] + after["seconds"])
+        ref = {"bytes": before["bytes"], "tokens": before["tokens"], "seconds": statistics.median(rounds)}
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -184,9 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} cores, load average {load:.2f}; prepare with {args.num_proc} processes")
     print(
-        f"reference (tokenizer encode_batch_fast, 1 thread, {ref['bytes'] / 1e6:.0f} MB sample; {before['seconds']:.1f} s "
-        f"before and {after['seconds']:.1f} s after prepare): {ref['bytes'] / ref['seconds'] / 1e6:.2f} MB/s, "
-        f"{ref_tps:,.0f} tokens/s"
+        f"reference (tokenizer encode_batch_fast, 1 thread, {ref['bytes'] / 1e6:.0f} MB sample in 1 MB batches, median "
+        f"of {len(rounds)} rounds before and after prepare, {rounds[0]:.1f}-{rounds[-1]:.1f} s): "
+        f"{ref['bytes'] / ref['seconds'] / 1e6:.2f} MB/s, {ref_tps:,.0f} tokens/s"
     )
     print(
         f"prepare ({prep['bytes'] / 1e6:,.0f} MB, {prep['tokens']:,} tokens): {prep['seconds']:.1f} s, "
