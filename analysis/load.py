@@ -72,7 +72,9 @@ class InputError(ValueError):
 
 
 def _num(x) -> float:
-    """A finite float or NaN; never raises (records are untrusted)."""
+    """A finite float or NaN; never raises (records are untrusted). A JSON true/false is not a number."""
+    if isinstance(x, bool | np.bool_):
+        return math.nan
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -162,12 +164,21 @@ def _text(s: pd.Series, default: str | None) -> pd.Series:
     )
 
 
+def _numeric(s: pd.Series) -> pd.Series:
+    """Numbers of a column, NaN for anything else: True/False are not 1/0 (a loss of True is no loss)."""
+    if s.dtype == bool:
+        return pd.Series(np.nan, index=s.index)
+    if s.dtype == object:
+        s = s.mask(s.map(lambda v: isinstance(v, bool | np.bool_)))
+    return pd.to_numeric(s, errors="coerce")
+
+
 def _derive(df: pd.DataFrame) -> pd.DataFrame:
     """Fill M, D, C, N where the others define them, in float64: M = C/D or 6N; D = C/M; C = M*D; N = M/6."""
     for c in COLUMNS:
         if c not in df:
             df[c] = None if c in TEXT else np.nan
-    num = df[NUMERIC].apply(pd.to_numeric, errors="coerce").astype("float64")
+    num = df[NUMERIC].apply(_numeric).astype("float64")
     df[NUMERIC] = num.where(np.isfinite(num))
     # Which convention the model scale M follows: given, 6N (Chinchilla-style tables), or C/D.
     df["scale"] = np.where(

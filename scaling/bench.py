@@ -83,13 +83,14 @@ def hf_twin(model_cfg: ModelConfig) -> torch.nn.Module:
         from transformers import LlamaConfig, LlamaForCausalLM
     except ImportError as e:
         raise ValueError("the HF comparison needs transformers: pip install -e .[hf]") from e
-    cfg = LlamaConfig(  # type: ignore[call-arg]  # rope_theta, attn_implementation: accepted as **kwargs
+    # rope_theta and attn_implementation are LlamaConfig **kwargs; ModelConfig always fills ffn_hidden, n_kv_head
+    cfg = LlamaConfig(  # type: ignore[call-arg]
         vocab_size=model_cfg.vocab_size, hidden_size=model_cfg.d_model,
-                      intermediate_size=model_cfg.ffn_hidden, num_hidden_layers=model_cfg.n_layer,
-                      num_attention_heads=model_cfg.n_head, num_key_value_heads=model_cfg.n_kv_head,
-                      max_position_embeddings=model_cfg.seq_len, rms_norm_eps=model_cfg.norm_eps,
-                      rope_theta=model_cfg.rope_theta, tie_word_embeddings=model_cfg.tie_embeddings,
-                      attention_bias=False, mlp_bias=False, attn_implementation="sdpa")
+        intermediate_size=model_cfg.ffn_hidden, num_hidden_layers=model_cfg.n_layer,  # type: ignore[arg-type]
+        num_attention_heads=model_cfg.n_head, num_key_value_heads=model_cfg.n_kv_head,
+        max_position_embeddings=model_cfg.seq_len, rms_norm_eps=model_cfg.norm_eps,
+        rope_theta=model_cfg.rope_theta, tie_word_embeddings=model_cfg.tie_embeddings,
+        attention_bias=False, mlp_bias=False, attn_implementation="sdpa")
     return LlamaForCausalLM(cfg)
 
 

@@ -116,11 +116,14 @@ def sample(
 def _check_device(device: str) -> None:
     """A device string torch knows and this machine has, else ValueError (never a traceback from torch)."""
     try:
-        kind = torch.device(device).type
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"--device {device!r} is not a torch device ({e}); use cpu or cuda[:N]") from None
+    kind = dev.type
     if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device!r}: this machine has no usable CUDA GPU; use --device cpu")
+    if kind == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     if kind not in ("cpu", "cuda") and not getattr(getattr(torch.backends, kind, None), "is_available", bool)():
         raise ValueError(f"--device {device!r} is not available on this machine; use cpu or cuda[:N]")
 

@@ -79,7 +79,6 @@ class _Window:
     """Steps whose outputs are still on the device (since the last logging step)."""
 
     steps: list[int] = field(default_factory=list)
-    lrs: list[float] = field(default_factory=list)
     outputs: list[StepOutput] = field(default_factory=list)
 
 
@@ -121,7 +120,6 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
             out = ctx.step([ctx.micro_batch(state.step, micro) for micro in range(spec.accum)], lr)
             state.step += 1
             window.steps.append(state.step)
-            window.lrs.append(lr)
             window.outputs.append(out)
             bar.update(spec.batch_size)
             log_due = state.step % spec.log_every == 0 or state.step == spec.steps

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis import parametric as P
+from analysis import fit_runs
 from analysis.fit import main, run_analysis
 from analysis.synthetic import Truth, make_study, write_study
 
@@ -200,3 +201,57 @@ def test_parametric_start_that_is_the_optimum_is_a_result():
     L = np.exp(e) + np.exp(a) / N**al + np.exp(b) / D**be
     r = P.fit_parametric(N, D, L, n_boot=0)
     assert "skipped" not in r and r["alpha"] == pytest.approx(al, abs=1e-6) and r["E"] == pytest.approx(np.exp(e))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--budget", "-1"],  # was a TypeError traceback (complex power)
+        ["--budget", "nan"],  # was "sweep.shape_rule=deepseek allows no shape"
+        ["--budget", "1e400"],  # was "math domain error"
+        ["--target-tokens", "-1"],  # was a traceback
+        ["--target-tokens", "nan"],  # was a traceback after report files were half written
+        ["--band", "nan"],  # NaN passed `band < 0`: traceback after writing
+        ["--rtol", "nan"],  # NaN passed `rtol <= 1`: fitted silently
+        ["--iso-window", "nan"],
+        ["--fix-E", "inf"],
+    ],
+)
+def test_non_finite_or_negative_options_are_one_line_errors_before_writing(tmp_path, capsys, bad):
+    runs = write_study(make_study(budgets=(1e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3), tmp_path / "r")
+    out = tmp_path / "out"
+    rc, err = _inproc(capsys, runs, "--out", out, "--bootstrap", "5", "--no-plots", *bad)
+    assert rc == 2 and bad[0] in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_boolean_loss_is_no_loss_not_one(tmp_path):
+    """A record's "val_loss": true (or a CSV/DataFrame cell True) was read as a loss of 1.0 and fitted."""
+    recs = make_study(budgets=(1e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3)
+    recs[0]["val_loss"] = True
+    res = fit_runs(write_study(recs, tmp_path / "r"), bootstrap=0)
+    row = res.runs.set_index("run_id").loc[recs[0]["run_id"]]
+    assert row.excluded == "no finite loss" and not row.loss == 1.0
+    df = pd.DataFrame({"sweep": "isoflop", "M": [r["M"] for r in recs[:5]], "D": [r["D"] for r in recs[:5]]})
+    df["loss"] = pd.Series([True, 4.0, 4.1, 4.2, 4.3], dtype=object)
+    from analysis.load import load_runs
+
+    runs, _ = load_runs([df])
+    assert runs.excluded.iloc[0] == "no finite loss" and (runs.excluded.iloc[1:] == "").all()
+
+
+def test_run_without_budget_joins_its_sweeps_recorded_budget():
+    """One run whose budget is blank/corrupt formed a second group at the same C: its budget lost a point and
+    the singleton was reported as "only 1 distinct model sizes"."""
+    from analysis.budgets import assign_budgets
+
+    recs = [r for r in make_study(budgets=(1e17, 1e18, 1e19), n_sizes=5) if r["sweep"] == "isoflop"]
+    df = pd.DataFrame({k: [r[k] for r in recs] for k in ("budget", "C", "sweep", "dataset")})
+    df.loc[2, "budget"] = np.nan
+    df.loc[7, "C"] *= 1.05  # a missed budget still joins the one within rtol
+    df.loc[7, "budget"] = np.nan
+    got = assign_budgets(df)
+    assert got[2] == 1e17 and got[7] == 1e18 and got.nunique() == 3
+    far = df.copy()
+    far.loc[2, "C"] = 1e15  # nothing recorded within rtol: its own cluster, as before
+    assert assign_budgets(far)[2] == pytest.approx(1e15)
