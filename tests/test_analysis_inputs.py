@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import parametric as P
 from analysis import fit_runs
+from analysis import parametric as P
 from analysis.fit import main, run_analysis
 from analysis.synthetic import Truth, make_study, write_study
 
