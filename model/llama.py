@@ -81,6 +81,7 @@ class KVCache:
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        assert cfg.n_kv_head is not None  # resolved by ModelConfig.__post_init__
         self.n_head, self.n_kv_head, self.head_dim = cfg.n_head, cfg.n_kv_head, cfg.head_dim
         d_attn, d_kv = cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim
         self.q_proj = nn.Linear(cfg.d_model, d_attn, bias=False)
@@ -113,6 +114,7 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        assert cfg.ffn_hidden is not None  # resolved by ModelConfig.__post_init__
         self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
         self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
@@ -136,6 +138,9 @@ class Block(nn.Module):
 
 
 class LLaMA(nn.Module):
+    rope_cos: torch.Tensor  # buffers, declared for the type checker
+    rope_sin: torch.Tensor
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -166,7 +171,7 @@ class LLaMA(nn.Module):
         nn.init.normal_(self.embed_tokens.weight, mean=0.0, std=std)
         if not self.cfg.tie_embeddings:
             nn.init.normal_(self.lm_head.weight, mean=0.0, std=std)
-        for block in self.layers:
+        for block in self.blocks:
             for lin in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj,
                         block.mlp.gate_proj, block.mlp.up_proj):
                 nn.init.normal_(lin.weight, mean=0.0, std=std)
@@ -175,6 +180,11 @@ class LLaMA(nn.Module):
             nn.init.ones_(block.input_layernorm.weight)
             nn.init.ones_(block.post_attention_layernorm.weight)
         nn.init.ones_(self.norm.weight)
+
+    @property
+    def blocks(self) -> list[Block]:
+        """self.layers with their type: nn.ModuleList yields plain Modules to a type checker."""
+        return [block for block in self.layers if isinstance(block, Block)]
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: KVCache | None = None
                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

@@ -23,6 +23,14 @@ CONF_PACKAGE = "scaling.conf"
 HYDRA_CONFIG_PATH = f"pkg://{CONF_PACKAGE}"
 
 
+def node_dict(node: Any, resolve: bool = True) -> dict[str, Any]:
+    """A config node as a plain dict (OmegaConf.to_container, typed): what validated dataclasses are built from."""
+    out = OmegaConf.to_container(node, resolve=resolve) if OmegaConf.is_config(node) else node
+    if not isinstance(out, dict):
+        raise ValueError(f"expected a mapping of keys, got {type(out).__name__}: {out!r}")
+    return out  # type: ignore[return-value]
+
+
 def conf_dir() -> Path:
     """The directory of the shipped configs (conf/ in a checkout, site-packages/scaling/conf in a wheel)."""
     try:
@@ -66,7 +74,7 @@ def load_model_config(
     path = _yaml_for("model", name_or_path, what)
     data = {"vocab_size": vocab_size if vocab_size is not None else default_vocab_size()}
     raw = OmegaConf.merge({"data": data}, {"model": OmegaConf.load(path)})
-    fields: dict[str, Any] = OmegaConf.to_container(raw.model, resolve=True)  # type: ignore[assignment]
+    fields = node_dict(raw.model)
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:

@@ -164,7 +164,13 @@ def acquire(run_dir: Path, timeout_s: float = 5.0) -> dict:
             continue
         # Held by a live process, or just created and not yet written (a few microseconds): wait a moment.
         if holder or time.monotonic() > deadline:
-            if holder and holder.get("host") != socket.gethostname():
+            if not holder:
+                raise RunLocked(
+                    f"{run_dir / LOCK_NAME} is unreadable (being written, or left by a process killed while creating "
+                    f"it); it is taken over once it is {BREAK_STALE_S:.0f} s old, or remove it if nothing trains "
+                    f"{run_dir}"
+                )
+            if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
                 raise RunLocked(
                     f"{run_dir} is being trained by {describe(holder)}; if that process is gone, "
                     f"remove {run_dir / LOCK_NAME}"

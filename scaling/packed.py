@@ -57,9 +57,9 @@ from scaling.trainer import (
     LoopSpec,
     LoopState,
     RunContext,
-    _read_window,
-    _Window,
-    _write_row,
+    read_window,
+    LogWindow,
+    write_row,
     checkpoint_state,
     evaluate,
     restore_state,
@@ -321,7 +321,7 @@ class Member:
     startup_s: float = 0.0
     earlier_s: float = 0.0  # wall time of the run's segments before this one (from its checkpoint)
     metrics: IO[str] | None = None
-    window: _Window = field(default_factory=_Window)
+    window: LogWindow = field(default_factory=LogWindow)
     trackers: Any = None  # scaling.trackers.Trackers: each of this run's metrics rows is also sent there
 
     @property
@@ -574,7 +574,6 @@ def _train_group(
                 m = members[i]
                 m.state.step += 1
                 m.window.steps.append(m.state.step)
-                m.window.lrs.append(lrs[k])
                 m.window.outputs.append(StepOutput(losses=losses[k], grad_norm=norms[k]))
             s += 1
             log_due = s % spec0.log_every == 0 or s == spec0.steps
@@ -585,8 +584,8 @@ def _train_group(
             keep, gone = [], []
             for k, i in enumerate(active):
                 m = members[i]
-                last = _read_window(ctxs[i], m.state, m.window)
-                m.window = _Window()
+                last = read_window(ctxs[i], m.state, m.window)
+                m.window = LogWindow()
                 m.state.train_time_s += elapsed
                 if m.state.status == "diverged":
                     gone.append((k, i))
@@ -609,7 +608,7 @@ def _train_group(
                     m.state.last_val_loss, _ = evaluate(template, val_set.batches(), device, amp, single)
                     row = (row or {"step": s, "tokens": s * m.spec.batch_size}) | {"val_loss": m.state.last_val_loss}
                 if row is not None and m.metrics is not None:
-                    _write_row(m.metrics, row)
+                    write_row(m.metrics, row)
                     if m.trackers:
                         m.trackers.log(row)
             for k, i in gone:

@@ -40,7 +40,7 @@ def register_sweeper() -> None:
     """Make `hydra/sweeper: scaling` instantiable however the project is installed.
 
     Hydra instantiates only plugins it found by walking the hydra_plugins namespace. A regular install puts
-    sweeps/hydra_plugin there as hydra_plugins.scaling_sweeper (pyproject package-dir) and Hydra finds it; an
+    sweeps/hydra_plugin there as hydra_plugins.scaling_sweeper (setup.py's package mapping) and Hydra finds it; an
     editable install (PEP 660 finder) keeps it importable but invisible to that walk, and a plain checkout has no
     such module at all. Registering the class by hand covers all three (a no-op when it was found).
     """
@@ -49,6 +49,7 @@ def register_sweeper() -> None:
     except ImportError:  # plain checkout: load sweeps/hydra_plugin under its plugin name
         path = Path(__file__).resolve().parent.parent / "sweeps" / "hydra_plugin" / "__init__.py"
         spec = importlib.util.spec_from_file_location("hydra_plugins.scaling_sweeper", path)
+        assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)

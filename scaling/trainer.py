@@ -75,7 +75,7 @@ class RunContext:
 
 
 @dataclass
-class _Window:
+class LogWindow:
     """Steps whose outputs are still on the device (since the last logging step)."""
 
     steps: list[int] = field(default_factory=list)
@@ -111,7 +111,7 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
                unit_scale=True, dynamic_ncols=True, disable=not (ctx.progress and dist_env.is_main), leave=False,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)
     last_ckpt = time.monotonic()
-    window = _Window()
+    window = LogWindow()
     started = time.perf_counter()  # start of the current stretch of training steps
     try:
         while state.step < spec.steps:
@@ -126,8 +126,8 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
             eval_due = bool(spec.eval_every) and state.step % spec.eval_every == 0 and state.step < spec.steps
             if not (log_due or eval_due):
                 continue
-            last = _read_window(ctx, state, window)  # the one host-device sync of the window
-            window = _Window()
+            last = read_window(ctx, state, window)  # the one host-device sync of the window
+            window = LogWindow()
             state.train_time_s += time.perf_counter() - started
             if state.status == "diverged":
                 break
@@ -142,7 +142,7 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
                 row = (row or {"step": state.step, "tokens": state.step * spec.batch_size}) | {
                     "val_loss": state.last_val_loss}
             if row is not None and metrics is not None:
-                _write_row(metrics, row)
+                write_row(metrics, row)
                 if ctx.trackers:
                     ctx.trackers.log(row)
             due = dist_env.is_main and time.monotonic() - last_ckpt > spec.ckpt_every_s and state.step < spec.steps
@@ -159,7 +159,7 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
     return state
 
 
-def _read_window(ctx: RunContext, state: LoopState, window: _Window) -> tuple[float, float]:
+def read_window(ctx: RunContext, state: LoopState, window: LogWindow) -> tuple[float, float]:
     """Bring a window's losses and gradient norms to the host; update the EMA and check for divergence.
 
     Returns the last step's (loss, grad norm). The arithmetic is the per-step loop's: each step's loss is the mean
@@ -194,7 +194,7 @@ def _read_window(ctx: RunContext, state: LoopState, window: _Window) -> tuple[fl
     return step_losses[-1], norms[-1]
 
 
-def _write_row(metrics: IO[str], row: dict) -> None:
+def write_row(metrics: IO[str], row: dict) -> None:
     """One metrics.jsonl line, flushed: the one place a metrics row leaves the loop."""
     metrics.write(json.dumps(row) + "\n")
     metrics.flush()

@@ -18,12 +18,14 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from model import ModelConfig
 from model.shapes import ShapeRule
+from scaling.configs import node_dict
 from scaling.data import prepare_data, resolve_vocab
 from scaling.data.corpora import open_corpus
 from scaling.data.settings import DataSettings
@@ -78,7 +80,7 @@ def split_arguments(arguments: list[str]) -> tuple[list[tuple[str, float]], list
             raise ValueError(f"'{o.input_line}': scaling.sweep only sweeps +isoflop/+hparams budgets; "
                              f"run one sweep per value of {o.key_or_group}")
         else:
-            rest.append(o.input_line)
+            rest.append(str(o.input_line))
     if not wants:
         raise ValueError("nothing to sweep: give +isoflop=C and/or +hparams=C (C in FLOPs, e.g. +isoflop=1e17)")
     order = {k: i for i, k in enumerate(KINDS)}
@@ -98,7 +100,7 @@ def check_overrides(passthrough: list[str], points: list[Point]) -> None:
 def check_job(job: DictConfig, data: bool) -> None:
     """What a run validates before writing anything, checked before anything is launched: bad input stops the
     sweep with one line (exit 2) instead of failing every run. `data` also opens the corpus (once per sweep)."""
-    c, *_ = check_config(OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]))  # hydra.* resolves at launch
+    c, *_ = check_config(OmegaConf.masked_copy(job, [str(k) for k in job if k != "hydra"]))  # hydra.* resolves at launch
     if data:
         open_corpus(DataSettings.from_cfg(c["data"]))
 
@@ -120,6 +122,11 @@ def training_hash(cfg: DictConfig) -> str:
 
 
 class ScalingSweeper(Sweeper):
+    # Set by setup() before any other method runs (Hydra's base class types them Optional for its own sweepers).
+    config: DictConfig
+    hydra_context: HydraContext
+    launcher: Launcher
+
     def __init__(self, max_batch_size: int | None = None) -> None:
         self.max_batch_size = max_batch_size  # jobs per launch call; null -> 1 (basic), n_jobs (joblib), all (others)
 
@@ -134,8 +141,8 @@ class ScalingSweeper(Sweeper):
         cfg = self.config
         settings = SweepSettings.from_cfg(cfg.sweep)
         laws = Laws.load(cfg.sweep.laws)
-        base = ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
-        rules = {name: ShapeRule.from_cfg(name, OmegaConf.to_container(node))
+        base = ModelConfig.from_dict(node_dict(cfg.model))
+        rules = {name: ShapeRule.from_cfg(name, node_dict(node, resolve=False))
                  for name, node in cfg.sweep.shape_rules.items()}
         rule = choose_rule(str(cfg.sweep.shape_rule), rules, wants, laws, base, settings)
         return [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings)], rule, laws
@@ -177,7 +184,7 @@ class ScalingSweeper(Sweeper):
         est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
         table = rows(points, est, [s for _, s in states])
         # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
-        limits = JobLimits.from_launcher(OmegaConf.to_container(cfg.hydra.launcher, resolve=False))
+        limits = JobLimits.from_launcher(node_dict(cfg.hydra.launcher, resolve=False))
         gpu_gb = float(cfg.sweep.get("gpu_memory_gb", 80))
         sizings = size_points(points, [e[0] for e in est], limits, gpu_gb)
         for r, z in zip(table, sizings, strict=True):

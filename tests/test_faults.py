@@ -193,6 +193,19 @@ def test_a_lock_of_another_host_is_never_broken(tmp_path):
         lock.acquire(tmp_path / "run")
 
 
+def test_an_unusable_lock_says_which_file_to_remove(tmp_path):
+    """A fresh unreadable lock said "being trained by pid None on host None"; one with a non-integer pid on this
+    host can never be proven stale, and gave no hint either."""
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / lock.LOCK_NAME).write_text("{not json")
+    with pytest.raises(lock.RunLocked, match=r"\.lock is unreadable.*remove it") as e:
+        lock.acquire(tmp_path / "garbage", timeout_s=0.05)
+    assert "pid None" not in str(e.value)
+    _write_lock(tmp_path / "strpid", host=socket.gethostname(), pid="12345", nonce="q")
+    with pytest.raises(lock.RunLocked, match=r"remove .*\.lock"):
+        lock.acquire(tmp_path / "strpid", timeout_s=0.05)
+
+
 def test_a_run_owned_by_a_live_process_is_left_alone(make_cfg, tmp_path):
     ppid = os.getppid()  # alive, on this host: the run's owner
     _write_lock(tmp_path / "run", host=socket.gethostname(), pid=ppid, start=lock._start_time(ppid), nonce="w")
