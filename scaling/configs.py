@@ -14,7 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from model import ModelConfig
 
@@ -49,11 +51,20 @@ def _yaml_for(group: str, name_or_path: str | Path, what: str | None = None) -> 
     text = str(name_or_path)
     path = Path(text).expanduser() if text.endswith((".yaml", ".yml")) else conf_dir() / group / f"{text}.yaml"
     if not path.is_file():
+        given = f" ({path} is not a file)" if text.endswith((".yaml", ".yml")) else ""
         raise ValueError(
-            f"unknown {what or group} {text!r}: choose one of {_group_options(group)} (conf/{group}/) or give a path to a "
-            f"YAML file"
+            f"unknown {what or group} {text!r}{given}: choose one of {_group_options(group)} (conf/{group}/) or give "
+            f"a path to a YAML file"
         )
     return path
+
+
+def _load_yaml(path: Path) -> Any:
+    """OmegaConf.load with a one-line ValueError naming the file for a YAML syntax error or an unreadable file."""
+    try:
+        return OmegaConf.load(path)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path} is not readable YAML ({type(e).__name__}: {' '.join(str(e).split())})") from None
 
 
 def default_vocab_size() -> int:
@@ -73,18 +84,31 @@ def load_model_config(
     """
     path = _yaml_for("model", name_or_path, what)
     data = {"vocab_size": vocab_size if vocab_size is not None else default_vocab_size()}
-    raw = OmegaConf.merge({"data": data}, {"model": OmegaConf.load(path)})
-    fields = node_dict(raw.model)
+    try:
+        raw = OmegaConf.merge({"data": data}, {"model": _load_yaml(path)})
+        fields = node_dict(raw.model)
+    except OmegaConfBaseException as e:  # e.g. an interpolation to a key that does not exist
+        raise ValueError(f"{path}: {' '.join(str(e).split())}") from None
+    except ValueError as e:
+        raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(f"{path}: unknown model key(s) {unknown}; the keys are ModelConfig's fields: {sorted(known)}")
     fields.update({k: v for k, v in overrides.items() if v is not None})
-    return ModelConfig.from_dict(fields)
+    try:
+        return ModelConfig.from_dict(fields)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def load_study(name_or_path: str | Path) -> dict:
     """A study by name (conf/study/<name>.yaml) or by path to a YAML file of the same shape."""
-    study = OmegaConf.to_container(OmegaConf.load(_yaml_for("study", name_or_path)), resolve=True)
-    assert isinstance(study, dict)
+    path = _yaml_for("study", name_or_path)
+    try:
+        study = OmegaConf.to_container(_load_yaml(path), resolve=True)
+    except OmegaConfBaseException as e:
+        raise ValueError(f"{path}: {' '.join(str(e).split())}") from None
+    if not isinstance(study, dict):
+        raise ValueError(f"{path}: a study file is a mapping of keys (stages, budgets), got {type(study).__name__}")
     return study

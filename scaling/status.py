@@ -247,6 +247,8 @@ def run_state(
             )
         if "config.yaml" not in names:
             return Run(rid, run_dir, "problem", note="no config.yaml: the run cannot be reproduced or resumed")
+        if status not in ("completed", "diverged", "failed", "running"):  # what scaling.train writes
+            return Run(rid, run_dir, "problem", note=f"result.json has an unknown status {status!r}; not counted")
         if plan_row is not None and (diff := _mismatch(rec, plan_row)):
             return Run(rid, run_dir, "problem", note=f"does not match plan.csv ({diff})")
         retrying = status == "failed" and _lock_state(run_dir, names) == "live"  # a rerun is training it again

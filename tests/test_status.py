@@ -188,6 +188,15 @@ def test_garbage_everywhere_is_named_never_a_traceback(tmp_path):
     assert any("no run_id column" in n for n in sweep.notes)
 
 
+def test_a_record_with_an_unknown_status_is_a_problem_not_running(tmp_path):
+    s = tmp_path / "runs"
+    _write(s / "weird", result={"status": "weird"}, log=_rows(1000), age=3 * 3600)  # was "interrupted"/"running"
+    _write(s / "none", result={"status": None}, log=_rows(1000))
+    state = {r.run_id: r for r in collect(s)[0].runs}
+    assert state["weird"].state == "problem" and "unknown status 'weird'" in state["weird"].note
+    assert state["none"].state == "problem"
+
+
 def test_bench_generator_and_view_agree(tmp_path):
     from scaling.status_bench import generate
 

@@ -42,8 +42,12 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
     # Stage 2 was centred with the laws fitted in stage 1, not DeepSeek's.
     fitted = json.loads((root / "hparams" / "analysis" / "report.json").read_text())["hparams"]
     iso_lrs = {r["lr"] for r in results if r["sweep"] == "isoflop"}
-    assert len(iso_lrs) == 3 and all(lr == float(f"{fitted['eta_opt']['coef'] * r['budget'] ** fitted['eta_opt']['exponent']:.3g}")
-                                     for r in results if r["sweep"] == "isoflop" for lr in [r["lr"]])
+    eta = fitted["eta_opt"]
+    assert len(iso_lrs) == 3 and all(
+        r["lr"] == float(f"{eta['coef'] * r['budget'] ** eta['exponent']:.3g}")
+        for r in results
+        if r["sweep"] == "isoflop"
+    )
     report = json.loads((root / "analysis" / "report.json").read_text())
     for law in (report["hparams"]["eta_opt"], report["hparams"]["B_opt"]):
         lo, hi = law["ci95"]["exponent"]
@@ -73,7 +77,7 @@ def test_readme_set_up_commands_are_what_ci_runs():
     commands = re.search(r"```bash\n(python3 -m venv .*?)\n(python3 -m venv .*?)\n```", readme)
     assert commands, "README must open with the two set-up commands"
     demo, tests = commands.groups()
-    assert demo.endswith("python -m scaling.study") and tests.endswith("python -m pytest")
+    assert demo.endswith("python -m scaling.study") and tests.endswith("python -m pytest -m 'slow or not slow'")
     assert "torch==2.13.0" in demo and "torch==2.13.0" in tests
     assert tests in (ROOT / ".ci" / "run").read_text()
 
@@ -83,4 +87,29 @@ def test_unknown_study_is_one_line_error():
     out = subprocess.run([sys.executable, "-m", "scaling.study", "nosuch"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 2
-    assert out.stderr.strip().startswith("scaling.study: error: unknown study 'nosuch'") and len(out.stderr.strip().splitlines()) == 1
+    err = out.stderr.strip()
+    assert err.startswith("scaling.study: error: unknown study 'nosuch'") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("stages: [\n", "not readable YAML"),  # was a yaml ParserError traceback
+        ("- a\n", "a study file is a mapping"),  # was an AssertionError
+        ("x: ${nope.y}\n", "nope.y"),  # was an OmegaConf InterpolationKeyError
+    ],
+)
+def test_a_broken_study_or_target_file_is_one_value_error_naming_it(tmp_path, text, match):
+    from scaling.configs import load_model_config, load_study
+
+    path = tmp_path / "broken.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match) as e:
+        load_study(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    if "mapping" not in match:
+        with pytest.raises(ValueError, match=match):
+            load_model_config(path, what="target")
+    (tmp_path / "partial.yaml").write_text("n_layer: 2\n")  # a model file missing keys names the file too
+    with pytest.raises(ValueError, match=r"partial\.yaml: ModelConfig is missing"):
+        load_model_config(tmp_path / "partial.yaml")

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import TINY_DATA
 
+pytestmark = pytest.mark.slow  # every test here runs scaling.sweep in a subprocess
+
 ROOT = Path(__file__).resolve().parent.parent
 C = 2e9  # with a 32-token context and >= 10 steps a run: 5 shapes from 1 layer x 16 to 3 layers x 48
 TINY = [f"+isoflop={C}", "model.seq_len=32", "sweep.min_steps=10", *TINY_DATA, "train.eval_tokens=2048",
