@@ -15,7 +15,6 @@ that cannot be joined are skipped and named in `df.attrs["warnings"]`.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -23,22 +22,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis.load import finite_or_nan
 from model import ModelConfig, count_flops
 from scaling.record import read_metrics
 
 STEP_COLUMNS = ["step", "tokens", "flops", "loss", "loss_ema", "val_loss", "lr", "grad_norm", "tokens_per_s"]
 MODEL_KEYS = ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size")
-
-
-def _num(x: Any) -> float:
-    """A finite float or NaN: log lines are untrusted data."""
-    if isinstance(x, bool):
-        return math.nan
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return math.nan
-    return v if math.isfinite(v) else math.nan
 
 
 def read_steps(path: Path, warnings: list[str]) -> list[dict[str, float]]:
@@ -56,7 +45,7 @@ def read_steps(path: Path, warnings: list[str]) -> list[dict[str, float]]:
     for raw in raw_rows:
         if "tokens" not in raw:
             warnings.append(f"{path}: a line without `tokens` skipped (step {raw['step']})")
-    return [{k: _num(raw.get(k)) for k in STEP_COLUMNS if k != "flops"} for raw in raw_rows if "tokens" in raw]
+    return [{k: finite_or_nan(raw.get(k)) for k in STEP_COLUMNS if k != "flops"} for raw in raw_rows if "tokens" in raw]
 
 
 def run_keys(run_dir: Path) -> dict[str, Any]:
@@ -97,7 +86,7 @@ def _from_config(run_dir: Path) -> dict[str, Any]:
         "M": M,
         "D_planned": steps * batch,
         "C": M * steps * batch,
-        "lr": _num((cfg.get("optim") or {}).get("lr")),
+        "lr": finite_or_nan((cfg.get("optim") or {}).get("lr")),
         "batch_size": batch,
         "seq_len": model.seq_len,
         "steps": steps,
@@ -129,7 +118,7 @@ def load_curves(path: str | Path | Iterable[str | Path]) -> pd.DataFrame:
             for k, v in renamed.items():
                 df[k] = v
             df["path"] = str(log.parent)
-            df["flops"] = _num(keys.get("M")) * df["tokens"]
+            df["flops"] = finite_or_nan(keys.get("M")) * df["tokens"]
             frames.append(df)
     if not frames:
         raise ValueError(f"no readable metrics.jsonl under {', '.join(map(str, roots))} (written by scaling.train)")

@@ -71,8 +71,8 @@ class InputError(ValueError):
         self.warnings = list(warnings or [])
 
 
-def _num(x) -> float:
-    """A finite float or NaN; never raises (records are untrusted). A JSON true/false is not a number."""
+def finite_or_nan(x) -> float:
+    """A finite float or NaN; never raises (records and logs are untrusted). A JSON true/false is not a number."""
     if isinstance(x, bool | np.bool_):
         return math.nan
     try:
@@ -88,18 +88,18 @@ def _record_row(data: dict, path: Path) -> dict:
     return {
         "run_id": str(rec.run_id or path.parent.name),
         "sweep": rec.sweep,
-        "budget": _num(rec.budget),
-        "C": _num(rec.C),
-        "M": _num(rec.M),
+        "budget": finite_or_nan(rec.budget),
+        "C": finite_or_nan(rec.C),
+        "M": finite_or_nan(rec.M),
         "N": math.nan,
-        "D": _num(rec.D),
-        "N1": _num(rec.N1),
-        "N2": _num(rec.N2),
-        "params": _num(rec.params),
-        "lr": _num(rec.lr),
-        "batch_size": _num(rec.batch_size),
-        "seq_len": _num(rec.seq_len if rec.seq_len is not None else model.get("seq_len")),
-        "loss": _num(rec.val_loss),
+        "D": finite_or_nan(rec.D),
+        "N1": finite_or_nan(rec.N1),
+        "N2": finite_or_nan(rec.N2),
+        "params": finite_or_nan(rec.params),
+        "lr": finite_or_nan(rec.lr),
+        "batch_size": finite_or_nan(rec.batch_size),
+        "seq_len": finite_or_nan(rec.seq_len if rec.seq_len is not None else model.get("seq_len")),
+        "loss": finite_or_nan(rec.val_loss),
         "loss_kind": "validation",
         "status": str(rec.status),
         "dataset": str(rec.dataset or "unknown"),
