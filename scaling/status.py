@@ -23,7 +23,7 @@ stalled, failed) take their plan.csv estimate, rescaled by how long this sweep's
 theirs; the sum is divided by the number of runs running now.
 
 Exit code: 0 when every run is completed or diverged, 1 when anything is left to do, 2 for bad input.
-`--bench` times the view on 10,000 generated run directories (scaling.status_bench).
+`python -m scaling.status_bench` times the view on 10,000 generated run directories.
 """
 
 from __future__ import annotations
@@ -437,19 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall", type=float, default=600.0, help="seconds without a log line before a run is stalled")
     ap.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="S", help="refresh every S seconds (10)")
     ap.add_argument("--max-lines", type=int, default=10, help="runs listed per state and sweep")
-    ap.add_argument(
-        "--bench",
-        type=int,
-        nargs="?",
-        const=10_000,
-        metavar="N",
-        help="time the view on N generated run dirs (10000) and exit",
-    )
     a = ap.parse_args(argv)
-    if a.bench is not None:
-        from scaling.status_bench import bench
-
-        return bench(a.bench)
     if a.root is None:
         fail(PROG, "give a runs directory, e.g. python -m scaling.status runs/")
     if not a.root.is_dir():

@@ -1,4 +1,4 @@
-"""Benchmark of the status view: `python -m scaling.status --bench [N]` (default 10,000 run directories).
+"""Benchmark of the status view: `python -m scaling.status_bench [N]` (default 10,000 run directories).
 
 Generates N run directories in a temp dir, shaped like a real study's (10 sweeps, each with a plan.csv; records,
 configs and 20-line logs of the same size as scaling.train's; runs completed, diverged, failed, running, killed,
@@ -176,3 +176,15 @@ def bench(n: int = 10_000, rounds: int = 3) -> int:
         )
         print(f"seconds={v:.3f} reference_seconds={r:.3f} ratio_to_reference={v / r:.2f} budget_fraction={v / 2.0:.2f}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m scaling.status_bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("n", type=int, nargs="?", default=10_000, help="run directories to generate (10000)")
+    return bench(ap.parse_args(argv).n)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
