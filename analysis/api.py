@@ -104,7 +104,7 @@ class FitResult:
         need = {"optimal_scaling": "isoflop", "loss_curve": "loss"}.get(kind, kind)
         if kind not in fns:
             raise ValueError(f"unknown plot {kind!r}; choose one of {', '.join(fns)}")
-        if need not in r and kind != "isoflop":
+        if need not in r and (kind != "isoflop" or need in r["not_applicable"]):  # skipped profiles still plot
             raise ValueError(
                 f"no {need} fit for dataset {self.dataset!r}: "
                 f"{(r['skipped'] | r['not_applicable']).get(need, 'not fitted')}"
@@ -129,6 +129,10 @@ def fit_runs(
     hparams_form, tie, fix_E, robust). Nothing is written unless out_dir is given (then as the CLI writes it).
     """
     sources = list(source) if isinstance(source, list | tuple) else [source]
+    if isinstance(targets, str | Path):  # one target, not its characters
+        targets = [targets]
+    if np.ndim(budgets) == 0:  # one budget
+        budgets = [budgets]
     report, runs = analyse(
         sources,
         out_dir,

@@ -88,6 +88,8 @@ def analyse(
         bad = [v for v in vals if not _positive_finite(v)]
         if bad:
             raise ValueError(f"{name} needs positive finite numbers (FLOPs / tokens), got {bad[0]!r}")
+    if write and out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"--out {out_dir} is a file; give a directory for report.md, report.json, runs.csv, plots/")
     df, warnings = load_runs(paths, limits)
     try:
         return _analyse(
@@ -102,7 +104,7 @@ def analyse(
 def _analyse(
     paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, o: FitOptions
 ) -> tuple[dict, pd.DataFrame]:
-    foreign = _foreign(df)
+    foreign = _foreign(df[df.excluded == ""])  # an excluded corrupt or failed record says nothing of conventions
     auto_targets = targets is None
     targets = tuple(DEFAULT_TARGETS if targets is None and not foreign else targets or ())
     base_models = [load_model(t) for t in targets]  # fail early on an unknown target

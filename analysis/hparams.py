@@ -187,6 +187,16 @@ def fit_hparams(
             "B_fit": float(laws["B_opt"](Cg)),
             **pen,
         }
+        # A grid that does not bracket its optimum bounds eta/B instead of locating them (published grids cannot
+        # be re-centred, so this is said, not refused).
+        edges = []
+        for what, v in (("lr", lr[g]), ("batch size", B[g])):
+            vals = np.unique(v)
+            if len(vals) == 1:
+                edges.append(f"a single {what} ({vals[0]:.3g})")
+            elif len(vals) >= 3 and v[np.argmin(loss[g])] in (vals[0], vals[-1]):
+                edges.append(f"best {what} at the grid's edge")
+        row["grid_warnings"] = edges
         if len(Ms) > 1:
             row["note"] = (
                 row.get("note", "") + f" grid mixes {len(Ms)} model sizes (M {Ms[0]:.3g}..{Ms[-1]:.3g}): "

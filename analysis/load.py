@@ -104,6 +104,12 @@ def _record_row(data: dict, path: Path) -> dict:
         "status": str(rec.status),
         "dataset": str(rec.dataset or "unknown"),
         "path": str(path),
+        # scaling.train writes M, D and C as numbers: anything else there is a corrupt record, never a value to derive
+        "_corrupt": "; ".join(
+            f"{k}={v!r} in result.json is not a number"
+            for k, v in (("M", rec.M), ("D", rec.D), ("C", rec.C))
+            if v is not None and math.isnan(finite_or_nan(v))
+        ),
     }
 
 
@@ -246,6 +252,10 @@ def load_runs(
         frames.append(pd.DataFrame(rows))
     df = _derive(pd.concat(frames, ignore_index=True))
     df["excluded"] = [_exclusion(r, limits) for r in df.itertuples()]
+    if "_corrupt" in df:
+        bad = df["_corrupt"].fillna("").astype(str)
+        hit = (bad != "") & ~df["excluded"].str.startswith("status ")
+        df.loc[hit, "excluded"] = "corrupt record: " + bad[hit]
     dup = duplicates(df, df.excluded == "")
     if (dup != "").any():
         warnings.append(

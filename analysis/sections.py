@@ -17,6 +17,8 @@ from analysis.isoflop import WINDOW, fit_isoflop
 from analysis.losscurve import backtest, fit_losscurve
 from analysis.parametric import fit_parametric
 
+MAX_BOOTSTRAP = 1_000_000  # resamples; CIs stop moving long before, and beyond it the arrays do not fit in memory
+
 
 @dataclass(frozen=True)
 class FitOptions:
@@ -36,10 +38,11 @@ class FitOptions:
 
     def check(self) -> None:
         finite = all(np.isfinite(v) for v in (self.band, self.rtol, self.off_centre, self.iso_window))
-        ok = self.band >= 0 and self.bootstrap >= 0 and self.min_budgets >= 2 and self.rtol > 1
+        ok = self.band >= 0 and 0 <= self.bootstrap <= MAX_BOOTSTRAP and self.min_budgets >= 2 and self.rtol > 1
         if not (finite and ok and self.iso_window >= 0 and self.off_centre > 0):
             raise ValueError(
-                "need finite --band >= 0, --bootstrap >= 0, --min-budgets >= 2, --rtol > 1 and --iso-window >= 0 "
+                f"need finite --band >= 0, 0 <= --bootstrap <= {MAX_BOOTSTRAP:,}, --min-budgets >= 2, --rtol > 1 "
+                "and --iso-window >= 0 "
                 f"(got band {self.band:g}, bootstrap {self.bootstrap}, min budgets {self.min_budgets}, "
                 f"rtol {self.rtol:g}, iso window {self.iso_window:g})"
             )
@@ -90,6 +93,13 @@ def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
         res["warnings"].append(
             f"{len(mixed)} hparams grid(s) mix model sizes (e.g. grid {mixed[0]['grid']}: "
             f"{mixed[0]['n_models']} sizes); their near-optimal bands pool different models"
+        )
+    edge = [b for b in h["budgets"] if b["grid_warnings"]]
+    if edge:
+        res["warnings"].append(
+            f"{len(edge)} of {len(h['budgets'])} hparams grid(s) do not bracket their optimum (e.g. grid "
+            f"{edge[0]['grid']} at C={edge[0]['C']:.3g}: {', '.join(edge[0]['grid_warnings'])}): there eta_opt/B_opt "
+            f"are bounded by the grid, not located"
         )
     res["hparams"] = h
 

@@ -25,8 +25,8 @@ class PowerLaw:
 
     def __call__(self, C: Any) -> Any:
         """The law at C: a float for a scalar C, an array for an array."""
-        if np.ndim(C) == 0:
-            return self.coef * float(C) ** self.exponent
+        if np.ndim(C) == 0:  # NaN (never a complex number) for C <= 0, as for arrays
+            return float(self.coef * np.float64(C) ** self.exponent)
         return self.coef * np.asarray(C, dtype=float) ** self.exponent
 
     def inverse(self, y: float) -> float:

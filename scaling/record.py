@@ -81,7 +81,9 @@ class RunRecord:
             if key not in data:
                 raise ValueError(f"missing key {key!r}")
         version = data.get("schema_version", 1)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"schema_version {version!r} is not a version number (1..{SCHEMA_VERSION})")
+        if version > SCHEMA_VERSION:
             raise ValueError(f"schema_version {version!r} is newer than this code reads ({SCHEMA_VERSION}); upgrade")
         known = {k: v for k, v in data.items() if k in cls.FIELDS}
         extra = {k: v for k, v in data.items() if k not in cls.FIELDS}
@@ -119,7 +121,10 @@ def parse_metrics_line(line: str | bytes) -> dict | None:
         row = json.loads(line)
     except ValueError:
         return None
-    return row if isinstance(row, dict) and isinstance(row.get("step"), int) else None
+    if not isinstance(row, dict):
+        return None
+    step = row.get("step")
+    return row if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else None
 
 
 def read_metrics(path: Path) -> tuple[list[dict], list[int]]:

@@ -82,12 +82,7 @@ def sample(
     """Continue `prompt` with the run's model (the library form of the CLI)."""
     from scaling.data import prepare_data  # the tokenizer cache of the run's data config (built if missing)
 
-    if max_new_tokens < 1 or not 0 <= temperature < math.inf or (top_k is not None and top_k < 1):
-        raise ValueError(
-            f"need --max-new-tokens >= 1, a finite --temperature >= 0 and --top-k >= 0 (0 = all); got "
-            f"{max_new_tokens}, {temperature}, {top_k}"
-        )
-    _check_device(device)
+    check_options(max_new_tokens, temperature, top_k, device)
     model, cfg, ckpt = load_run(run_dir, device)
     data = prepare_data(cfg["data"])
     if data.vocab_size != model.cfg.vocab_size:
@@ -111,6 +106,16 @@ def sample(
         steps=_planned_steps(cfg),
         status=status,
     )
+
+
+def check_options(max_new_tokens: int, temperature: float, top_k: int | None, device: str) -> None:
+    """ValueError (one line) for options no run could sample with: checked before any run is loaded."""
+    if max_new_tokens < 1 or not 0 <= temperature < math.inf or (top_k is not None and top_k < 1):
+        raise ValueError(
+            f"need --max-new-tokens >= 1, a finite --temperature >= 0 and --top-k >= 0 (0 = all); got "
+            f"{max_new_tokens}, {temperature}, {top_k}"
+        )
+    _check_device(device)
 
 
 def _check_device(device: str) -> None:
@@ -176,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
+    try:
+        check_options(a.max_new_tokens, a.temperature, a.top_k or None, a.device)
+    except ValueError as e:
+        fail(PROG, e)
     if a.best_per_budget:
         return _best_per_budget(a)
     try:
@@ -198,14 +207,16 @@ def _best_per_budget(a: argparse.Namespace) -> int:
     runs = best_per_budget(a.run_dir)
     if not runs:
         fail(PROG, f"no completed isoflop run with a val_loss below {a.run_dir}")
+    sampled = 0
     for budget, run_dir, loss in runs:
         try:
             s = sample(run_dir, a.prompt, a.max_new_tokens, a.temperature, a.top_k or None, a.seed, a.device)
         except ValueError as e:  # one bad run does not hide the other budgets' samples
             print(f"C={budget:.3g}  {run_dir.name}: cannot sample ({e})")
             continue
+        sampled += 1
         print(f"C={budget:.3g}  {run_dir.name} (val_loss {loss:.4f}): {' '.join(s.text.split())}")
-    return 0
+    return 0 if sampled == len(runs) else 1  # a budget without a sample is not success
 
 
 if __name__ == "__main__":

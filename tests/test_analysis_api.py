@@ -92,3 +92,30 @@ def test_bench_runs_and_prints_ratios(capsys):
     main(["--case", "published", "--datasets", "2", "--bootstrap", "20"])
     out = capsys.readouterr().out
     assert "case=published runs=240 bootstrap=20" in out and "speedup_vs_reference=" in out
+
+
+def test_one_target_or_budget_need_no_list(recs):
+    """targets="deepseek_7b" was read as the targets 'd', 'e', ...; budgets=1e20 was a TypeError."""
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "model"} for r in recs]).rename(columns={"val_loss": "loss"})
+    res = fit_runs(df, bootstrap=0, targets="deepseek_7b", budgets=1e21)
+    assert list(res.sections["extrapolation"]) == ["deepseek_7b"]
+    assert [r["C"] for r in res.report["recommendations"]] == [1e21]
+
+
+def test_a_law_at_non_positive_compute_is_nan_never_complex(res):
+    import math
+
+    with pytest.warns(RuntimeWarning):
+        v = res.laws["eta_opt"](-1.0)
+    assert isinstance(v, float) and math.isnan(v)
+
+
+def test_plot_of_a_section_that_does_not_apply_is_an_error(recs):
+    hp = fit_runs(_hp_frame(recs), bootstrap=0)
+    with pytest.raises(ValueError, match="no isoflop"):
+        hp.plot("isoflop")  # was an empty figure
+
+
+def _hp_frame(recs) -> pd.DataFrame:
+    rows = [{k: v for k, v in r.items() if k != "model"} for r in recs if r["sweep"] == "hparams"]
+    return pd.DataFrame(rows).rename(columns={"val_loss": "loss"})

@@ -215,6 +215,7 @@ def test_parametric_start_that_is_the_optimum_is_a_result():
         ["--rtol", "nan"],  # NaN passed `rtol <= 1`: fitted silently
         ["--iso-window", "nan"],
         ["--fix-E", "inf"],
+        ["--bootstrap", "100000000000000000000"],  # was numpy's "Maximum allowed dimension exceeded"
     ],
 )
 def test_non_finite_or_negative_options_are_one_line_errors_before_writing(tmp_path, capsys, bad):
@@ -255,3 +256,48 @@ def test_run_without_budget_joins_its_sweeps_recorded_budget():
     far = df.copy()
     far.loc[2, "C"] = 1e15  # nothing recorded within rtol: its own cluster, as before
     assert assign_budgets(far)[2] == pytest.approx(1e15)
+
+
+def test_out_that_is_a_file_is_one_line_error_before_fitting(tmp_path, capsys):
+    runs = write_study(make_study(budgets=(1e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3), tmp_path / "r")
+    (tmp_path / "afile").write_text("keep me")
+    rc, err = _inproc(capsys, runs, "--out", tmp_path / "afile", "--bootstrap", "5", "--no-plots")
+    assert rc == 2 and "is a file" in err and len(err.strip().splitlines()) == 1  # was "[Errno 17] File exists"
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("version", ["1", True, 0, -3])
+def test_a_record_with_a_bogus_schema_version_is_named_not_called_newer(version):
+    from scaling.record import RunRecord
+
+    with pytest.raises(ValueError, match="not a version number") as e:  # "1" was "newer than this code reads"
+        RunRecord.from_dict({"run_id": "r", "status": "completed", "schema_version": version})
+    assert "newer" not in str(e.value)
+
+
+def test_hparams_grids_that_do_not_bracket_their_optimum_are_said(clean_recs):
+    """A grid with a single lr gave eta_opt = that lr * C^0 with a [0, 0] CI and no word of warning."""
+    df = pd.DataFrame([{k: v for k, v in r.items() if k != "model"} for r in clean_recs])
+    df = df.rename(columns={"val_loss": "loss"})
+    hp = df.sweep == "hparams"
+
+    def warnings(d):
+        return run_analysis([d], write=False, bootstrap=0)["warnings"]
+
+    assert not any("bracket" in w for w in warnings(df))
+    assert any("do not bracket their optimum" in w and "a single lr" in w for w in warnings(df.assign(lr=1e-3)))
+    median = df.groupby(["sweep", "budget"]).lr.transform("median")
+    low = df[~hp | (df.lr <= median)]  # keep each grid's low lrs only: its best lr is its largest
+    assert any("best lr at the grid's edge" in w for w in warnings(low))
+
+
+def test_one_corrupt_record_neither_fits_nor_turns_off_the_extrapolation(tmp_path):
+    """A record with M="abc" had M silently derived as C/D and, being "not M", made the whole runs dir count as a
+    published table: the DeepSeek 7B/67B extrapolation vanished ("off for published tables")."""
+    recs = make_study(budgets=(1e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3)
+    recs[1]["M"] = "abc"
+    rep = run_analysis([write_study(recs, tmp_path / "r")], write=False, bootstrap=0)
+    assert "deepseek_7b" in rep["extrapolation"]
+    res = fit_runs(tmp_path / "r", bootstrap=0)
+    row = res.runs.set_index("run_id").loc[recs[1]["run_id"]]
+    assert row.excluded == "corrupt record: M='abc' in result.json is not a number"

@@ -164,3 +164,15 @@ def test_garbage_record_values_never_crash_the_plots(tmp_path):
         df = load_curves(tmp_path / "runs")
         assert len(df) == 1 and np.isnan(df.flops.iloc[0]) == (not isinstance(rec.get("M"), (int, float)))
         write_curve_plots(df, tmp_path / "plots")  # plots what it can; a bad value is NaN, never an exception
+
+
+def test_a_boolean_or_negative_step_is_not_a_logged_step(tmp_path):
+    """{"step": true} passed isinstance(step, int) and became a row with step NaN (curves) or step 1 (resume)."""
+    from scaling.record import parse_metrics_line, read_metrics
+
+    assert parse_metrics_line('{"step": true, "tokens": 5}') is None
+    assert parse_metrics_line('{"step": -1, "tokens": 5}') is None
+    assert parse_metrics_line('{"step": 3, "tokens": 5}') == {"step": 3, "tokens": 5}
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"step": 1, "tokens": 5}\n{"step": false, "tokens": 9}\n')
+    assert read_metrics(log) == ([{"step": 1, "tokens": 5}], [2])

@@ -185,3 +185,11 @@ def test_best_run_of_each_isoflop_budget_is_sampled(run_dir, tmp_path, capsys):
     assert main([str(root), "--best-per-budget", "--prompt", "The", "--max-new-tokens", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [x.split(":")[0] for x in lines] == ["C=1e+10  b (val_loss 3.5000)", "C=3e+10  c (val_loss 3.0000)"]
+    # Bad options are bad input for every budget at once (was one "cannot sample" line per budget and exit 0) ...
+    with pytest.raises(SystemExit) as e:
+        main([str(root), "--best-per-budget", "--temperature", "nan"])
+    assert e.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    # ... and a budget whose best run cannot be sampled is not success.
+    (root / "isoflop" / "c" / "ckpt.pt").unlink()
+    assert main([str(root), "--best-per-budget", "--prompt", "The", "--max-new-tokens", "3"]) == 1
+    assert "cannot sample" in capsys.readouterr().out
