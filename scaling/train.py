@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
 from scaling.checkpoint import load_checkpoint, save_checkpoint, truncate_metrics
-from scaling.cli import run_hydra
+from scaling.cli import EXIT_FAILED, fail, run_hydra
 from scaling.configs import HYDRA_CONFIG_PATH
 from scaling.data import prepare_data, resolve_vocab
 from scaling.distributed import Dist, any_across, barrier, init_distributed
@@ -334,6 +333,9 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+PROG = "scaling.train"
+
+
 @hydra.main(config_path=HYDRA_CONFIG_PATH, config_name="run", version_base=None)
 def main(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -341,23 +343,32 @@ def main(cfg: DictConfig) -> None:
         result = train_run(cfg, out_dir)
     except ValueError as e:  # bad input: one line, and no half-made run dir left behind
         _remove_if_empty(out_dir)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(PROG, e)
     except RunLocked as e:  # another live process owns this run: leave it alone (not a failure of this one)
         print(f"skipped: {e}")
         return
     except OSError as e:  # a full or read-only disk: one line; the failure is in result.json where it could be
-        print(f"error: run failed writing to {out_dir}: {e}", file=sys.stderr)
-        sys.exit(1)
+        fail(PROG, f"run failed writing to {out_dir}: {e}", code=EXIT_FAILED)
     print(f"{result['status']}: val_loss={_fmt(result['val_loss'])} val_bpb={_fmt(result['val_bpb'])} "
           f"D={result['D']:,} C={result['C']:.3g} -> {out_dir}")
 
 
 def _remove_if_empty(out_dir: Path) -> None:
-    """Remove a run dir that holds nothing but Hydra's own bookkeeping (created before validation could run)."""
+    """Remove a run dir that holds nothing but Hydra's own bookkeeping (created before validation could run), and
+    the parents Hydra made for it (runs/train/) when they are left empty: bad input leaves nothing behind."""
     if out_dir.exists() and all(p.name == ".hydra" or p.suffix == ".log" for p in out_dir.iterdir()):
         shutil.rmtree(out_dir, ignore_errors=True)
+        cwd = Path.cwd().resolve()
+        for parent in out_dir.resolve().parents:
+            if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
+def cli() -> None:
+    """`scaling-train` and `python -m scaling.train`: a Hydra error (unknown key, bad override) is one line, exit 2."""
+    run_hydra(PROG, main)
 
 
 if __name__ == "__main__":
-    run_hydra("scaling.train", main)  # Hydra errors (an unknown key, a bad override): one line, exit 2
+    cli()
