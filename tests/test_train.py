@@ -25,7 +25,7 @@ REQUIRED = ["status", "model", "N1", "N2", "M", "M_formula", "D", "C", "lr", "ba
 
 def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args],
-                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
                           env=os.environ | {"PYTHONUNBUFFERED": "1"})
 
 
@@ -109,11 +109,12 @@ def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
 ])
 @pytest.mark.slow
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cache_dir, override, message):
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "runs" / "train" / "run"  # nested, as Hydra's default runs/train/<time>
     out = cli(*FAST, override, f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", cwd=tmp_path)
     assert out.returncode == 2
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert not run_dir.exists()
+    assert out.stderr.startswith("scaling.train: error: "), out.stderr
+    assert not (tmp_path / "runs").exists()  # not even the empty parents Hydra made
 
 
 @pytest.mark.slow
