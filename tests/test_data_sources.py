@@ -295,3 +295,19 @@ def test_vocab_size_comes_from_a_pretrained_tokenizer(make_cfg, tokenizer_json):
     assert resolve_vocab(plain) is plain  # SentencePiece: trained to data.vocab_size, nothing to resolve
     with pytest.raises(ValueError, match="data.tokenizer=/nonexistent/tokenizer.json is not a file"):
         resolve_vocab(make_cfg("data.tokenizer=/nonexistent/tokenizer.json"))
+
+
+def test_tiny_corpus_split_is_the_same_for_every_tokenizer(tmp_path, tokenizer_json):
+    """With 3 documents and a 1% validation share no id hashes below the threshold: one document is still moved to
+    validation — the same one whether the split is known before encoding (SentencePiece) or fixed after it."""
+    d = tmp_path / "tiny"
+    write_jsonl(d / "rows.jsonl", rows(3, 9, n_bytes=4000))
+    from scaling.data.shards import split_key
+
+    assert all(split_key(f"rows.jsonl#d9-{i}") >= 0.01 for i in range(3))  # so the fix-up really runs
+    spm = prepare_data(cfg(tmp_path, d, text_field="body", val_fraction=0.01, vocab_size=320))
+    hf = prepare_data(
+        cfg(tmp_path, d, text_field="body", val_fraction=0.01, tokenizer=str(tokenizer_json), vocab_size=400)
+    )
+    assert spm.meta["docs"] == hf.meta["docs"] == {"train": 2, "val": 1}
+    assert split_docs(spm, "val") == split_docs(hf, "val")

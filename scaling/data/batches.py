@@ -26,15 +26,17 @@ def _windows(n_tokens: int, seq_len: int, split: str) -> int:
     n = (n_tokens - 1) // seq_len
     if n < 1:
         more = " or raise data.val_fraction" if split == "val" else ""
-        raise ValueError(f"the {split} split has {n_tokens} tokens, fewer than seq_len+1={seq_len + 1}; "
-                         f"lower the model's seq_len or use more data{more}")
+        raise ValueError(
+            f"the {split} split has {n_tokens} tokens, fewer than seq_len+1={seq_len + 1}; "
+            f"lower the model's seq_len or use more data{more}"
+        )
     return n
 
 
 def _stack(tokens: np.ndarray, starts: np.ndarray, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
-    rows = np.stack([tokens[s:s + seq_len + 1] for s in starts]).astype(np.int64)
+    rows = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int64)
     return torch.from_numpy(rows[:, :-1].copy()), torch.from_numpy(rows[:, 1:].copy())
 
 
@@ -54,14 +56,17 @@ class TrainBatches:
             self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
         return self._perms[epoch]
 
-    def batch_at(self, step: int, rank: int = 0, world_size: int = 1, micro: int = 0,
-                 accum: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch_at(
+        self, step: int, rank: int = 0, world_size: int = 1, micro: int = 0, accum: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, y) int64 of shape (batch_seqs // (world_size * accum), seq_len): micro-batch `micro` of rank
         `rank`'s contiguous slice of the global batch of `step`. The global batch (the union over ranks and
         micro-batches) depends only on (seed, step), not on how it is split."""
         if self.batch_seqs % (world_size * accum) or not (0 <= rank < world_size and 0 <= micro < accum):
-            raise ValueError(f"a batch of {self.batch_seqs} sequences cannot be split into world_size={world_size} x "
-                             f"accum={accum} (rank {rank}, micro {micro}); use a batch divisible by world_size*accum")
+            raise ValueError(
+                f"a batch of {self.batch_seqs} sequences cannot be split into world_size={world_size} x "
+                f"accum={accum} (rank {rank}, micro {micro}); use a batch divisible by world_size*accum"
+            )
         local = self.batch_seqs // (world_size * accum)
         g = step * self.batch_seqs + (rank * accum + micro) * local + np.arange(local)
         starts = np.array([self._perm(int(e))[p] for e, p in zip(g // self.n_windows, g % self.n_windows)])
@@ -75,9 +80,12 @@ class TrainBatches:
         """epochs_for(tokens), warning (DataRepeatWarning) when it is above 1: the run repeats data."""
         epochs = self.epochs_for(tokens)
         if epochs > 1:
-            warnings.warn(f"this run makes {epochs:.2f} epochs over {self.tokens_per_epoch:,} training tokens, so it "
-                          "repeats data; use fewer tokens or a larger corpus for clean scaling points",
-                          DataRepeatWarning, stacklevel=2)
+            warnings.warn(
+                f"this run makes {epochs:.2f} epochs over {self.tokens_per_epoch:,} training tokens, so it "
+                "repeats data; use fewer tokens or a larger corpus for clean scaling points",
+                DataRepeatWarning,
+                stacklevel=2,
+            )
         return epochs
 
 
@@ -91,14 +99,14 @@ class ValSet:
         self.tokens, self.seq_len, self.batch_seqs = tokens, seq_len, batch_seqs
         self.starts = np.arange(n) * available // n * seq_len
         self.n_tokens = n * seq_len  # targets evaluated
-        self.n_bytes = int(sum(token_bytes[tokens[s + 1:s + seq_len + 1]].sum() for s in self.starts))
+        self.n_bytes = int(sum(token_bytes[tokens[s + 1 : s + seq_len + 1]].sum() for s in self.starts))
 
     def batches(self, rank: int = 0, world_size: int = 1):
         """Yield (x, y) batches of this rank's windows (every world_size-th). Under DDP average the per-rank
         summed losses by the total token count, not the per-rank means."""
         mine = self.starts[rank::world_size]
         for i in range(0, len(mine), self.batch_seqs):
-            yield _stack(self.tokens, mine[i:i + self.batch_seqs], self.seq_len)
+            yield _stack(self.tokens, mine[i : i + self.batch_seqs], self.seq_len)
 
     def bpb(self, loss_nats: float) -> float:
         """Bits per byte from the mean loss (nats/token) over this set, using the exact bytes of its targets."""

@@ -100,6 +100,7 @@ def group_files(files: Sequence[Path], target: int | None = None) -> tuple[tuple
 
 def _by_files(name: str, label: str, files: tuple[Path, ...], read_file: Callable[[Path], Iterator[Doc]]) -> Corpus:
     groups = group_files(files)
+
     def read(group: Any) -> Iterator[Doc]:
         return (d for f in group for d in read_file(f))
 
@@ -145,8 +146,13 @@ def _files(s: DataSettings) -> Corpus:
     elif not root.exists():
         raise ValueError(f"data.path={root} does not exist; point it at a {kinds} file, a directory or a glob of them")
     elif root.is_dir():
-        files = tuple(sorted(p for p in root.rglob("*") if p.is_file()
-                             and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)))
+        files = tuple(
+            sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file() and not any(part.startswith((".", "_")) for part in p.relative_to(root).parts)
+            )
+        )
         if not any(shard_suffix(f) for f in files):
             raise ValueError(f"data.path={root} has no {kinds} files; add some or point at another directory")
         base = root
@@ -155,8 +161,10 @@ def _files(s: DataSettings) -> Corpus:
     for f in files:  # a shard we cannot read is an error, never silently skipped
         if shard_suffix(f) is None:
             where = f"data.path={root} contains {f}" if f != root else f"data.path={root}"
-            raise ValueError(f"{where}, which is not a {kinds} file; convert or remove it, or select the shards "
-                             f"with a glob such as data.path='{base}/*.jsonl.gz'")
+            raise ValueError(
+                f"{where}, which is not a {kinds} file; convert or remove it, or select the shards "
+                f"with a glob such as data.path='{base}/*.jsonl.gz'"
+            )
 
     def read(f: Path) -> Iterator[Doc]:
         return read_shard(f, f.relative_to(base).as_posix(), s.text_field, s.id_field)

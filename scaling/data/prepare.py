@@ -56,8 +56,14 @@ def prepare_data(data_cfg: Mapping, progress: bool = False) -> PreparedData:
     root = s.cache_dir / "data"
     fields = {k: getattr(s, k) for k, v in _FIELD_DEFAULTS.items() if getattr(s, k) != v}
     # only non-default fields join the key, so the default corpora keep the keys (and caches) they always had
-    data_key = _digest(FORMAT, s.name, content_hash(corpus.files, root / ".hashes"), s.max_bytes, s.val_fraction,
-                       *([fields] if fields else []))
+    data_key = _digest(
+        FORMAT,
+        s.name,
+        content_hash(corpus.files, root / ".hashes"),
+        s.max_bytes,
+        s.val_fraction,
+        *([fields] if fields else []),
+    )
     if s.tokenizer_file is None:
         tok_key = _digest(data_key, s.vocab_size, s.tokenizer)
         tok_label = f"{s.tokenizer['model_type']}{s.vocab_size}"
@@ -66,8 +72,10 @@ def prepare_data(data_cfg: Mapping, progress: bool = False) -> PreparedData:
         tok_key = _digest(data_key, "tokenizer.json", hashlib.blake2b(tok_bytes, digest_size=16).hexdigest())
         tok_vocab = load_encoder(s.tokenizer_file).vocab_size
         if s.vocab_size < tok_vocab:
-            raise ValueError(f"data.vocab_size={s.vocab_size} is smaller than the vocabulary of {s.tokenizer_file} "
-                             f"({tok_vocab}); set data.vocab_size>={tok_vocab} (scaling.data.resolve_vocab does)")
+            raise ValueError(
+                f"data.vocab_size={s.vocab_size} is smaller than the vocabulary of {s.tokenizer_file} "
+                f"({tok_vocab}); set data.vocab_size>={tok_vocab} (scaling.data.resolve_vocab does)"
+            )
         tok_label = f"hf{tok_vocab}"
     final = root / f"{s.name}-{data_key[:10]}-{tok_key[:10]}"
     if final.is_dir() and not _complete(final):
@@ -78,8 +86,10 @@ def prepare_data(data_cfg: Mapping, progress: bool = False) -> PreparedData:
     if not final.is_dir():
         with locked(root / ".locks" / f"{final.name}.lock"):
             if not final.is_dir():  # another preparer may have built it while we waited
-                fingerprints = {"dataset_fingerprint": f"{s.name}@{data_key[:8]}",
-                                "tokenizer_fingerprint": f"{tok_label}@{tok_key[:8]}"}
+                fingerprints = {
+                    "dataset_fingerprint": f"{s.name}@{data_key[:8]}",
+                    "tokenizer_fingerprint": f"{tok_label}@{tok_key[:8]}",
+                }
                 _build(s, corpus, root / ".work" / final.name, final, fingerprints, progress)
     return PreparedData(final, json.loads((final / "meta.json").read_text()))
 
@@ -90,13 +100,15 @@ def _complete(d: Path) -> bool:
         meta = json.loads((d / "meta.json").read_text())
         size = np.dtype(meta["dtype"]).itemsize
         return any((d / t).is_file() for t in ("tokenizer.model", "tokenizer.json")) and all(
-            (d / f"{k}.bin").stat().st_size == n * size for k, n in meta["tokens"].items())
+            (d / f"{k}.bin").stat().st_size == n * size for k, n in meta["tokens"].items()
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def _build(s: DataSettings, corpus: Corpus, work: Path, final: Path, fingerprints: dict[str, str],
-           progress: bool) -> None:
+def _build(
+    s: DataSettings, corpus: Corpus, work: Path, final: Path, fingerprints: dict[str, str], progress: bool
+) -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
@@ -118,14 +130,21 @@ def _build(s: DataSettings, corpus: Corpus, work: Path, final: Path, fingerprint
         _check_split(totals, corpus)
         with building(final) as tmp:
             for split in SPLITS:
-                _concatenate([Path(f"{job.out_dir}/{i:06d}.{split}.bin") for i in range(len(stats))],
-                             tmp / f"{split}.bin")
+                _concatenate(
+                    [Path(f"{job.out_dir}/{i:06d}.{split}.bin") for i in range(len(stats))], tmp / f"{split}.bin"
+                )
             for f in work.glob("tokenizer.*"):
                 shutil.copyfile(f, tmp / f.name)
             meta = {
-                "format": FORMAT, "name": s.name, "source": corpus.label, **fingerprints,
-                "vocab_size": vocab, "bos_id": load_encoder(tok_file).bos_id, "dtype": dtype,
-                "val_fraction": s.val_fraction, "max_bytes": s.max_bytes,
+                "format": FORMAT,
+                "name": s.name,
+                "source": corpus.label,
+                **fingerprints,
+                "vocab_size": vocab,
+                "bos_id": load_encoder(tok_file).bos_id,
+                "dtype": dtype,
+                "val_fraction": s.val_fraction,
+                "max_bytes": s.max_bytes,
                 "tokenizer": s.tokenizer if s.tokenizer_file is None else {"file": str(s.tokenizer_file)},
                 **{k: totals[k] for k in ("docs", "bytes", "tokens")},
                 "build_s": {"tokenizer": round(t1 - t0, 3), "encode": round(time.perf_counter() - t1, 3)},
@@ -160,8 +179,11 @@ def _tokenizer(s: DataSettings, corpus: Corpus, work: Path, progress: bool) -> t
                 yield from (line for line in text.split("\n") if line.strip())
 
     if progress:
-        print(f"training the SentencePiece tokenizer (vocab {s.vocab_size}) on the training split of {corpus.label}",
-              file=sys.stderr, flush=True)
+        print(
+            f"training the SentencePiece tokenizer (vocab {s.vocab_size}) on the training split of {corpus.label}",
+            file=sys.stderr,
+            flush=True,
+        )
     scratch = work / ".spm"  # a fixed name: the model embeds its path, and a rebuild must give the same bytes
     scratch.mkdir(exist_ok=True)
     train_tokenizer(train_lines(), s.vocab_size, s.tokenizer, scratch / "tokenizer.model", corpus.label)
@@ -189,8 +211,11 @@ def _id_stats(corpus: Corpus, s: DataSettings) -> dict[str, Any]:
 
 
 def _totals(stats: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: {sp: sum(st[k][sp] for st in stats) for sp in SPLITS}
-                           for k in ("docs", "bytes", "tokens") if all(k in st for st in stats)}
+    out: dict[str, Any] = {
+        k: {sp: sum(st[k][sp] for st in stats) for sp in SPLITS}
+        for k in ("docs", "bytes", "tokens")
+        if all(k in st for st in stats)
+    }
     out["distinct"] = len({i for st in stats for i in st["ids"]})
     return out
 
@@ -199,11 +224,15 @@ def _check_split(totals: dict[str, Any], corpus: Corpus, before_overrides: bool 
     if totals["distinct"] == 0:
         raise ValueError(f"corpus {corpus.label} has no text; point data.path at non-empty UTF-8 files")
     if totals["distinct"] < 2:
-        raise ValueError(f"the corpus {corpus.label} has 1 document; the validation split is by document, so give at "
-                         "least 2 (several files, or one JSONL line per document)")
+        raise ValueError(
+            f"the corpus {corpus.label} has 1 document; the validation split is by document, so give at "
+            "least 2 (several files, or one JSONL line per document)"
+        )
     if not before_overrides and min(totals["docs"].values()) == 0:
-        raise ValueError(f"the corpus {corpus.label} has no document for one of the splits (all copies of one "
-                         "document?); give at least 2 different documents")
+        raise ValueError(
+            f"the corpus {corpus.label} has no document for one of the splits (all copies of one "
+            "document?); give at least 2 different documents"
+        )
 
 
 def _overrides(totals: dict[str, Any], stats: list[dict[str, Any]]) -> dict[str, str]:
@@ -226,8 +255,9 @@ _JOB: tuple[Corpus, UnitJob, Path, int | None] | None = None  # set before forki
 _ENCODER: Any = None
 
 
-def _encode_one(i: int, corpus: Corpus, job: UnitJob, tok_file: Path, max_bytes: int | None,
-                threads: int | None) -> dict[str, Any]:
+def _encode_one(
+    i: int, corpus: Corpus, job: UnitJob, tok_file: Path, max_bytes: int | None, threads: int | None
+) -> dict[str, Any]:
     global _ENCODER
     if _ENCODER is None or _ENCODER[0] != tok_file:
         enc = load_encoder(tok_file, threads=threads)
@@ -255,8 +285,12 @@ def _encode_units(s: DataSettings, corpus: Corpus, job: UnitJob, tok_file: Path,
     stats: list[dict | None] = [read_unit_stats(job.out_dir, i, job.dtype) for i in range(n)]
     todo = [i for i in range(n) if stats[i] is None]
     procs = min(s.num_proc or os.cpu_count() or 1, len(todo)) if todo else 0
-    bar = _progress(sum(corpus.unit_bytes), sum(corpus.unit_bytes[i] for i in range(n) if stats[i] is not None),
-                    progress, f"prepare {corpus.name} ({n - len(todo)}/{n} units done, {max(procs, 1)} processes)")
+    bar = _progress(
+        sum(corpus.unit_bytes),
+        sum(corpus.unit_bytes[i] for i in range(n) if stats[i] is not None),
+        progress,
+        f"prepare {corpus.name} ({n - len(todo)}/{n} units done, {max(procs, 1)} processes)",
+    )
     try:
         if procs <= 1:
             for i in todo:
@@ -277,8 +311,17 @@ def _encode_units(s: DataSettings, corpus: Corpus, job: UnitJob, tok_file: Path,
 def _progress(total: int, done: int, enabled: bool, desc: str):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024, desc=desc,
-                disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(
+        total=total,
+        initial=done,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=desc,
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
 
 def _concatenate(parts: list[Path], out: Path) -> None:

@@ -129,12 +129,23 @@ class PreparedData:
             self._views[key] = ValSet(self.val_tokens(), seq_len, eval_tokens, batch_seqs, self.token_bytes)
         return self._views[key]
 
-    def train_batch(self, step: int, *, seq_len: int, micro_seqs: int, seed: int, micro: int = 0, accum: int = 1,
-                    rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_batch(
+        self,
+        step: int,
+        *,
+        seq_len: int,
+        micro_seqs: int,
+        seed: int,
+        micro: int = 0,
+        accum: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Micro-batch `micro` (of `accum`) of rank `rank` at `step`: shorthand for train_batches(...).batch_at."""
         batches = self.train_batches(seq_len, micro_seqs * accum * world_size, seed)
         return batches.batch_at(step, rank, world_size, micro, accum)
 
-    def val_batches(self, eval_tokens: int, seq_len: int, batch_seqs: int, rank: int = 0,
-                    world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def val_batches(
+        self, eval_tokens: int, seq_len: int, batch_seqs: int, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.val_set(seq_len, eval_tokens, batch_seqs).batches(rank, world_size)

@@ -31,8 +31,19 @@ TOKENIZER_DEFAULTS: dict[str, Any] = {
 _RESERVED = {"vocab_size", "input", "sentence_iterator", "model_prefix", "model_writer", "num_threads", "minloglevel"}
 # text_field/id_field/split/num_proc are absent from sotu.yaml on purpose: adding a key there would change the
 # config hash (and so the identity) of every existing run on the default corpus.
-_KEYS = {"name", "path", "vocab_size", "val_fraction", "max_bytes", "tokenizer", "cache_dir", "text_field", "id_field",
-         "split", "num_proc"}
+_KEYS = {
+    "name",
+    "path",
+    "vocab_size",
+    "val_fraction",
+    "max_bytes",
+    "tokenizer",
+    "cache_dir",
+    "text_field",
+    "id_field",
+    "split",
+    "num_proc",
+}
 MAX_VOCAB = 2**32  # token files are uint16 or uint32
 
 
@@ -61,20 +72,25 @@ class DataSettings:
             raise ValueError(f"unknown data.{sorted(unknown)[0]}; the data config keys are {', '.join(sorted(_KEYS))}")
         name = cfg.get("name")
         if name not in CORPORA:
-            raise ValueError(f"unknown corpus data.name={name!r}; use one of {', '.join(CORPORA)} "
-                             "(files, hf and tokens need data.path=...)")
+            raise ValueError(
+                f"unknown corpus data.name={name!r}; use one of {', '.join(CORPORA)} "
+                "(files, hf and tokens need data.path=...)"
+            )
         path = None if cfg.get("path") in (None, "", "???") else cfg.get("path")
         if name in NEEDS_PATH and not path:
             raise ValueError(f"data.name={name} needs data.path=<{_PATH_HELP[name]}>")
         if name not in NEEDS_PATH and path:
-            raise ValueError(f"data.path is only read with data.name=files, hf or tokens (got data.name={name}); "
-                             "use data=files")
+            raise ValueError(
+                f"data.path is only read with data.name=files, hf or tokens (got data.name={name}); use data=files"
+            )
         vocab = cfg.get("vocab_size")
         if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
             raise ValueError(f"data.vocab_size={vocab!r} must be a positive integer, e.g. 2048")
         if vocab > MAX_VOCAB:
-            raise ValueError(f"data.vocab_size={vocab} exceeds 2^32, the largest vocabulary uint32 token files hold; "
-                             "use a smaller tokenizer")
+            raise ValueError(
+                f"data.vocab_size={vocab} exceeds 2^32, the largest vocabulary uint32 token files hold; "
+                "use a smaller tokenizer"
+            )
         val_fraction = cfg.get("val_fraction", 0.05)
         if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 0.5:
             raise ValueError(f"data.val_fraction={val_fraction!r} must be a number in (0, 0.5), e.g. 0.05")
@@ -84,8 +100,10 @@ class DataSettings:
         tok_cfg = cfg.get("tokenizer")
         tok, tok_file = _tokenizer(tok_cfg)
         if name == "tokens" and tok_file is None:
-            raise ValueError("data=tokens needs the tokenizer the token files were made with: "
-                             "data.tokenizer=PATH/tokenizer.json (or PATH/tokenizer.model)")
+            raise ValueError(
+                "data=tokens needs the tokenizer the token files were made with: "
+                "data.tokenizer=PATH/tokenizer.json (or PATH/tokenizer.model)"
+            )
         num_proc = cfg.get("num_proc")
         if num_proc is not None and (not isinstance(num_proc, int) or isinstance(num_proc, bool) or num_proc < 1):
             raise ValueError(f"data.num_proc={num_proc!r} must be a positive integer or null (all cores)")
@@ -110,9 +128,11 @@ class DataSettings:
         )
 
 
-_PATH_HELP = {"files": "a file, directory or glob of .txt/.md/.jsonl[.gz|.zst]/.parquet shards",
-              "hf": "a datasets save_to_disk folder or a local dataset folder",
-              "tokens": "a folder with train.bin/val.bin (or .npy) token files"}
+_PATH_HELP = {
+    "files": "a file, directory or glob of .txt/.md/.jsonl[.gz|.zst]/.parquet shards",
+    "hf": "a datasets save_to_disk folder or a local dataset folder",
+    "tokens": "a folder with train.bin/val.bin (or .npy) token files",
+}
 
 
 def _abs(path: Any) -> Path:
@@ -130,15 +150,21 @@ def _tokenizer(value: Any) -> tuple[dict[str, Any], Path | None]:
         if path.is_dir():
             path = path / "tokenizer.json"
         if not path.is_file():
-            raise ValueError(f"data.tokenizer={value} is not a file; give sentencepiece or the path to a Hugging Face "
-                             "tokenizer.json")
+            raise ValueError(
+                f"data.tokenizer={value} is not a file; give sentencepiece or the path to a Hugging Face tokenizer.json"
+            )
         return dict(TOKENIZER_DEFAULTS), path
     if not isinstance(value, Mapping):
-        raise ValueError(f"data.tokenizer={value!r} must be sentencepiece, a path to tokenizer.json, or a mapping of "
-                         "SentencePiece trainer options")
+        raise ValueError(
+            f"data.tokenizer={value!r} must be sentencepiece, a path to tokenizer.json, or a mapping of "
+            "SentencePiece trainer options"
+        )
     tok = dict(value)
     clash = _RESERVED & set(tok)
     if clash:
-        raise ValueError(f"data.tokenizer.{sorted(clash)[0]} is set by the data pipeline; set data.vocab_size instead"
-                         if "vocab_size" in clash else f"data.tokenizer.{sorted(clash)[0]} cannot be set; remove it")
+        raise ValueError(
+            f"data.tokenizer.{sorted(clash)[0]} is set by the data pipeline; set data.vocab_size instead"
+            if "vocab_size" in clash
+            else f"data.tokenizer.{sorted(clash)[0]} cannot be set; remove it"
+        )
     return {**TOKENIZER_DEFAULTS, **tok}, None

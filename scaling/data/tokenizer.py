@@ -12,27 +12,40 @@ import numpy as np
 import sentencepiece as spm
 
 
-def train_tokenizer(lines: Iterable[str], vocab_size: int, options: dict[str, Any], model_file: Path,
-                    corpus: str) -> spm.SentencePieceProcessor:
+def train_tokenizer(
+    lines: Iterable[str], vocab_size: int, options: dict[str, Any], model_file: Path, corpus: str
+) -> spm.SentencePieceProcessor:
     """Train on `lines` (one sentence each) and write `model_file`. The pieces do not depend on num_threads."""
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_prefix=str(model_file.with_suffix("")), vocab_size=vocab_size,
-            num_threads=min(os.cpu_count() or 1, 16), minloglevel=2, **options)
+            sentence_iterator=iter(lines),
+            model_prefix=str(model_file.with_suffix("")),
+            vocab_size=vocab_size,
+            num_threads=min(os.cpu_count() or 1, 16),
+            minloglevel=2,
+            **options,
+        )
     except (RuntimeError, ValueError, TypeError) as e:
         msg = str(e)
         if m := re.search(r"value <= (\d+)", msg):
-            raise ValueError(f"data.vocab_size={vocab_size} is too large for corpus {corpus} "
-                             f"(at most ~{m.group(1)} pieces); lower data.vocab_size") from None
+            raise ValueError(
+                f"data.vocab_size={vocab_size} is too large for corpus {corpus} "
+                f"(at most ~{m.group(1)} pieces); lower data.vocab_size"
+            ) from None
         if m := re.search(r"smaller than required_chars\. \d+ vs (\d+)", msg):
-            raise ValueError(f"data.vocab_size={vocab_size} is too small for corpus {corpus} (its characters and "
-                             f"byte tokens need {m.group(1)}); raise data.vocab_size") from None
-        raise ValueError(f"tokenizer training failed on corpus {corpus}: {msg.splitlines()[0] if msg else e!r}; "
-                         "check data.tokenizer") from None
+            raise ValueError(
+                f"data.vocab_size={vocab_size} is too small for corpus {corpus} (its characters and "
+                f"byte tokens need {m.group(1)}); raise data.vocab_size"
+            ) from None
+        raise ValueError(
+            f"tokenizer training failed on corpus {corpus}: {msg.splitlines()[0] if msg else e!r}; check data.tokenizer"
+        ) from None
     sp = spm.SentencePieceProcessor(model_file=str(model_file))
     if sp.get_piece_size() != vocab_size:  # one source of truth: the model is built with data.vocab_size
-        raise ValueError(f"tokenizer has {sp.get_piece_size()} pieces, not data.vocab_size={vocab_size}; "
-                         "remove data.tokenizer.hard_vocab_limit/use_all_vocab")
+        raise ValueError(
+            f"tokenizer has {sp.get_piece_size()} pieces, not data.vocab_size={vocab_size}; "
+            "remove data.tokenizer.hard_vocab_limit/use_all_vocab"
+        )
     return sp
 
 
