@@ -1,4 +1,5 @@
 """ModelConfig: the shape of a LLaMA-style decoder, validated once so every consumer can trust it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,16 +24,16 @@ class ModelConfig:
     n_layer: int
     d_model: int
     n_head: int
-    n_kv_head: int | None = None      # None -> n_head (multi-head attention); fewer -> grouped-query attention
-    ffn_hidden: int | None = None     # None -> llama_ffn_hidden(d_model, ffn_multiple_of)
-    ffn_multiple_of: int = 256        # LLaMA's rounding of the default FFN width
+    n_kv_head: int | None = None  # None -> n_head (multi-head attention); fewer -> grouped-query attention
+    ffn_hidden: int | None = None  # None -> llama_ffn_hidden(d_model, ffn_multiple_of)
+    ffn_multiple_of: int = 256  # LLaMA's rounding of the default FFN width
     vocab_size: int
-    seq_len: int                      # longest sequence; RoPE tables are precomputed up to here
-    rope_theta: float = 10000.0       # DeepSeek LLM 7B/67B
-    norm_eps: float = 1e-6            # DeepSeek LLM 7B/67B
-    tie_embeddings: bool = False      # DeepSeek keeps the LM head separate from the embedding
-    init_std: float = 0.006           # DeepSeek LLM: N(0, 0.006) for every weight matrix
-    init_scheme: str = "deepseek"     # "deepseek" | "scaled" (see LLaMA.init_weights)
+    seq_len: int  # longest sequence; RoPE tables are precomputed up to here
+    rope_theta: float = 10000.0  # DeepSeek LLM 7B/67B
+    norm_eps: float = 1e-6  # DeepSeek LLM 7B/67B
+    tie_embeddings: bool = False  # DeepSeek keeps the LM head separate from the embedding
+    init_std: float = 0.006  # DeepSeek LLM: N(0, 0.006) for every weight matrix
+    init_scheme: str = "deepseek"  # "deepseek" | "scaled" (see LLaMA.init_weights)
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "d_model", "n_head", "ffn_multiple_of", "vocab_size", "seq_len"):
@@ -51,11 +52,15 @@ class ModelConfig:
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(f"ModelConfig.tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.d_model % self.n_head:
-            raise ValueError(f"d_model={self.d_model} must be divisible by n_head={self.n_head} "
-                             f"(head_dim = d_model / n_head); pick n_head among the divisors of d_model")
+            raise ValueError(
+                f"d_model={self.d_model} must be divisible by n_head={self.n_head} "
+                f"(head_dim = d_model / n_head); pick n_head among the divisors of d_model"
+            )
         if self.n_head % self.n_kv_head:
-            raise ValueError(f"n_head={self.n_head} must be divisible by n_kv_head={self.n_kv_head} "
-                             f"(each KV head serves a whole group of query heads)")
+            raise ValueError(
+                f"n_head={self.n_head} must be divisible by n_kv_head={self.n_kv_head} "
+                f"(each KV head serves a whole group of query heads)"
+            )
         if self.head_dim % 2:
             raise ValueError(f"head_dim = d_model / n_head = {self.head_dim} must be even for rotary embeddings")
         if self.init_scheme not in INIT_SCHEMES:
@@ -67,7 +72,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        """Build from a plain mapping (e.g. `OmegaConf.to_container(cfg.model, resolve=True)`); unknown keys are an error."""
+        """Build from a plain mapping (e.g. a resolved `cfg.model`); unknown keys are an error."""
         valid = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(d) - set(valid))
         if unknown:

@@ -3,6 +3,7 @@
 Our parameter names are HF's minus the "model." prefix on everything but lm_head, and both use the
 rotate_half RoPE convention, so conversion is a key rename: no weight permutation.
 """
+
 from __future__ import annotations
 
 import os
@@ -63,8 +64,10 @@ def from_hf_config(hf_cfg: Any) -> ModelConfig:
         raise ValueError("only SwiGLU (hidden_act='silu') without attention or MLP biases is supported")
     head_dim = getattr(hf_cfg, "head_dim", None) or hf_cfg.hidden_size // hf_cfg.num_attention_heads
     if head_dim * hf_cfg.num_attention_heads != hf_cfg.hidden_size:
-        raise ValueError(f"head_dim={head_dim} x {hf_cfg.num_attention_heads} heads != hidden_size="
-                         f"{hf_cfg.hidden_size}; LLaMA here needs d_model = n_head * head_dim")
+        raise ValueError(
+            f"head_dim={head_dim} x {hf_cfg.num_attention_heads} heads != hidden_size="
+            f"{hf_cfg.hidden_size}; LLaMA here needs d_model = n_head * head_dim"
+        )
     return ModelConfig(
         n_layer=hf_cfg.num_hidden_layers,
         d_model=hf_cfg.hidden_size,
@@ -116,7 +119,9 @@ def import_hf(path: str | os.PathLike) -> LLaMA:
     path = Path(path)
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        raise ValueError(f"no *.safetensors weights in {path}; re-save the model with save_pretrained(safe_serialization=True)")
+        raise ValueError(
+            f"no *.safetensors weights in {path}; re-save the model with save_pretrained(safe_serialization=True)"
+        )
     model = LLaMA(from_hf_config(transformers.LlamaConfig.from_pretrained(path)))
     state = {}
     for f in files:

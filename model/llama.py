@@ -10,6 +10,7 @@ values, K heads under GQA, so a new token costs one position, not a recomputatio
 
 Shapes: B batch, T sequence, C d_model, H query heads, K key/value heads, D head_dim, V vocab, F ffn_hidden.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,14 @@ class KVCache:
     view, and SDPA broadcasts the groups exactly as in training. `pos` is the number of positions filled.
     """
 
-    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int | None = None,
-                 device: torch.device | str | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        batch_size: int,
+        max_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         self.max_len = cfg.seq_len if max_len is None else max_len
         if not 0 < self.max_len <= cfg.seq_len:
             raise ValueError(f"KVCache max_len={self.max_len} must be in 1..seq_len={cfg.seq_len} (RoPE tables)")
@@ -73,8 +80,8 @@ class KVCache:
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, K, T, D) at positions pos..pos+T of `layer`; return its keys and values so far."""
         end = self.pos + k.shape[2]
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
@@ -89,10 +96,11 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, d_kv, bias=False)
         self.o_proj = nn.Linear(d_attn, cfg.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, T, D)
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -104,8 +112,9 @@ class Attention(nn.Module):
                 causal = False
                 mask = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
         # Each group of H/K query heads shares one key/value head; SDPA broadcasts them without copies.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           enable_gqa=self.n_kv_head != self.n_head)  # (B, H, T, D)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=self.n_kv_head != self.n_head
+        )  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))  # (B, T, C)
 
 
@@ -131,8 +140,9 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -172,8 +182,13 @@ class LLaMA(nn.Module):
         if not self.cfg.tie_embeddings:
             nn.init.normal_(self.lm_head.weight, mean=0.0, std=std)
         for block in self.blocks:
-            for lin in (block.self_attn.q_proj, block.self_attn.k_proj, block.self_attn.v_proj,
-                        block.mlp.gate_proj, block.mlp.up_proj):
+            for lin in (
+                block.self_attn.q_proj,
+                block.self_attn.k_proj,
+                block.self_attn.v_proj,
+                block.mlp.gate_proj,
+                block.mlp.up_proj,
+            ):
                 nn.init.normal_(lin.weight, mean=0.0, std=std)
             for lin in (block.self_attn.o_proj, block.mlp.down_proj):
                 nn.init.normal_(lin.weight, mean=0.0, std=residual_std)
@@ -186,8 +201,9 @@ class LLaMA(nn.Module):
         """self.layers with their type: nn.ModuleList yields plain Modules to a type checker."""
         return [block for block in self.layers if isinstance(block, Block)]
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: KVCache | None = None
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, cache: KVCache | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """idx (B, T) token ids -> logits (B, T, V); with targets (B, T) -> (logits, mean cross-entropy in nats).
 
         With a KVCache, idx holds the T positions after the cache's `pos` (a prompt, then one token at a time):
@@ -196,12 +212,14 @@ class LLaMA(nn.Module):
         B, T = idx.shape
         start = 0 if cache is None else cache.pos
         if start + T > (self.cfg.seq_len if cache is None else cache.max_len):
-            raise ValueError(f"positions {start}..{start + T - 1} exceed the model's seq_len={self.cfg.seq_len}"
-                             + ("" if cache is None else f" or the cache's max_len={cache.max_len}"))
+            raise ValueError(
+                f"positions {start}..{start + T - 1} exceed the model's seq_len={self.cfg.seq_len}"
+                + ("" if cache is None else f" or the cache's max_len={cache.max_len}")
+            )
         x = self.embed_tokens(idx)  # (B, T, C)
         # Match the activations' dtype (e.g. bf16 under autocast) so RoPE does not upcast q and k.
         dtype = _compute_dtype(x)
-        cos, sin = self.rope_cos[start:start + T].to(dtype), self.rope_sin[start:start + T].to(dtype)  # (T, D)
+        cos, sin = self.rope_cos[start : start + T].to(dtype), self.rope_sin[start : start + T].to(dtype)  # (T, D)
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, cache, i)
         if cache is not None:
@@ -213,8 +231,15 @@ class LLaMA(nn.Module):
         return logits, loss
 
     @torch.no_grad()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 0.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> torch.Tensor:
         """Continue idx (B, T) by max_new_tokens tokens -> (B, T + max_new_tokens).
 
         temperature 0 is greedy (argmax); otherwise sample from softmax(logits / temperature), restricted to the
@@ -253,8 +278,9 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
-          ) -> torch.Tensor:
+def _pick(
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator | None
+) -> torch.Tensor:
     """Next token ids (B, 1) from last-position logits (B, V): argmax at temperature 0, else a sample."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)

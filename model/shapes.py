@@ -6,6 +6,7 @@ scored |ln(M/M_target)| + 0.1 |ln(aspect/target aspect)|: missing M dominates, t
 Heads: the largest head_dim in head_dims that leaves >= min_heads heads; KV heads: n_head / kv_group (GQA when > 1).
 FFN width follows the model's LLaMA rule (ffn_hidden null), so M grows smoothly with d_model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,12 +24,12 @@ ASPECT_WEIGHT = 0.1  # how much a factor e of aspect mismatch costs, in units of
 @dataclass(frozen=True)
 class ShapeRule:
     name: str
-    aspect: float            # preferred d_model / n_layer
-    aspect_tol: float        # accepted factor around it
+    aspect: float  # preferred d_model / n_layer
+    aspect_tol: float  # accepted factor around it
     head_dims: tuple[int, ...]
     min_heads: int
-    kv_group: int            # query heads per KV head: 1 = multi-head attention
-    d_multiple: int          # d_model granularity (a multiple of the smallest head_dim)
+    kv_group: int  # query heads per KV head: 1 = multi-head attention
+    d_multiple: int  # d_model granularity (a multiple of the smallest head_dim)
     min_layers: int
     max_layers: int
     min_d: int
@@ -42,10 +43,14 @@ class ShapeRule:
         if not self.head_dims or any(h < 2 or h % 2 for h in self.head_dims):
             raise ValueError(f"sweep.shape_rule.head_dims={list(self.head_dims)} must be even positive integers")
         if self.d_multiple % min(self.head_dims):
-            raise ValueError(f"sweep.shape_rule.d_multiple={self.d_multiple} must be a multiple of the smallest "
-                             f"head_dim {min(self.head_dims)}")
+            raise ValueError(
+                f"sweep.shape_rule.d_multiple={self.d_multiple} must be a multiple of the smallest "
+                f"head_dim {min(self.head_dims)}"
+            )
         if not (self.aspect > 0 and self.aspect_tol >= 1):
-            raise ValueError(f"sweep.shape_rule: aspect={self.aspect} must be > 0 and aspect_tol={self.aspect_tol} >= 1")
+            raise ValueError(
+                f"sweep.shape_rule: aspect={self.aspect} must be > 0 and aspect_tol={self.aspect_tol} >= 1"
+            )
         if self.min_layers > self.max_layers or self.min_d > self.max_d:
             raise ValueError("sweep.shape_rule: need min_layers <= max_layers and min_d <= max_d")
 
@@ -54,7 +59,9 @@ class ShapeRule:
         fields = {f.name for f in dataclasses.fields(cls)} - {"name"}
         unknown, missing = set(node) - fields, fields - set(node)
         if unknown or missing:
-            raise ValueError(f"sweep.shape_rules.{name}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+            raise ValueError(
+                f"sweep.shape_rules.{name}: unknown keys {sorted(unknown)}, missing keys {sorted(missing)}"
+            )
         values: dict[str, Any] = {k: tuple(v) if k == "head_dims" else v for k, v in node.items()}
         return cls(name=name, **values)
 
@@ -122,8 +129,12 @@ def shape_for_M(M_target: float, rule: ShapeRule, base: ModelConfig) -> Shape:
 
 
 def _extremes(rule: ShapeRule, base: ModelConfig) -> list[Shape]:
-    return [make_shape(n, ds[i], rule, base) for n in range(rule.min_layers, rule.max_layers + 1)
-            if (ds := _d_range(n, rule)) for i in (0, -1)]
+    return [
+        make_shape(n, ds[i], rule, base)
+        for n in range(rule.min_layers, rule.max_layers + 1)
+        if (ds := _d_range(n, rule))
+        for i in (0, -1)
+    ]
 
 
 def smallest_shape(rule: ShapeRule, base: ModelConfig) -> Shape:

@@ -54,15 +54,15 @@ from scaling.step import Batch, StepOutput, TrainStep, autocast_ctx, build_optim
 from scaling.trackers import open_trackers
 from scaling.train import RunSetup, loop_spec, result_record, setup_run
 from scaling.trainer import (
+    LogWindow,
     LoopSpec,
     LoopState,
     RunContext,
-    read_window,
-    LogWindow,
-    write_row,
     checkpoint_state,
     evaluate,
+    read_window,
     restore_state,
+    write_row,
 )
 
 log = logging.getLogger(__name__)

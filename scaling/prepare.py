@@ -53,5 +53,10 @@ def main(argv: list[str] | None = None) -> PreparedData:
     return data
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`scaling-prepare` (a console script exits with main's return value, so it must not return the data)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,6 +1,7 @@
 """The run record `<run dir>/result.json`: its schema (`RunRecord`), reading and writing it, config hashing and
 provenance. The one definition every writer (trainer, packed trainer, synthetic studies) and reader (sweeper,
 status view, analysis loader) uses; the README's run-record table documents the same keys."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,18 @@ SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never retrained
 # Keys that change how a run is executed or logged but not what it computes: they stay out of the config hash,
 # so that a run resumed on another device, or with a progress bar, is recognised as the same run.
-EXECUTION_ONLY = {"device", "compile", "threads", "progress", "log_every", "ckpt_every_s", "micro_batch_size",
-                  "parallel", "activation_checkpointing", "loggers"}
+EXECUTION_ONLY = {
+    "device",
+    "compile",
+    "threads",
+    "progress",
+    "log_every",
+    "ckpt_every_s",
+    "micro_batch_size",
+    "parallel",
+    "activation_checkpointing",
+    "loggers",
+}
 
 
 RESULT_NAME = "result.json"
@@ -169,8 +180,9 @@ def config_hash(cfg: dict) -> str:
 
 def git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -1,4 +1,5 @@
 """Learning-rate schedules: linear warmup, then DeepSeek's multi-step decay or cosine."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,15 @@ def warmup_steps(total_steps: int, warmup_frac: float, max_warmup_steps: int) ->
     return max(1, min(max_warmup_steps, round(warmup_frac * total_steps)))
 
 
-def lr_at(step: int, total_steps: int, peak_lr: float, *, schedule: str = "multistep",
-          warmup: int = 1, min_lr_frac: float = 0.1) -> float:
+def lr_at(
+    step: int,
+    total_steps: int,
+    peak_lr: float,
+    *,
+    schedule: str = "multistep",
+    warmup: int = 1,
+    min_lr_frac: float = 0.1,
+) -> float:
     """Learning rate for optimizer step `step` (0-based) of `total_steps`.
 
     multistep (DeepSeek LLM §2.3): peak until 80% of the tokens, 31.6% of peak until 90%, then 10%.

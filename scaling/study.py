@@ -10,6 +10,7 @@ profiles whose learning rate and batch come from those fitted laws; stage 3 fits
 writes the report and plots. Each stage is an ordinary `python -m scaling.sweep` process, so a rerun reuses every
 finished run and the study resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,14 @@ def budgets_arg(budgets: list[float]) -> str:
 
 
 def sweep(stage: str, budgets: list[float], sweep_dir: Path, overrides: list[str]) -> None:
-    cmd = [sys.executable, "-m", "scaling.sweep", f"+{stage}={budgets_arg(budgets)}", f"sweep.dir={sweep_dir}",
-           *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "scaling.sweep",
+        f"+{stage}={budgets_arg(budgets)}",
+        f"sweep.dir={sweep_dir}",
+        *overrides,
+    ]
     print(f"\n$ {' '.join(cmd[1:])}", flush=True)
     if subprocess.run(cmd).returncode != 0:  # same working directory: relative paths mean the same everywhere
         raise RuntimeError(f"the {stage} sweep failed (see its output above); rerun the study to resume it")
@@ -62,12 +69,15 @@ def run_study(
         laws = str(hp_dir / "analysis" / "report.json")
 
     print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(study['isoflop']['budgets'])} (laws: {laws})")
-    sweep("isoflop", study["isoflop"]["budgets"], iso_dir, [*common, *study["isoflop"]["overrides"],
-                                                           f"sweep.laws={laws}"])
+    sweep(
+        "isoflop", study["isoflop"]["budgets"], iso_dir, [*common, *study["isoflop"]["overrides"], f"sweep.laws={laws}"]
+    )
     if dry_run:
         seconds = plan_seconds(hp_dir) + plan_seconds(iso_dir)
-        print(f"\nplanned: stage 1 {hp_dir / 'plan.csv'}, stage 2 {iso_dir / 'plan.csv'}; "
-              f"estimated {seconds / 3600:,.1f} device-hours in all (est_seconds of both plans, one device per run)")
+        print(
+            f"\nplanned: stage 1 {hp_dir / 'plan.csv'}, stage 2 {iso_dir / 'plan.csv'}; "
+            f"estimated {seconds / 3600:,.1f} device-hours in all (est_seconds of both plans, one device per run)"
+        )
         return None
 
     print("== stage 3/3: fitting the study")

@@ -3,6 +3,7 @@
 A Hydra multirun (conf/sweep.yaml) whose sweeper (sweeps.sweeper, `hydra/sweeper: scaling`) plans the points and
 whose launcher runs this task function once per point: one scaling.train run with its own run dir and record.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,6 +28,7 @@ def main(cfg: DictConfig) -> str:
     run_watchdog()  # in a local worker (joblib): die with the sweep rather than train on as an orphan
     if "pack" in cfg:  # a pack of same-shape runs (sweeps.packing): each run still lands in its own run dir
         from scaling.packed import pack_job
+
         results = pack_job(cfg, Path(str(HydraConfig.get().sweep.dir)))
         return "packed: " + ", ".join(str(r.get("status", "skipped")) for r in results)
     try:

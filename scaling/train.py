@@ -5,6 +5,7 @@ validation set and leaves a complete record in the run directory (config.yaml, m
 result.json). It is idempotent: a finished run with the same config is returned as is, an interrupted one resumes
 from its checkpoint, a failed one is trained again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,15 +99,21 @@ def plan_steps(train: TrainConfig, seq_len: int, world_size: int) -> tuple[int, 
     """(steps, batch_size, accum) from train.tokens and train.batch_size, with one-line errors for bad sizes."""
     tokens, batch = float(train.tokens), int(train.batch_size)
     if batch <= 0 or batch % seq_len:
-        raise ValueError(f"train.batch_size={batch} must be a positive multiple of model.seq_len={seq_len} "
-                         f"(B counts tokens per step); try train.batch_size={max(1, round(batch / seq_len)) * seq_len}")
+        raise ValueError(
+            f"train.batch_size={batch} must be a positive multiple of model.seq_len={seq_len} "
+            f"(B counts tokens per step); try train.batch_size={max(1, round(batch / seq_len)) * seq_len}"
+        )
     if tokens < batch:
-        raise ValueError(f"train.tokens={tokens:g} is smaller than one batch (train.batch_size={batch}); "
-                         f"raise train.tokens or lower train.batch_size")
+        raise ValueError(
+            f"train.tokens={tokens:g} is smaller than one batch (train.batch_size={batch}); "
+            f"raise train.tokens or lower train.batch_size"
+        )
     micro = int(train.micro_batch_size or batch // world_size)
     if micro % seq_len or batch % (micro * world_size):
-        raise ValueError(f"train.micro_batch_size={micro} must be a multiple of model.seq_len={seq_len} that divides "
-                         f"train.batch_size={batch} / world size {world_size}")
+        raise ValueError(
+            f"train.micro_batch_size={micro} must be a multiple of model.seq_len={seq_len} that divides "
+            f"train.batch_size={batch} / world size {world_size}"
+        )
     return round(tokens / batch), batch, batch // (micro * world_size)
 
 
@@ -116,8 +123,10 @@ def check_config(cfg: DictConfig) -> tuple[dict, ModelConfig, TrainConfig, Optim
     c = OmegaConf.to_container(resolve_vocab(cfg), resolve=True)  # a pretrained tokenizer sets data.vocab_size
     assert isinstance(c, dict)  # a config group, never a list or a scalar
     if c["model"].get("vocab_size") != c["data"]["vocab_size"]:
-        raise ValueError(f"model.vocab_size={c['model'].get('vocab_size')} disagrees with data.vocab_size="
-                         f"{c['data']['vocab_size']}; the tokenizer sets it: use model.vocab_size=${{data.vocab_size}}")
+        raise ValueError(
+            f"model.vocab_size={c['model'].get('vocab_size')} disagrees with data.vocab_size="
+            f"{c['data']['vocab_size']}; the tokenizer sets it: use model.vocab_size=${{data.vocab_size}}"
+        )
     model_cfg = ModelConfig.from_dict(c["model"])
     train_cfg, optim_cfg = TrainConfig.from_dict(c["train"]), OptimConfig.from_dict(c["optim"])
     plan_steps(train_cfg, model_cfg.seq_len, 1)
@@ -134,8 +143,10 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
     previous = read_result(out_dir)
     held = previous.get("config_hash") if previous is not None else _interrupted_hash(out_dir)
     if held is not None and held != chash:
-        raise ValueError(f"{out_dir} already holds a run with another config (hash {held} != {chash}); "
-                         f"give this run another run.id / output dir instead of mixing them")
+        raise ValueError(
+            f"{out_dir} already holds a run with another config (hash {held} != {chash}); "
+            f"give this run another run.id / output dir instead of mixing them"
+        )
     if previous is not None and previous.get("status") in FINISHED:
         log.info("skip %s: already %s (val_loss %s)", out_dir, previous["status"], previous.get("val_loss"))
         return previous | {"skipped": True}
@@ -160,26 +171,60 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
     D = steps * batch
     epochs = D / data.train_tokens_count
     if epochs > 1 and dist_env.is_main:
-        warnings.warn(f"this run repeats its training data: {epochs:.2f} epochs over {data.train_tokens_count:,} "
-                      f"tokens of {data.dataset_fingerprint}", stacklevel=1)
+        warnings.warn(
+            f"this run repeats its training data: {epochs:.2f} epochs over {data.train_tokens_count:,} "
+            f"tokens of {data.dataset_fingerprint}",
+            stacklevel=1,
+        )
 
     # Everything above is validation: the run directory is written to only after this returns.
     base = {
-        "schema_version": SCHEMA_VERSION, "run_id": c["run"]["id"] or out_dir.name, "status": "running",
-        "error": None, "sweep": c["run"]["sweep"], "budget": c["run"]["budget"],
-        "model": {k: getattr(model_cfg, k) for k in
-                  ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size", "seq_len")},
-        **{k: v for k, v in flops.as_dict().items() if k in ("N1", "N2", "params", "M", "M_formula", "M_6N1",
-                                                            "M_6N2")},
-        "D": D, "C": flops.M * D, "lr": float(c["optim"]["lr"]), "batch_size": batch,
-        "seq_len": model_cfg.seq_len, "steps": steps, "epochs": epochs,
-        "dataset": data.dataset_fingerprint, "tokenizer": data.tokenizer_fingerprint, "seed": c["seed"],
-        "git_sha": git_sha(), "torch": torch.__version__, "device": device_name(device),
-        "world_size": dist_env.world_size, "config_hash": chash,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": c["run"]["id"] or out_dir.name,
+        "status": "running",
+        "error": None,
+        "sweep": c["run"]["sweep"],
+        "budget": c["run"]["budget"],
+        "model": {
+            k: getattr(model_cfg, k)
+            for k in ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size", "seq_len")
+        },
+        **{k: v for k, v in flops.as_dict().items() if k in ("N1", "N2", "params", "M", "M_formula", "M_6N1", "M_6N2")},
+        "D": D,
+        "C": flops.M * D,
+        "lr": float(c["optim"]["lr"]),
+        "batch_size": batch,
+        "seq_len": model_cfg.seq_len,
+        "steps": steps,
+        "epochs": epochs,
+        "dataset": data.dataset_fingerprint,
+        "tokenizer": data.tokenizer_fingerprint,
+        "seed": c["seed"],
+        "git_sha": git_sha(),
+        "torch": torch.__version__,
+        "device": device_name(device),
+        "world_size": dist_env.world_size,
+        "config_hash": chash,
     }
-    return RunSetup(resolved=c, model_cfg=model_cfg, train=train_cfg, optim=optim_cfg, seed=c["seed"], data=data,
-                    record=base, steps=steps, batch_size=batch, accum=accum, run_dir=out_dir, dist_env=dist_env,
-                    device=device, amp=amp, parallel=parallel, config_hash=chash, entered=entered)
+    return RunSetup(
+        resolved=c,
+        model_cfg=model_cfg,
+        train=train_cfg,
+        optim=optim_cfg,
+        seed=c["seed"],
+        data=data,
+        record=base,
+        steps=steps,
+        batch_size=batch,
+        accum=accum,
+        run_dir=out_dir,
+        dist_env=dist_env,
+        device=device,
+        amp=amp,
+        parallel=parallel,
+        config_hash=chash,
+        entered=entered,
+    )
 
 
 def train_run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -204,8 +249,11 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
     except Exception as e:
         if dist_env.is_main:
             try:  # where the disk still allows: a full or read-only disk must not hide the original error
-                write_json(out_dir / "result.json", base | {"status": "failed", "error": f"{type(e).__name__}: {e}",
-                                                            "wall_time_s": time.time() - started})
+                write_json(
+                    out_dir / "result.json",
+                    base
+                    | {"status": "failed", "error": f"{type(e).__name__}: {e}", "wall_time_s": time.time() - started},
+                )
             except OSError as w:
                 log.error("could not record the failure in %s: %s", out_dir / "result.json", w)
         raise
@@ -242,8 +290,13 @@ def _train(run: RunSetup) -> dict:
     if dist_env.is_main:
         truncate_metrics(out_dir / "metrics.jsonl", state.step)
         if state.step:
-            log.info("%s: resuming from step %d of %d (%s checkpoint)", out_dir.name, state.step, run.steps,
-                     "sharded" if run.parallel == "fsdp" else "single-file")
+            log.info(
+                "%s: resuming from step %d of %d (%s checkpoint)",
+                out_dir.name,
+                state.step,
+                run.steps,
+                "sharded" if run.parallel == "fsdp" else "single-file",
+            )
     wrapped = wrap_ddp(model, device) if run.parallel == "ddp" else model
 
     def save(loop_state: LoopState) -> None:
@@ -257,8 +310,16 @@ def _train(run: RunSetup) -> dict:
     micro_seqs = run.batch_size // (run.accum * dist_env.world_size) // seq_len
 
     def micro_batch(step: int, micro: int):
-        return run.data.train_batch(step=step, micro=micro, accum=run.accum, micro_seqs=micro_seqs, seq_len=seq_len,
-                                    seed=run.seed, rank=dist_env.rank, world_size=dist_env.world_size)
+        return run.data.train_batch(
+            step=step,
+            micro=micro,
+            accum=run.accum,
+            micro_seqs=micro_seqs,
+            seq_len=seq_len,
+            seed=run.seed,
+            rank=dist_env.rank,
+            world_size=dist_env.world_size,
+        )
 
     # Fixed, evenly spaced validation windows; ValSet knows their exact byte count for bits per byte.
     val_set = run.data.val_set(seq_len=seq_len, eval_tokens=run.train.eval_tokens, batch_seqs=micro_seqs)
@@ -266,53 +327,96 @@ def _train(run: RunSetup) -> dict:
     def val_batches():
         return val_set.batches(rank=dist_env.rank, world_size=dist_env.world_size)
 
-    step = TrainStep(wrapped, optimizer, device=device, amp=amp, grad_clip=float(optim.grad_clip),
-                     grad_sync=grad_sync(wrapped, run.parallel))
+    step = TrainStep(
+        wrapped,
+        optimizer,
+        device=device,
+        amp=amp,
+        grad_clip=float(optim.grad_clip),
+        grad_sync=grad_sync(wrapped, run.parallel),
+    )
     trackers = open_trackers(run.train.loggers, out_dir, run.record, dist_env.is_main)  # rank 0; [] by default
-    ctx = RunContext(model=model, step=step, spec=spec, micro_batch=micro_batch, val_batches=val_batches,
-                     save_checkpoint=save, run_dir=out_dir, dist_env=dist_env, device=device, amp=amp,
-                     progress=run.train.progress, trackers=trackers)
+    ctx = RunContext(
+        model=model,
+        step=step,
+        spec=spec,
+        micro_batch=micro_batch,
+        val_batches=val_batches,
+        save_checkpoint=save,
+        run_dir=out_dir,
+        dist_env=dist_env,
+        device=device,
+        amp=amp,
+        progress=run.train.progress,
+        trackers=trackers,
+    )
     startup_s = time.perf_counter() - run.entered  # data cache, model build, checkpoint: all before step 1
     state = run_loop(ctx, state)
     val_loss = val_tokens = None
     if state.status == "completed":
         val_loss, val_tokens = evaluate(model, val_batches(), device, amp, dist_env)
         save(state)
-    result = result_record(run, state, val_loss, val_tokens, val_set.bpb, earlier_s + time.time() - started,
-                           startup_s)
+    result = result_record(run, state, val_loss, val_tokens, val_set.bpb, earlier_s + time.time() - started, startup_s)
     if run.parallel != "single":
         result["parallel"] = run.parallel
     trackers.close(result)
     if dist_env.is_main:
         write_json(out_dir / "result.json", result)
-        log.info("%s: %s, val_loss %s nats/token, %s bits/byte", result["run_id"], result["status"],
-                 _fmt(result["val_loss"]), _fmt(result["val_bpb"]))
+        log.info(
+            "%s: %s, val_loss %s nats/token, %s bits/byte",
+            result["run_id"],
+            result["status"],
+            _fmt(result["val_loss"]),
+            _fmt(result["val_bpb"]),
+        )
     return result
 
 
 def loop_spec(run: RunSetup) -> LoopSpec:
     """The loop's plain values for a run (shared with scaling.packed)."""
     optim = run.optim
-    return LoopSpec(steps=run.steps, batch_size=run.batch_size, accum=run.accum, peak_lr=float(optim.lr),
-                    schedule=optim.schedule, warmup=warmup_steps(run.steps, optim.warmup_frac, optim.max_warmup_steps),
-                    min_lr_frac=optim.min_lr_frac, diverge_factor=float(run.train.diverge_factor),
-                    log_every=run.train.log_every, eval_every=run.train.eval_every,
-                    ckpt_every_s=float(run.train.ckpt_every_s), config_hash=run.config_hash)
+    return LoopSpec(
+        steps=run.steps,
+        batch_size=run.batch_size,
+        accum=run.accum,
+        peak_lr=float(optim.lr),
+        schedule=optim.schedule,
+        warmup=warmup_steps(run.steps, optim.warmup_frac, optim.max_warmup_steps),
+        min_lr_frac=optim.min_lr_frac,
+        diverge_factor=float(run.train.diverge_factor),
+        log_every=run.train.log_every,
+        eval_every=run.train.eval_every,
+        ckpt_every_s=float(run.train.ckpt_every_s),
+        config_hash=run.config_hash,
+    )
 
 
-def result_record(run: RunSetup, state: LoopState, val_loss: float | None, val_tokens: int | None,
-                  bpb: Callable[[float], float], wall_time_s: float, startup_s: float) -> dict:
+def result_record(
+    run: RunSetup,
+    state: LoopState,
+    val_loss: float | None,
+    val_tokens: int | None,
+    bpb: Callable[[float], float],
+    wall_time_s: float,
+    startup_s: float,
+) -> dict:
     """result.json of a finished (completed or diverged) run: the record so far plus what training measured.
     Shared by single and packed runs (scaling.packed), so that analysis cannot tell them apart."""
     batch, base = run.batch_size, run.record
     result = base | {
-        "status": state.status, "error": state.reason,
-        "D": state.step * batch, "C": base["M"] * state.step * batch, "D_planned": base["D"],
+        "status": state.status,
+        "error": state.reason,
+        "D": state.step * batch,
+        "C": base["M"] * state.step * batch,
+        "D_planned": base["D"],
         "val_loss": val_loss if val_loss is None or math.isfinite(val_loss) else None,
         "val_bpb": bpb(val_loss) if val_loss is not None else None,
-        "val_tokens": val_tokens, "train_loss": state.loss_ema, "initial_loss": state.initial_loss,
+        "val_tokens": val_tokens,
+        "train_loss": state.loss_ema,
+        "initial_loss": state.initial_loss,
         "tokens_per_s": state.step * batch / state.train_time_s if state.train_time_s else None,
-        "wall_time_s": wall_time_s, "startup_s": startup_s,
+        "wall_time_s": wall_time_s,
+        "startup_s": startup_s,
     }
     if state.status == "diverged":
         result["steps_done"] = state.step
@@ -349,8 +453,10 @@ def main(cfg: DictConfig) -> None:
         return
     except OSError as e:  # a full or read-only disk: one line; the failure is in result.json where it could be
         fail(PROG, f"run failed writing to {out_dir}: {e}", code=EXIT_FAILED)
-    print(f"{result['status']}: val_loss={_fmt(result['val_loss'])} val_bpb={_fmt(result['val_bpb'])} "
-          f"D={result['D']:,} C={result['C']:.3g} -> {out_dir}")
+    print(
+        f"{result['status']}: val_loss={_fmt(result['val_loss'])} val_bpb={_fmt(result['val_bpb'])} "
+        f"D={result['D']:,} C={result['C']:.3g} -> {out_dir}"
+    )
 
 
 def _remove_if_empty(out_dir: Path) -> None:

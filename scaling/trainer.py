@@ -83,8 +83,9 @@ class LogWindow:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Batch], device: torch.device, amp: torch.dtype | None,
-             dist_env: Dist) -> tuple[float, int]:
+def evaluate(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device, amp: torch.dtype | None, dist_env: Dist
+) -> tuple[float, int]:
     """Mean validation loss (nats/token) over all ranks' windows, and the number of tokens it covers."""
     model.eval()
     # Summed on the device in float64, in order: the same arithmetic as adding loss.item() * tokens on the host,
@@ -107,16 +108,29 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
     spec, dist_env = ctx.spec, ctx.dist_env
     metrics = (ctx.run_dir / "metrics.jsonl").open("a") if dist_env.is_main else None
     # A live bar on a terminal; in logs (sweeps, SLURM) a line every 30 s instead of a stream of redraws.
-    bar = tqdm(total=spec.steps * spec.batch_size, initial=state.step * spec.batch_size, unit="tok",
-               unit_scale=True, dynamic_ncols=True, disable=not (ctx.progress and dist_env.is_main), leave=False,
-               mininterval=0.5 if sys.stderr.isatty() else 30.0)
+    bar = tqdm(
+        total=spec.steps * spec.batch_size,
+        initial=state.step * spec.batch_size,
+        unit="tok",
+        unit_scale=True,
+        dynamic_ncols=True,
+        disable=not (ctx.progress and dist_env.is_main),
+        leave=False,
+        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+    )
     last_ckpt = time.monotonic()
     window = LogWindow()
     started = time.perf_counter()  # start of the current stretch of training steps
     try:
         while state.step < spec.steps:
-            lr = lr_at(state.step, spec.steps, spec.peak_lr, schedule=spec.schedule, warmup=spec.warmup,
-                       min_lr_frac=spec.min_lr_frac)
+            lr = lr_at(
+                state.step,
+                spec.steps,
+                spec.peak_lr,
+                schedule=spec.schedule,
+                warmup=spec.warmup,
+                min_lr_frac=spec.min_lr_frac,
+            )
             out = ctx.step([ctx.micro_batch(state.step, micro) for micro in range(spec.accum)], lr)
             state.step += 1
             window.steps.append(state.step)
@@ -135,12 +149,20 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
             bar.set_postfix(loss=f"{state.loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
             row = None
             if log_due:
-                row = {"step": state.step, "tokens": state.step * spec.batch_size, "loss": last[0],
-                       "loss_ema": state.loss_ema, "lr": lr, "grad_norm": last[1], "tokens_per_s": tok_s}
+                row = {
+                    "step": state.step,
+                    "tokens": state.step * spec.batch_size,
+                    "loss": last[0],
+                    "loss_ema": state.loss_ema,
+                    "lr": lr,
+                    "grad_norm": last[1],
+                    "tokens_per_s": tok_s,
+                }
             if eval_due:
                 state.last_val_loss, _ = evaluate(ctx.model, ctx.val_batches(), ctx.device, ctx.amp, dist_env)
                 row = (row or {"step": state.step, "tokens": state.step * spec.batch_size}) | {
-                    "val_loss": state.last_val_loss}
+                    "val_loss": state.last_val_loss
+                }
             if row is not None and metrics is not None:
                 write_row(metrics, row)
                 if ctx.trackers:
@@ -189,8 +211,10 @@ def read_window(ctx: RunContext, state: LoopState, window: LogWindow) -> tuple[f
     if any_across(bad_step is not None, ctx.dist_env, ctx.device):
         step, loss, norm = bad_step or (window.steps[-1], math.nan, math.nan)
         state.status, state.diverged_at_step = "diverged", step
-        state.reason = (f"loss {loss:.4g} (grad norm {norm:.4g}) at step {step} exceeds {spec.diverge_factor}x "
-                        f"the initial loss {state.initial_loss:.4g} or is not finite")
+        state.reason = (
+            f"loss {loss:.4g} (grad norm {norm:.4g}) at step {step} exceeds {spec.diverge_factor}x "
+            f"the initial loss {state.initial_loss:.4g} or is not finite"
+        )
     return step_losses[-1], norms[-1]
 
 
@@ -201,21 +225,36 @@ def write_row(metrics: IO[str], row: dict) -> None:
 
 
 def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, spec: LoopSpec, state: LoopState) -> dict:
-    return {"config_hash": spec.config_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            **loop_meta(spec, state)}
+    return {
+        "config_hash": spec.config_hash,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        **loop_meta(spec, state),
+    }
 
 
 def loop_meta(spec: LoopSpec, state: LoopState) -> dict:
     """The loop state a checkpoint carries besides the tensors (plain values: JSON for sharded checkpoints)."""
-    return {"config_hash": spec.config_hash, "step": state.step, "train_time_s": state.train_time_s,
-            "loss_ema": state.loss_ema, "initial_loss": state.initial_loss, "last_val_loss": state.last_val_loss,
-            "wall_time_s": state.wall_time_s}
+    return {
+        "config_hash": spec.config_hash,
+        "step": state.step,
+        "train_time_s": state.train_time_s,
+        "loss_ema": state.loss_ema,
+        "initial_loss": state.initial_loss,
+        "last_val_loss": state.last_val_loss,
+        "wall_time_s": state.wall_time_s,
+    }
 
 
 def loop_state_from(meta: dict) -> LoopState:
-    return LoopState(step=meta["step"], train_time_s=meta["train_time_s"], loss_ema=meta["loss_ema"],
-                     initial_loss=meta["initial_loss"], last_val_loss=meta["last_val_loss"],
-                     wall_time_s=meta.get("wall_time_s", 0.0))
+    return LoopState(
+        step=meta["step"],
+        train_time_s=meta["train_time_s"],
+        loss_ema=meta["loss_ema"],
+        initial_loss=meta["initial_loss"],
+        last_val_loss=meta["last_val_loss"],
+        wall_time_s=meta.get("wall_time_s", 0.0),
+    )
 
 
 def restore_state(model: nn.Module, optimizer: torch.optim.Optimizer, ckpt: dict) -> LoopState:

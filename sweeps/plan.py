@@ -9,6 +9,7 @@ Small budgets: DeepSeek's laws put M_opt(1e10) at ~3e4 FLOPs/token, below any tr
 when the centred grid leaves the shape rule's range it is slid to the range's end (and the plan says so), and a
 budget too small even then is an error naming the smallest feasible budget.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import ModelConfig
+from model.shapes import Shape, ShapeRule, largest_shape, shape_for_M, smallest_shape
 
 from .laws import Laws
-from model.shapes import Shape, ShapeRule, largest_shape, shape_for_M, smallest_shape
 
 C_TOLERANCE = 0.01  # every point's M*D is within 1% of its budget
 
@@ -30,13 +31,13 @@ class BudgetTooSmall(ValueError):
 
 @dataclass(frozen=True)
 class SweepSettings:
-    n_shapes: int = 9        # IsoFLOP grid points
-    span: float = 1.2        # decades of M covered by an IsoFLOP grid (>= 1)
+    n_shapes: int = 9  # IsoFLOP grid points
+    span: float = 1.2  # decades of M covered by an IsoFLOP grid (>= 1)
     lr_points: int = 5
     batch_points: int = 5
-    lr_span: float = 8.0     # largest / smallest lr of the hparams grid
+    lr_span: float = 8.0  # largest / smallest lr of the hparams grid
     batch_span: float = 8.0  # largest / smallest batch of the hparams grid
-    min_steps: int = 50      # >= 50 steps also keeps whole-step rounding of D within 1% of C/M
+    min_steps: int = 50  # >= 50 steps also keeps whole-step rounding of D within 1% of C/M
 
     def __post_init__(self) -> None:
         for name in ("n_shapes", "lr_points", "batch_points"):
@@ -47,7 +48,9 @@ class SweepSettings:
             raise ValueError(f"sweep.span={self.span}: an IsoFLOP grid must cover at least 1 decade of M (default 1.2)")
         for name in ("lr_span", "batch_span"):
             if not getattr(self, name) > 1:
-                raise ValueError(f"sweep.{name}={getattr(self, name)} must be > 1 (largest / smallest value of the grid)")
+                raise ValueError(
+                    f"sweep.{name}={getattr(self, name)} must be > 1 (largest / smallest value of the grid)"
+                )
         if isinstance(self.min_steps, bool) or not isinstance(self.min_steps, int) or self.min_steps < 1:
             raise ValueError(f"sweep.min_steps={self.min_steps!r} must be a positive integer")
 
@@ -59,13 +62,13 @@ class SweepSettings:
 @dataclass(frozen=True)
 class Point:
     run_id: str
-    sweep: str               # isoflop | hparams
-    budget: float            # nominal C of the sweep point
+    sweep: str  # isoflop | hparams
+    budget: float  # nominal C of the sweep point
     shape: Shape
-    D: int                   # tokens, a whole number of batches
-    batch_size: int          # tokens per step
+    D: int  # tokens, a whole number of batches
+    batch_size: int  # tokens per step
     lr: float
-    M_opt: float             # the prediction the grid was built around (for the table)
+    M_opt: float  # the prediction the grid was built around (for the table)
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -79,17 +82,40 @@ class Point:
     def overrides(self) -> list[str]:
         """Hydra overrides that turn the sweep config into this point's training config."""
         s = self.shape
-        return [f"model.n_layer={s.n_layer}", f"model.d_model={s.d_model}", f"model.n_head={s.n_head}",
-                f"model.n_kv_head={s.n_kv_head}", "model.ffn_hidden=null", f"train.tokens={self.D}",
-                f"train.batch_size={self.batch_size}", f"optim.lr={self.lr!r}", f"run.id={self.run_id}",
-                f"run.sweep={self.sweep}", f"run.budget={self.budget!r}"]
+        return [
+            f"model.n_layer={s.n_layer}",
+            f"model.d_model={s.d_model}",
+            f"model.n_head={s.n_head}",
+            f"model.n_kv_head={s.n_kv_head}",
+            "model.ffn_hidden=null",
+            f"train.tokens={self.D}",
+            f"train.batch_size={self.batch_size}",
+            f"optim.lr={self.lr!r}",
+            f"run.id={self.run_id}",
+            f"run.sweep={self.sweep}",
+            f"run.budget={self.budget!r}",
+        ]
 
     def row(self) -> dict[str, Any]:
         s = self.shape
-        return {"run_id": self.run_id, "sweep": self.sweep, "budget": self.budget, "n_layer": s.n_layer,
-                "d_model": s.d_model, "n_head": s.n_head, "n_kv_head": s.n_kv_head, "ffn_hidden": s.cfg.ffn_hidden,
-                "N2": s.flops.N2, "params": s.flops.params, "M": s.M, "D": self.D, "C": self.C, "lr": self.lr,
-                "batch_size": self.batch_size, "steps": self.steps}
+        return {
+            "run_id": self.run_id,
+            "sweep": self.sweep,
+            "budget": self.budget,
+            "n_layer": s.n_layer,
+            "d_model": s.d_model,
+            "n_head": s.n_head,
+            "n_kv_head": s.n_kv_head,
+            "ffn_hidden": s.cfg.ffn_hidden,
+            "N2": s.flops.N2,
+            "params": s.flops.params,
+            "M": s.M,
+            "D": self.D,
+            "C": self.C,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "steps": self.steps,
+        }
 
 
 def sig(x: float, digits: int = 3) -> float:
@@ -111,8 +137,9 @@ def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
             steps = round(tokens / b)
             if b >= seq_len and steps >= 1 and abs(steps * b / tokens - 1) <= C_TOLERANCE:
                 return b, steps
-    raise BudgetTooSmall(f"cannot split {tokens:.4g} tokens into whole steps of about {batch} tokens within "
-                         f"{C_TOLERANCE:.0%}")
+    raise BudgetTooSmall(
+        f"cannot split {tokens:.4g} tokens into whole steps of about {batch} tokens within {C_TOLERANCE:.0%}"
+    )
 
 
 def round_batch(B: float, seq_len: int) -> int:
@@ -139,27 +166,40 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
     seq_len, M_opt = base.seq_len, laws.M_opt(C)
     lo, hi = smallest_shape(rule, base).M, largest_shape(rule, base).M
     if hi / lo < 10**s.span:
-        raise ValueError(f"sweep.shape_rule={rule.name} spans only {math.log10(hi / lo):.2f} decades of M, less than "
-                         f"sweep.span={s.span}; allow more layers or a wider d_model range")
+        raise ValueError(
+            f"sweep.shape_rule={rule.name} spans only {math.log10(hi / lo):.2f} decades of M, less than "
+            f"sweep.span={s.span}; allow more layers or a wider d_model range"
+        )
     targets, slid = _slide(_grid(M_opt, 10**s.span, s.n_shapes), lo, hi)
-    notes = () if slid is None else (f"M_opt(C)={M_opt:.3g} puts the grid {slid} shape rule {rule.name}'s range "
-                                     f"[{lo:.3g}, {hi:.3g}]: grid slid to its end, not centred on M_opt",)
+    notes = (
+        ()
+        if slid is None
+        else (
+            f"M_opt(C)={M_opt:.3g} puts the grid {slid} shape rule {rule.name}'s range "
+            f"[{lo:.3g}, {hi:.3g}]: grid slid to its end, not centred on M_opt",
+        )
+    )
     shapes = list({(sh.n_layer, sh.d_model): sh for sh in (shape_for_M(t, rule, base) for t in targets)}.values())
     if len(shapes) < 3:
-        raise ValueError(f"isoflop grid at C={C:.3g} has only {len(shapes)} distinct shapes under shape rule "
-                         f"{rule.name}; raise sweep.span or use a finer rule")
+        raise ValueError(
+            f"isoflop grid at C={C:.3g} has only {len(shapes)} distinct shapes under shape rule "
+            f"{rule.name}; raise sweep.span or use a finer rule"
+        )
     D_least = C / max(sh.M for sh in shapes)
     if D_least < s.min_steps * seq_len:
-        raise BudgetTooSmall(f"the largest model of the grid (M={max(sh.M for sh in shapes):.3g}) would train "
-                             f"{D_least:.3g} tokens, fewer than sweep.min_steps={s.min_steps} sequences of {seq_len}")
+        raise BudgetTooSmall(
+            f"the largest model of the grid (M={max(sh.M for sh in shapes):.3g}) would train "
+            f"{D_least:.3g} tokens, fewer than sweep.min_steps={s.min_steps} sequences of {seq_len}"
+        )
     # One batch size per budget, as DeepSeek: B_opt(C), but small enough for min_steps steps of the largest model.
     B = min(round_batch(laws.B_opt(C), seq_len), max(seq_len, int(D_least / s.min_steps) // seq_len * seq_len))
     lr = sig(laws.eta_opt(C))
     points = []
     for sh in shapes:
         b, steps = whole_steps(C / sh.M, B, seq_len)
-        points.append(Point(f"iso_C{C:.3g}_L{sh.n_layer}_D{sh.d_model}", "isoflop", C, sh, steps * b, b, lr, M_opt,
-                            notes))
+        points.append(
+            Point(f"iso_C{C:.3g}_L{sh.n_layer}_D{sh.d_model}", "isoflop", C, sh, steps * b, b, lr, M_opt, notes)
+        )
     return points
 
 
@@ -167,26 +207,37 @@ def hparams_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
     seq_len, M_opt = base.seq_len, laws.M_opt(C)
     lo, hi = smallest_shape(rule, base), largest_shape(rule, base)
     shape = lo if M_opt < lo.M else hi if M_opt > hi.M else shape_for_M(M_opt, rule, base)
-    notes = [] if lo.M <= M_opt <= hi.M else [f"M_opt(C)={M_opt:.3g} is outside shape rule {rule.name}'s range "
-                                              f"[{lo.M:.3g}, {hi.M:.3g}]: using its {'smallest' if M_opt < lo.M else 'largest'} model"]
+    notes = (
+        []
+        if lo.M <= M_opt <= hi.M
+        else [
+            f"M_opt(C)={M_opt:.3g} is outside shape rule {rule.name}'s range "
+            f"[{lo.M:.3g}, {hi.M:.3g}]: using its {'smallest' if M_opt < lo.M else 'largest'} model"
+        ]
+    )
     D = C / shape.M
     B_opt = laws.B_opt(C)
     # The largest batch must still leave min_steps steps: slide the grid down when B_opt(C) is too big for D.
     B_centre = min(B_opt, D / s.min_steps / math.sqrt(s.batch_span))
     if B_centre < B_opt:
-        notes.append(f"B_opt(C)={B_opt:.3g} leaves fewer than {s.min_steps} steps: batch grid slid down to {B_centre:.3g}")
+        notes.append(
+            f"B_opt(C)={B_opt:.3g} leaves fewer than {s.min_steps} steps: batch grid slid down to {B_centre:.3g}"
+        )
     batches = sorted({round_batch(b, seq_len) for b in _grid(B_centre, s.batch_span, s.batch_points)})
     batches = [b for b in batches if D / b >= s.min_steps]
     if len(batches) < 3:
-        raise BudgetTooSmall(f"hparams grid at C={C:.3g} keeps only {len(batches)} distinct batch sizes (multiples of "
-                             f"seq_len={seq_len} with >= sweep.min_steps={s.min_steps} steps of D={D:.3g} tokens)")
+        raise BudgetTooSmall(
+            f"hparams grid at C={C:.3g} keeps only {len(batches)} distinct batch sizes (multiples of "
+            f"seq_len={seq_len} with >= sweep.min_steps={s.min_steps} steps of D={D:.3g} tokens)"
+        )
     lrs = sorted({sig(lr) for lr in _grid(laws.eta_opt(C), s.lr_span, s.lr_points)})
     points = []
     for B in batches:
         b, steps = whole_steps(D, B, seq_len)
         for lr in lrs:
-            points.append(Point(f"hp_C{C:.3g}_B{b}_lr{fmt_sig(lr)}", "hparams", C, shape, steps * b, b, lr, M_opt,
-                                tuple(notes)))
+            points.append(
+                Point(f"hp_C{C:.3g}_B{b}_lr{fmt_sig(lr)}", "hparams", C, shape, steps * b, b, lr, M_opt, tuple(notes))
+            )
     return points
 
 
@@ -212,8 +263,10 @@ def plan(kind: str, C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s:
         points = PLANNERS[kind](C, laws, rule, base, s)
     except BudgetTooSmall as e:
         least = smallest_feasible_budget(kind, laws, rule, base, s)
-        raise ValueError(f"{kind} budget C={C:.3g} is too small for shape rule {rule.name} with seq_len={base.seq_len}: "
-                         f"{e}; the smallest feasible budget is {least:.2g}") from None
+        raise ValueError(
+            f"{kind} budget C={C:.3g} is too small for shape rule {rule.name} with seq_len={base.seq_len}: "
+            f"{e}; the smallest feasible budget is {least:.2g}"
+        ) from None
     for p in points:  # the contract of a plan, checked where it is made
         assert abs(p.C / C - 1) <= C_TOLERANCE + 1e-12, (p.run_id, p.C, C)
     return points
@@ -225,8 +278,14 @@ def needed_M(C: float, laws: Laws, s: SweepSettings) -> float:
     return laws.M_opt(C) * 10 ** (s.span / 2)
 
 
-def choose_rule(name: str, rules: Mapping[str, ShapeRule], wants: list[tuple[str, float]], laws: Laws,
-                base: ModelConfig, s: SweepSettings) -> ShapeRule:
+def choose_rule(
+    name: str,
+    rules: Mapping[str, ShapeRule],
+    wants: list[tuple[str, float]],
+    laws: Laws,
+    base: ModelConfig,
+    s: SweepSettings,
+) -> ShapeRule:
     """sweep.shape_rule: a named rule, or `auto`: cpu when IsoFLOP grids at every budget fit it, gpu otherwise."""
     if name != "auto":
         if name not in rules:

@@ -5,6 +5,7 @@ launcher is configured (basic, joblib, submitit_local, submitit_slurm) as ordina
 launcher works unchanged. Points whose result.json is already finished for the same config are skipped before
 launch (train_run checks again); the sweep reports progress with an ETA and a summary at the end.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,13 +58,16 @@ def parse_budget(key: str, value: Any) -> float:
             raise ValueError
         C = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"+{key}={value!r} is not a number; give a compute budget in FLOPs, e.g. +{key}=1e17") \
-            from None
+        raise ValueError(
+            f"+{key}={value!r} is not a number; give a compute budget in FLOPs, e.g. +{key}=1e17"
+        ) from None
     if not (C > 0 and math.isfinite(C)):
         raise ValueError(f"+{key}={value!r} must be a positive, finite number of FLOPs, e.g. +{key}=1e17")
     if C > MAX_BUDGET:
-        raise ValueError(f"+{key}={value!r} is above the largest budget a sweep plans ({MAX_BUDGET:.0e} FLOPs, 100x "
-                         f"any published training run); check the exponent")
+        raise ValueError(
+            f"+{key}={value!r} is above the largest budget a sweep plans ({MAX_BUDGET:.0e} FLOPs, 100x "
+            f"any published training run); check the exponent"
+        )
     return C
 
 
@@ -77,8 +81,10 @@ def split_arguments(arguments: list[str]) -> tuple[list[tuple[str, float]], list
             for v in values if isinstance(values, list) else [values]:
                 wants.append((o.key_or_group, parse_budget(o.key_or_group, v)))
         elif o.is_sweep_override():
-            raise ValueError(f"'{o.input_line}': scaling.sweep only sweeps +isoflop/+hparams budgets; "
-                             f"run one sweep per value of {o.key_or_group}")
+            raise ValueError(
+                f"'{o.input_line}': scaling.sweep only sweeps +isoflop/+hparams budgets; "
+                f"run one sweep per value of {o.key_or_group}"
+            )
         else:
             rest.append(str(o.input_line))
     if not wants:
@@ -93,14 +99,18 @@ def check_overrides(passthrough: list[str], points: list[Point]) -> None:
     planned = {o.split("=", 1)[0] for p in points[:1] for o in p.overrides()}
     for o in OverridesParser.create().parse_overrides(passthrough):
         if o.key_or_group in planned:
-            raise ValueError(f"'{o.input_line}': the sweep plan sets {o.key_or_group} for every run, so this override "
-                             f"would be ignored; remove it (the grid is shaped by sweep.* keys)")
+            raise ValueError(
+                f"'{o.input_line}': the sweep plan sets {o.key_or_group} for every run, so this override "
+                f"would be ignored; remove it (the grid is shaped by sweep.* keys)"
+            )
 
 
 def check_job(job: DictConfig, data: bool) -> None:
     """What a run validates before writing anything, checked before anything is launched: bad input stops the
     sweep with one line (exit 2) instead of failing every run. `data` also opens the corpus (once per sweep)."""
-    c, *_ = check_config(OmegaConf.masked_copy(job, [str(k) for k in job if k != "hydra"]))  # hydra.* resolves at launch
+    c, *_ = check_config(
+        OmegaConf.masked_copy(job, [str(k) for k in job if k != "hydra"])
+    )  # hydra.* resolves at launch
     if data:
         open_corpus(DataSettings.from_cfg(c["data"]))
 
@@ -111,14 +121,17 @@ def check_writable(sweep_dir: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not os.access(existing, os.W_OK):
-        raise ValueError(f"cannot write to sweep.dir={sweep_dir} ({existing} is not writable); give a writable "
-                         f"sweep.dir=...")
+        raise ValueError(
+            f"cannot write to sweep.dir={sweep_dir} ({existing} is not writable); give a writable sweep.dir=..."
+        )
 
 
 def training_hash(cfg: DictConfig) -> str:
     """The config hash train_run will compute for this job config (scaling.record.config_hash)."""
-    return config_hash({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "train")}
-                       | {"seed": cfg.seed})
+    return config_hash(
+        {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "train")}
+        | {"seed": cfg.seed}
+    )
 
 
 class ScalingSweeper(Sweeper):
@@ -132,8 +145,9 @@ class ScalingSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                                task_function=task_function, config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # ---- planning (nothing runs until everything below has been validated) ----
 
@@ -142,8 +156,10 @@ class ScalingSweeper(Sweeper):
         settings = SweepSettings.from_cfg(cfg.sweep)
         laws = Laws.load(cfg.sweep.laws)
         base = ModelConfig.from_dict(node_dict(cfg.model))
-        rules = {name: ShapeRule.from_cfg(name, node_dict(node, resolve=False))
-                 for name, node in cfg.sweep.shape_rules.items()}
+        rules = {
+            name: ShapeRule.from_cfg(name, node_dict(node, resolve=False))
+            for name, node in cfg.sweep.shape_rules.items()
+        }
         rule = choose_rule(str(cfg.sweep.shape_rule), rules, wants, laws, base, settings)
         return [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings)], rule, laws
 
@@ -172,15 +188,21 @@ class ScalingSweeper(Sweeper):
         states = [self.job_state(j, first=i == 0) for i, j in enumerate(jobs)]
         conflicts = [str(d) for d, s in states if s == "conflict"]
         if conflicts:
-            raise ValueError(f"{len(conflicts)} planned run(s) already hold a run of another config "
-                             f"(e.g. {conflicts[0]}); use another sweep.dir or remove them")
+            raise ValueError(
+                f"{len(conflicts)} planned run(s) already hold a run of another config "
+                f"(e.g. {conflicts[0]}); use another sweep.dir or remove them"
+            )
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         check_writable(sweep_dir)
         if cfg.train.threads:  # measure throughput with the thread count the runs will use
             torch.set_num_threads(int(cfg.train.threads))
-        thr = Throughput([p.shape for p in points], resolve_device(str(cfg.train.device)),
-                         Path(os.path.expanduser(str(cfg.sweep.throughput_cache))),
-                         float(cfg.sweep.measure_max_params), float(cfg.sweep.assumed_flops_per_s))
+        thr = Throughput(
+            [p.shape for p in points],
+            resolve_device(str(cfg.train.device)),
+            Path(os.path.expanduser(str(cfg.sweep.throughput_cache))),
+            float(cfg.sweep.measure_max_params),
+            float(cfg.sweep.assumed_flops_per_s),
+        )
         est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
         table = rows(points, est, [s for _, s in states])
         # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
@@ -198,17 +220,20 @@ class ScalingSweeper(Sweeper):
         try:
             write_csv(sweep_dir / "plan.csv", table)
         except OSError as e:  # a read-only or full disk: say so before launching anything
-            raise ValueError(f"cannot write to sweep.dir={sweep_dir} ({e.strerror or e}); give a writable "
-                             f"sweep.dir=...") from None
+            raise ValueError(
+                f"cannot write to sweep.dir={sweep_dir} ({e.strerror or e}); give a writable sweep.dir=..."
+            ) from None
         self._print_plan(wants, points, rule, laws, table, thr, sweep_dir)
         if limits.gpus is not None or thr.device.type == "cuda" or not thr.measured:  # a GPU plan or a GPU launcher
             print("\n".join(sizing_report(sizings, limits, float(cfg.sweep.assumed_flops_per_s), gpu_gb)))
         repeats = [r["epochs"] for r in table if r["epochs"] > 1]
         if repeats:
-            print(f"warning: {len(repeats)} of {len(table)} runs repeat their training data (up to "
-                  f"{max(repeats):.2f} epochs over {data.train_tokens_count:,} tokens of {data.dataset_fingerprint}), "
-                  "so they are not clean scaling points; use a larger corpus (data=files data.path=...) or smaller "
-                  "budgets")
+            print(
+                f"warning: {len(repeats)} of {len(table)} runs repeat their training data (up to "
+                f"{max(repeats):.2f} epochs over {data.train_tokens_count:,} tokens of {data.dataset_fingerprint}), "
+                "so they are not clean scaling points; use a larger corpus (data=files data.path=...) or smaller "
+                "budgets"
+            )
         todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
         units = plan_units(points, todo, cfg.sweep.get("pack", "off"), self._pack_probe())
         self._print_packs(points, units, [e[0] for e in est])
@@ -239,6 +264,7 @@ class ScalingSweeper(Sweeper):
             if key not in cache:
                 cache[key] = measure_speedup(p.shape.cfg, K, p.batch_size // p.shape.cfg.seq_len, device, amp)
             return cache[key]
+
         return speedup
 
     @staticmethod
@@ -247,19 +273,27 @@ class ScalingSweeper(Sweeper):
         if not packs:
             return
         alone = sum(est[i] for u in units for i in u.members)
-        print(f"packs (sweep.pack; scaling.packed): {len(packs)} packs of {sum(len(u.members) for u in packs)} runs, "
-              f"{len(units) - len(packs)} runs alone")
+        print(
+            f"packs (sweep.pack; scaling.packed): {len(packs)} packs of {sum(len(u.members) for u in packs)} runs, "
+            f"{len(units) - len(packs)} runs alone"
+        )
         for u in packs:
-            print(f"  {pack_id(points, u)}: {len(u.members)} runs, lr {points[u.members[0]].lr:.3g}.."
-                  f"{points[u.members[-1]].lr:.3g}, est. {fmt_seconds(unit_seconds(u, est))} "
-                  f"(measured {u.speedup:.2f}x faster than run after run)")
-        print(f"est. total {fmt_seconds(sum(unit_seconds(u, est) for u in units))} with packs "
-              f"({fmt_seconds(alone)} run after run)")
+            print(
+                f"  {pack_id(points, u)}: {len(u.members)} runs, lr {points[u.members[0]].lr:.3g}.."
+                f"{points[u.members[-1]].lr:.3g}, est. {fmt_seconds(unit_seconds(u, est))} "
+                f"(measured {u.speedup:.2f}x faster than run after run)"
+            )
+        print(
+            f"est. total {fmt_seconds(sum(unit_seconds(u, est) for u in units))} with packs "
+            f"({fmt_seconds(alone)} run after run)"
+        )
 
     def _print_plan(self, wants, points, rule, laws, table, thr, sweep_dir) -> None:
         budgets = ", ".join(f"{k} C={C:.3g}" for k, C in wants)
-        print(f"sweep: {budgets}: {len(points)} runs; laws {laws.source}; shape rule {rule.name}; "
-              f"seq_len {points[0].shape.cfg.seq_len}; launcher {type(self.launcher).__name__}")
+        print(
+            f"sweep: {budgets}: {len(points)} runs; laws {laws.source}; shape rule {rule.name}; "
+            f"seq_len {points[0].shape.cfg.seq_len}; launcher {type(self.launcher).__name__}"
+        )
         for note in dict.fromkeys(n for p in points for n in p.notes):
             print(f"note: {note}")
         print(format_table(table))
@@ -267,8 +301,10 @@ class ScalingSweeper(Sweeper):
         if thr.measured:
             how = f"on {thr.device}, measured " + "; ".join(f"{f:.3g} FLOP/s at M={m:.3g}" for m, f in thr.measured)
         else:
-            how = (f"* = assumed {thr.assumed:.3g} FLOP/s (sweep.assumed_flops_per_s): models above "
-                   f"sweep.measure_max_params parameters are not measured here")
+            how = (
+                f"* = assumed {thr.assumed:.3g} FLOP/s (sweep.assumed_flops_per_s): models above "
+                f"sweep.measure_max_params parameters are not measured here"
+            )
         print(f"est. total {fmt_seconds(total)} run after run ({how})")
         print(f"plan: {sweep_dir / 'plan.csv'}")
 
@@ -285,8 +321,15 @@ class ScalingSweeper(Sweeper):
             return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
         return max(n, 1)  # cluster launchers: submit everything at once
 
-    def _launch(self, points: list[Point], units: list[Unit], jobs: list[list[str]], est: list[float],
-                run_dirs: list[Path], sweep_dir: Path) -> dict[str, Any]:
+    def _launch(
+        self,
+        points: list[Point],
+        units: list[Unit],
+        jobs: list[list[str]],
+        est: list[float],
+        run_dirs: list[Path],
+        sweep_dir: Path,
+    ) -> dict[str, Any]:
         """Launch one job per unit (a run, or a pack of runs: sweeps.packing); report every run."""
         todo = [i for u in units for i in u.members]
         skipped = len(points) - len(todo)
@@ -294,10 +337,11 @@ class ScalingSweeper(Sweeper):
         t0, est_done, est_left = time.time(), 0.0, sum(unit_seconds(u, est) for u in units)
         size, idx, runs_done = self._batch_size(len(units)), 0, 0
         for start in range(0, len(units), size):
-            batch = units[start:start + size]
+            batch = units[start : start + size]
             try:
-                returns: list[JobReturn | None] = list(self.launcher.launch(jobs[start:start + size],
-                                                                            initial_job_idx=idx))
+                returns: list[JobReturn | None] = list(
+                    self.launcher.launch(jobs[start : start + size], initial_job_idx=idx)
+                )
             except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
                 why = str(e).splitlines()[0] if str(e) else ""
                 print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {why}")
@@ -314,14 +358,21 @@ class ScalingSweeper(Sweeper):
             est_left -= sum(unit_seconds(u, est) for u in batch)
             elapsed = time.time() - t0
             eta = max(est_left, 0.0) * elapsed / est_done if est_done > 0 else math.nan
-            print(f"progress: {runs_done}/{len(todo)} runs, elapsed {fmt_seconds(elapsed)}, "
-                  f"ETA {fmt_seconds(eta) if math.isfinite(eta) else '?'}")
+            print(
+                f"progress: {runs_done}/{len(todo)} runs, elapsed {fmt_seconds(elapsed)}, "
+                f"ETA {fmt_seconds(eta) if math.isfinite(eta) else '?'}"
+            )
         summary = {k: counts[k] for k in ("completed", "diverged", "failed", "skipped")}
-        print(f"sweep summary: {len(points)} runs: " + ", ".join(f"{v} {k}" for k, v in summary.items())
-              + f" in {fmt_seconds(time.time() - t0)}; results under {sweep_dir}")
+        print(
+            f"sweep summary: {len(points)} runs: "
+            + ", ".join(f"{v} {k}" for k, v in summary.items())
+            + f" in {fmt_seconds(time.time() - t0)}; results under {sweep_dir}"
+        )
         if summary["failed"]:
-            raise SweepFailed(f"{summary['failed']} of {len(points)} runs failed (see their result.json); "
-                              f"rerun the same command to retry them")
+            raise SweepFailed(
+                f"{summary['failed']} of {len(points)} runs failed (see their result.json); "
+                f"rerun the same command to retry them"
+            )
         return summary
 
     @staticmethod
@@ -339,8 +390,9 @@ class ScalingSweeper(Sweeper):
             return "skipped", f"skipped: already {status} (finished by another process)"
         if status in FINISHED:
             loss = rec.get("val_loss")
-            return status, (f"{status}, val_loss {loss:.4f}" if loss is not None else status) + \
-                f", {fmt_seconds(rec.get('wall_time_s') or 0)}"
+            return status, (
+                f"{status}, val_loss {loss:.4f}" if loss is not None else status
+            ) + f", {fmt_seconds(rec.get('wall_time_s') or 0)}"
         err = rec.get("error")
         if not err and jr is not None and jr.status == JobStatus.FAILED:
             err = f"{type(jr._return_value).__name__}: {jr._return_value}"

@@ -1,4 +1,5 @@
 """The plan as a table on stdout and as plan.csv in the sweep dir."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,10 @@ def fmt_seconds(s: float) -> str:
 
 
 def rows(points: list[Point], est: list[tuple[float, bool]], state: list[str]) -> list[dict[str, Any]]:
-    return [p.row() | {"est_seconds": round(sec, 3), "est_measured": measured, "state": st}
-            for p, (sec, measured), st in zip(points, est, state)]
+    return [
+        p.row() | {"est_seconds": round(sec, 3), "est_measured": measured, "state": st}
+        for p, (sec, measured), st in zip(points, est, state)
+    ]
 
 
 def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
@@ -33,10 +36,22 @@ def write_csv(path: Path, table: list[dict[str, Any]]) -> None:
 
 def format_table(table: list[dict[str, Any]]) -> str:
     head = ["run_id", "shape (L/d/h/kv)", "N2", "M", "D", "C", "lr", "batch", "steps", "epochs", "est", ""]
-    body = [[r["run_id"], f"{r['n_layer']}/{r['d_model']}/{r['n_head']}/{r['n_kv_head']}", f"{r['N2']:.3g}",
-             f"{r['M']:.3g}", f"{r['D']:.3g}", f"{r['C']:.4g}", f"{r['lr']:.3g}", str(r["batch_size"]),
-             str(r["steps"]), f"{r['epochs']:.3g}" + ("!" if r["epochs"] > 1 else "") if "epochs" in r else "?",
-             fmt_seconds(r["est_seconds"]) + ("" if r["est_measured"] else "*"), r["state"]]
-            for r in table]
+    body = [
+        [
+            r["run_id"],
+            f"{r['n_layer']}/{r['d_model']}/{r['n_head']}/{r['n_kv_head']}",
+            f"{r['N2']:.3g}",
+            f"{r['M']:.3g}",
+            f"{r['D']:.3g}",
+            f"{r['C']:.4g}",
+            f"{r['lr']:.3g}",
+            str(r["batch_size"]),
+            str(r["steps"]),
+            f"{r['epochs']:.3g}" + ("!" if r["epochs"] > 1 else "") if "epochs" in r else "?",
+            fmt_seconds(r["est_seconds"]) + ("" if r["est_measured"] else "*"),
+            r["state"],
+        ]
+        for r in table
+    ]
     widths = [max(len(x) for x in col) for col in zip(head, *body)]
     return "\n".join("  ".join(x.ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body])

@@ -1,6 +1,7 @@
 """Time estimates for a plan: training FLOP/s measured on this device for the plan's smallest and largest shapes,
 cached, log-interpolated in M. A plan with a shape too big to measure here (a GPU-scale plan dry-run on a laptop)
 is estimated entirely from an assumed FLOP/s, and the table says so."""
+
 from __future__ import annotations
 
 import json
@@ -27,16 +28,22 @@ def resolve_device(name: str) -> torch.device:
     return resolve_run_device(name, Dist())
 
 
-def measure(cfg: ModelConfig, device: torch.device, seqs: int = 2, warmup_s: float = 0.5,
-            timed_s: float = 0.3) -> float:
+def measure(
+    cfg: ModelConfig, device: torch.device, seqs: int = 2, warmup_s: float = 0.5, timed_s: float = 0.3
+) -> float:
     """Training FLOP/s (forward, backward, AdamW) of this shape, after warming up for warmup_s (a fresh process pays
     seconds of one-off initialisation in its first steps), from the median step over >= 3 steps and >= timed_s."""
     torch.manual_seed(0)
     model = LLaMA(cfg).to(device)
     # The trainer's own step, optimizer and default precision, so the estimate times the step the runs will take.
     # lr 0: the same cost, and no drift into slow denormals.
-    train_step = TrainStep(model, build_optimizer(model, 0.0, (0.9, 0.95), 1e-8, 0.1, device), device=device,
-                           amp=resolve_amp("auto", device), grad_clip=1.0)
+    train_step = TrainStep(
+        model,
+        build_optimizer(model, 0.0, (0.9, 0.95), 1e-8, 0.1, device),
+        device=device,
+        amp=resolve_amp("auto", device),
+        grad_clip=1.0,
+    )
     x = torch.randint(cfg.vocab_size, (seqs, cfg.seq_len), device=device)
 
     def step() -> None:
@@ -68,8 +75,10 @@ class Throughput:
 
     def _cached(self, s: Shape, cache: Path) -> float:
         c = s.cfg
-        key = (f"{self.device}|torch {torch.__version__}|threads {torch.get_num_threads()}|L{c.n_layer} d{c.d_model} "
-               f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}")
+        key = (
+            f"{self.device}|torch {torch.__version__}|threads {torch.get_num_threads()}|L{c.n_layer} d{c.d_model} "
+            f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}"
+        )
         try:
             table = json.loads(cache.read_text())
         except (OSError, ValueError):

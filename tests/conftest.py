@@ -1,4 +1,5 @@
 """Shared fixtures: a small corpus slice and a tokenizer cache shared by every test of a session."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,11 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make_cfg(cache_dir: Path):
     """Compose conf/run.yaml with overrides, as `python -m scaling.train` would."""
+
     def make(*overrides: str) -> DictConfig:
         with initialize_config_dir(config_dir=CONF, version_base=None):
-            return compose("run", overrides=[*TINY_DATA, f"data.cache_dir={cache_dir}", "train.progress=false",
-                                             *overrides])
+            return compose(
+                "run", overrides=[*TINY_DATA, f"data.cache_dir={cache_dir}", "train.progress=false", *overrides]
+            )
+
     return make

@@ -33,8 +33,9 @@ def printed(x: float) -> str:
 @pytest.mark.parametrize("n_layer,d,N1,N2,M,r1,r2", TABLE3)
 def test_table3(n_layer, d, N1, N2, M, r1, r2):
     # The paper's shapes are idealised: MHA, head-count irrelevant, FFN exactly 8/3 d (fractional at d=512).
-    f = flops_from_shapes(n_layer=n_layer, d_model=d, d_attn=d, d_kv=d, ffn_hidden=8 * d / 3,
-                          vocab_size=102400, seq_len=4096)
+    f = flops_from_shapes(
+        n_layer=n_layer, d_model=d, d_attn=d, d_kv=d, ffn_hidden=8 * d / 3, vocab_size=102400, seq_len=4096
+    )
     assert (printed(f.N1), printed(f.N2), printed(f.M)) == (N1, N2, M)
     assert (f"{f.M_6N1 / f.M:.2f}", f"{f.M_6N2 / f.M:.2f}") == (r1, r2)
     assert f.M == pytest.approx(f.M_formula, rel=1e-12)
@@ -84,6 +85,7 @@ def test_deepseek_67b_gqa():
 
 def test_yaml_keys_are_model_config_fields():
     import dataclasses
+
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     for path in sorted(CONF.glob("*.yaml")):
         assert set(OmegaConf.load(path).keys()) == fields, path.name
@@ -94,11 +96,14 @@ def test_trainable_configs_take_vocab_from_data(name):
     assert load(name, vocab_size=777).vocab_size == 777
 
 
-@pytest.mark.parametrize("kw", [
-    dict(n_layer=2, d_model=64, n_head=4, vocab_size=97, seq_len=16),
-    dict(n_layer=3, d_model=96, n_head=6, n_kv_head=2, ffn_hidden=200, vocab_size=50, seq_len=8),
-    dict(n_layer=1, d_model=32, n_head=2, n_kv_head=1, vocab_size=40, seq_len=8, tie_embeddings=True),
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(n_layer=2, d_model=64, n_head=4, vocab_size=97, seq_len=16),
+        dict(n_layer=3, d_model=96, n_head=6, n_kv_head=2, ffn_hidden=200, vocab_size=50, seq_len=8),
+        dict(n_layer=1, d_model=32, n_head=2, n_kv_head=1, vocab_size=40, seq_len=8, tie_embeddings=True),
+    ],
+)
 def test_params_match_instantiated_model(kw):
     cfg = ModelConfig(**kw)
     model = LLaMA(cfg)

@@ -1,4 +1,5 @@
 """Logits parity with Hugging Face's LlamaForCausalLM (skipped without the `hf` extra)."""
+
 import json
 
 import pytest
@@ -14,8 +15,18 @@ TOL = 1e-4
 
 
 def gqa_config(**kw) -> ModelConfig:
-    base = dict(n_layer=2, d_model=64, n_head=8, n_kv_head=2, ffn_hidden=96, vocab_size=97, seq_len=48,
-                rope_theta=5000.0, norm_eps=1e-5, init_std=0.2)  # large init: differences would show
+    base = dict(
+        n_layer=2,
+        d_model=64,
+        n_head=8,
+        n_kv_head=2,
+        ffn_hidden=96,
+        vocab_size=97,
+        seq_len=48,
+        rope_theta=5000.0,
+        norm_eps=1e-5,
+        init_std=0.2,
+    )  # large init: differences would show
     return ModelConfig(**{**base, **kw})
 
 

@@ -1,4 +1,5 @@
 """The LLaMA model: shapes, causality, RoPE, GQA, init, config validation."""
+
 import math
 import sys
 
@@ -117,17 +118,20 @@ def test_ffn_default_follows_llama_rounding():
     assert tiny().n_kv_head == 2 and tiny(n_kv_head=None).n_kv_head == 4
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(d_model=60, n_head=8), "divisible by n_head"),
-    (dict(n_head=4, n_kv_head=3), "divisible by n_kv_head"),
-    (dict(n_layer=0), "n_layer must be a positive integer"),
-    (dict(vocab_size=-5), "vocab_size must be a positive integer"),
-    (dict(ffn_hidden=0), "ffn_hidden must be a positive integer"),
-    (dict(seq_len=2.5), "seq_len must be a positive integer"),
-    (dict(norm_eps=0.0), "norm_eps must be a positive number"),
-    (dict(d_model=12, n_head=4, n_kv_head=4), "must be even"),
-    (dict(init_scheme="xavier"), "init_scheme"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(d_model=60, n_head=8), "divisible by n_head"),
+        (dict(n_head=4, n_kv_head=3), "divisible by n_kv_head"),
+        (dict(n_layer=0), "n_layer must be a positive integer"),
+        (dict(vocab_size=-5), "vocab_size must be a positive integer"),
+        (dict(ffn_hidden=0), "ffn_hidden must be a positive integer"),
+        (dict(seq_len=2.5), "seq_len must be a positive integer"),
+        (dict(norm_eps=0.0), "norm_eps must be a positive number"),
+        (dict(d_model=12, n_head=4, n_kv_head=4), "must be even"),
+        (dict(init_scheme="xavier"), "init_scheme"),
+    ],
+)
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kw)
@@ -154,6 +158,7 @@ def test_autocast_bf16_runs_in_bf16():
 
 def test_hf_helpers_without_transformers_say_how_to_install(monkeypatch, tmp_path):
     from model.hf import export_hf
+
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
     with pytest.raises(ImportError, match=r"pip install -e \.\[hf\]"):
         export_hf(LLaMA(tiny()), tmp_path / "out")

@@ -8,12 +8,12 @@ from scaling.schedule import lr_at, warmup_steps
 def test_multistep_matches_deepseek_breakpoints():
     steps, peak = 1000, 1e-3
     lrs = [lr_at(s, steps, peak, schedule="multistep", warmup=10) for s in range(steps)]
-    assert lrs[0] == pytest.approx(peak / 10)          # linear warmup from peak/warmup
+    assert lrs[0] == pytest.approx(peak / 10)  # linear warmup from peak/warmup
     assert lrs[9] == pytest.approx(peak)
-    assert lrs[799] == pytest.approx(peak)              # 80% of tokens at peak
-    assert lrs[800] == pytest.approx(0.316 * peak)      # then 31.6% until 90%
+    assert lrs[799] == pytest.approx(peak)  # 80% of tokens at peak
+    assert lrs[800] == pytest.approx(0.316 * peak)  # then 31.6% until 90%
     assert lrs[899] == pytest.approx(0.316 * peak)
-    assert lrs[900] == pytest.approx(0.1 * peak)        # then 10%
+    assert lrs[900] == pytest.approx(0.1 * peak)  # then 10%
     assert lrs[-1] == pytest.approx(0.1 * peak)
 
 
@@ -28,7 +28,7 @@ def test_cosine_decays_monotonically_to_floor():
 
 def test_warmup_is_a_fraction_of_short_runs():
     assert warmup_steps(100, 0.05, 2000) == 5
-    assert warmup_steps(10**6, 0.05, 2000) == 2000      # DeepSeek's 2000 steps cap long runs
+    assert warmup_steps(10**6, 0.05, 2000) == 2000  # DeepSeek's 2000 steps cap long runs
     assert warmup_steps(3, 0.05, 2000) == 1
 
 

@@ -1,4 +1,5 @@
 """The newcomer path end to end: a miniature study from scaling.sweep to analysis.fit, and the README's promises."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # Budgets a hundred times below the CPU demo's: 27 + 15 runs of a second or two each.
 MINI_STUDY = {
     "dir": None,
-    "overrides": [*TINY_DATA, "model.seq_len=32", "sweep.shape_rule=cpu", "sweep.min_steps=10", "train.threads=1",
-                  "train.eval_tokens=8192", "train.progress=false"],
+    "overrides": [
+        *TINY_DATA,
+        "model.seq_len=32",
+        "sweep.shape_rule=cpu",
+        "sweep.min_steps=10",
+        "train.threads=1",
+        "train.eval_tokens=8192",
+        "train.progress=false",
+    ],
     "hparams": {"budgets": [3e9, 6e9, 1.2e10], "overrides": ["sweep.lr_points=3", "sweep.batch_points=3"]},
     "isoflop": {"budgets": [6e9, 1.2e10, 2.4e10], "overrides": ["sweep.n_shapes=5"]},
     "analysis": {"bootstrap": 200, "band": 0.0025, "min_budgets": 3},
@@ -29,13 +37,18 @@ MINI_STUDY = {
 def test_miniature_study_end_to_end(tmp_path, cache_dir):
     study = MINI_STUDY | {"dir": str(tmp_path / "study")}
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(study))
-    out = subprocess.run([sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml"), "--samples"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml"), "--samples"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     root = tmp_path / "study"
     results = [json.loads(p.read_text()) for p in root.glob("*/*/result.json")]
     planned = sum(len((root / stage / "plan.csv").read_text().splitlines()) - 1 for stage in ("hparams", "isoflop"))
-    assert len(results) == planned >= 27 + 3 * 3            # every planned run has its record
+    assert len(results) == planned >= 27 + 3 * 3  # every planned run has its record
     for r in results:
         assert r["status"] in ("completed", "diverged")
         assert abs(r["D_planned"] * r["M"] / r["budget"] - 1) < 0.01
@@ -65,11 +78,17 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
     assert {"hparams.png", "isoflop.png"} <= plots, plots
     assert "eta_opt" in out.stdout and "deepseek_7b" in out.stdout  # the printed summary
 
-    again = subprocess.run([sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml")], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     n_iso = len((root / "isoflop" / "plan.csv").read_text().splitlines()) - 1
-    assert again.returncode == 0 and "27 skipped" in again.stdout and f"{n_iso} skipped" in again.stdout, \
-        again.stdout[-2000:]
+    assert again.returncode == 0 and "27 skipped" in again.stdout and f"{n_iso} skipped" in again.stdout, again.stdout[
+        -2000:
+    ]
 
 
 def test_readme_set_up_commands_are_what_ci_runs():
@@ -84,8 +103,9 @@ def test_readme_set_up_commands_are_what_ci_runs():
 
 @pytest.mark.slow
 def test_unknown_study_is_one_line_error():
-    out = subprocess.run([sys.executable, "-m", "scaling.study", "nosuch"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "scaling.study", "nosuch"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 2
     err = out.stderr.strip()
     assert err.startswith("scaling.study: error: unknown study 'nosuch'") and len(err.splitlines()) == 1

@@ -1,4 +1,5 @@
-"""`python -m scaling.sweep` as a user runs it: dry-run plan.csv, the Hydra plugin, one-line errors before anything runs."""
+"""`python -m scaling.sweep` as a user runs it: dry-run plan.csv, estimates, one-line errors before anything runs."""
+
 import csv
 import os
 import subprocess
@@ -14,16 +15,35 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def sweep(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "scaling.sweep", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "scaling.sweep", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_dry_run_1e17_plan_csv(tmp_path, cache_dir):
     r = sweep("+isoflop=1e17", "sweep.dry_run=true", f"sweep.dir={tmp_path}", "hydra/launcher=slurm_gpu")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader((tmp_path / "plan.csv").open()))
-    assert {"run_id", "n_layer", "d_model", "n_head", "n_kv_head", "M", "D", "C", "lr", "batch_size", "N2", "steps",
-            "est_seconds"} <= set(rows[0])
+    assert {
+        "run_id",
+        "n_layer",
+        "d_model",
+        "n_head",
+        "n_kv_head",
+        "M",
+        "D",
+        "C",
+        "lr",
+        "batch_size",
+        "N2",
+        "steps",
+        "est_seconds",
+    } <= set(rows[0])
     Ms = [float(x["M"]) for x in rows]
     assert min(Ms) < 1.4e8 < max(Ms)
     assert all(abs(float(x["C"]) / 1e17 - 1) <= 0.01 for x in rows)
@@ -41,14 +61,17 @@ def test_dry_run_estimates_from_measured_throughput(tmp_path, cache_dir):
     assert (cache_dir / "throughput.json").exists()
 
 
-@pytest.mark.parametrize("args, match", [
-    (["+isoflop=abc"], "is not a number"),
-    (["+isoflop=-1"], "must be a positive"),
-    (["+isoflop=1e6"], "smallest feasible budget is"),
-    (["+hparams=1e17", "sweep.lr_points=2"], "at least 3 points"),
-    (["+isoflop=1e17", "hydra/launcher=nope"], "hydra/launcher/nope"),
-    (["+isoflop=1e17", "sweep.laws=/nonexistent/report.json"], "cannot read"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["+isoflop=abc"], "is not a number"),
+        (["+isoflop=-1"], "must be a positive"),
+        (["+isoflop=1e6"], "smallest feasible budget is"),
+        (["+hparams=1e17", "sweep.lr_points=2"], "at least 3 points"),
+        (["+isoflop=1e17", "hydra/launcher=nope"], "hydra/launcher/nope"),
+        (["+isoflop=1e17", "sweep.laws=/nonexistent/report.json"], "cannot read"),
+    ],
+)
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, cache_dir, args, match):
     r = sweep(*args, f"sweep.dir={tmp_path / 'runs'}")
     assert r.returncode == 2, r.stdout + r.stderr

@@ -1,4 +1,5 @@
 """Sweep planning without training: laws, shape rule, IsoFLOP and hparams grids, budget parsing, bad input."""
+
 import json
 import math
 
@@ -41,8 +42,9 @@ def test_deepseek_laws_and_report(tmp_path, capsys):
     assert DEEPSEEK.M_opt(1e17) == pytest.approx(1.4e8, rel=0.03)  # the paper's ~1.4e8 at 1e17
     assert DEEPSEEK.eta_opt(1e11) == pytest.approx(0.3118 * 1e11**-0.125)
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"hparams": {"eta_opt": {"coef": 0.5, "exponent": -0.1},
-                                              "B_opt": {"coef": 0.3, "exponent": 0.3}}}))
+    report.write_text(
+        json.dumps({"hparams": {"eta_opt": {"coef": 0.5, "exponent": -0.1}, "B_opt": {"coef": 0.3, "exponent": 0.3}}})
+    )
     laws = Laws.load(str(report))
     assert laws.eta_opt(1e10) == pytest.approx(0.5 * 1e10**-0.1)
     assert laws.M_opt == DEEPSEEK.M_opt and "no M_opt" in capsys.readouterr().out
@@ -66,7 +68,9 @@ def test_shape_for_M_is_nearest_under_the_rule(rule):
                 for d in range(r.d_multiple, r.max_d + 1, r.d_multiple):
                     if r.aspect / r.aspect_tol <= d / L <= r.aspect * r.aspect_tol:
                         other = make_shape(L, d, r, base)
-                        assert abs(math.log(other.M / target)) >= abs(math.log(s.M / target)) - 0.1 * math.log(r.aspect_tol)
+                        assert abs(math.log(other.M / target)) >= abs(math.log(s.M / target)) - 0.1 * math.log(
+                            r.aspect_tol
+                        )
 
 
 def test_isoflop_1e17_brackets_deepseek_M_opt():
@@ -122,10 +126,17 @@ def test_whole_steps_relaxes_the_batch_to_hit_one_percent():
     assert b % 128 == 0 and abs(b * steps / 5000 - 1) <= C_TOLERANCE
 
 
-@pytest.mark.parametrize("args, match", [
-    (["+isoflop=abc"], "not a number"), (["+isoflop=-1e17"], "positive"), (["+hparams=0"], "positive"),
-    (["+isoflop=inf"], "positive"), (["seed=1"], "nothing to sweep"), (["+isoflop=1e17", "seed=1,2"], "only sweeps"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["+isoflop=abc"], "not a number"),
+        (["+isoflop=-1e17"], "positive"),
+        (["+hparams=0"], "positive"),
+        (["+isoflop=inf"], "positive"),
+        (["seed=1"], "nothing to sweep"),
+        (["+isoflop=1e17", "seed=1,2"], "only sweeps"),
+    ],
+)
 def test_bad_budgets(args, match):
     with pytest.raises(ValueError, match=match):
         split_arguments(args)

@@ -1,4 +1,5 @@
 """Real tiny IsoFLOP sweeps (seconds per run): basic and joblib launchers, and a sweep killed mid-way then resumed."""
+
 import json
 import os
 import signal
@@ -8,18 +9,41 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_DATA
 
 pytestmark = pytest.mark.slow  # every test here runs scaling.sweep in a subprocess
 
 ROOT = Path(__file__).resolve().parent.parent
 C = 2e9  # with a 32-token context and >= 10 steps a run: 5 shapes from 1 layer x 16 to 3 layers x 48
-TINY = [f"+isoflop={C}", "model.seq_len=32", "sweep.min_steps=10", *TINY_DATA, "train.eval_tokens=2048",
-        "train.progress=false", "train.ckpt_every_s=0", "train.threads=1",  # 1 thread: no OpenMP spinning on busy CPUs
-        "sweep.measure_max_params=0"]  # no timing here: the CLI tests measure
-RECORD_KEYS = {"schema_version", "run_id", "status", "sweep", "budget", "model", "M", "D", "C", "lr", "batch_size",
-               "steps", "val_loss", "val_bpb", "config_hash", "wall_time_s"}
+TINY = [
+    f"+isoflop={C}",
+    "model.seq_len=32",
+    "sweep.min_steps=10",
+    *TINY_DATA,
+    "train.eval_tokens=2048",
+    "train.progress=false",
+    "train.ckpt_every_s=0",
+    "train.threads=1",  # 1 thread: no OpenMP spinning on busy CPUs
+    "sweep.measure_max_params=0",
+]  # no timing here: the CLI tests measure
+RECORD_KEYS = {
+    "schema_version",
+    "run_id",
+    "status",
+    "sweep",
+    "budget",
+    "model",
+    "M",
+    "D",
+    "C",
+    "lr",
+    "batch_size",
+    "steps",
+    "val_loss",
+    "val_bpb",
+    "config_hash",
+    "wall_time_s",
+}
 
 
 def sweep_cmd(sweep_dir: Path, *extra: str) -> list[str]:
@@ -27,8 +51,14 @@ def sweep_cmd(sweep_dir: Path, *extra: str) -> list[str]:
 
 
 def run_sweep(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(sweep_cmd(sweep_dir, *extra), cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)},
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        sweep_cmd(sweep_dir, *extra),
+        cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
 
@@ -58,7 +88,10 @@ def check_complete(sweep_dir: Path) -> dict[str, dict]:
 def test_basic_launcher_sweep(reference):
     d, r = reference
     check_complete(d)
-    assert f"sweep summary: {len(results(d))} runs: {len(results(d))} completed, 0 diverged, 0 failed, 0 skipped" in r.stdout
+    assert (
+        f"sweep summary: {len(results(d))} runs: {len(results(d))} completed, 0 diverged, 0 failed, 0 skipped"
+        in r.stdout
+    )
     assert "ETA" in r.stdout
 
 
@@ -72,8 +105,14 @@ def test_joblib_launcher_sweep_matches_basic(reference, tmp_path):
 
 def test_killed_sweep_resumes_without_loss(reference, tmp_path):
     env = os.environ | {"PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(sweep_cmd(tmp_path), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        sweep_cmd(tmp_path),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while time.time() < deadline and proc.poll() is None:

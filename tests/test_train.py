@@ -1,5 +1,6 @@
 """One training run end to end: the record, determinism, resume after a kill, divergence, bad input, DDP, and the
 typed train/optim configs. Tests that spawn processes are in the slow tier (`pytest -m slow`)."""
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,43 @@ from scaling.train_config import OptimConfig, TrainConfig
 from tests.conftest import TINY_DATA
 
 FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]
-REQUIRED = ["status", "model", "N1", "N2", "M", "M_formula", "D", "C", "lr", "batch_size", "seq_len", "val_loss",
-            "val_bpb", "train_loss", "epochs", "tokens_per_s", "wall_time_s", "dataset", "tokenizer", "seed",
-            "git_sha", "torch", "device", "config_hash"]
+REQUIRED = [
+    "status",
+    "model",
+    "N1",
+    "N2",
+    "M",
+    "M_formula",
+    "D",
+    "C",
+    "lr",
+    "batch_size",
+    "seq_len",
+    "val_loss",
+    "val_bpb",
+    "train_loss",
+    "epochs",
+    "tokens_per_s",
+    "wall_time_s",
+    "dataset",
+    "tokenizer",
+    "seed",
+    "git_sha",
+    "torch",
+    "device",
+    "config_hash",
+]
 
 
 def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | {"PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_run_record_is_complete_and_consistent(make_cfg, tmp_path):
@@ -35,11 +64,11 @@ def test_run_record_is_complete_and_consistent(make_cfg, tmp_path):
     assert on_disk == result
     assert result["status"] == "completed"
     assert all(result[k] is not None for k in REQUIRED if k != "git_sha")
-    assert result["D"] == 32 * 1024 and result["steps"] == 32          # exactly D tokens in steps of B
+    assert result["D"] == 32 * 1024 and result["steps"] == 32  # exactly D tokens in steps of B
     assert result["C"] == pytest.approx(result["M"] * result["D"])
     # bits per byte is the same loss in other units: loss/ln2 bits per token times tokens per byte (< 1 for BPE)
     assert 0 < result["val_bpb"] < result["val_loss"] / math.log(2)
-    assert result["val_loss"] < result["initial_loss"] - 0.5            # it learned something
+    assert result["val_loss"] < result["initial_loss"] - 0.5  # it learned something
     assert result["dataset"].startswith("sotu@") and result["epochs"] > 0
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [4, 8, 12, 16, 20, 24, 28, 32]
@@ -65,8 +94,7 @@ def test_a_run_dir_never_mixes_two_configs(make_cfg, tmp_path):
 
 
 def test_divergence_ends_cleanly_with_a_record(make_cfg, tmp_path):
-    result = train_run(make_cfg(*FAST, "optim.lr=50", "optim.grad_clip=1e9", "optim.warmup_frac=0"),
-                       tmp_path / "run")
+    result = train_run(make_cfg(*FAST, "optim.lr=50", "optim.grad_clip=1e9", "optim.warmup_frac=0"), tmp_path / "run")
     assert result["status"] == "diverged"
     assert result["val_loss"] is None and "initial loss" in result["error"]
     # Losses are read from the device every train.log_every (4) steps: the run stops within 4 steps of the first
@@ -79,13 +107,21 @@ def test_divergence_ends_cleanly_with_a_record(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
-    args = ["train.tokens=98304", "train.batch_size=1024", "train.eval_tokens=8192", "train.ckpt_every_s=0",
-            f"data.cache_dir={cache_dir}"]
+    args = [
+        "train.tokens=98304",
+        "train.batch_size=1024",
+        "train.eval_tokens=8192",
+        "train.ckpt_every_s=0",
+        f"data.cache_dir={cache_dir}",
+    ]
     reference = train_run(make_cfg(*args), tmp_path / "reference")
     run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args,
-                             f"hydra.run.dir={run_dir}"], cwd=Path(__file__).resolve().parent.parent,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args, f"hydra.run.dir={run_dir}"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (run_dir / "ckpt.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -98,15 +134,18 @@ def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
     resumed = json.loads((run_dir / "result.json").read_text())
     assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-6)
     steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == sorted(set(steps))                                   # no step logged twice
+    assert steps == sorted(set(steps))  # no step logged twice
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.batch_size=1000", "must be a positive multiple of model.seq_len=128"),
-    ("train.tokens=512", "smaller than one batch"),
-    ("data.name=nosuchcorpus", "nosuchcorpus"),
-    ("model.vocab_size=999", "disagrees with data.vocab_size"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=1000", "must be a positive multiple of model.seq_len=128"),
+        ("train.tokens=512", "smaller than one batch"),
+        ("data.name=nosuchcorpus", "nosuchcorpus"),
+        ("model.vocab_size=999", "disagrees with data.vocab_size"),
+    ],
+)
 @pytest.mark.slow
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cache_dir, override, message):
     run_dir = tmp_path / "runs" / "train" / "run"  # nested, as Hydra's default runs/train/<time>
@@ -121,10 +160,26 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cache_dir, override,
 def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
     args = [*FAST, f"data.cache_dir={cache_dir}"]
     single = train_run(make_cfg(*args), tmp_path / "single")
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-                          "-m", "scaling.train", *TINY_DATA, "train.progress=false", "train.threads=1", *args,
-                          f"hydra.run.dir={tmp_path / 'ddp'}"], cwd=Path(__file__).resolve().parent.parent,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29517",
+            "-m",
+            "scaling.train",
+            *TINY_DATA,
+            "train.progress=false",
+            "train.threads=1",
+            *args,
+            f"hydra.run.dir={tmp_path / 'ddp'}",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
     assert ddp["world_size"] == 2 and ddp["D"] == single["D"]
@@ -135,22 +190,25 @@ def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
 def test_an_interrupted_run_is_not_overwritten_by_another_config(make_cfg, tmp_path):
     run_dir = tmp_path / "run"
     train_run(make_cfg(*FAST), run_dir)
-    (run_dir / "result.json").unlink()                  # as if killed before the end: config.yaml and ckpt remain
+    (run_dir / "result.json").unlink()  # as if killed before the end: config.yaml and ckpt remain
     before = (run_dir / "config.yaml").read_text()
     with pytest.raises(ValueError, match="already holds a run with another config"):
         train_run(make_cfg(*FAST, "optim.lr=1e-3"), run_dir)
     assert (run_dir / "config.yaml").read_text() == before
-    assert train_run(make_cfg(*FAST), run_dir)["status"] == "completed"   # the same config resumes
+    assert train_run(make_cfg(*FAST), run_dir)["status"] == "completed"  # the same config resumes
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.log_every=0", "train.log_every must be an integer >= 1"),
-    ("train.dtype=fp16", "train.dtype='fp16' is unknown"),
-    ("train.parallel=zero3", "train.parallel='zero3' is unknown"),
-    ("optim.beta2=1.5", "optim.beta2=1.5 must lie in [0, 1)"),
-    ("optim.schedule=linear", "optim.schedule='linear' is unknown"),
-    ("+train.lr=1e-3", "unknown train key(s) ['lr']"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.log_every=0", "train.log_every must be an integer >= 1"),
+        ("train.dtype=fp16", "train.dtype='fp16' is unknown"),
+        ("train.parallel=zero3", "train.parallel='zero3' is unknown"),
+        ("optim.beta2=1.5", "optim.beta2=1.5 must lie in [0, 1)"),
+        ("optim.schedule=linear", "optim.schedule='linear' is unknown"),
+        ("+train.lr=1e-3", "unknown train key(s) ['lr']"),
+    ],
+)
 def test_train_and_optim_configs_are_validated_before_anything_is_written(make_cfg, tmp_path, override, message):
     with pytest.raises(ValueError) as e:
         train_run(make_cfg(*FAST, override), tmp_path / "run")
