@@ -16,32 +16,11 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from scaling.data.settings import DataSettings
-from scaling.data.sources import SUFFIXES, Doc, read_shard, read_text, shard_suffix
-
-# Consecutive small shards are grouped into units of at most this many bytes on disk; a larger shard is a unit of its
-# own. A unit is the grain of parallelism and of resuming: small enough that typical 30 MB - 2 GB shards each get a
-# process, large enough that thousands of tiny files do not become thousands of units. The environment variable
-# exists so tests can cut a small corpus into many units.
-UNIT_BYTES = 16 << 20
-
-
-@dataclass(frozen=True)
-class Corpus:
-    name: str
-    label: str  # human-readable origin, for messages and meta.json
-    files: tuple[Path, ...]  # every file whose bytes define the corpus (content-hashed for the cache key)
-    units: tuple[Any, ...]  # descriptions of independent pieces, in corpus order
-    unit_bytes: tuple[int, ...]  # bytes on disk per unit (for the progress bar)
-    read_unit: Callable[[Any], Iterator[Doc]]  # documents of one unit in a fixed order, empty ones included
-
-    def read(self) -> Iterator[Doc]:
-        for unit in self.units:
-            yield from self.read_unit(unit)
+from scaling.data.sources import SUFFIXES, UNIT_BYTES, Corpus, Doc, read_shard, read_text, shard_suffix
 
 
 def open_corpus(s: DataSettings) -> Corpus:

@@ -12,9 +12,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from scaling.data.corpora import UNIT_BYTES, Corpus
 from scaling.data.settings import DataSettings
-from scaling.data.sources import Doc, doc_hash
+from scaling.data.sources import UNIT_BYTES, Corpus, Doc, doc_hash
 
 BATCH_ROWS = 1000
 

@@ -20,6 +20,13 @@ from scaling.data.tokenizer import SentencePieceEncoder
 _ENCODERS: dict[tuple, Any] = {}
 
 
+def open_tokens(path: Path, dtype: str) -> np.ndarray:
+    """A token file as a read-only memmap: raw .bin of `dtype`, or .npy (its own header)."""
+    if path.suffix == ".npy":
+        return np.load(path, mmap_mode="r")
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
 def load_encoder(path: Path, threads: int | None = None):
     """The encoder for a tokenizer file: a trained SentencePiece tokenizer.model or a Hugging Face tokenizer.json.
     Loaded once per process (a 100K-token tokenizer.json takes ~0.1 s to parse)."""
@@ -87,8 +94,6 @@ class PreparedData:
     def _memmap(self, split: str) -> np.ndarray:
         external = self.meta.get("token_files")  # data=tokens: the user's files, used in place
         if external:
-            from scaling.data.token_files import open_tokens
-
             return open_tokens(Path(external[split]), self.meta["dtype"])
         return np.memmap(self.dir / f"{split}.bin", dtype=self.meta["dtype"], mode="r")
 

@@ -13,7 +13,8 @@ import importlib
 import io
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -215,3 +216,24 @@ def _parquet(path: Path, rel: str, text_field: str, id_field: str | None) -> Ite
 
 def _first_line(e: BaseException) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
+
+
+# Consecutive small shards are grouped into units of at most this many bytes on disk; a larger shard is a unit of its
+# own. A unit is the grain of parallelism and of resuming: small enough that typical 30 MB - 2 GB shards each get a
+# process, large enough that thousands of tiny files do not become thousands of units. The environment variable
+# exists so tests can cut a small corpus into many units.
+UNIT_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    label: str  # human-readable origin, for messages and meta.json
+    files: tuple[Path, ...]  # every file whose bytes define the corpus (content-hashed for the cache key)
+    units: tuple[Any, ...]  # descriptions of independent pieces, in corpus order
+    unit_bytes: tuple[int, ...]  # bytes on disk per unit (for the progress bar)
+    read_unit: Callable[[Any], Iterator[Doc]]  # documents of one unit in a fixed order, empty ones included
+
+    def read(self) -> Iterator[Doc]:
+        for unit in self.units:
+            yield from self.read_unit(unit)

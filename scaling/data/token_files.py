@@ -24,17 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from scaling.data.cache import building, content_hash, locked
-from scaling.data.prepared import PreparedData, load_encoder
+from scaling.data.prepared import PreparedData, load_encoder, open_tokens
 from scaling.data.settings import DataSettings
 
 FORMAT = 1
 SCAN_TOKENS = 1 << 24  # ids checked per chunk: bounded memory on files of any size
-
-
-def open_tokens(path: Path, dtype: str) -> np.ndarray:
-    if path.suffix == ".npy":
-        return np.load(path, mmap_mode="r")
-    return np.memmap(path, dtype=dtype, mode="r")
 
 
 def _find(root: Path, split: str) -> Path:
