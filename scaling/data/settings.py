@@ -140,20 +140,25 @@ def _abs(path: Any) -> Path:
     return Path(text) if any(c in text for c in "*?[") else Path(text).resolve()  # keep globs as written
 
 
+def tokenizer_path(value: str) -> Path:
+    """The pretrained tokenizer file that data.tokenizer=PATH names (a directory means its tokenizer.json)."""
+    path = Path(os.path.expanduser(value)).resolve()
+    if path.is_dir():
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(
+            f"data.tokenizer={value} is not a file; give sentencepiece or the path to a Hugging Face tokenizer.json"
+        )
+    return path
+
+
 def _tokenizer(value: Any) -> tuple[dict[str, Any], Path | None]:
     """data.tokenizer: SentencePiece trainer options (a mapping, or `sentencepiece` for the defaults) or the path to
     a pretrained tokenizer file."""
     if value is None or value == "sentencepiece":
         return dict(TOKENIZER_DEFAULTS), None
     if isinstance(value, str):
-        path = Path(os.path.expanduser(value)).resolve()
-        if path.is_dir():
-            path = path / "tokenizer.json"
-        if not path.is_file():
-            raise ValueError(
-                f"data.tokenizer={value} is not a file; give sentencepiece or the path to a Hugging Face tokenizer.json"
-            )
-        return dict(TOKENIZER_DEFAULTS), path
+        return dict(TOKENIZER_DEFAULTS), tokenizer_path(value)
     if not isinstance(value, Mapping):
         raise ValueError(
             f"data.tokenizer={value!r} must be sentencepiece, a path to tokenizer.json, or a mapping of "

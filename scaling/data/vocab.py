@@ -9,11 +9,12 @@ its 100,015 tokens to 102,400). It is applied to the composed config before anyt
 from __future__ import annotations
 
 import copy
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+
+from scaling.data.settings import tokenizer_path
 
 
 @lru_cache(maxsize=8)
@@ -27,13 +28,7 @@ def pretrained_vocab_size(tokenizer: object) -> int | None:
     """The vocabulary of data.tokenizer when it names a tokenizer file, else None (SentencePiece is trained to size)."""
     if not isinstance(tokenizer, str) or tokenizer == "sentencepiece":
         return None
-    path = Path(os.path.expanduser(tokenizer)).resolve()
-    if path.is_dir():
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise ValueError(
-            f"data.tokenizer={tokenizer} is not a file; give sentencepiece or the path to a Hugging Face tokenizer.json"
-        )
+    path = tokenizer_path(tokenizer)
     if path.suffix == ".model":  # a SentencePiece model that came with pre-tokenized files
         import sentencepiece as spm
 
