@@ -257,7 +257,19 @@ def run_analysis(
 
     targets=None: DeepSeek 7B and 67B for this project's run records, none for published tables (CSV/DataFrame).
     """
-    o = FitOptions(band, bootstrap, seed, min_budgets, rtol, off_centre, iso_window, hparams_form, tie, fix_E, robust)
+    o = FitOptions(
+        band=band,
+        bootstrap=bootstrap,
+        seed=seed,
+        min_budgets=min_budgets,
+        rtol=rtol,
+        off_centre=off_centre,
+        iso_window=iso_window,
+        hparams_form=hparams_form,
+        tie=tie,
+        fix_E=fix_E,
+        robust=robust,
+    )
     lim = Limits(loss_min=loss_range[0], loss_max=loss_range[1], C_max=max_compute)
     return analyse(
         paths,
@@ -364,26 +376,29 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     t0 = time.time()
     try:
-        rep = run_analysis(
-            a.paths,
-            a.out,
-            budgets=a.budget,
+        options = FitOptions(
             band=a.band,
             bootstrap=a.bootstrap,
             seed=a.seed,
-            targets=a.targets,
-            target_tokens=a.target_tokens,
-            plots=not a.no_plots,
             min_budgets=a.min_budgets,
             rtol=a.rtol,
-            dataset=a.dataset,
-            loss_range=tuple(a.loss_range),
-            max_compute=a.max_compute,
             iso_window=a.iso_window,
             hparams_form=a.hparams_form,
             tie=a.tie_exponents,
             fix_E=a.fix_E,
             robust=a.robust,
+        )
+        limits = Limits(loss_min=a.loss_range[0], loss_max=a.loss_range[1], C_max=a.max_compute)
+        rep, _ = analyse(
+            a.paths,
+            a.out,
+            budgets=a.budget,
+            targets=a.targets,
+            target_tokens=a.target_tokens,
+            plots=not a.no_plots,
+            dataset=a.dataset,
+            limits=limits,
+            options=options,
         )
     except (ValueError, OSError) as e:
         for w in getattr(e, "warnings", []):  # e.g. corrupt records: they must not vanish with the error
