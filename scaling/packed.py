@@ -48,7 +48,7 @@ from model.llama import apply_rope
 from scaling.checkpoint import load_checkpoint, save_checkpoint, truncate_metrics
 from scaling.distributed import Dist
 from scaling.lock import RunLocked, acquire, release
-from scaling.record import FINISHED, read_result, write_atomic, write_json
+from scaling.record import FINISHED, read_result, write_atomic, write_record
 from scaling.schedule import lr_at
 from scaling.step import Batch, StepOutput, TrainStep, autocast_ctx, build_optimizer
 from scaling.trackers import open_trackers
@@ -434,8 +434,8 @@ def _train_members(members: dict[int, Member], results: dict[int, dict], ids: di
                 if i not in results:
                     m = members[i]
                     try:
-                        write_json(
-                            m.run.run_dir / "result.json",
+                        write_record(
+                            m.run.run_dir,
                             m.run.record
                             | {
                                 "status": "failed",
@@ -535,7 +535,7 @@ def _train_group(
         result = result_record(
             m.run, m.state, val_loss, val_tokens, val_set.bpb, m.earlier_s + time.time() - m.started, m.startup_s
         ) | {"packed_with": _others(ids, order, i)}
-        write_json(m.run.run_dir / "result.json", result)
+        write_record(m.run.run_dir, result)
         if m.trackers is not None:
             m.trackers.close(result)
         if m.metrics is not None:

@@ -115,12 +115,15 @@ class RunRecord:
     def write(self, run_dir: Path) -> None:
         write_json(Path(run_dir) / RESULT_NAME, self.to_dict())
 
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED
-
 
 RunRecord.FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "extra")
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    """Write a run's result.json atomically, as given, after checking it against RunRecord's schema: the writers
+    (scaling.train, scaling.packed) and the readers share one definition of the record."""
+    RunRecord.from_dict(record)
+    write_json(Path(run_dir) / RESULT_NAME, record)
 
 
 METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: step, tokens, loss, ... (README: run record)

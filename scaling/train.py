@@ -51,7 +51,7 @@ from scaling.record import (
     git_sha,
     read_result,
     write_atomic,
-    write_json,
+    write_record,
 )
 from scaling.schedule import warmup_steps
 from scaling.step import TrainStep, build_optimizer
@@ -249,8 +249,8 @@ def train_run(cfg: DictConfig, out_dir: Path) -> dict:
     except Exception as e:
         if dist_env.is_main:
             try:  # where the disk still allows: a full or read-only disk must not hide the original error
-                write_json(
-                    out_dir / "result.json",
+                write_record(
+                    out_dir,
                     base
                     | {"status": "failed", "error": f"{type(e).__name__}: {e}", "wall_time_s": time.time() - started},
                 )
@@ -361,7 +361,7 @@ def _train(run: RunSetup) -> dict:
         result["parallel"] = run.parallel
     trackers.close(result)
     if dist_env.is_main:
-        write_json(out_dir / "result.json", result)
+        write_record(out_dir, result)
         log.info(
             "%s: %s, val_loss %s nats/token, %s bits/byte",
             result["run_id"],
