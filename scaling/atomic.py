@@ -46,6 +46,19 @@ def write_atomic_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Remove the temp files atomic_file left in `directory` when its writer was killed between creating and
+    renaming one (kill -9 runs no cleanup). Only its owner may call this: another live writer's temp would go too."""
+    removed = []
+    for tmp in Path(directory).glob(".*.tmp"):
+        if not tmp.is_file() or tmp.is_symlink():
+            continue  # not one of atomic_file's temps
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -25,6 +25,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from scaling.atomic import remove_stale_temps
+
 LOCK_NAME = ".lock"
 BREAK_NAME = ".lock.break"
 BREAK_STALE_S = 30.0  # a breaker older than this belongs to a process killed mid-takeover (it takes microseconds)
@@ -148,6 +150,7 @@ def acquire(run_dir: Path, timeout_s: float = 5.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
         if _create(run_dir / LOCK_NAME, content.encode()):
+            remove_stale_temps(run_dir)  # half-written files of a killed previous owner: nobody else writes here now
             return mine
         try:
             seen = (run_dir / LOCK_NAME).read_text()

@@ -206,6 +206,25 @@ def test_an_unusable_lock_says_which_file_to_remove(tmp_path):
         lock.acquire(tmp_path / "strpid", timeout_s=0.05)
 
 
+def test_a_new_owner_removes_the_temp_files_of_a_killed_one(make_cfg, tmp_path):
+    """kill -9 between atomic_file's mkstemp and its rename leaves `.ckpt.json.<random>.tmp`; no rerun wrote that
+    name again, so it stayed for ever (found by the random-kill sweep test)."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stale = [run_dir / ".ckpt.json.3xpcl45o.tmp", run_dir / ".result.json.abc.tmp"]
+    for p in stale:
+        p.write_text("half")
+    (run_dir / "keep.tmp").write_text("not ours")  # not atomic_file's pattern
+    (run_dir / ".odd.tmp").mkdir()  # a directory is never removed
+    with lock.run_lock(run_dir):
+        assert not any(p.exists() for p in stale)
+    assert (run_dir / "keep.tmp").exists() and (run_dir / ".odd.tmp").is_dir()
+    (run_dir / ".odd.tmp").rmdir()
+    (run_dir / ".metrics.jsonl.zz.tmp").write_text("half")
+    train_run(make_cfg(*FAST), run_dir)
+    assert [p for p in temp_files(run_dir) if p.name != "keep.tmp"] == []
+
+
 def test_a_run_owned_by_a_live_process_is_left_alone(make_cfg, tmp_path):
     ppid = os.getppid()  # alive, on this host: the run's owner
     _write_lock(tmp_path / "run", host=socket.gethostname(), pid=ppid, start=lock._start_time(ppid), nonce="w")
