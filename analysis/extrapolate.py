@@ -87,7 +87,8 @@ def predict_at(C: float, M: float, seq_len: int, fits: dict, form: str = "C", N:
         # Compute-optimal budget for this model size: invert M_opt(C*) = M, then D* = C*/M.
         law, boot = iso["M_opt"], iso.get("boot")
         Cs = (M / law.coef) ** (1 / law.exponent)
-        s = None if boot is None else 10 ** ((np.log10(M) - boot["log_coef"]) / boot["exponent"])
+        with np.errstate(over="ignore", divide="ignore"):  # a resample with exponent ~0 puts C* at infinity
+            s = None if boot is None else 10 ** ((np.log10(M) - boot["log_coef"]) / boot["exponent"])
         out["compute_optimal"] = {"C": _with_ci(Cs, s), "D": _with_ci(Cs / M, None if s is None else s / M)}
     return out
 

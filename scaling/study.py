@@ -60,7 +60,11 @@ def run_study(
     print(f"== stage 1/3: batch size x learning rate at C = {budgets_arg(study['hparams']['budgets'])}")
     sweep("hparams", study["hparams"]["budgets"], hp_dir, [*common, *study["hparams"]["overrides"]])
     if dry_run:
-        laws = "deepseek"  # nothing is fitted in a dry run: the IsoFLOP plan is centred on DeepSeek's laws
+        # Nothing is fitted in a dry run: the IsoFLOP plan is centred on stage 1's last fit where there is one (a
+        # study being resumed), else on DeepSeek's laws. Planning with other laws than the real run would report
+        # every finished IsoFLOP run as a run of another config.
+        last_fit = hp_dir / "analysis" / "report.json"
+        laws = str(last_fit) if last_fit.exists() else "deepseek"
     else:
         print("== fitting eta_opt(C), B_opt(C) on stage 1")
         hp = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **study["analysis"])
