@@ -133,3 +133,23 @@ def test_a_broken_study_or_target_file_is_one_value_error_naming_it(tmp_path, te
     (tmp_path / "partial.yaml").write_text("n_layer: 2\n")  # a model file missing keys names the file too
     with pytest.raises(ValueError, match=r"partial\.yaml: ModelConfig is missing"):
         load_model_config(tmp_path / "partial.yaml")
+
+
+def test_a_dry_run_plans_stage_2_on_stage_1s_last_fit(tmp_path, monkeypatch):
+    """A dry run of a study whose stage 1 was fitted used DeepSeek's laws for stage 2, and so reported every
+    finished IsoFLOP run as 'a run of another config'."""
+    import scaling.study as study
+
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(study, "sweep", lambda stage, budgets, d, overrides: calls.append((stage, overrides)))
+    monkeypatch.setattr(study, "plan_seconds", lambda d: 0.0)
+    root = tmp_path / "demo"
+    study.run_study("cpu_demo", [], dry_run=True, out=root)
+    assert "sweep.laws=deepseek" in calls[-1][1]  # nothing fitted yet
+    fit = root / "hparams" / "analysis" / "report.json"
+    fit.parent.mkdir(parents=True)
+    fit.write_text("{}")
+    calls.clear()
+    study.run_study("cpu_demo", [], dry_run=True, out=root)
+    assert calls[-1][0] == "isoflop" and f"sweep.laws={fit}" in calls[-1][1]
+    assert "sweep.dry_run=true" in calls[-1][1]
