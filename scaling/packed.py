@@ -49,7 +49,6 @@ from scaling.checkpoint import load_checkpoint, save_checkpoint, truncate_metric
 from scaling.distributed import Dist
 from scaling.lock import RunLocked, acquire, release
 from scaling.record import FINISHED, read_result, write_atomic, write_record
-from scaling.schedule import lr_at
 from scaling.step import Batch, StepOutput, TrainStep, autocast_ctx, build_optimizer
 from scaling.trackers import open_trackers
 from scaling.train import RunSetup, loop_spec, result_record, setup_run
@@ -552,17 +551,7 @@ def _train_group(
     try:
         while active:
             s = members[active[0]].state.step
-            lrs = [
-                lr_at(
-                    s,
-                    spec0.steps,
-                    members[i].spec.peak_lr,
-                    schedule=spec0.schedule,
-                    warmup=spec0.warmup,
-                    min_lr_frac=spec0.min_lr_frac,
-                )
-                for i in active
-            ]
+            lrs = [members[i].spec.lr(s) for i in active]  # the runs share their schedule, not their peak lr
             batches = [
                 first.data.train_batch(
                     step=s, micro=micro, accum=accum, micro_seqs=micro_seqs, seq_len=seq_len, seed=first.seed

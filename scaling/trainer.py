@@ -42,6 +42,12 @@ class LoopSpec:
     ckpt_every_s: float
     config_hash: str
 
+    def lr(self, step: int) -> float:
+        """The learning rate of optimizer step `step` (0-based) under this run's schedule."""
+        return lr_at(
+            step, self.steps, self.peak_lr, schedule=self.schedule, warmup=self.warmup, min_lr_frac=self.min_lr_frac
+        )
+
 
 @dataclass
 class LoopState:
@@ -123,14 +129,7 @@ def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
     started = time.perf_counter()  # start of the current stretch of training steps
     try:
         while state.step < spec.steps:
-            lr = lr_at(
-                state.step,
-                spec.steps,
-                spec.peak_lr,
-                schedule=spec.schedule,
-                warmup=spec.warmup,
-                min_lr_frac=spec.min_lr_frac,
-            )
+            lr = spec.lr(state.step)
             out = ctx.step([ctx.micro_batch(state.step, micro) for micro in range(spec.accum)], lr)
             state.step += 1
             window.steps.append(state.step)
