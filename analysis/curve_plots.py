@@ -23,7 +23,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
-from scaling.atomic import atomic_file
+from scaling.base.atomic import atomic_file
 
 
 def _ax(ax: Axes | None, size: tuple[float, float] = (6.0, 4.2)) -> Axes:

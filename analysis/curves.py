@@ -24,7 +24,7 @@ import yaml
 
 from analysis.load import finite_or_nan
 from model import ModelConfig, count_flops
-from scaling.record import read_metrics
+from scaling.base.record import read_metrics
 
 STEP_COLUMNS = ["step", "tokens", "flops", "loss", "loss_ema", "val_loss", "lr", "grad_norm", "tokens_per_s"]
 MODEL_KEYS = ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size")

@@ -30,7 +30,7 @@ import numpy as np
 
 from analysis.isoflop import fit_isoflop
 from analysis.synthetic import Truth
-from scaling.cli import fail
+from scaling.base.cli import fail
 
 
 @dataclass(frozen=True)

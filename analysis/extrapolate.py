@@ -9,8 +9,8 @@ from analysis import losscurve
 from analysis.powerlaw import PowerLaw, percentile_ci
 from analysis.recommend import recommend_shape
 from model import ModelConfig, count_flops
-from scaling.configs import load_model_config
-from scaling.laws import DEEPSEEK
+from scaling.base.configs import load_model_config
+from scaling.base.laws import DEEPSEEK
 
 # What DeepSeek actually trained with (arXiv 2401.02954, Table 2): peak lr and batch in sequences.
 PAPER_CHOICES = {

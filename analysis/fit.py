@@ -25,9 +25,9 @@ from analysis.load import InputError, load_runs
 from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
 from analysis.report import write_reports
 from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset
-from scaling.atomic import write_atomic
-from scaling.cli import fail
-from scaling.laws import format_law
+from scaling.base.atomic import write_atomic
+from scaling.base.cli import fail
+from scaling.base.laws import format_law
 
 PROG = "analysis.fit"
 DEFAULT_TARGETS = ("deepseek_7b", "deepseek_67b")

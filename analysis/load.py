@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plausible import DEFAULT_LIMITS, Limits, duplicates, numbers_reason
-from scaling.record import RESULT_NAME, RunRecord
+from scaling.base.record import RESULT_NAME, RunRecord
 
 # CSV contract: required columns, and the optional ones we read when present.
 CSV_REQUIRED = ("sweep", "loss")

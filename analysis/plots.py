@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 
 from analysis.isoflop import window_mask
 from analysis.powerlaw import band_at
-from scaling.atomic import atomic_file
-from scaling.laws import DEEPSEEK
+from scaling.base.atomic import atomic_file
+from scaling.base.laws import DEEPSEEK
 
 
 def _axes(ax, n: int, size: tuple[float, float]) -> list[Axes]:

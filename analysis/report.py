@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.atomic import write_atomic
-from scaling.laws import format_law
+from scaling.base.atomic import write_atomic
+from scaling.base.laws import format_law
 
 
 def _internal(k: str) -> bool:

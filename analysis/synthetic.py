@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.record import RunRecord
+from scaling.base.record import RunRecord
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from scaling.cli import fail
+from scaling.base.cli import fail
 
 PROG = "scaling.gpucheck"
 # Nominal dense bf16 tensor-core peaks (vendor datasheets, no sparsity), matched on the device name in order.
@@ -63,7 +63,7 @@ def run_tests() -> str:
 def run_bench(d_model: int, device: str, cpu: bool) -> dict[str, str]:
     """scaling.bench at one width: head_dim 128 and up to 16 layers on a GPU (d 2048: 0.8B parameters, twice:
     the benchmark also holds the per-step-sync reference), 2 layers of head_dim 16 on a CPU."""
-    from scaling import bench
+    from scaling.benchmarks import step as bench
 
     n_layer, head_dim = (2, 16) if cpu else (min(16, max(2, d_model // 64)), 128)
     args = argparse.Namespace(
@@ -91,9 +91,9 @@ def fsdp_smoke(device: torch.device) -> str:
     import torch.distributed as dist
 
     from model import LLaMA, ModelConfig
-    from scaling.distributed import Dist
-    from scaling.parallel import load_sharded, resolve_amp, save_sharded, shard
-    from scaling.step import TrainStep, build_optimizer
+    from scaling.run.distributed import Dist
+    from scaling.run.parallel import load_sharded, resolve_amp, save_sharded, shard
+    from scaling.run.step import TrainStep, build_optimizer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,8 +14,8 @@ import sys
 
 from hydra import compose, initialize_config_dir
 
-from scaling.cli import fail
-from scaling.configs import conf_dir
+from scaling.base.cli import fail
+from scaling.base.configs import conf_dir
 from scaling.data import prepare_data, resolve_vocab
 from scaling.data.prepared import PreparedData
 

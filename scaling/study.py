@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from analysis.fit import run_analysis
-from scaling.cli import EXIT_FAILED, fail
-from scaling.configs import load_study
-from scaling.laws import format_law
+from scaling.base.cli import EXIT_FAILED, fail
+from scaling.base.configs import load_study
+from scaling.base.laws import format_law
 
 
 def budgets_arg(budgets: list[float]) -> str:
@@ -98,7 +98,7 @@ SAMPLE_PROMPT = "The state of the Union is"
 def write_samples(iso_dir: Path, report_md: Path, prompt: str, max_new_tokens: int = 32) -> None:
     """A greedy continuation of `prompt` by each IsoFLOP budget's best run, printed and appended to report.md: what
     the models learned, next to the numbers (off by default: a model load and a decode per budget)."""
-    from scaling.sample import best_per_budget, sample
+    from scaling.run.sampling import best_per_budget, sample
 
     lines = ["", "## Samples (greedy, best run of each IsoFLOP budget)", "", f"Prompt: `{prompt}`", ""]
     for budget, run_dir, loss in best_per_budget(iso_dir):

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling.laws import DEEPSEEK, PowerLaw
+from scaling.base.laws import DEEPSEEK, PowerLaw
 
 # report.json section holding each law (analysis.fit writes hparams.{eta_opt,B_opt} and isoflop.{M_opt,D_opt}).
 REPORT_SECTION = {"eta_opt": "hparams", "B_opt": "hparams", "M_opt": "isoflop"}

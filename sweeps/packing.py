@@ -1,9 +1,10 @@
-"""Which runs of a sweep train together as one pack (scaling.packed): `sweep.pack=auto|off|K`.
+"""Which runs of a sweep train together as one pack (scaling.run.pack): `sweep.pack=auto|off|K`.
 
 Runs pack when they share everything but the learning rate: the hparams points of one budget and one batch size
 (same shape, data, seed, D and steps). `off` (or 1) trains every run alone; `K` packs up to K such runs; `auto`
 packs a whole group where it pays: it measures one step of the group's shape and batch size packed and run after
-run on this device (scaling.packed.measure_speedup, a fraction of a second at CPU-demo shapes) and packs when the
+run on this device (scaling.run.pack.speed.measure_speedup, a fraction of a second at CPU-demo shapes) and packs
+when the
 packed step is at least MIN_GAIN times faster. Models too big to measure here (sweep.measure_max_params) are not
 packed by `auto`. Each pack is one launcher job (any launcher) whose task trains the pack; every run keeps its
 own run dir and record. Only runs still to do are packed, so a rerun packs what is left.
@@ -99,7 +100,7 @@ def pack_id(points: list[Point], unit: Unit) -> str:
 
 def pack_overrides(passthrough: list[str], points: list[Point], unit: Unit) -> list[str]:
     """Hydra overrides of a pack job: the first run's point with the pack's id, plus pack.run_ids and pack.lrs
-    (scaling.packed.pack_job gives each run its own run.id and optim.lr)."""
+    (scaling.run.pack.pack_job gives each run its own run.id and optim.lr)."""
     first = points[unit.members[0]]
     own = [o for o in first.overrides() if not o.startswith(("run.id=", "optim.lr="))]
     ids = ",".join(f"'{points[i].run_id}'" for i in unit.members)

@@ -27,20 +27,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from model import ModelConfig
 from model.shapes import ShapeRule
-from scaling.configs import node_dict
+from scaling.base.cli import fmt_seconds
+from scaling.base.configs import node_dict
+from scaling.base.lock import describe, live_holder, mark_sweep_process
+from scaling.base.record import FINISHED, config_hash, read_result
 from scaling.data import prepare_data, resolve_vocab
 from scaling.data.corpora import open_corpus
 from scaling.data.settings import DataSettings
-from scaling.lock import describe, live_holder, mark_sweep_process
-from scaling.record import FINISHED, config_hash, read_result
-from scaling.train import check_config
+from scaling.run.setup import check_config
 
 from .laws import Laws
 from .packing import Unit, pack_id, pack_overrides, parse_pack, plan_units, unit_seconds
 from .plan import Point, SweepSettings, choose_rule, plan
 from .sizing import JobLimits, size_points
 from .sizing import report as sizing_report
-from .table import fmt_seconds, format_table, rows, write_csv
+from .table import format_table, rows, write_csv
 from .throughput import Throughput, resolve_device
 
 KINDS = ("hparams", "isoflop")  # hparams first: DeepSeek's order when both are given
@@ -128,7 +129,7 @@ def check_writable(sweep_dir: Path) -> None:
 
 
 def training_hash(cfg: DictConfig) -> str:
-    """The config hash train_run will compute for this job config (scaling.record.config_hash)."""
+    """The config hash train_run will compute for this job config (scaling.base.record.config_hash)."""
     return config_hash(
         {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "train")}
         | {"seed": cfg.seed}
@@ -166,7 +167,7 @@ class ScalingSweeper(Sweeper):
 
     def job_state(self, overrides: list[str], first: bool = False) -> tuple[Path, str]:
         """Compose the job's config (as the launcher will: errors surface now), validate it and classify its run
-        dir: todo, done, busy (a live process owns it: scaling.lock) or conflict."""
+        dir: todo, done, busy (a live process owns it: scaling.base.lock) or conflict."""
         job = resolve_vocab(self.hydra_context.config_loader.load_sweep_config(self.config, overrides))
         check_job(job, data=first)
         run_dir = Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
@@ -244,15 +245,15 @@ class ScalingSweeper(Sweeper):
         for (run_dir, s), p in zip(states, points):
             if s == "busy":
                 print(f"skip {p.run_id}: {run_dir} is being trained by {describe(live_holder(run_dir) or {})}")
-        mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.lock)
+        mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.base.lock)
         unit_jobs = [pack_overrides(passthrough, points, u) if u.packed else jobs[u.members[0]] for u in units]
         return self._launch(points, units, unit_jobs, [e[0] for e in est], [d for d, _ in states], sweep_dir)
 
     def _pack_probe(self):
         """speedup(point, K) for sweeps.packing: packed vs run-after-run step time of the point's shape and batch on
         the runs' device (measured once per shape, batch and K); None for models too big to measure here."""
-        from scaling.packed import measure_speedup
-        from scaling.parallel import resolve_amp
+        from scaling.run.pack.speed import measure_speedup
+        from scaling.run.parallel import resolve_amp
 
         cfg, cache = self.config, {}
         device = resolve_device(str(cfg.train.device))
@@ -275,7 +276,7 @@ class ScalingSweeper(Sweeper):
             return
         alone = sum(est[i] for u in units for i in u.members)
         print(
-            f"packs (sweep.pack; scaling.packed): {len(packs)} packs of {sum(len(u.members) for u in packs)} runs, "
+            f"packs (sweep.pack; scaling.run.pack): {len(packs)} packs of {sum(len(u.members) for u in packs)} runs, "
             f"{len(units) - len(packs)} runs alone"
         )
         for u in packs:
@@ -407,7 +408,7 @@ class ScalingSweeper(Sweeper):
     def _outcome(run_dir: Path, jr: JobReturn | None) -> tuple[str, str]:
         """(status, one line) of a launched run: its result.json is the truth, the JobReturn explains failures."""
         said = jr._return_value if jr is not None and jr.status == JobStatus.COMPLETED else None
-        # A live process owns the run dir (scaling.lock): it trains it, not us. A pack job (sweeps.packing) leaves
+        # A live process owns the run dir (scaling.base.lock): it trains it, not us. A pack job (sweeps.packing) leaves
         # such a member alone and reports for the whole pack, so its members are checked here one by one.
         packed_busy = str(said).startswith("packed") and live_holder(run_dir) is not None
         if said == "busy" or packed_busy:

@@ -14,11 +14,11 @@ import torch
 
 from model import LLaMA, ModelConfig, count_flops
 from model.shapes import Shape
-from scaling.atomic import write_atomic
-from scaling.distributed import Dist
-from scaling.parallel import resolve_amp
-from scaling.parallel import resolve_device as resolve_run_device
-from scaling.step import TrainStep, build_optimizer
+from scaling.base.atomic import write_atomic
+from scaling.run.distributed import Dist
+from scaling.run.parallel import resolve_amp
+from scaling.run.parallel import resolve_device as resolve_run_device
+from scaling.run.step import TrainStep, build_optimizer
 
 
 def resolve_device(name: str) -> torch.device:

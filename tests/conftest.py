@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from scaling.configs import conf_dir
+from scaling.base.configs import conf_dir
 
-CONF = str(conf_dir())  # the same configs every entry point finds (scaling.configs)
+CONF = str(conf_dir())  # the same configs every entry point finds (scaling.base.configs)
 # A 300 kB slice of the default corpus and a 512-piece tokenizer: trains in well under a second.
 TINY_DATA = ["data.max_bytes=300000", "data.vocab_size=512"]
 

@@ -30,7 +30,7 @@ def main_inproc(capsys, *args) -> subprocess.CompletedProcess:
     """analysis.fit.main in this process (fast), returned like cli()."""
     try:
         rc = main([str(a) for a in args])
-    except SystemExit as e:  # bad input: scaling.cli.fail exits 2 after one line
+    except SystemExit as e:  # bad input: scaling.base.cli.fail exits 2 after one line
         rc = e.code
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, rc, out, err)

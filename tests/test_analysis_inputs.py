@@ -268,7 +268,7 @@ def test_out_that_is_a_file_is_one_line_error_before_fitting(tmp_path, capsys):
 
 @pytest.mark.parametrize("version", ["1", True, 0, -3])
 def test_a_record_with_a_bogus_schema_version_is_named_not_called_newer(version):
-    from scaling.record import RunRecord
+    from scaling.base.record import RunRecord
 
     with pytest.raises(ValueError, match="not a version number") as e:  # "1" was "newer than this code reads"
         RunRecord.from_dict({"run_id": "r", "status": "completed", "schema_version": version})

@@ -155,7 +155,7 @@ def test_every_format_reads_the_same_documents(tmp_path):
 @pytest.mark.slow  # ~10 s: a 102,400 x d embedding, its tokenizer and a real training step
 def test_vocab_102400_trains_end_to_end(tmp_path, make_cfg, shards, tokenizer_json):
     from model import count_flops
-    from scaling.train import train_run
+    from scaling.run.single import train_run
 
     big = widen(tokenizer_json, tmp_path / "big.json", 102_400)
     c = make_cfg(

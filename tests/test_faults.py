@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling import lock
-from scaling.checkpoint import (
+from scaling.base import lock
+from scaling.run.checkpoint import (
     CKPT_NAME,
     CKPT_SCHEMA,
     META_NAME,
@@ -28,7 +28,7 @@ from scaling.checkpoint import (
     save_checkpoint,
     truncate_metrics,
 )
-from scaling.train import train_run
+from scaling.run.single import train_run
 from tests.conftest import TINY_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,7 +252,7 @@ def test_checkpoint_temp_names_are_unique(tmp_path):
 
 _RACE = """
 import json, sys, time
-from scaling import lock
+from scaling.base import lock
 time.sleep(float(sys.argv[2]) - time.time())
 try:
     with lock.run_lock(sys.argv[1]):

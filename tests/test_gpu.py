@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model import LLaMA, ModelConfig
-from scaling.parallel import compile_blocks
-from scaling.step import TrainStep, build_optimizer
+from scaling.run.parallel import compile_blocks
+from scaling.run.step import TrainStep, build_optimizer
 
 
 def needs_cuda(test):

@@ -1,4 +1,4 @@
-"""Packed training (scaling.packed): K same-shape runs trained as one stacked model give the numbers and records of
+"""Packed training (scaling.run.pack): K same-shape runs trained as one stacked model give the numbers and records of
 the same runs trained alone.
 
 Tolerance. The stacked step does the single step's arithmetic in another order (bmm instead of mm, the RMSNorm
@@ -23,9 +23,11 @@ import pytest
 import torch
 
 from model import LLaMA, ModelConfig
-from scaling.packed import PackedAdamW, PackedParams, clip_per_run, packed_losses, train_pack
-from scaling.step import build_optimizer
-from scaling.train import train_run
+from scaling.run.pack import train_pack
+from scaling.run.pack.model import PackedParams, packed_losses
+from scaling.run.pack.optim import PackedAdamW, clip_per_run
+from scaling.run.single import train_run
+from scaling.run.step import build_optimizer
 
 PACK_RTOL = 2e-4  # loss curves of packed vs single runs at stable learning rates (see the module docstring)
 # A tiny run: 32 steps of 4 x 32 tokens (d 32: a second per run on one CPU core).
@@ -102,7 +104,7 @@ def test_finished_runs_are_skipped_whether_they_were_trained_alone_or_packed(mak
 
 
 def test_runs_checkpointed_at_different_steps_resume_as_separate_packs(make_cfg, tmp_path, monkeypatch):
-    import scaling.packed as packed
+    import scaling.run.pack.train as packed
 
     cfgs = [
         make_cfg(*SMALL, "train.ckpt_every_s=0", f"optim.lr={lr}", f"run.id=r{i}")
@@ -188,7 +190,7 @@ KILL_SCRIPT = """
 import sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from scaling.packed import train_pack
+from scaling.run.pack import train_pack
 conf, out, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 lrs = [1e-3, 2e-3, 3e-3]
 with initialize_config_dir(config_dir=conf, version_base=None):
@@ -255,7 +257,7 @@ def hparams_points():
     from omegaconf import OmegaConf
 
     from model.shapes import ShapeRule
-    from scaling.configs import conf_dir
+    from scaling.base.configs import conf_dir
     from sweeps.laws import Laws
     from sweeps.plan import SweepSettings, plan
 
@@ -340,7 +342,7 @@ def test_a_packed_hparams_sweep_writes_the_same_records_and_reruns_skip(tmp_path
         return r
 
     packed = sweep(tmp_path / "packed", "3")
-    assert "packs (sweep.pack; scaling.packed): 3 packs of 9 runs" in packed.stdout
+    assert "packs (sweep.pack; scaling.run.pack): 3 packs of 9 runs" in packed.stdout
     alone = sweep(tmp_path / "alone", "off")
     recs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "packed").glob("*/result.json")}
     refs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "alone").glob("*/result.json")}

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling.parallel import choose_mode
-from scaling.train import train_run
+from scaling.run.parallel import choose_mode
+from scaling.run.single import train_run
 from tests.conftest import TINY_DATA
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def test_auto_shards_only_what_does_not_fit_one_device():
 
 
 def test_a_multi_task_submitit_job_exports_one_process_group(monkeypatch):
-    from scaling.distributed import export_submitit_env
+    from scaling.run.distributed import export_submitit_env
 
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
         monkeypatch.setenv(key, "")  # recorded, so that what the export sets is undone after the test

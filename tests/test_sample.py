@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig
 from model.llama import KVCache
-from scaling.checkpoint import save_checkpoint
-from scaling.record import config_hash
-from scaling.sample import main, sample
+from scaling.base.record import config_hash
+from scaling.run.checkpoint import save_checkpoint
+from scaling.run.sampling import sample
+from scaling.sample import main
 
 
 def gqa(**kw) -> ModelConfig:
@@ -165,7 +166,7 @@ def test_generate_refuses_non_finite_temperature():
 def test_best_run_of_each_isoflop_budget_is_sampled(run_dir, tmp_path, capsys):
     import shutil
 
-    from scaling.sample import best_per_budget
+    from scaling.run.sampling import best_per_budget
 
     d, _ = run_dir
     root = tmp_path / "study"

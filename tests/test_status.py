@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling.status import collect, main, render
+from scaling.status import main
+from sweeps.progress import collect, render
 from tests.conftest import TINY_DATA
 
 PLAN = {"run_id": None, "steps": 10, "batch_size": 1000, "lr": 0.001, "D": 10000, "est_seconds": 100}
@@ -65,7 +66,7 @@ def sweep(tmp_path: Path) -> Path:
     (s / "plan.csv").write_text(
         "\n".join([head] + [",".join(str(v) for v in {**PLAN, "run_id": i}.values()) for i in ids]) + "\n"
     )
-    # Trained in a pack of two (scaling.packed): its wall time counts half, 200 s of machine time like the others.
+    # Trained in a pack of two (scaling.run.pack): its wall time counts half, 200 s of machine time like the others.
     _write(s / "done", result={"wall_time_s": 400.0, "packed_with": ["other"]}, log=_rows(5000, 10000))
     _write(s / "div", result={"status": "diverged", "error": "loss 99 at step 3 exceeds 3x the initial loss"})
     _write(s / "fail", result={"status": "failed", "error": "RuntimeError: boom\ntraceback..."})
@@ -198,7 +199,7 @@ def test_a_record_with_an_unknown_status_is_a_problem_not_running(tmp_path):
 
 
 def test_bench_generator_and_view_agree(tmp_path):
-    from scaling.status_bench import generate
+    from scaling.benchmarks.status import generate
 
     kinds = generate(tmp_path, 200, sweeps=2)
     c = sum((s.counts() for s in collect(tmp_path)), start=Counter())

@@ -120,7 +120,7 @@ def test_unknown_study_is_one_line_error():
     ],
 )
 def test_a_broken_study_or_target_file_is_one_value_error_naming_it(tmp_path, text, match):
-    from scaling.configs import load_model_config, load_study
+    from scaling.base.configs import load_model_config, load_study
 
     path = tmp_path / "broken.yaml"
     path.write_text(text)

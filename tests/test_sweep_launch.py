@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analysis.synthetic import make_study
-from scaling.record import RunRecord
+from scaling.base.record import RunRecord
 from sweeps.packing import Unit
 from sweeps.sweeper import ScalingSweeper, SweepFailed, _Watcher
 

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from model import ModelConfig, count_flops
 from model.shapes import ShapeRule, largest_shape, make_shape, shape_for_M, smallest_shape
-from scaling.configs import conf_dir
+from scaling.base.configs import conf_dir
 from sweeps.laws import Laws
 from sweeps.plan import C_TOLERANCE, SweepSettings, choose_rule, plan, whole_steps
 from sweeps.sweeper import split_arguments

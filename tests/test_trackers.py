@@ -1,4 +1,4 @@
-"""Experiment trackers (scaling.trackers): each writes where it should for a tiny run, offline; a missing package,
+"""Experiment trackers (scaling.run.trackers): each writes where it should for a tiny run, offline; a missing package,
 an unreachable server or a tracker failing mid-run is one warning and the run goes on."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling.trackers import METRIC_KEYS, TAG_KEYS, Trackers, check_loggers, open_trackers, run_tags
-from scaling.train import train_run
+from scaling.run.single import train_run
+from scaling.run.trackers import METRIC_KEYS, TAG_KEYS, Trackers, check_loggers, open_trackers, run_tags
 
 FAST = [
     "train.tokens=32768",
@@ -157,7 +157,7 @@ def test_packed_runs_log_to_their_own_trackers(make_cfg, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from scaling.packed import train_pack
+    from scaling.run.pack import train_pack
 
     cfgs = [
         make_cfg(*FAST, f"run.id=p{i}", f"optim.lr={lr}", "train.loggers=[tensorboard]")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling.train import train_run
-from scaling.train_config import OptimConfig, TrainConfig
+from scaling.run.config import OptimConfig, TrainConfig
+from scaling.run.single import train_run
 from tests.conftest import TINY_DATA
 
 FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]

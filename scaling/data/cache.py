@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from scaling.atomic import write_atomic
+from scaling.base.atomic import write_atomic
 
 STALE_TMP_S = 24 * 3600  # a build dir this old belongs to a killed process
 

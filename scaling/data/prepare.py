@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from scaling.atomic import write_atomic, write_atomic_bytes
+from scaling.base.atomic import write_atomic, write_atomic_bytes
 from scaling.data.cache import building, content_hash, locked
 from scaling.data.corpora import Corpus, limit, open_corpus
 from scaling.data.prepared import PreparedData, load_encoder

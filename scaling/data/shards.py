@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from scaling.atomic import atomic_file, write_atomic
+from scaling.base.atomic import atomic_file, write_atomic
 from scaling.data.sources import Doc
 
 # Text encoded per tokenizer call: large enough for the tokenizer's batching, small enough that its per-token

@@ -7,7 +7,7 @@ the gradient norm it returns are tensors on the device, read by the caller at it
 so the CPU demo's numbers do not change.
 
 Parallelism enters through one argument: `grad_sync(last)` returns the context that lets the wrapped model (DDP or
-FSDP2, see scaling.parallel) skip the gradient all-reduce on every micro-batch but the last.
+FSDP2, see scaling.run.parallel) skip the gradient all-reduce on every micro-batch but the last.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from scaling.atomic import remove_stale_temps
+from scaling.base.atomic import remove_stale_temps
 
 LOCK_NAME = ".lock"
 BREAK_NAME = ".lock.break"

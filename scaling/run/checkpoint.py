@@ -3,7 +3,7 @@
 `ckpt.pt` holds only tensors and plain values and is read with `torch.load(weights_only=True)`, which refuses
 anything that would run code. Its sidecar `ckpt.json` ({schema, config_hash}) is plain JSON and is checked first:
 a checkpoint of another config (or one planted without a sidecar) is never even unpickled. Both are written
-atomically under unique temp names (scaling.atomic), so a kill, a full disk or a second writer leaves no half file.
+atomically under unique temp names (scaling.base.atomic), so a kill, a full disk or a second writer leaves no half file.
 
 `truncate_metrics` belongs here too: on resume it cuts `metrics.jsonl` back to the checkpoint's step, tolerating the
 broken last line a kill or a full disk leaves behind.
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from scaling.atomic import atomic_file, write_atomic
-from scaling.record import read_metrics
+from scaling.base.atomic import atomic_file, write_atomic
+from scaling.base.record import read_metrics
 
 CKPT_NAME = "ckpt.pt"
 META_NAME = "ckpt.json"

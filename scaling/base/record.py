@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from scaling.atomic import write_atomic
+from scaling.base.atomic import write_atomic
 
 SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never retrained
@@ -34,6 +34,7 @@ EXECUTION_ONLY = {
 
 
 RESULT_NAME = "result.json"
+CONFIG_NAME = "config.yaml"  # the resolved config the run trained with (OmegaConf YAML)
 STATUSES = ("running", "completed", "diverged", "failed")
 
 
@@ -121,7 +122,7 @@ RunRecord.FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "extra")
 
 def write_record(run_dir: Path, record: dict) -> None:
     """Write a run's result.json atomically, as given, after checking it against RunRecord's schema: the writers
-    (scaling.train, scaling.packed) and the readers share one definition of the record."""
+    (scaling.train, scaling.run.pack) and the readers share one definition of the record."""
     RunRecord.from_dict(record)
     write_json(Path(run_dir) / RESULT_NAME, record)
 

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from model import LLaMA
-from scaling.atomic import write_atomic
-from scaling.distributed import Dist, barrier
-from scaling.step import GradSync, always_sync
+from scaling.base.atomic import write_atomic
+from scaling.run.distributed import Dist, barrier
+from scaling.run.step import GradSync, always_sync
 
 MODES = ("single", "ddp", "fsdp")
 BYTES_PER_PARAM = 16  # fp32 weight + fp32 gradient + AdamW's two fp32 moments

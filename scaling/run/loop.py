@@ -1,7 +1,8 @@
 """The training loop: exactly D tokens in steps of B tokens, warmup + decay, divergence detection, periodic
-checkpoints and a deterministic final evaluation. No Hydra here: train.py hands it a RunContext.
+checkpoints and a deterministic final evaluation, for one run or a pack of runs that share their batches. No
+Hydra here: scaling.run.single and scaling.run.pack hand it members (run dirs) and a Stepper.
 
-The loop calls the one train step (scaling.step) and never waits for the device between logging steps: each
+The loop calls the one train step (scaling.run.step) and never waits for the device between logging steps: each
 step's losses and gradient norm stay on the device until the next logging step (every `train.log_every` steps,
 the last step, an evaluation step), where they are read in one transfer. Divergence (a non-finite or exploding
 loss) is therefore noticed within `log_every` steps; the record names the first step that went bad.
@@ -13,18 +14,17 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from scaling.distributed import Dist, any_across, sum_across
-from scaling.schedule import lr_at
-from scaling.step import Batch, StepOutput, TrainStep, autocast_ctx
+from scaling.run.distributed import Dist, any_across, sum_across
+from scaling.run.schedule import lr_at
+from scaling.run.step import Batch, StepOutput, autocast_ctx
 
 
 @dataclass(frozen=True)
@@ -62,24 +62,6 @@ class LoopState:
     wall_time_s: float = 0.0  # wall time of all segments so far, as of the last checkpoint (a resume counts them all)
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """What the loop runs with, besides its state: one object instead of a dozen positional arguments."""
-
-    model: nn.Module  # the plain module: evaluation and checkpoints (under FSDP2, the sharded module itself)
-    step: TrainStep  # the one train step, holding the wrapped model and the optimizer
-    spec: LoopSpec
-    micro_batch: Callable[[int, int], Batch]  # (step, micro) -> this rank's micro-batch
-    val_batches: Callable[[], Iterable[Batch]]  # this rank's share of the fixed validation windows
-    save_checkpoint: Callable[[LoopState], None]  # called on every rank (a collective under FSDP2)
-    run_dir: Path
-    dist_env: Dist
-    device: torch.device
-    amp: torch.dtype | None
-    progress: bool
-    trackers: Any = None  # scaling.trackers.Trackers on rank 0: each metrics row is also sent there
-
-
 @dataclass
 class LogWindow:
     """Steps whose outputs are still on the device (since the last logging step)."""
@@ -109,84 +91,148 @@ def evaluate(
     return total_loss / tokens, int(tokens)
 
 
-def run_loop(ctx: RunContext, state: LoopState) -> LoopState:
-    """Train from state.step to spec.steps. Returns the final state (status completed or diverged)."""
-    spec, dist_env = ctx.spec, ctx.dist_env
-    metrics = (ctx.run_dir / "metrics.jsonl").open("a") if dist_env.is_main else None
+class Stepper(Protocol):
+    """One optimizer step of the loop's active runs, and what the loop needs of each run's row k (its index among the
+    active runs): single runs (scaling.run.single) and packs (scaling.run.pack) implement it."""
+
+    val_set: Any  # scaling.data's ValSet: the fixed validation windows (and their byte count, for bits per byte)
+
+    def __call__(self, micro_batches: Sequence[Batch], lrs: Sequence[float]) -> list[StepOutput]: ...
+
+    def keep(self, rows: list[int]) -> None: ...  # the runs at these rows go on; the others left (diverged)
+
+    def evaluate(self, k: int) -> tuple[float, int]: ...  # (val loss, tokens) of row k; a collective under DDP
+
+    def save(self, k: int, member: Member) -> None: ...  # checkpoint row k (every rank calls it: FSDP2 collective)
+
+
+@dataclass
+class Member:
+    """A run the loop drives: its directory (scaling.run.lifecycle.RunDir), plain values and state."""
+
+    dir: Any  # RunDir (typed loosely: the lifecycle module imports this one)
+    spec: LoopSpec
+    state: LoopState
+    window: LogWindow = field(default_factory=LogWindow)
+
+
+def run_loop(
+    members: Sequence[Member],
+    stepper: Stepper,
+    micro_batch: Callable[[int, int], Batch],
+    dist_env: Dist,
+    device: torch.device,
+    *,
+    progress: bool = False,
+    stop_at: int | None = None,
+) -> list[Member]:
+    """Train members (all at one step, sharing steps, batches and logging cadence) to their last step, or to
+    `stop_at` (a trunk's branch point). A run that diverges is recorded and leaves; the others go on. Runs that reach
+    their last step are evaluated, checkpointed and recorded here. Returns the members still running (stopped at
+    stop_at), in row order."""
+    active = list(members)
+    spec0 = active[0].spec
+    end = spec0.steps if stop_at is None else min(stop_at, spec0.steps)
+    s = active[0].state.step
+    if s >= spec0.steps:  # killed after the final checkpoint, before the record: evaluate and record again
+        for k, m in enumerate(active):
+            m.state.status = "completed"
+            finish(stepper, k, m)
+        return []
     # A live bar on a terminal; in logs (sweeps, SLURM) a line every 30 s instead of a stream of redraws.
     bar = tqdm(
-        total=spec.steps * spec.batch_size,
-        initial=state.step * spec.batch_size,
+        total=spec0.steps * spec0.batch_size,
+        initial=s * spec0.batch_size,
         unit="tok",
         unit_scale=True,
         dynamic_ncols=True,
-        disable=not (ctx.progress and dist_env.is_main),
+        disable=not (progress and dist_env.is_main),
         leave=False,
         mininterval=0.5 if sys.stderr.isatty() else 30.0,
     )
     last_ckpt = time.monotonic()
-    window = LogWindow()
     started = time.perf_counter()  # start of the current stretch of training steps
     try:
-        while state.step < spec.steps:
-            lr = spec.lr(state.step)
-            out = ctx.step([ctx.micro_batch(state.step, micro) for micro in range(spec.accum)], lr)
-            state.step += 1
-            window.steps.append(state.step)
-            window.outputs.append(out)
-            bar.update(spec.batch_size)
-            log_due = state.step % spec.log_every == 0 or state.step == spec.steps
-            eval_due = bool(spec.eval_every) and state.step % spec.eval_every == 0 and state.step < spec.steps
+        while active and s < end:
+            lrs = [m.spec.lr(s) for m in active]  # the runs share their schedule's shape, not their peak lr
+            outs = stepper([micro_batch(s, micro) for micro in range(spec0.accum)], lrs)
+            s += 1
+            for m, out in zip(active, outs, strict=True):
+                m.state.step = s
+                m.window.steps.append(s)
+                m.window.outputs.append(out)
+            bar.update(spec0.batch_size)
+            log_due = s % spec0.log_every == 0 or s == spec0.steps or s == end
+            eval_due = bool(spec0.eval_every) and s % spec0.eval_every == 0 and s < spec0.steps
             if not (log_due or eval_due):
                 continue
-            last = read_window(ctx, state, window)  # the one host-device sync of the window
-            window = LogWindow()
-            state.train_time_s += time.perf_counter() - started
-            if state.status == "diverged":
-                break
-            tok_s = state.step * spec.batch_size / max(state.train_time_s, 1e-9)
-            bar.set_postfix(loss=f"{state.loss_ema:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
-            row = None
-            if log_due:
-                row = {
-                    "step": state.step,
-                    "tokens": state.step * spec.batch_size,
-                    "loss": last[0],
-                    "loss_ema": state.loss_ema,
-                    "lr": lr,
-                    "grad_norm": last[1],
-                    "tokens_per_s": tok_s,
-                }
-            if eval_due:
-                state.last_val_loss, _ = evaluate(ctx.model, ctx.val_batches(), ctx.device, ctx.amp, dist_env)
-                row = (row or {"step": state.step, "tokens": state.step * spec.batch_size}) | {
-                    "val_loss": state.last_val_loss
-                }
-            if row is not None and metrics is not None:
-                write_row(metrics, row)
-                if ctx.trackers:
-                    ctx.trackers.log(row)
-            due = dist_env.is_main and time.monotonic() - last_ckpt > spec.ckpt_every_s and state.step < spec.steps
-            if any_across(due, dist_env, ctx.device):  # every rank takes part under FSDP2
-                ctx.save_checkpoint(state)
+            elapsed = time.perf_counter() - started
+            keep = []
+            for k, m in enumerate(active):
+                last = read_window(m.spec, m.state, m.window, dist_env, device)  # the window's one host-device sync
+                m.window = LogWindow()
+                m.state.train_time_s += elapsed
+                if m.state.status == "diverged":
+                    finish(stepper, k, m)
+                    continue
+                keep.append(k)
+                tok_s = s * m.spec.batch_size / max(m.state.train_time_s, 1e-9)
+                if k == 0:
+                    bar.set_postfix(
+                        loss=f"{m.state.loss_ema:.3f}", lr=f"{lrs[0]:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False
+                    )
+                row = None
+                if log_due:
+                    row = {
+                        "step": s,
+                        "tokens": s * m.spec.batch_size,
+                        "loss": last[0],
+                        "loss_ema": m.state.loss_ema,
+                        "lr": lrs[k],
+                        "grad_norm": last[1],
+                        "tokens_per_s": tok_s,
+                    }
+                if eval_due:
+                    m.state.last_val_loss, _ = stepper.evaluate(k)
+                    row = (row or {"step": s, "tokens": s * m.spec.batch_size}) | {"val_loss": m.state.last_val_loss}
+                if row is not None:
+                    m.dir.log(row)
+            if s == spec0.steps:
+                for k in keep:
+                    active[k].state.status = "completed"
+                    finish(stepper, k, active[k])
+                return []
+            if len(keep) < len(active):
+                stepper.keep(keep)
+                active = [active[k] for k in keep]
+            due = dist_env.is_main and time.monotonic() - last_ckpt > spec0.ckpt_every_s and s < end
+            if active and any_across(due, dist_env, device):  # every rank takes part under FSDP2
+                for k, m in enumerate(active):
+                    stepper.save(k, m)
                 last_ckpt = time.monotonic()
             started = time.perf_counter()
-        else:
-            state.status = "completed"
     finally:
         bar.close()
-        if metrics is not None:
-            metrics.close()
-    return state
+    return active
 
 
-def read_window(ctx: RunContext, state: LoopState, window: LogWindow) -> tuple[float, float]:
+def finish(stepper: Stepper, k: int, m: Member) -> dict:
+    """A run at its end (completed: evaluate, checkpoint; diverged: as it stands) gets its final record."""
+    val_loss = val_tokens = None
+    if m.state.status == "completed":
+        val_loss, val_tokens = stepper.evaluate(k)
+        stepper.save(k, m)
+    return m.dir.finish(m.state, val_loss, val_tokens, stepper.val_set.bpb)
+
+
+def read_window(
+    spec: LoopSpec, state: LoopState, window: LogWindow, dist_env: Dist, device: torch.device
+) -> tuple[float, float]:
     """Bring a window's losses and gradient norms to the host; update the EMA and check for divergence.
 
     Returns the last step's (loss, grad norm). The arithmetic is the per-step loop's: each step's loss is the mean
     of its micro-batch losses summed in order in float64, averaged over ranks.
     """
-    spec = ctx.spec
     losses = torch.stack([o.losses for o in window.outputs]).tolist()  # (steps, accum)
     norms = torch.stack([o.grad_norm for o in window.outputs]).tolist()  # (steps,)
     step_losses = []
@@ -195,9 +241,9 @@ def read_window(ctx: RunContext, state: LoopState, window: LogWindow) -> tuple[f
         for value in micro_losses:
             total += value / spec.accum
         step_losses.append(total)
-    if ctx.dist_env.enabled:
-        summed = sum_across(torch.tensor(step_losses, dtype=torch.float64, device=ctx.device), ctx.dist_env)
-        step_losses = [v / ctx.dist_env.world_size for v in summed.tolist()]
+    if dist_env.enabled:
+        summed = sum_across(torch.tensor(step_losses, dtype=torch.float64, device=device), dist_env)
+        step_losses = [v / dist_env.world_size for v in summed.tolist()]
     bad_step = None
     for step, loss, norm in zip(window.steps, step_losses, norms, strict=True):
         if state.initial_loss is None:
@@ -207,7 +253,7 @@ def read_window(ctx: RunContext, state: LoopState, window: LogWindow) -> tuple[f
             break
         # EMA over ~10 steps: the "final smoothed" training loss of the record.
         state.loss_ema = loss if state.loss_ema is None else 0.9 * state.loss_ema + 0.1 * loss
-    if any_across(bad_step is not None, ctx.dist_env, ctx.device):
+    if any_across(bad_step is not None, dist_env, device):
         step, loss, norm = bad_step or (window.steps[-1], math.nan, math.nan)
         state.status, state.diverged_at_step = "diverged", step
         state.reason = (

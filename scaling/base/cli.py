@@ -53,3 +53,13 @@ def run_hydra(prog: str, main: Callable[[], object]) -> None:
         if full:
             raise
         fail(prog, f"{type(e).__name__}: {e}", code=EXIT_FAILED)
+
+
+def fmt_seconds(s: float | None) -> str:
+    """A duration as people read it in a plan or a status line: 0.0s, 42.5s, 3.2m, 1.5h, 2.0d; "?" when unknown."""
+    if s is None:
+        return "?"
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s / n:.1f}{unit}"
+    return f"{s:.1f}s"

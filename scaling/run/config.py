@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from scaling.schedule import SCHEDULES
-from scaling.trackers import check_loggers
+from scaling.run.schedule import SCHEDULES
+from scaling.run.trackers import check_loggers
 
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 DTYPES = ("auto", "fp32", "bf16")
@@ -78,7 +78,7 @@ class TrainConfig:
     diverge_factor: float = 3.0
     parallel: str = "auto"
     activation_checkpointing: bool = False
-    loggers: tuple[str, ...] = ()  # experiment trackers (scaling.trackers), e.g. (tensorboard, wandb)
+    loggers: tuple[str, ...] = ()  # experiment trackers (scaling.run.trackers), e.g. (tensorboard, wandb)
 
     def __post_init__(self) -> None:
         _positive(self, "train", "tokens", "diverge_factor")
