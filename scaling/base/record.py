@@ -178,7 +178,9 @@ def config_hash(cfg: dict) -> str:
     train = {k: v for k, v in cfg["train"].items() if k not in EXECUTION_ONLY}
     # where the cache lives and how many processes build it change no number
     data = {k: v for k, v in cfg["data"].items() if k not in ("cache_dir", "num_proc")}
-    key = {"model": cfg["model"], "data": data, "optim": cfg["optim"], "train": train, "seed": cfg["seed"]}
+    # A fixed warmup is part of the config only when set: runs hashed before the key existed keep their hash.
+    optim = {k: v for k, v in cfg["optim"].items() if not (k == "warmup_steps" and v is None)}
+    key = {"model": cfg["model"], "data": data, "optim": optim, "train": train, "seed": cfg["seed"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

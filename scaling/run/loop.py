@@ -105,6 +105,10 @@ class Stepper(Protocol):
 
     def save(self, k: int, member: Member) -> None: ...  # checkpoint row k (every rank calls it: FSDP2 collective)
 
+    def snapshot(self) -> Any: ...  # the rows' weights and optimizer state, to come back to (a trunk's branch point)
+
+    def restore(self, snap: Any) -> None: ...
+
 
 @dataclass
 class Member:
@@ -162,9 +166,11 @@ def run_loop(
                 m.window.steps.append(s)
                 m.window.outputs.append(out)
             bar.update(spec0.batch_size)
-            log_due = s % spec0.log_every == 0 or s == spec0.steps or s == end
+            log_due = s % spec0.log_every == 0 or s == spec0.steps
             eval_due = bool(spec0.eval_every) and s % spec0.eval_every == 0 and s < spec0.steps
-            if not (log_due or eval_due):
+            # A trunk stopping at a branch point reads its window there (a divergence must be known before it
+            # branches) but logs only on the cadence a run trained alone would: a branch's curve is that run's.
+            if not (log_due or eval_due or s == end):
                 continue
             elapsed = time.perf_counter() - started
             keep = []

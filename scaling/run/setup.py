@@ -192,7 +192,7 @@ def loop_spec(run: RunSetup) -> LoopSpec:
         accum=run.accum,
         peak_lr=float(optim.lr),
         schedule=optim.schedule,
-        warmup=warmup_steps(run.steps, optim.warmup_frac, optim.max_warmup_steps),
+        warmup=optim.warmup_steps or warmup_steps(run.steps, optim.warmup_frac, optim.max_warmup_steps),
         min_lr_frac=optim.min_lr_frac,
         diverge_factor=float(run.train.diverge_factor),
         log_every=run.train.log_every,

@@ -6,6 +6,7 @@ config is returned as is, an interrupted one resumes from its checkpoint, a fail
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from model import LLaMA
-from scaling.run.checkpoint import load_checkpoint, save_checkpoint
+from scaling.run.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
 from scaling.run.lifecycle import RunDir
 from scaling.run.loop import (
     LoopSpec,
@@ -92,14 +93,22 @@ class SingleStepper:
         # Fixed, evenly spaced validation windows; ValSet knows their exact byte count for bits per byte.
         self.val_set = run.data.val_set(seq_len=seq_len, eval_tokens=run.train.eval_tokens, batch_seqs=self.micro_seqs)
 
-    def restore(self) -> LoopState:
-        """The state to start from: the run's own checkpoint, or step 0."""
+    def resume(self, run_dir: Path | None = None, config_hash: str | None = None, name: str = CKPT_NAME) -> LoopState:
+        """Load a checkpoint (by default the run's own) and return its loop state; step 0 when there is none."""
         run = self.run
+        run_dir, config_hash = run_dir or run.run_dir, config_hash or run.config_hash
         if run.parallel == "fsdp":
-            meta = load_sharded(run.run_dir, self.model, self.optimizer, run.config_hash)
+            meta = load_sharded(run_dir, self.model, self.optimizer, config_hash)
             return loop_state_from(meta) if meta else LoopState()
-        ckpt = load_checkpoint(run.run_dir, run.config_hash)
+        ckpt = load_checkpoint(run_dir, config_hash, name)
         return restore_state(self.model, self.optimizer, ckpt) if ckpt else LoopState()
+
+    def snapshot(self) -> tuple[dict, dict]:
+        return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict())
+
+    def restore(self, snap: tuple[dict, dict]) -> None:
+        self.model.load_state_dict(snap[0])
+        self.optimizer.load_state_dict(snap[1])
 
     def micro_batch(self, step: int, micro: int) -> Batch:
         run = self.run
@@ -125,13 +134,14 @@ class SingleStepper:
         batches = self.val_set.batches(rank=run.dist_env.rank, world_size=run.dist_env.world_size)
         return evaluate(self.model, batches, run.device, run.amp, run.dist_env)
 
-    def save(self, k: int, member: Member) -> None:
+    def save(self, k: int, member: Member, name: str = CKPT_NAME) -> None:
+        """Checkpoint the model as `member`'s (into its run dir, under its config hash)."""
         member.state.wall_time_s = member.dir.wall_time()
-        run = self.run
+        run, path = self.run, member.dir.path
         if run.parallel == "fsdp":  # collective: every rank writes its shards
-            save_sharded(run.run_dir, self.model, self.optimizer, loop_meta(member.spec, member.state), run.dist_env)
+            save_sharded(path, self.model, self.optimizer, loop_meta(member.spec, member.state), run.dist_env)
         elif run.dist_env.is_main:
-            save_checkpoint(run.run_dir, checkpoint_state(self.model, self.optimizer, member.spec, member.state))
+            save_checkpoint(path, checkpoint_state(self.model, self.optimizer, member.spec, member.state), name)
 
 
 def train_claimed(
@@ -143,7 +153,7 @@ def train_claimed(
     if stepper is None:
         stepper = SingleStepper(run, spec)
     if state is None:
-        state = stepper.restore()
+        state = stepper.resume()
     rd.open(state)
     if state.step and run.dist_env.is_main:
         log.info("%s: resuming from step %d of %d", run.run_dir.name, state.step, run.steps)

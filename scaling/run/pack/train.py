@@ -220,6 +220,17 @@ class PackStepper:
         self.step.keep(rows)
         self.runs = [self.runs[k] for k in rows]
 
+    def snapshot(self) -> tuple:
+        st, adam = self.step, self.adam
+        return (self.params.flat.clone(), adam.m.clone(), adam.v.clone(), adam.steps, list(self.runs), st.wds, st.clips)
+
+    def restore(self, snap: tuple) -> None:
+        flat, m, v, steps, runs, wds, clips = snap
+        self.params.flat = flat.clone()
+        self.params._make_views()
+        self.adam.m, self.adam.v, self.adam.steps = m.clone(), v.clone(), steps
+        self.runs, self.step.wds, self.step.clips = list(runs), list(wds), list(clips)
+
     def load_row(self, k: int) -> None:
         """Put row k into the template model and optimizer: the single-run format for evaluation and checkpoints."""
         row, adam, opt = self.params.row(k), self.adam, self.opt
