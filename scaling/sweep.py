@@ -26,6 +26,11 @@ def main(cfg: DictConfig) -> str:
     """One sweep point: its status, "skipped" when another process finished it meanwhile, "busy" when a live process
     owns its run dir (scaling.base.lock)."""
     run_watchdog()  # in a local worker (joblib): die with the sweep rather than train on as an orphan
+    if "trunk" in cfg:  # a trunk and its branches (sweeps.reuse): each branch lands in its own run dir
+        from scaling.run.trunk import trunk_job
+
+        results = trunk_job(cfg, Path(str(HydraConfig.get().sweep.dir)))
+        return "trunk: " + ", ".join(str(r.get("status", "skipped")) for r in results)
     if "pack" in cfg:  # a pack of same-shape runs (sweeps.packing): each run still lands in its own run dir
         from scaling.run.pack import pack_job
 

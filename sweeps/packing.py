@@ -27,11 +27,12 @@ class Unit:
     """One launcher job: a single run, or a pack of runs (point indices) with its measured speed-up."""
 
     members: tuple[int, ...]
-    speedup: float = 1.0  # sequential / packed step time (measured; 1.0 when not measured)
+    speedup: float = 1.0  # run-after-run / this unit's time (packs: measured; trunks: from their tokens)
+    trunk: str | None = None  # a trunk and its branches (sweeps.reuse), by the trunk's id
 
     @property
     def packed(self) -> bool:
-        return len(self.members) > 1
+        return len(self.members) > 1 and self.trunk is None
 
 
 def parse_pack(value: object) -> int | None:

@@ -38,6 +38,9 @@ class SweepSettings:
     lr_span: float = 8.0  # largest / smallest lr of the hparams grid
     batch_span: float = 8.0  # largest / smallest batch of the hparams grid
     min_steps: int = 50  # >= 50 steps also keeps whole-step rounding of D within 1% of C/M
+    # sweep.reuse: hparams grids on one lattice of lr and batch values (the grid's own spacing, anchored at 1 and at
+    # seq_len) so the same (batch, lr) recurs across budgets and their runs can share a trunk (sweeps.reuse).
+    lattice: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_shapes", "lr_points", "batch_points"):
@@ -70,6 +73,7 @@ class Point:
     lr: float
     M_opt: float  # the prediction the grid was built around (for the table)
     notes: tuple[str, ...] = field(default=())
+    warmup: int | None = None  # optim.warmup_steps when fixed (the runs of a trunk warm up alike: sweeps.reuse)
 
     @property
     def steps(self) -> int:
@@ -94,6 +98,7 @@ class Point:
             f"run.id={self.run_id}",
             f"run.sweep={self.sweep}",
             f"run.budget={self.budget!r}",
+            *([f"optim.warmup_steps={self.warmup}"] if self.warmup is not None else []),
         ]
 
     def row(self) -> dict[str, Any]:
@@ -151,6 +156,14 @@ def _grid(centre: float, span: float, n: int) -> list[float]:
     return [centre * span ** (i / (n - 1) - 0.5) for i in range(n)]
 
 
+def _lattice(centre: float, span: float, n: int, unit: float = 1.0) -> list[float]:
+    """n consecutive points of the lattice unit * r^k (r: the grid's own ratio span^(1/(n-1))) centred nearest
+    `centre`: grids centred anywhere share their values where they overlap."""
+    r = span ** (1 / (n - 1))
+    k0 = round(math.log(centre / unit, r) - (n - 1) / 2)
+    return [unit * r ** (k0 + i) for i in range(n)]
+
+
 def _slide(targets: list[float], lo: float, hi: float) -> tuple[list[float], str | None]:
     """Slide a log grid into [lo, hi] when it pokes out (the range is wider than the grid: checked by the caller)."""
     if targets[0] < lo:
@@ -203,8 +216,14 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
     return points
 
 
-def hparams_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
-    seq_len, M_opt = base.seq_len, laws.M_opt(C)
+def hparams_points(
+    C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings, shape_budget: float | None = None
+) -> list[Point]:
+    """The batch x lr grid at C; its model is the one nearest M_opt(shape_budget or C), and the grid is centred on
+    B_opt and eta_opt there. sweep.reuse gives the budgets of a group one shape_budget, so that they share one model
+    and one grid (each budget's own optimum lies inside it: the group spans at most sweep.reuse_span decades)."""
+    centre = shape_budget or C
+    seq_len, M_opt = base.seq_len, laws.M_opt(centre)
     lo, hi = smallest_shape(rule, base), largest_shape(rule, base)
     shape = lo if M_opt < lo.M else hi if M_opt > hi.M else shape_for_M(M_opt, rule, base)
     notes = (
@@ -216,21 +235,27 @@ def hparams_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
         ]
     )
     D = C / shape.M
-    B_opt = laws.B_opt(C)
+    B_opt = laws.B_opt(centre)
     # The largest batch must still leave min_steps steps: slide the grid down when B_opt(C) is too big for D.
     B_centre = min(B_opt, D / s.min_steps / math.sqrt(s.batch_span))
     if B_centre < B_opt:
         notes.append(
             f"B_opt(C)={B_opt:.3g} leaves fewer than {s.min_steps} steps: batch grid slid down to {B_centre:.3g}"
         )
-    batches = sorted({round_batch(b, seq_len) for b in _grid(B_centre, s.batch_span, s.batch_points)})
+    raw = (
+        _lattice(B_centre, s.batch_span, s.batch_points, seq_len)
+        if s.lattice
+        else _grid(B_centre, s.batch_span, s.batch_points)
+    )
+    batches = sorted({round_batch(b, seq_len) for b in raw})
     batches = [b for b in batches if D / b >= s.min_steps]
     if len(batches) < 3:
         raise BudgetTooSmall(
             f"hparams grid at C={C:.3g} keeps only {len(batches)} distinct batch sizes (multiples of "
             f"seq_len={seq_len} with >= sweep.min_steps={s.min_steps} steps of D={D:.3g} tokens)"
         )
-    lrs = sorted({sig(lr) for lr in _grid(laws.eta_opt(C), s.lr_span, s.lr_points)})
+    lr_grid = _lattice if s.lattice else _grid
+    lrs = sorted({sig(lr) for lr in lr_grid(laws.eta_opt(centre), s.lr_span, s.lr_points)})
     points = []
     for B in batches:
         b, steps = whole_steps(D, B, seq_len)
@@ -257,10 +282,22 @@ def smallest_feasible_budget(kind: str, laws: Laws, rule: ShapeRule, base: Model
     return 10**hi
 
 
-def plan(kind: str, C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
+def plan(
+    kind: str,
+    C: float,
+    laws: Laws,
+    rule: ShapeRule,
+    base: ModelConfig,
+    s: SweepSettings,
+    shape_budget: float | None = None,
+) -> list[Point]:
     """One budget's points, or a one-line error naming the smallest feasible budget."""
     try:
-        points = PLANNERS[kind](C, laws, rule, base, s)
+        points = (
+            hparams_points(C, laws, rule, base, s, shape_budget)
+            if kind == "hparams"
+            else PLANNERS[kind](C, laws, rule, base, s)
+        )
     except BudgetTooSmall as e:
         least = smallest_feasible_budget(kind, laws, rule, base, s)
         raise ValueError(

@@ -8,6 +8,7 @@ launch (train_run checks again); the sweep reports progress with an ETA and a su
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -39,6 +40,7 @@ from scaling.run.setup import check_config
 from .laws import Laws
 from .packing import Unit, pack_id, pack_overrides, parse_pack, plan_units, unit_seconds
 from .plan import Point, SweepSettings, choose_rule, plan
+from .reuse import Trunk, budget_groups, parse_reuse, plan_trunks, trunk_overrides, trunk_seconds
 from .sizing import JobLimits, size_points
 from .sizing import report as sizing_report
 from .table import format_table, rows, write_csv
@@ -153,9 +155,11 @@ class ScalingSweeper(Sweeper):
 
     # ---- planning (nothing runs until everything below has been validated) ----
 
-    def make_plan(self, wants: list[tuple[str, float]]) -> tuple[list[Point], ShapeRule, Laws]:
+    def make_plan(self, wants: list[tuple[str, float]], reuse: bool = False) -> tuple[list[Point], ShapeRule, Laws]:
         cfg = self.config
         settings = SweepSettings.from_cfg(cfg.sweep)
+        if reuse:
+            settings = dataclasses.replace(settings, lattice=True)
         laws = Laws.load(cfg.sweep.laws)
         base = ModelConfig.from_dict(node_dict(cfg.model))
         rules = {
@@ -163,7 +167,11 @@ class ScalingSweeper(Sweeper):
             for name, node in cfg.sweep.shape_rules.items()
         }
         rule = choose_rule(str(cfg.sweep.shape_rule), rules, wants, laws, base, settings)
-        return [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings)], rule, laws
+        # sweep.reuse: the budgets of a group share one model (sweeps.reuse), so their grids can share trunks
+        span = float(cfg.sweep.get("reuse_span", 1.0))
+        model_C = budget_groups([C for kind, C in wants if kind == "hparams"], span) if reuse else {}
+        points = [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings, model_C.get(C))]
+        return points, rule, laws
 
     def job_state(self, overrides: list[str], first: bool = False) -> tuple[Path, str]:
         """Compose the job's config (as the launcher will: errors surface now), validate it and classify its run
@@ -184,7 +192,13 @@ class ScalingSweeper(Sweeper):
         cfg = self.config
         wants, passthrough = split_arguments(arguments)
         parse_pack(cfg.sweep.get("pack", "off"))  # a bad sweep.pack stops here, before anything is written
-        points, rule, laws = self.make_plan(wants)
+        reuse = parse_reuse(cfg.sweep.get("reuse", "off"), str(cfg.optim.schedule))
+        points, rule, laws = self.make_plan(wants, reuse)
+        trunks: list[Trunk] = []
+        if reuse:
+            points, trunks = plan_trunks(
+                points, float(cfg.optim.warmup_frac), int(cfg.optim.max_warmup_steps), cfg.optim.get("warmup_steps")
+            )
         check_overrides(passthrough, points)
         jobs = [passthrough + p.overrides() for p in points]
         states = [self.job_state(j, first=i == 0) for i, j in enumerate(jobs)]
@@ -207,6 +221,11 @@ class ScalingSweeper(Sweeper):
         )
         est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
         table = rows(points, est, [s for _, s in states])
+        for r in table:  # plan.csv: which trunk trains the first stage of each run, and how many of its tokens
+            r |= {"trunk": "", "shared_tokens": 0}
+        for t in trunks:
+            for i, shared in t.shared_tokens(points).items():
+                table[i] |= {"trunk": t.id, "shared_tokens": shared}
         # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
         limits = JobLimits.from_launcher(node_dict(cfg.hydra.launcher, resolve=False))
         gpu_gb = float(cfg.sweep.get("gpu_memory_gb", 80))
@@ -237,8 +256,19 @@ class ScalingSweeper(Sweeper):
                 "budgets"
             )
         todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
-        units = plan_units(points, todo, cfg.sweep.get("pack", "off"), self._pack_probe())
-        self._print_packs(points, units, [e[0] for e in est])
+        in_trunk = {i for t in trunks for i in t.members}
+        seconds = [e[0] for e in est]
+        trunk_units = [
+            Unit(t.members, sum(seconds[i] for i in t.members) / trunk_seconds(t, points, seconds), t.id)
+            for t in trunks
+            if any(i in todo for i in t.members)
+        ]
+        units = trunk_units + plan_units(
+            points, [i for i in todo if i not in in_trunk], cfg.sweep.get("pack", "off"), self._pack_probe()
+        )
+        units.sort(key=lambda u: min(u.members))
+        self._print_reuse(points, trunks, seconds, [z.gpu_hours for z in sizings])
+        self._print_packs(points, units, seconds)
         if cfg.sweep.dry_run:
             print("dry run: nothing trained (sweep.dry_run=false to launch)")
             return {"planned": len(points)}
@@ -246,7 +276,15 @@ class ScalingSweeper(Sweeper):
             if s == "busy":
                 print(f"skip {p.run_id}: {run_dir} is being trained by {describe(live_holder(run_dir) or {})}")
         mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.base.lock)
-        unit_jobs = [pack_overrides(passthrough, points, u) if u.packed else jobs[u.members[0]] for u in units]
+        by_id = {t.id: t for t in trunks}
+        unit_jobs = [
+            trunk_overrides(passthrough, points, by_id[u.trunk])
+            if u.trunk
+            else pack_overrides(passthrough, points, u)
+            if u.packed
+            else jobs[u.members[0]]
+            for u in units
+        ]
         return self._launch(points, units, unit_jobs, [e[0] for e in est], [d for d, _ in states], sweep_dir)
 
     def _pack_probe(self):
@@ -268,6 +306,29 @@ class ScalingSweeper(Sweeper):
             return cache[key]
 
         return speedup
+
+    @staticmethod
+    def _print_reuse(points: list[Point], trunks: list[Trunk], est: list[float], gpu_hours: list[float]) -> None:
+        """What sharing the first stage saves (sweeps.reuse): trunks, branches, tokens, time and GPU-hours with and
+        without (a run's time and GPU-hours taken as proportional to its tokens)."""
+        if not trunks:
+            return
+        branches = sum(len(t.members) for t in trunks)
+        without = sum(float(p.D) for p in points)
+        saved = sum(sum(points[i].D for i in t.members) - t.tokens(points) for t in trunks)
+        shared = {i for t in trunks for i in t.members}
+
+        def reused(cost: list[float]) -> float:
+            return sum(trunk_seconds(t, points, cost) for t in trunks) + sum(
+                c for i, c in enumerate(cost) if i not in shared
+            )
+
+        print(
+            f"reuse (sweep.reuse; scaling.run.trunk): {len(trunks)} trunks serve {branches} runs as branches, "
+            f"{len(points) - branches} runs alone; tokens {without - saved:.3g} with reuse vs {without:.3g} without "
+            f"({without / (without - saved):.2f}x fewer); est. {fmt_seconds(reused(est))} vs {fmt_seconds(sum(est))} "
+            f"run after run; {reused(gpu_hours):,.0f} vs {sum(gpu_hours):,.0f} GPU-hours"
+        )
 
     @staticmethod
     def _print_packs(points: list[Point], units: list[Unit], est: list[float]) -> None:
@@ -371,7 +432,13 @@ class ScalingSweeper(Sweeper):
                 for i in unit.members:
                     status, line = self._outcome(run_dirs[i], jr)
                     counts[status] += 1
-                    packed = f" (packed x{len(unit.members)})" if unit.packed else ""
+                    packed = (
+                        f" (branch of {unit.trunk})"
+                        if unit.trunk
+                        else f" (packed x{len(unit.members)})"
+                        if unit.packed
+                        else ""
+                    )
                     print(f"[{sum(counts.values()) - skipped}/{len(todo)}] {points[i].run_id}: {line}{packed}")
             runs_done += sum(len(u.members) for u in batch)
             est_done += sum(unit_seconds(u, est) for u in batch)
@@ -410,7 +477,7 @@ class ScalingSweeper(Sweeper):
         said = jr._return_value if jr is not None and jr.status == JobStatus.COMPLETED else None
         # A live process owns the run dir (scaling.base.lock): it trains it, not us. A pack job (sweeps.packing) leaves
         # such a member alone and reports for the whole pack, so its members are checked here one by one.
-        packed_busy = str(said).startswith("packed") and live_holder(run_dir) is not None
+        packed_busy = str(said).startswith(("packed", "trunk")) and live_holder(run_dir) is not None
         if said == "busy" or packed_busy:
             return "skipped", f"skipped: being trained by {describe(live_holder(run_dir) or {})}"
         rec = read_result(run_dir) or {}
