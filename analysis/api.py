@@ -90,8 +90,10 @@ class FitResult:
         return FitResult(self.report, self.runs, name)
 
     def plot(self, kind: str, ax=None):
-        """One figure ('isoflop', 'optimal_scaling', 'hparams', 'loss_curve', 'parametric') on ax; returns it."""
-        from analysis import plots
+        """One figure on ax; returns it. Kinds: 'isoflop', 'optimal_scaling', 'hparams', 'loss_curve',
+        'parametric' (= 'iso_loss': L(N, D)'s loss contours over C and N, the compute-optimal frontier with its
+        band, the runs), 'fit_diagnostic' (observed vs predicted L(N, D) and residuals; a pair of axes)."""
+        from analysis import nd_plots, plots
 
         r, df = self.sections, self.runs[self.runs.dataset == self.dataset]
         fns = {
@@ -100,8 +102,11 @@ class FitResult:
             "hparams": lambda: plots.hparams(r, df, ax=ax),
             "loss_curve": lambda: plots.loss_curve(r, ax=ax),
             "parametric": lambda: plots.parametric(r, df, ax=ax),
+            "iso_loss": lambda: plots.parametric(r, df, ax=ax),  # the iso-loss map is the parametric figure
+            "fit_diagnostic": lambda: nd_plots.fit_diagnostic(r, df, ax=ax),
         }
-        need = {"optimal_scaling": "isoflop", "loss_curve": "loss"}.get(kind, kind)
+        need = {"optimal_scaling": "isoflop", "loss_curve": "loss", "iso_loss": "parametric"}.get(kind, kind)
+        need = "parametric" if kind == "fit_diagnostic" else need
         if kind not in fns:
             raise ValueError(f"unknown plot {kind!r}; choose one of {', '.join(fns)}")
         if need not in r and (kind != "isoflop" or need in r["not_applicable"]):  # skipped profiles still plot
