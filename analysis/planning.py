@@ -26,7 +26,11 @@ def parse_request(v) -> tuple[float, ...]:
 
 
 def _why_no(r: dict, sec: str) -> str:
-    return (r.get("skipped") or {}).get(sec) or (r.get("not_applicable") or {}).get(sec) or "not fitted"
+    why = (r.get("skipped") or {}).get(sec) or (r.get("not_applicable") or {}).get(sec)
+    if not why and sec == "loss":  # L(C) is fitted on the IsoFLOP minima: absent with them
+        iso = (r.get("skipped") or {}).get("isoflop") or (r.get("not_applicable") or {}).get("isoflop")
+        why = f"it is fitted on IsoFLOP minima, and isoflop: {iso}" if iso else None
+    return why or "not fitted"
 
 
 def one_prediction(r: dict, req: tuple[float, ...]) -> dict:
