@@ -135,6 +135,7 @@ def test_cli_end_to_end(study, tmp_path):
         "hparams.png",
         "loss_curve.png",
         "parametric.png",
+        "fit_diagnostic.png",
     }
     rep = json.loads((out / "report.json").read_text())
     for sec, law in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):

@@ -274,3 +274,18 @@ def test_nd_figures_are_written_and_plot_kinds(tmp_path, grid_res):
     assert grid_res.plot("iso_loss").axes[0].get_yscale() == "log"
     fit_runs(_grid(), bootstrap=0, out_dir=tmp_path / "out")
     assert {"parametric.png", "fit_diagnostic.png"} <= {p.name for p in (tmp_path / "out" / "plots").iterdir()}
+
+
+def test_study_summary_prints_every_prediction_with_its_interval(tmp_path, capsys):
+    """scaling.study's closing summary (the CPU demo's): no bare point predictions, the horizon said."""
+    from analysis.fit import run_analysis
+    from scaling.study import print_summary
+
+    recs = make_study(budgets=(1e13, 3e13, 1e14), n_diverged=0, n_failed=0, seed=6)
+    print_summary(run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=100), tmp_path, 60.0)
+    out = capsys.readouterr().out
+    for t in ("deepseek_7b", "deepseek_67b"):
+        line = next(x for x in out.splitlines() if x.strip().startswith(f"{t}:"))
+        assert "loss L(C) " in line and "loss L(N, D) " in line and "EXTRAPOLATED" in line
+        assert line.count("[") >= 4  # L(C), L(N, D), eta_opt and B_opt each with an interval
+    assert "beyond the 1000x DeepSeek validated" in out
