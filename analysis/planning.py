@@ -117,7 +117,7 @@ def fmt(v: dict | None, f: str = ".4g") -> str:
 def _horizon_note(h: dict | None) -> str:
     if not h or not h.get("ratio"):
         return ""
-    return f"; {h['ratio']:.2g}x the largest fitted C" + (f" (> {HORIZON:g}x: EXTRAPOLATED)" if h["beyond"] else "")
+    return f"; {h['ratio']:.3g}x the largest fitted C" + (f" (> {HORIZON:g}x: EXTRAPOLATED)" if h["beyond"] else "")
 
 
 def summary_lines(rep: dict) -> list[str]:
@@ -132,6 +132,7 @@ def summary_lines(rep: dict) -> list[str]:
             if e.get(k):
                 parts.append(f"{k} {fmt(e[k], '.3g')}")
         out.append(f"  {t}: " + ", ".join(parts) + _horizon_note(e.get("horizon")))
+        out += [f"    ({e[k]})" for k in ("loss_C_why", "loss_why") if e.get(k)]
         out += [f"    ! {f}" for f in e.get("flags", [])]
     for p in rep.get("predictions") or []:
         if "N" in p:

@@ -216,7 +216,7 @@ def checks(r: dict, C: float, losses: dict[str, dict | None]) -> tuple[dict, lis
         horizon |= {"ratio": ratio, "beyond": bool(ratio > HORIZON)}
         if ratio > HORIZON:
             flags.append(
-                f"C={C:.3g} is {ratio:.2g}x the largest fitted compute ({cmax:.3g}), beyond the {HORIZON:g}x "
+                f"C={C:.3g} is {ratio:.3g}x the largest fitted compute ({cmax:.3g}), beyond the {HORIZON:g}x "
                 f"DeepSeek validated: an extrapolation of the law's form, not a measured trend"
             )
     E = irreducible(r)

@@ -75,12 +75,15 @@ def target_lines(r: dict) -> list[str]:
     out = ["", "| target | N = M/6 | D | L(C) | L(N, D) | x largest fitted C |", "|---|---|---|---|---|---|"]
     for t, e in ex.items():
         h = e.get("horizon") or {}
-        ratio = "-" if not h.get("ratio") else f"{h['ratio']:.2g}" + (" **(beyond 1000x)**" if h["beyond"] else "")
+        ratio = "-" if not h.get("ratio") else f"{h['ratio']:.3g}" + (" **(beyond 1000x)**" if h["beyond"] else "")
         out.append(
             f"| {t} | {e['M'] / 6:.3g} | {e['D']:.3g} | {fmt(e.get('loss')) if e.get('loss') else '-'} | "
             f"{fmt(e.get('loss_ND')) if e.get('loss_ND') else '-'} | {ratio} |"
         )
     out.append("")
+    note = next(iter(ex.values()))["reference"].get("note")
+    if note:
+        out.append(f"- DeepSeek reference: {note}")
     for t, e in ex.items():
         out += [f"- **{t}**: {f}" for f in e.get("flags", [])]
         out += [f"- {t}: {e[k]}" for k in ("loss_C_why", "loss_why") if e.get(k)]
@@ -90,7 +93,7 @@ def target_lines(r: dict) -> list[str]:
 def _ratio(h: dict | None) -> str:
     if not h or not h.get("ratio"):
         return "-"
-    return f"{h['ratio']:.2g}" + (f" **(> {HORIZON:g}x)**" if h["beyond"] else "")
+    return f"{h['ratio']:.3g}" + (f" **(> {HORIZON:g}x)**" if h["beyond"] else "")
 
 
 def predictions_md(report: dict) -> list[str]:

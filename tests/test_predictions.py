@@ -217,6 +217,8 @@ def test_metric_bpb_fits_bits_per_byte_and_says_so(tmp_path):
     assert why[recs[0]["run_id"]].startswith("no bits per byte for --metric bpb") and (why != "").sum() == 1
     md = _md(bpb)
     assert "Fitted metric: validation bits per byte (`--metric bpb`); every loss below is in bits/byte." in md
+    bpb_t = fit_runs(root, bootstrap=0, metric="bpb", targets="deepseek_7b")
+    assert "DeepSeek fits L(C) on bits per byte, these losses are bits/byte" in _md(bpb_t)
     assert bpb.plot("isoflop").axes[0].get_ylabel() == "validation bits per byte"
     # A table gives bpb as a column; without it --metric bpb names the missing column.
     df = pd.DataFrame({"sweep": "grid", "N": [1e8], "D": [1e9], "loss": [3.0]})
