@@ -173,7 +173,7 @@ def size_plan(par: dict, N: float, C: float | None = None, loss: float | None = 
 
 
 def _scale(v, f: float):
-    return [x * f for x in v] if isinstance(v, list) else v * f
+    return [float(x * f) for x in v] if isinstance(v, list) else float(v * f)
 
 
 def loss_C_at(loss: dict, C: float) -> dict:

@@ -71,6 +71,11 @@ def _val(d: dict | None, key="value", f=".4g") -> str:
     return s
 
 
+def _seqs(B: dict | None) -> str:
+    """B_opt in sequences with its interval."""
+    return _val({"value": B["sequences"], "ci95": B.get("sequences_ci95")}, f=".4g") if B else "-"
+
+
 def _dataset_md(name: str, r: dict) -> list[str]:
     ns = r.get("n_section") or {}
     out = [f"## Dataset `{name}` ({r['n_used']} usable runs)", ""]
@@ -254,7 +259,7 @@ def markdown(report: dict) -> str:
             out.append(
                 f"| {r['C']:.3g} | {r['M_opt_source']} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | "
                 f"{r['M']:.3g} | {r['D']:.3g} | "
-                f"{_val(r.get('eta_opt'), f='.3g')} | {_g((r.get('B_opt') or {}).get('sequences'))} | "
+                f"{_val(r.get('eta_opt'), f='.3g')} | {_seqs(r.get('B_opt'))} | "
                 f"{_val(r.get('loss'))} |"
             )
         out.append("")

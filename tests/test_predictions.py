@@ -291,3 +291,20 @@ def test_study_summary_prints_every_prediction_with_its_interval(tmp_path, capsy
         assert "loss L(C) " in line and "loss L(N, D) " in line and "EXTRAPOLATED" in line
         assert line.count("[") >= 4  # L(C), L(N, D), eta_opt and B_opt each with an interval
     assert "beyond the 1000x DeepSeek validated" in out
+
+
+def test_lc_stands_on_well_determined_minima_when_the_m_opt_law_cannot(tmp_path):
+    recs = make_study(budgets=(1e17, 1e18, 1e19), n_diverged=0, n_failed=0, seed=2)
+    for C in (1e18, 1e19):  # two off-centre profiles: only one budget for M_opt, but three good minima
+        iso = [r for r in recs if r["sweep"] == "isoflop" and r["budget"] == C]
+        for r, x in zip(iso, np.linspace(-0.6, 0.6, len(iso))):
+            r["M"] = float(TRUTH.M_opt(C) * 10 ** (0.5 + x))
+            r["D"] = C / r["M"]
+            r["val_loss"] = float(TRUTH.loss(r["M"], r["D"]))
+    res = fit_runs(write_study(recs, tmp_path / "runs"), bootstrap=100, targets=())
+    assert "isoflop" in res.sections["skipped"] and "L_C" in res.laws
+    assert [b["in_M_opt_law"] for b in res.sections["loss"]["budgets"]] == [True, False, False]
+    for b in res.sections["loss"]["budgets"]:  # the minima L(C) rests on are the true compute-optimal losses
+        Mo = float(TRUTH.M_opt(b["C"]))
+        assert b["loss_min"] == pytest.approx(float(TRUTH.loss(Mo, b["C"] / Mo)), rel=0.003)
+    assert res.plot("loss_curve").axes[0].get_xscale() == "log"
