@@ -23,6 +23,7 @@ stalls on a loss plateau, which no parabola describes).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,6 +104,11 @@ def simulate(design: Design, reps: int = 200, n_boot: int = 1000, seed: int = 0,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--nd" in args:  # (N, D) grid studies: analysis.design_nd
+        from analysis.design_nd import main as nd_main
+
+        return nd_main([a for a in args if a != "--nd"])
     ap = argparse.ArgumentParser(prog="python -m analysis.design", description=__doc__.split("\n\n")[0])
     ap.add_argument("--budgets", required=True, help="comma-separated FLOP budgets, e.g. 2e19,5e19,1.2e20")
     ap.add_argument("--sizes", type=int, default=7, help="model sizes per budget (default 7)")
@@ -112,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=200, help="synthetic studies (default 200)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
+    a = ap.parse_args(args)
     try:
         budgets = tuple(float(x) for x in a.budgets.split(",") if x.strip())
     except ValueError:

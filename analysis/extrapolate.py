@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis import losscurve
 from analysis.powerlaw import PowerLaw, percentile_ci
+from analysis.predict import loss_C_at
 from analysis.recommend import recommend_shape
 from model import ModelConfig, count_flops
 from scaling.base.configs import load_model_config
@@ -39,15 +39,7 @@ def _law_at(law: PowerLaw, boot: dict | None, C: float) -> dict:
 def _loss_at(loss: dict | None, C: float) -> dict | None:
     if not loss or "skipped" in loss:
         return None
-    if loss["form"] == "saturating" and "boot_saturating" in loss:
-        p = loss["boot_saturating"]
-        s = p[:, 0] + p[:, 1] * C ** -p[:, 2]
-    elif "boot_power" in loss:
-        b = loss["boot_power"]
-        s = 10 ** (b["log_coef"] + b["exponent"] * np.log10(C))
-    else:
-        s = None
-    return _with_ci(float(losscurve.predict(loss, C)), s) | {"form": loss["form"]}
+    return loss_C_at(loss, C)
 
 
 def _md_at(hp: dict, N: float, D: float) -> tuple[dict, dict]:

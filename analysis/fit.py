@@ -22,7 +22,10 @@ from analysis.budgets import assign_budgets
 from analysis.extrapolate import extrapolate, load_model, recommend
 from analysis.isoflop import WINDOW
 from analysis.load import InputError, load_runs
+from analysis.metric import metric_info
+from analysis.planning import budget_extras, one_prediction, parse_request, size_plans, summary_lines, target_extras
 from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
+from analysis.predict import INTERVALS
 from analysis.report import write_reports
 from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset
 from scaling.base.atomic import write_atomic
@@ -76,24 +79,31 @@ def analyse(
     write: bool = True,
     limits: Limits = DEFAULT_LIMITS,
     options: FitOptions = DEFAULT_OPTIONS,
+    predict=(),
+    sizes=(),
+    metric: str = "loss",
 ) -> tuple[dict, pd.DataFrame]:
     """Load, fit every dataset separately, extrapolate, (if write) write the outputs: -> (report, run table).
 
-    Raises InputError/ValueError with a one-line message on bad input; InputError keeps the warnings so far.
+    predict: `--predict` requests ("N,D", "C", (N, D) or (C,)); sizes: `--size` model sizes N (parameters);
+    metric: "loss" (nats/token) or "bpb" (bits per byte). Raises InputError/ValueError with a one-line message on
+    bad input; InputError keeps the warnings so far.
     """
     paths = [p if isinstance(p, pd.DataFrame) else Path(p) for p in paths]
     options.check()
     limits.check()
-    for name, vals in (("--budget", budgets), ("--target-tokens", [target_tokens])):
+    requests = [parse_request(v) for v in predict]
+    for name, vals in (("--budget", budgets), ("--target-tokens", [target_tokens]), ("--size", sizes)):
         bad = [v for v in vals if not _positive_finite(v)]
         if bad:
             raise ValueError(f"{name} needs positive finite numbers (FLOPs / tokens), got {bad[0]!r}")
     if write and out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file; give a directory for report.md, report.json, runs.csv, plots/")
-    df, warnings = load_runs(paths, limits)
+    df, warnings = load_runs(paths, limits, metric)
+    asks = {"predict": requests, "sizes": [float(n) for n in sizes], "metric": metric}
     try:
         return _analyse(
-            paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, options
+            paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, options, asks
         )
     except InputError:
         raise
@@ -102,7 +112,7 @@ def analyse(
 
 
 def _analyse(
-    paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, o: FitOptions
+    paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, o: FitOptions, asks
 ) -> tuple[dict, pd.DataFrame]:
     foreign = _foreign(df[df.excluded == ""])  # an excluded corrupt or failed record says nothing of conventions
     auto_targets = targets is None
@@ -126,6 +136,12 @@ def _analyse(
             mask = r.pop("in_band")
             df.loc[mask.index, "in_band"] = mask.to_numpy()
         r["extrapolation"] = {t: extrapolate(t, target_tokens, r, o.hparams_form) for t in targets}
+        r["metric"] = metric_info(sub, asks["metric"])
+        r["scales"] = sorted(set(sub.scale))
+        for t, e in r["extrapolation"].items():
+            target_extras(r, e)
+            e["reference"]["note"] += f"; DeepSeek fits L(C) on bits per byte, these losses are {r['metric']['unit']}"
+            warnings += [f"{name}: {t}: {f}" for f in e["flags"]]
         if targets and foreign:
             r["extrapolation_conventions"] = _conventions_note(sub)
             warnings.append(
@@ -160,6 +176,16 @@ def _analyse(
     if np.isfinite(seq) and seq >= 1:
         shape_base = dataclasses.replace(shape_base, seq_len=int(seq))
     recs = [recommend(float(C), per[primary], shape_base, o.hparams_form) for C in budgets]
+    for rec in recs:
+        budget_extras(per[primary], rec, asks["sizes"])
+        warnings += [f"--budget {rec['C']:.3g}: {f}" for f in rec["flags"]]
+    predictions = [one_prediction(per[primary], q) for q in asks["predict"]]
+    for q, pr in zip(asks["predict"], predictions):
+        warnings += [f"--predict {','.join(f'{x:g}' for x in q)}: {f}" for f in pr["flags"]]
+        warnings += [f"--predict {','.join(f'{x:g}' for x in q)}: {pr[k]}" for k in ("loss_why",) if k in pr]
+    size_rows = size_plans(per[primary], asks["sizes"])
+    warnings += [f"--size {s['N']:.3g}: {f}" for s in size_rows for f in s.get("flags", [])]
+    warnings += [f"--size {s['N']:.3g}: {s['why']}" for s in size_rows if "why" in s]
     if any(r["M_opt_source"] != "fit" for r in recs):
         warnings.append(
             f"--budget: `{primary}` has no fitted M_opt law, so the recommended sizes use DeepSeek's "
@@ -177,7 +203,11 @@ def _analyse(
         "skipped": per[primary]["skipped"],
         "not_applicable": per[primary]["not_applicable"],
         "datasets": per,
+        "metric": per[primary]["metric"],
         "recommendations": recs,
+        "predictions": predictions,
+        "predictions_intervals": INTERVALS,
+        "sizes": size_rows,
         "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded} for r in df.itertuples() if r.excluded],
         "left_out": left_out,
         "warnings": warnings,
@@ -192,6 +222,9 @@ def _analyse(
                 "targets": list(targets),
                 "target_tokens": target_tokens,
                 "budgets": [float(c) for c in budgets],
+                "predict": [list(q) for q in asks["predict"]],
+                "sizes": asks["sizes"],
+                "metric": asks["metric"],
                 "limits": limits.__dict__,
             },
             "versions": {
@@ -252,6 +285,9 @@ def run_analysis(
     tie: bool = False,
     fix_E: float | None = None,
     robust: float | None = None,
+    predict=(),
+    sizes=(),
+    metric: str = "loss",
 ) -> dict:
     """The report of `analyse` (bootstrap samples kept under "boot"/"boot_*" keys; report.json drops them).
 
@@ -282,6 +318,9 @@ def run_analysis(
         write=write,
         limits=lim,
         options=o,
+        predict=predict,
+        sizes=sizes,
+        metric=metric,
     )[0]
 
 
@@ -290,6 +329,29 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("paths", nargs="+", help="runs directories (every result.json below), result.json files or CSVs")
     ap.add_argument("--out", help="output directory (default: <first dir>/analysis/, or <csv stem>_analysis/)")
     ap.add_argument("--budget", type=float, nargs="*", default=[], metavar="C", help="recommend shape/D/eta/B for C")
+    ap.add_argument(
+        "--predict",
+        action="append",
+        default=[],
+        metavar="N,D",
+        help="L(N, D) with its 95%% CI at N parameters and D tokens (repeatable); one number C: L(C) and the "
+        "compute-optimal N, D, loss of L(N, D) at C",
+    )
+    ap.add_argument(
+        "--size",
+        action="append",
+        type=float,
+        default=[],
+        metavar="N",
+        help="a model size you built (parameters, repeatable): its compute-optimal D from L(N, D), and with "
+        "--budget the D each budget buys it and the D that matches the compute-optimal loss",
+    )
+    ap.add_argument(
+        "--metric",
+        choices=("loss", "bpb"),
+        default="loss",
+        help="fit the loss in nats/token (val_loss, a table's loss) or bits per byte (val_bpb, a table's bpb)",
+    )
     ap.add_argument("--band", type=float, default=0.0025, help="near-optimal band, relative to the best loss")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
     ap.add_argument("--seed", type=int, default=0)
@@ -367,8 +429,20 @@ def _summary_lines(rep: dict) -> list[str]:
                     for k in ("E", "alpha", "beta", "a")
                 )
             )
+        lc = d.get("loss")
+        if lc:
+            s = lc[lc["form"]]
+            out.append(
+                f"    L(C) = {s['form']} (alpha {s['alpha']:.4g}"
+                + (f", E {s['E']:.4g}" if "E" in s else "")
+                + f"): {lc.get('form_why', '')}"
+            )
         for sec, why in d["skipped"].items():
             out.append(f"    {sec}: not fitted ({why})")
+    m = rep.get("metric") or {}
+    lines = summary_lines(rep)
+    if lines:
+        out += [f"  predictions ({m.get('label', 'loss')}; 95% bootstrap intervals, see report.md):", *lines]
     return out
 
 
@@ -399,6 +473,9 @@ def main(argv=None) -> int:
             dataset=a.dataset,
             limits=limits,
             options=options,
+            predict=a.predict,
+            sizes=a.size,
+            metric=a.metric,
         )
     except (ValueError, OSError) as e:
         for w in getattr(e, "warnings", []):  # e.g. corrupt records: they must not vanish with the error

@@ -18,6 +18,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from analysis import metric, nd_plots
 from analysis.isoflop import window_mask
 from analysis.powerlaw import band_at
 from scaling.base.atomic import atomic_file
@@ -35,9 +36,8 @@ def _axes(ax, n: int, size: tuple[float, float]) -> list[Axes]:
 
 
 def loss_label(df: pd.DataFrame) -> str:
-    kinds = sorted(set(df.loss_kind)) if "loss_kind" in df and len(df) else ["validation"]
-    kind = {"validation": "validation loss", "training": "training loss"}.get(kinds[0], "loss (as given)")
-    return (kind if len(kinds) == 1 else "loss (mixed kinds: " + ", ".join(kinds) + ")") + " (nats/token)"
+    """The loss axis label: the kind in the data's own words and the unit (never nats/token unless known)."""
+    return metric.label(df)
 
 
 def scale_label(df: pd.DataFrame) -> str:
@@ -101,6 +101,7 @@ def optimal_scaling(r: dict, ax: Sequence[Axes] | None = None, title: str = "") 
     ex = r.get("extrapolation") or {}
     Cmax = max([b["C"] for b in used] + [e["C"] for e in ex.values()])
     Cs = np.geomspace(min(b["C"] for b in used) / 3, Cmax * 3, 200)
+    other = [s for s in r.get("scales", ["M"]) if s != "M"]  # a table's own model scale (6N, C/D), not DeepSeek's M
     for a, key, lab in ((axes[0], "M_opt", "M_opt (FLOPs per token)"), (axes[1], "D_opt", "D_opt (tokens)")):
         law = iso[key]
         a.scatter([b["C"] for b in used], [b[key] for b in used], color="C0", zorder=3, label="budget optima")
@@ -110,7 +111,7 @@ def optimal_scaling(r: dict, ax: Sequence[Axes] | None = None, title: str = "") 
             lc, e_ = (bt["log_coef"], bt["exponent"]) if key == "M_opt" else (-bt["log_coef"], 1 - bt["exponent"])
             lo, hi = band_at(Cs, lc, e_)
             a.fill_between(Cs, lo, hi, color="C0", alpha=0.2, label="95% bootstrap band")
-        a.plot(Cs, DEEPSEEK[key](Cs), "k--", lw=1, label=f"DeepSeek {DEEPSEEK[key].coef} C^{DEEPSEEK[key].exponent}")
+        a.plot(Cs, DEEPSEEK[key](Cs), "k--", lw=1, alpha=0.4 if other else 1, label=deepseek_label(key, other))
         for i, (t, e) in enumerate(ex.items()):
             a.scatter(
                 e["C"],
@@ -123,6 +124,13 @@ def optimal_scaling(r: dict, ax: Sequence[Axes] | None = None, title: str = "") 
         a.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=lab, title=f"{key} vs compute{title}")
         a.legend(fontsize=7)
     return axes[0].figure
+
+
+def deepseek_label(key: str, other: list[str]) -> str:
+    law = DEEPSEEK[key]
+    if not other:
+        return f"DeepSeek {law.coef} C^{law.exponent}"
+    return f"DeepSeek {law.coef} C^{law.exponent} (in M, C = M*D; this table's scale is {', '.join(other)})"
 
 
 def hparams(r: dict, df: pd.DataFrame, ax: Sequence[Axes] | None = None, title: str = "") -> Figure:
@@ -154,7 +162,8 @@ def loss_curve(r: dict, ax: Axes | None = None, title: str = "", ylabel: str = "
     from analysis.losscurve import fit_losscurve, predict
 
     (ax,) = _axes(ax, 1, (7.5, 5))
-    loss, used = r["loss"], [b for b in r["isoflop"]["budgets"] if b["used"]]
+    loss = r["loss"]
+    used = loss.get("budgets") or [b for b in r["isoflop"]["budgets"] if b["used"]]
     C = np.array([b["C"] for b in used])
     L = np.array([b["loss_min"] for b in used])
     Cs = np.geomspace(C.min() / 3, C.max() * 30, 200)
@@ -167,13 +176,23 @@ def loss_curve(r: dict, ax: Axes | None = None, title: str = "", ylabel: str = "
             color="C0",
             label=f"{s['E']:.3g} + {s['A']:.3g} C^-{s['alpha']:.3f}",
         )
+    if "saturating_E" in loss:
+        s = loss["saturating_E"]
+        ax.plot(
+            Cs,
+            s["E"] + s["A"] * Cs ** -s["alpha"],
+            color="C4",
+            ls="-.",
+            label=f"{s['E']:.3g} (E of L(N, D)) + {s['A']:.3g} C^-{s['alpha']:.3f}",
+        )
     p = loss["power"]
     ax.plot(Cs, p["k"] * Cs ** -p["alpha"], color="C2", ls=":", label=f"{p['k']:.3g} C^-{p['alpha']:.3f}")
     bt = loss.get("backtest") or {}
     if "loss_pred" in bt:
         keep = C != bt["held_out_C"]
-        f = fit_losscurve(C[keep], L[keep])
-        ax.plot(Cs, predict(f, Cs), color="C1", ls="--", lw=1, label="fit without the largest budget")
+        f = fit_losscurve(C[keep], L[keep], E_fixed=(loss.get("saturating_E") or {}).get("E"))
+        form = bt.get("form") if bt.get("form") in f else None
+        ax.plot(Cs, predict(f, Cs, form), color="C1", ls="--", lw=1, label="fit without the largest budget")
         ax.scatter(
             [bt["held_out_C"]],
             [bt["loss_pred"]],
@@ -183,7 +202,8 @@ def loss_curve(r: dict, ax: Axes | None = None, title: str = "", ylabel: str = "
             zorder=4,
             label=f"backtest prediction ({bt['loss_err_pct']:+.2f}%)",
         )
-    ax.set(xscale="log", xlabel="compute C (FLOPs)", ylabel=ylabel, title=f"Loss scaling L(C){title}")
+    chosen = loss[loss["form"]]["form"] if loss.get("form") in loss else "?"
+    ax.set(xscale="log", xlabel="compute C (FLOPs)", ylabel=ylabel, title=f"Loss scaling L(C){title}; used: {chosen}")
     ax.legend(fontsize=7)
     return ax.figure
 
@@ -202,8 +222,12 @@ def parametric(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "
     sc = ax.scatter(pts.C, pts.N, c=pts.loss, s=12, cmap="viridis", edgecolors="k", linewidths=0.3, label="runs")
     ax.figure.colorbar(sc, ax=ax, label=loss_label(pts))
     ax.plot(
-        10**lc, p["M_opt"]["coef"] / 6 * (10**lc) ** p["a"], "r-", label=f"efficient frontier N_opt ~ C^{p['a']:.3f}"
+        10**lc,
+        p["M_opt"]["coef"] / 6 * (10**lc) ** p["a"],
+        "r-",
+        label=f"compute-optimal frontier N_opt ~ C^{p['a']:.3f}",
     )
+    nd_plots.frontier_band(ax, p, 10**lc)
     ax.set(
         xscale="log",
         yscale="log",
@@ -227,6 +251,7 @@ def write_all(r: dict, df: pd.DataFrame, out: Path, suffix: str = "", name: str 
         ("hparams", "hparams" in r, lambda: hparams(r, df, title=t)),
         ("loss_curve", "loss" in r, lambda: loss_curve(r, title=t, ylabel="minimum " + loss_label(iso))),
         ("parametric", "parametric" in r, lambda: parametric(r, df, title=t)),
+        ("fit_diagnostic", "parametric" in r, lambda: nd_plots.fit_diagnostic(r, df, title=t)),
     ]
     written = []
     for fname, ok, fn in jobs:

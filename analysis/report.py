@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis import report_predictions as RP
 from scaling.base.atomic import write_atomic
 from scaling.base.laws import format_law
 
@@ -68,6 +69,11 @@ def _val(d: dict | None, key="value", f=".4g") -> str:
     if d.get("ci95"):
         s += f" [{_g(d['ci95'][0], f)}, {_g(d['ci95'][1], f)}]"
     return s
+
+
+def _seqs(B: dict | None) -> str:
+    """B_opt in sequences with its interval."""
+    return _val({"value": B["sequences"], "ci95": B.get("sequences_ci95")}, f=".4g") if B else "-"
 
 
 def _dataset_md(name: str, r: dict) -> list[str]:
@@ -154,8 +160,10 @@ def _dataset_md(name: str, r: dict) -> list[str]:
         if "loss_pred" in bt:
             out.append(
                 f"- backtest (largest budget C={bt['held_out_C']:.3g} held out): loss error "
-                f"{bt['loss_err_pct']:+.2f}%, M_opt error {bt['M_opt_err_pct']:+.1f}%"
+                f"{bt['loss_err_pct']:+.2f}%"
+                + (f", M_opt error {bt['M_opt_err_pct']:+.1f}%" if "M_opt_err_pct" in bt else "")
             )
+        out += RP.loss_form_lines(loss)
     par = r.get("parametric")
     if par:
         ci = par.get("ci95", {})
@@ -199,6 +207,7 @@ def _dataset_md(name: str, r: dict) -> list[str]:
                 f"{ref['eta_opt']['value']:.3g} | {ref['B_opt']['sequences']:.4g} | "
                 f"{p.get('lr', '-')} / {p.get('batch_sequences', '-')} |"
             )
+        out += RP.target_lines(r)
     return out + [""]
 
 
@@ -214,6 +223,7 @@ def markdown(report: dict) -> str:
         f"95% percentile CIs.",
         "",
     ]
+    out += RP.metric_lines(report)
     if report["warnings"]:
         out += ["**Warnings**", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     if len(report["datasets"]) > 1:
@@ -232,7 +242,8 @@ def markdown(report: dict) -> str:
                 f"| {n} | {d['n_used']} | {e('hparams', 'eta_opt')} | {e('hparams', 'B_opt')} | "
                 f"{e('isoflop', 'M_opt')} | {e('isoflop', 'D_opt')} |"
             )
-        out += ["", f"Top-level report.json sections are dataset `{report['dataset']}`.", ""]
+        out += ["", *RP.datasets_nd_table(report)]
+        out += [f"Top-level report.json sections are dataset `{report['dataset']}`.", ""]
     for n, d in report["datasets"].items():
         out += _dataset_md(n, d)
     recs = report.get("recommendations") or []
@@ -248,10 +259,11 @@ def markdown(report: dict) -> str:
             out.append(
                 f"| {r['C']:.3g} | {r['M_opt_source']} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | "
                 f"{r['M']:.3g} | {r['D']:.3g} | "
-                f"{_val(r.get('eta_opt'), f='.3g')} | {_g((r.get('B_opt') or {}).get('sequences'))} | "
+                f"{_val(r.get('eta_opt'), f='.3g')} | {_seqs(r.get('B_opt'))} | "
                 f"{_val(r.get('loss'))} |"
             )
         out.append("")
+    out += RP.predictions_md(report)
     if report["excluded"]:
         out += ["## Excluded runs (never used)", "", "| run | reason |", "|---|---|"]
         out += [f"| {e['run_id']} | {e['reason']} |" for e in report["excluded"][:200]]

@@ -14,7 +14,8 @@ import pandas as pd
 
 from analysis.hparams import fit_hparams
 from analysis.isoflop import WINDOW, fit_isoflop
-from analysis.losscurve import backtest, fit_losscurve
+from analysis.lcpoints import loss_points
+from analysis.losscurve import backtest, choose_form, fit_losscurve
 from analysis.parametric import fit_parametric
 
 MAX_BOOTSTRAP = 1_000_000  # resamples; CIs stop moving long before, and beyond it the arrays do not fit in memory
@@ -114,18 +115,11 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
                 res["run_notes"].setdefault(i, []).append(
                     ("isoflop", f"budget C={bud['C']:.3g} left out of the IsoFLOP law: {why}")
                 )
+    res["iso_budgets"] = r["budgets"]  # L(C) reads every budget's minimum, used by the M_opt law or not
     if "skipped" in r:
         res["skipped"]["isoflop"] = r["skipped"]
     else:
         res["isoflop"] = r
-        used = [x for x in r["budgets"] if x["used"]]
-        Cs, Ls, Ms = ([x[k] for x in used] for k in ("C", "loss_min", "M_opt"))
-        boot_L = np.stack([x["boot_loss"] for x in used], -1) if o.bootstrap else None
-        loss = fit_losscurve(Cs, Ls, boot_L, o.min_budgets)
-        if "skipped" in loss:
-            res["skipped"]["loss"] = loss["skipped"]
-        else:
-            res["loss"] = loss | {"backtest": backtest(Cs, Ls, Ms, o.min_budgets)}
     conv = {}
     for name, scale in (("M", iso.M), ("6N1", 6 * iso.N1), ("6N2", 6 * iso.N2)):
         if not np.all(np.isfinite(scale)):
@@ -145,6 +139,30 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
         conv[name] = {k: c[k] for k in ("M_opt", "D_opt")} if "M_opt" in c else {"skipped": c["skipped"]}
     if any("M_opt" in v for k, v in conv.items() if k != "M"):
         res["conventions"] = conv
+
+
+def _losscurve(budgets: list[dict], o: FitOptions, res: dict) -> None:
+    """L(C) on every budget whose minimum is well determined (see analysis.lcpoints), its form chosen by the
+    backtest and the data (analysis.losscurve.choose_form), with the E of L(N, D) as a candidate floor."""
+    pts, dropped = loss_points(budgets, o.bootstrap)
+    par = res.get("parametric") or {}
+    E = par.get("E")
+    boot_E = np.exp(par["boot_theta"][:, 2]) if "boot_theta" in par and o.fix_E is None else None
+    Cs, Ls, Ms = (np.array([x[k] for x in pts], float) for k in ("C", "loss_min", "M_opt"))
+    boot_L = np.stack([x["boot_loss"] for x in pts], -1) if o.bootstrap and pts else None
+    loss = fit_losscurve(Cs, Ls, boot_L, o.min_budgets, E_fixed=E, boot_E=boot_E)
+    if "skipped" in loss:
+        gone = "; ".join(f"C={d['C']:.3g}: {d['why']}" for d in dropped)
+        res["skipped"]["loss"] = loss["skipped"] + (f" (left out: {gone})" if gone else "")
+        return
+    bt = backtest(Cs, Ls, Ms, o.min_budgets, E_fixed=E)
+    choose_form(loss, bt)
+    if "preds" in bt and loss["form"] in bt["preds"]:
+        bt["form"], bt["loss_pred"] = loss["form"], bt["preds"][loss["form"]]
+        bt["loss_err_pct"] = bt["errors_pct"][loss["form"]]
+    loss["budgets"] = [{k: x[k] for k in ("C", "loss_min", "in_M_opt_law")} for x in pts]
+    loss["dropped_budgets"] = dropped
+    res["loss"] = loss | {"backtest": bt}
 
 
 def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
@@ -171,6 +189,11 @@ def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
             ("parametric", f"dropped by --robust {o.robust:g}: log residual beyond {o.robust:g} robust SDs")
         )
     p["sweeps"] = sorted(set(pts.sweep))
+    kept = np.setdiff1d(np.arange(len(pts)), dropped)
+    N, D = pts.N.to_numpy()[kept], pts.D.to_numpy()[kept]
+    # What the fit rests on, for the horizon checks of predictions (C = 6*N*D in the fit's convention).
+    p["N_range"], p["D_range"] = [float(N.min()), float(N.max())], [float(D.min()), float(D.max())]
+    p["C_range"] = [float((6 * N * D).min()), float((6 * N * D).max())]
     res["parametric"] = p
 
 
@@ -193,6 +216,8 @@ def fit_dataset(df: pd.DataFrame, o: FitOptions = DEFAULT_OPTIONS) -> dict:
         res["not_applicable"]["parametric"] = "no isoflop or grid runs"
     else:
         _parametric(pts, o, res)
+    if "iso_budgets" in res:
+        _losscurve(res.pop("iso_budgets"), o, res)
     res["n_section"] = {
         "hparams": int(len(hp)),
         "isoflop": int(len(iso)) - sum(any(s == "isoflop" for s, _ in v) for v in res["run_notes"].values()),

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from analysis.fit import run_analysis
+from analysis.planning import summary_lines
 from scaling.base.cli import EXIT_FAILED, fail
 from scaling.base.configs import load_study
 from scaling.base.laws import format_law
@@ -124,19 +125,11 @@ def print_summary(report: dict, fit_dir: Path, seconds: float) -> None:
     print(f"\n== study done in {seconds / 60:.1f} min: {fit_dir / 'report.md'}, {fit_dir / 'plots'}/")
     for section, key in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):
         print("  " + _law(report, section, key))
-    for target, e in (report.get("extrapolation") or {}).items():
-        print(f"  {target}: " + ", ".join(f"{k} {v:.3g}" for k, v in _point(e).items()))
-
-
-def _point(e: dict) -> dict:
-    """The headline numbers of one extrapolation target (point estimates)."""
-    out = {}
-    for k in ("C", "D", "eta_opt", "B_opt", "loss"):
-        v = e.get(k)
-        v = v.get("value") if isinstance(v, dict) else v
-        if isinstance(v, (int, float)):
-            out[k] = v
-    return out
+    # Every prediction with its 95% interval, and the flags (beyond the horizon, below the irreducible loss).
+    lines = summary_lines(report)
+    if lines:
+        print(f"  predictions ({(report.get('metric') or {}).get('label', 'loss')}; 95% bootstrap intervals):")
+        print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:

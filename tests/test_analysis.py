@@ -135,6 +135,7 @@ def test_cli_end_to_end(study, tmp_path):
         "hparams.png",
         "loss_curve.png",
         "parametric.png",
+        "fit_diagnostic.png",
     }
     rep = json.loads((out / "report.json").read_text())
     for sec, law in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):
@@ -200,11 +201,9 @@ def test_law_with_too_few_budgets_is_absent_with_reason(tmp_path):
     ]
     rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=20, targets=())
     assert "hparams" not in rep and "only 2 budget(s) with hparams runs; need >= 3" in rep["skipped"]["hparams"]
-    assert (
-        "isoflop" in rep
-        and rep["loss"]["form"] == "power"
-        and "needs >= 4 budgets" in rep["loss"]["saturating_skipped"]
-    )
+    # Three budgets: no free-E saturating form, but L(N, D)'s E gives L(C) a floor, and the report says why.
+    assert "isoflop" in rep and "needs >= 4 budgets" in rep["loss"]["saturating_skipped"]
+    assert rep["loss"]["form"] == "saturating_E" and "no backtest can compare" in rep["loss"]["form_why"]
     assert "needs >= 4 budgets" in rep["loss"]["backtest"]["skipped"]
     rep2 = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=20, targets=(), min_budgets=2)
     assert "2 budgets" in rep2["hparams"]["eta_opt"].warnings[0]
