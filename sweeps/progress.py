@@ -25,7 +25,8 @@ RUN_FILES = {"config.yaml", "result.json", "metrics.jsonl", "ckpt.pt"}
 LOCK_NAME = ".lock"  # scaling.base.lock's file: {host, pid, start, ...} of the process training the run
 TAIL_BYTES = 8192  # the last lines of metrics.jsonl are all a status needs; never read the whole log
 MAX_DEPTH = 6  # runs/<study>/<stage>/<run>: a few levels, never the run dirs' own subdirectories
-SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__"}
+# trunks/: a sweep's trunk dirs (scaling.run.trunk) are not runs; their branches are, in the sweep dir itself.
+SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__", "trunks"}
 
 
 @dataclass

@@ -178,3 +178,59 @@ def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(
         same(want, got)
         assert [r["loss"] for r in metrics(out / f"r{i}")] == [r["loss"] for r in metrics(tmp_path / "ref" / f"r{i}")]
     assert json.loads((trunk_dir / TRUNK_RECORD).read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_reused_hparams_sweep_through_joblib_records_branches_equal_to_their_runs_alone(tmp_path, cache_dir):
+    """sweep.reuse=auto on two budgets, launched by joblib (two workers): the plan names trunks and shared tokens,
+    each trunk job trains its branches after their branch points (one job: the ordering holds with any launcher),
+    a rerun skips everything, and a branch equals its own config trained alone from step 0."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    from omegaconf import OmegaConf
+
+    from tests.conftest import TINY_DATA
+
+    root = Path(__file__).resolve().parent.parent
+    cmd = [
+        sys.executable,
+        "-m",
+        "scaling.sweep",
+        "+hparams=[1e9,2e9]",
+        "model.seq_len=32",
+        "sweep.min_steps=10",
+        *TINY_DATA,
+        "train.eval_tokens=2048",
+        "train.progress=false",
+        "train.threads=1",
+        "sweep.lr_points=3",
+        "sweep.batch_points=3",
+        "sweep.measure_max_params=0",
+        "sweep.shape_rule=width",
+        "sweep.pack=off",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"sweep.dir={tmp_path / 'sweep'}",
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "reuse (sweep.reuse; scaling.run.trunk):" in r.stdout
+    plan = list(csv.DictReader((tmp_path / "sweep" / "plan.csv").open()))
+    branched = [p for p in plan if p["trunk"]]
+    assert branched and all(int(p["shared_tokens"]) > 0 for p in branched)
+    recs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json")}
+    assert len(recs) == len(plan)  # trunk dirs (sweep/trunks/) hold trunk.json, never result.json
+    for p in branched:
+        rec = recs[p["run_id"]]
+        assert rec["trunk"] == p["trunk"] and rec["shared_tokens"] == int(p["shared_tokens"])
+        assert (tmp_path / "sweep" / "trunks" / p["trunk"] / TRUNK_RECORD).exists()
+    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
+    assert again.returncode == 0 and f"{len(plan)} skipped" in again.stdout, again.stdout[-2000:]
+    one = next(p for p in branched if recs[p["run_id"]]["status"] == "completed")
+    cfg = OmegaConf.load(tmp_path / "sweep" / one["run_id"] / "config.yaml")
+    alone = train_run(cfg, tmp_path / "alone")
+    same(alone, recs[one["run_id"]])
