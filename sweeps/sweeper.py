@@ -218,6 +218,7 @@ class ScalingSweeper(Sweeper):
             Path(os.path.expanduser(str(cfg.sweep.throughput_cache))),
             float(cfg.sweep.measure_max_params),
             float(cfg.sweep.assumed_flops_per_s),
+            str(cfg.train.dtype),
         )
         est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
         table = rows(points, est, [s for _, s in states])

@@ -13,7 +13,7 @@ import torch
 
 from model import LLaMA, ModelConfig, count_flops
 from scaling.base.configs import load_model_config
-from scaling.run.parallel import compile_blocks
+from scaling.run.parallel import compile_blocks, resolve_amp
 from scaling.run.step import TrainStep, autocast_ctx, build_optimizer
 
 
@@ -64,27 +64,16 @@ def step_gemms(
 
 
 def hf_twin(model_cfg: ModelConfig) -> torch.nn.Module:
+    """HF's LlamaForCausalLM of the same network, configured by the export's own to_hf_config (one definition of
+    "the same network"), with SDPA attention as ours."""
     try:
-        from transformers import LlamaConfig, LlamaForCausalLM
+        from transformers import LlamaForCausalLM
+
+        from model.hf import to_hf_config
     except ImportError as e:
         raise ValueError("the HF comparison needs transformers: pip install -e .[hf]") from e
-    # rope_theta and attn_implementation are LlamaConfig **kwargs; ModelConfig always fills ffn_hidden, n_kv_head
-    assert model_cfg.ffn_hidden is not None and model_cfg.n_kv_head is not None
-    cfg = LlamaConfig(  # type: ignore[call-arg]
-        vocab_size=model_cfg.vocab_size,
-        hidden_size=model_cfg.d_model,
-        intermediate_size=model_cfg.ffn_hidden,
-        num_hidden_layers=model_cfg.n_layer,
-        num_attention_heads=model_cfg.n_head,
-        num_key_value_heads=model_cfg.n_kv_head,
-        max_position_embeddings=model_cfg.seq_len,
-        rms_norm_eps=model_cfg.norm_eps,
-        rope_theta=model_cfg.rope_theta,
-        tie_word_embeddings=model_cfg.tie_embeddings,
-        attention_bias=False,
-        mlp_bias=False,
-        attn_implementation="sdpa",
-    )
+    cfg = to_hf_config(model_cfg)
+    cfg._attn_implementation = "sdpa"
     return LlamaForCausalLM(cfg)
 
 
@@ -161,8 +150,8 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    amp = torch.bfloat16 if dtype == "bf16" else None
+    amp = resolve_amp(args.dtype or "auto", device)  # the runs' rule: bf16 autocast on CUDA, fp32 on CPU
+    dtype = "bf16" if amp else "fp32"
     cfg = load_model_config(
         args.model,
         vocab_size=args.vocab,
@@ -266,8 +255,8 @@ def run_pack(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    amp = torch.bfloat16 if dtype == "bf16" else None
+    amp = resolve_amp(args.dtype or "auto", device)  # the runs' rule: bf16 autocast on CUDA, fp32 on CPU
+    dtype = "bf16" if amp else "fp32"
     points = [
         (f"demo stage-1 d{d} x{seqs}", load_model_config("tiny", vocab_size=512, d_model=d, n_head=h, seq_len=64), seqs)
         for d, h, seqs in DEMO_STAGE1
