@@ -172,37 +172,7 @@ def run_loop(
             # branches) but logs only on the cadence a run trained alone would: a branch's curve is that run's.
             if not (log_due or eval_due or s == end):
                 continue
-            elapsed = time.perf_counter() - started
-            keep = []
-            for k, m in enumerate(active):
-                last = read_window(m.spec, m.state, m.window, dist_env, device)  # the window's one host-device sync
-                m.window = LogWindow()
-                m.state.train_time_s += elapsed
-                if m.state.status == "diverged":
-                    finish(stepper, k, m)
-                    continue
-                keep.append(k)
-                tok_s = s * m.spec.batch_size / max(m.state.train_time_s, 1e-9)
-                if k == 0:
-                    bar.set_postfix(
-                        loss=f"{m.state.loss_ema:.3f}", lr=f"{lrs[0]:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False
-                    )
-                row = None
-                if log_due:
-                    row = {
-                        "step": s,
-                        "tokens": s * m.spec.batch_size,
-                        "loss": last[0],
-                        "loss_ema": m.state.loss_ema,
-                        "lr": lrs[k],
-                        "grad_norm": last[1],
-                        "tokens_per_s": tok_s,
-                    }
-                if eval_due:
-                    m.state.last_val_loss, _ = stepper.evaluate(k)
-                    row = (row or {"step": s, "tokens": s * m.spec.batch_size}) | {"val_loss": m.state.last_val_loss}
-                if row is not None:
-                    m.dir.log(row)
+            keep = _close_window(active, stepper, s, lrs, time.perf_counter() - started, log_due, eval_due, bar)
             if s == spec0.steps:
                 for k in keep:
                     active[k].state.status = "completed"
@@ -220,6 +190,50 @@ def run_loop(
     finally:
         bar.close()
     return active
+
+
+def _close_window(
+    active: list[Member],
+    stepper: Stepper,
+    s: int,
+    lrs: list[float],
+    elapsed: float,
+    log_due: bool,
+    eval_due: bool,
+    bar: Any,
+) -> list[int]:
+    """End of a logging window at step s: read every run's window, record the runs that diverged, log and evaluate
+    the others. Returns the rows (indices into active) that go on."""
+    keep = []
+    for k, m in enumerate(active):
+        dist_env, device = m.dir.run.dist_env, m.dir.run.device
+        last = read_window(m.spec, m.state, m.window, dist_env, device)  # the window's one host-device sync
+        m.window = LogWindow()
+        m.state.train_time_s += elapsed
+        if m.state.status == "diverged":
+            finish(stepper, k, m)
+            continue
+        keep.append(k)
+        tok_s = s * m.spec.batch_size / max(m.state.train_time_s, 1e-9)
+        if k == 0:
+            bar.set_postfix(loss=f"{m.state.loss_ema:.3f}", lr=f"{lrs[0]:.2e}", tok_s=f"{tok_s:,.0f}", refresh=False)
+        row = None
+        if log_due:
+            row = {
+                "step": s,
+                "tokens": s * m.spec.batch_size,
+                "loss": last[0],
+                "loss_ema": m.state.loss_ema,
+                "lr": lrs[k],
+                "grad_norm": last[1],
+                "tokens_per_s": tok_s,
+            }
+        if eval_due:
+            m.state.last_val_loss, _ = stepper.evaluate(k)
+            row = (row or {"step": s, "tokens": s * m.spec.batch_size}) | {"val_loss": m.state.last_val_loss}
+        if row is not None:
+            m.dir.log(row)
+    return keep
 
 
 def finish(stepper: Stepper, k: int, m: Member) -> dict:

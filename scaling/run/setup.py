@@ -134,34 +134,7 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
         )
 
     # Everything above is validation: the run directory is written to only after this returns.
-    base = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": c["run"]["id"] or out_dir.name,
-        "status": "running",
-        "error": None,
-        "sweep": c["run"]["sweep"],
-        "budget": c["run"]["budget"],
-        "model": {
-            k: getattr(model_cfg, k)
-            for k in ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size", "seq_len")
-        },
-        **{k: v for k, v in flops.as_dict().items() if k in ("N1", "N2", "params", "M", "M_formula", "M_6N1", "M_6N2")},
-        "D": D,
-        "C": flops.M * D,
-        "lr": float(c["optim"]["lr"]),
-        "batch_size": batch,
-        "seq_len": model_cfg.seq_len,
-        "steps": steps,
-        "epochs": epochs,
-        "dataset": data.dataset_fingerprint,
-        "tokenizer": data.tokenizer_fingerprint,
-        "seed": c["seed"],
-        "git_sha": git_sha(),
-        "torch": torch.__version__,
-        "device": device_name(device),
-        "world_size": dist_env.world_size,
-        "config_hash": chash,
-    }
+    base = _record(c, out_dir, model_cfg, steps, batch, data, device, dist_env.world_size, chash)
     return RunSetup(
         resolved=c,
         model_cfg=model_cfg,
@@ -181,6 +154,50 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
         config_hash=chash,
         entered=entered,
     )
+
+
+def _record(
+    c: dict,
+    out_dir: Path,
+    model_cfg: ModelConfig,
+    steps: int,
+    batch: int,
+    data: Any,
+    device: torch.device,
+    world_size: int,
+    chash: str,
+) -> dict:
+    """result.json's fields known before training (scaling.base.record.RunRecord): identity, shape, M, D, C,
+    optimizer, data and provenance."""
+    flops, D = count_flops(model_cfg), steps * batch
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": c["run"]["id"] or out_dir.name,
+        "status": "running",
+        "error": None,
+        "sweep": c["run"]["sweep"],
+        "budget": c["run"]["budget"],
+        "model": {
+            k: getattr(model_cfg, k)
+            for k in ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size", "seq_len")
+        },
+        **{k: v for k, v in flops.as_dict().items() if k in ("N1", "N2", "params", "M", "M_formula", "M_6N1", "M_6N2")},
+        "D": D,
+        "C": flops.M * D,
+        "lr": float(c["optim"]["lr"]),
+        "batch_size": batch,
+        "seq_len": model_cfg.seq_len,
+        "steps": steps,
+        "epochs": D / data.train_tokens_count,
+        "dataset": data.dataset_fingerprint,
+        "tokenizer": data.tokenizer_fingerprint,
+        "seed": c["seed"],
+        "git_sha": git_sha(),
+        "torch": torch.__version__,
+        "device": device_name(device),
+        "world_size": world_size,
+        "config_hash": chash,
+    }
 
 
 def loop_spec(run: RunSetup) -> LoopSpec:
