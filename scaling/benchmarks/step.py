@@ -145,6 +145,42 @@ def warm_up(step: Callable[[], None], device: torch.device, n: int) -> float:
     return time.perf_counter() - t0
 
 
+def _contenders(
+    args: argparse.Namespace, cfg: ModelConfig, x: torch.Tensor, y: torch.Tensor, device: torch.device, amp
+) -> tuple[dict, dict[str, float]]:
+    """The steps timed against each other (ours, ours in the per-step-sync loop, HF's), each warmed up."""
+    models: dict[str, torch.nn.Module] = {"ours": LLaMA(cfg).to(device)}
+    models["synced"] = LLaMA(cfg).to(device)  # the same model in the per-step-sync loop the shared step replaced
+    if not args.no_hf:
+        models["HF"] = HFLoss(hf_twin(cfg)).to(device)
+    steps, warm_s = {}, {}
+    for name, model in models.items():
+        if args.compile and isinstance(model, HFLoss):
+            for layer in model.hf.model.layers:  # type: ignore[union-attr]
+                layer.compile()
+        elif args.compile and isinstance(model, LLaMA):
+            compile_blocks(model)  # as train.compile=true does
+        steps[name] = (synced_step_fn if name == "synced" else step_fn)(model, x, y, device, amp)
+        warm_s[name] = warm_up(steps[name], device, args.warmup)
+    return steps, warm_s
+
+
+def _print_steps(t: dict[str, float], steps: dict, warm_s: dict[str, float], tokens: int, args) -> None:
+    for name, sec in t.items():
+        if name in steps:
+            vs = ""
+            if name in ("HF", "synced"):
+                vs = (
+                    f"  ours {t[name] / t['ours']:.2f}x faster"
+                    if name == "HF"
+                    else f"  shared step {t[name] / t['ours']:.3f}x its speed"
+                )
+            print(
+                f"{name:6s}: {tokens / sec:12,.0f} tokens/s  ({sec * 1e3:.1f} ms/step, median of {args.steps}; "
+                f"warm-up{' + compile' if args.compile else ''} {warm_s[name]:.1f} s){vs}"
+            )
+
+
 def run(args: argparse.Namespace) -> dict[str, str]:
     """Benchmark, print the report, and return its last line's key=value pairs (scaling.gpucheck reads them)."""
     if args.threads:
@@ -168,19 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     x, y = x[:, :-1].contiguous(), x[:, 1:].contiguous()
     load_before = os.getloadavg()[0]
 
-    models: dict[str, torch.nn.Module] = {"ours": LLaMA(cfg).to(device)}
-    models["synced"] = LLaMA(cfg).to(device)  # the same model in the per-step-sync loop the shared step replaced
-    if not args.no_hf:
-        models["HF"] = HFLoss(hf_twin(cfg)).to(device)
-    steps, warm_s = {}, {}
-    for name, model in models.items():
-        if args.compile and isinstance(model, HFLoss):
-            for layer in model.hf.model.layers:  # type: ignore[union-attr]
-                layer.compile()
-        elif args.compile and isinstance(model, LLaMA):
-            compile_blocks(model)  # as train.compile=true does
-        steps[name] = (synced_step_fn if name == "synced" else step_fn)(model, x, y, device, amp)
-        warm_s[name] = warm_up(steps[name], device, args.warmup)
+    steps, warm_s = _contenders(args, cfg, x, y, device, amp)
     peak_dtype = torch.bfloat16 if amp else torch.float32
     square, square_flops = square_matmul(device, peak_dtype, 4096 if device.type == "cuda" else 1024)
     gemms, gemm_flops = step_gemms(cfg, tokens, device, peak_dtype)
@@ -198,19 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     )
     if device.type == "cpu" and torch.get_num_threads() > 1 and load_before >= (os.cpu_count() or 1) - 0.5:
         print("note: other processes are using the cores; multi-threaded steps stall on them (see --help: Threads)")
-    for name, s in t.items():
-        if name in steps:
-            vs = ""
-            if name in ("HF", "synced"):
-                vs = (
-                    f"  ours {t[name] / t['ours']:.2f}x faster"
-                    if name == "HF"
-                    else f"  shared step {t[name] / t['ours']:.3f}x its speed"
-                )
-            print(
-                f"{name:6s}: {tokens / s:12,.0f} tokens/s  ({s * 1e3:.1f} ms/step, median of {args.steps}; "
-                f"warm-up{' + compile' if args.compile else ''} {warm_s[name]:.1f} s){vs}"
-            )
+    _print_steps(t, steps, warm_s, tokens, args)
     print(
         f"FLOPs/step {step_flops:.3g} (M + LM head); ours achieves {achieved / 1e9:.1f} GFLOP/s = "
         f"{achieved / peak:.1%} of the square-matmul peak {peak / 1e9:.1f} GFLOP/s"
