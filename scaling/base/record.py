@@ -173,6 +173,23 @@ def read_result(run_dir: Path) -> dict | None:
     return None if record is None else record.to_dict()
 
 
+def read_config(run_dir: Path) -> dict:
+    """The run's config.yaml as a plain dict (resolved): the one reader of that file. ValueError (one line) when it is
+    missing or not a run config; YAML tags that would build objects are refused by OmegaConf's safe loader."""
+    from omegaconf import OmegaConf  # the base layer's one Hydra-family import, kept off the record's import path
+
+    path = Path(run_dir) / CONFIG_NAME
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} has no {CONFIG_NAME}: not a run directory written by scaling.train") from None
+    except Exception as e:  # noqa: BLE001 -- any unreadable config is the same bad input
+        raise ValueError(f"{path} is not a readable run config ({type(e).__name__}: {e})") from None
+    if not isinstance(cfg, dict) or not all(k in cfg for k in ("model", "data", "optim", "train", "seed")):
+        raise ValueError(f"{path} is not a run config (it needs model, data, optim, train and seed)")
+    return cfg
+
+
 def config_hash(cfg: dict) -> str:
     """Hash of everything that determines a run's numbers (model, data, optim, train, seed)."""
     train = {k: v for k, v in cfg["train"].items() if k not in EXECUTION_ONLY}

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig
-from scaling.base.record import config_hash
+from scaling.base.record import config_hash, read_config
 from scaling.run.checkpoint import CKPT_NAME, load_checkpoint
 
 PROG = "python -m scaling.sample"
@@ -34,17 +33,13 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[LLaMA, dict, dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a directory; pass a run directory (it holds config.yaml and ckpt.pt)")
-    if not (run_dir / "config.yaml").is_file():
-        raise ValueError(f"{run_dir} has no config.yaml: not a run directory written by scaling.train")
+    cfg = read_config(run_dir)
     if not (run_dir / CKPT_NAME).is_file():
         raise ValueError(
             f"{run_dir} has no {CKPT_NAME}: the run has not checkpointed yet (a checkpoint is written "
             f"every train.ckpt_every_s seconds and at the end)"
         )
     try:
-        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-        if not isinstance(cfg, dict):
-            raise TypeError("not a mapping")
         model_cfg = ModelConfig.from_dict(cfg["model"])
     except Exception as e:  # noqa: BLE001 -- any unreadable config is the same bad input
         raise ValueError(f"{run_dir / 'config.yaml'} is not a readable run config ({type(e).__name__}: {e})") from None

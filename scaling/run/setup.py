@@ -17,7 +17,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from model import ModelConfig, count_flops
-from scaling.base.record import FINISHED, SCHEMA_VERSION, config_hash, device_name, git_sha, read_result
+from scaling.base.record import (
+    FINISHED,
+    SCHEMA_VERSION,
+    config_hash,
+    device_name,
+    git_sha,
+    read_config,
+    read_result,
+)
 from scaling.data import prepare_data, resolve_vocab
 from scaling.run.config import OptimConfig, TrainConfig
 from scaling.run.distributed import Dist, barrier, init_distributed
@@ -255,7 +263,6 @@ def result_record(
 def interrupted_hash(out_dir: Path) -> str | None:
     """Config hash of an unfinished run in out_dir (its config.yaml), None when there is none."""
     try:
-        stored = OmegaConf.to_container(OmegaConf.load(out_dir / "config.yaml"), resolve=True)
-        return config_hash(stored) if isinstance(stored, dict) else None
-    except (OSError, KeyError, TypeError, ValueError):
+        return config_hash(read_config(out_dir))
+    except ValueError:
         return None
