@@ -90,26 +90,18 @@ class FitResult:
         return FitResult(self.report, self.runs, name)
 
     def plot(self, kind: str, ax=None):
-        """One figure ('isoflop', 'optimal_scaling', 'hparams', 'loss_curve', 'parametric') on ax; returns it."""
+        """One figure ('isoflop', 'optimal_scaling', 'hparams', 'loss_curve', 'parametric') on ax; returns it.
+
+        The figure `analysis.fit` saves as plots/<kind>.png: it draws the runs whatever failed to fit, and its
+        title says what was fitted. ValueError when the data has no runs of the kind the figure shows."""
         from analysis import plots
 
         r, df = self.sections, self.runs[self.runs.dataset == self.dataset]
-        fns = {
-            "isoflop": lambda: plots.isoflop_curves(r, df, ax=ax),
-            "optimal_scaling": lambda: plots.optimal_scaling(r, ax=ax),
-            "hparams": lambda: plots.hparams(r, df, ax=ax),
-            "loss_curve": lambda: plots.loss_curve(r, ax=ax),
-            "parametric": lambda: plots.parametric(r, df, ax=ax),
-        }
-        need = {"optimal_scaling": "isoflop", "loss_curve": "loss"}.get(kind, kind)
-        if kind not in fns:
-            raise ValueError(f"unknown plot {kind!r}; choose one of {', '.join(fns)}")
-        if need not in r and (kind != "isoflop" or need in r["not_applicable"]):  # skipped profiles still plot
-            raise ValueError(
-                f"no {need} fit for dataset {self.dataset!r}: "
-                f"{(r['skipped'] | r['not_applicable']).get(need, 'not fitted')}"
-            )
-        return fns[kind]()
+        multi = len(self.report["datasets"]) > 1
+        try:
+            return plots.figure(kind, r, df, ax=ax, title=f" [{self.dataset}]" if multi else "")
+        except ValueError as e:
+            raise ValueError(f"dataset {self.dataset!r}: {e}") from None
 
 
 def fit_runs(
