@@ -48,14 +48,16 @@ def open_regular(path: Path, cap: int) -> int:
         if not stat.S_ISREG(st.st_mode):
             raise Refused(f"{path} is {_kind(st.st_mode)}, not a regular file")
         if st.st_size > cap:
-            raise Refused(
-                f"{path} is {st.st_size / MiB:,.1f} MiB, over the {cap / MiB:,.0f} MiB a {_what(path)} may be"
-            )
+            raise Refused(f"{path} is {_size(st.st_size)}, over the {_size(cap)} a {_what(path)} may be")
         os.set_blocking(fd, True)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes" if n < MiB else f"{n / MiB:,.1f} MiB"
 
 
 def _what(path: Path) -> str:
@@ -72,7 +74,7 @@ def read_bytes(path: Path, cap: int | None = None) -> bytes:
     with os.fdopen(open_regular(Path(path), cap), "rb") as f:
         data = f.read(cap + 1)  # a file that grew since fstat is still cut at the cap
     if len(data) > cap:
-        raise Refused(f"{path} grew past the {cap / MiB:,.0f} MiB a {_what(Path(path))} may be while being read")
+        raise Refused(f"{path} grew past the {_size(cap)} a {_what(Path(path))} may be while being read")
     return data
 
 

@@ -70,8 +70,6 @@ def check_out(paths, out_dir) -> None:
     out = Path(out_dir) if out_dir is not None else default_out(first)
     for f in files:
         hit = next((n for n in OUTPUTS if _same(out / n, f)), None)
-        if hit is None and f.resolve().is_relative_to((out / "plots").resolve()):
-            hit = "plots/"
         if hit is not None:
             raise ValueError(
                 f"--out {out} would overwrite the input {f} (the report writes {hit} there); "
