@@ -32,7 +32,7 @@ def _budget_advice(b: dict) -> list[str]:
                 f"run, or repeat runs with other seeds"
             )
         elif w.startswith("only") and "distinct model sizes" in w:
-            out.append(f"{C}: train >= 5 sizes spanning about a decade ({w.split(';')[0]})")
+            out.append(f"{C}: train >= 5 sizes spanning about a decade (it has {b.get('n_sizes', '?')})")
         else:
             out.append(f"{C}: {w}")
     return out
