@@ -29,17 +29,26 @@ def _num(v) -> float | None:
 
 
 def isoflop_tables(df: pd.DataFrame, budgets: list[dict]) -> list[dict]:
-    """One table per fitted budget (dicts from analysis.isoflop), rows sorted by M; `df` has budget_group set."""
+    """One table per fitted budget (dicts from analysis.isoflop), rows sorted by M; `df` has budget_group set.
+
+    A budget of more than MAX_ROWS runs (a published table) lists MAX_ROWS of them spread evenly over its sizes,
+    its best run among them; all are in runs.csv."""
     iso = df[(df.sweep == "isoflop") & (df.excluded == "") & df.budget_group.notna()]
+    by = dict(tuple(iso.groupby("budget_group", sort=False)))
     out = []
     for b in budgets:
-        runs = iso[np.isclose(iso.budget_group, b["budget"], rtol=1e-9)].sort_values(["M", "loss"])
-        if runs.empty:
+        runs = next((v for k, v in by.items() if np.isclose(k, b["budget"], rtol=1e-9)), None)
+        if runs is None:
             continue
+        runs = runs.sort_values(["M", "loss"])
         x, y = np.log10(runs.M.to_numpy(float)), runs.loss.to_numpy(float)
         w = (b.get("window") or {}).get("half_width_decades") or 0.0
         inside = window_mask(x, y, w)
         best = int(np.argmin(y))
+        keep = np.arange(len(runs))
+        if len(keep) > MAX_ROWS:
+            keep = np.union1d(np.linspace(0, len(runs) - 1, MAX_ROWS - 1).round().astype(int), [best])
+        sel = runs.iloc[keep]
         rows = [
             {
                 "run_id": str(r.run_id),
@@ -49,9 +58,9 @@ def isoflop_tables(df: pd.DataFrame, budgets: list[dict]) -> list[dict]:
                 "epochs": _num(r.epochs),
                 "loss": _num(r.loss),
                 "in_window": bool(inside[i]),
-                "best": i == best,
+                "best": bool(i == best),
             }
-            for i, r in enumerate(runs.itertuples())
+            for i, r in zip(keep, sel.itertuples())
         ]
         out.append(
             {
@@ -59,34 +68,47 @@ def isoflop_tables(df: pd.DataFrame, budgets: list[dict]) -> list[dict]:
                 "C": b["C"],
                 "used": bool(b.get("used")),
                 "vertex_M": b.get("M_opt"),
-                "n_runs": len(rows),
-                "rows": rows[:MAX_ROWS],
+                "n_runs": int(len(runs)),
+                "rows": rows,
             }
         )
     return out
 
 
-def _key(v: float) -> float:
+def _key(v) -> float:
     return float(f"{v:.6g}")
+
+
+def _cells(runs: pd.DataFrame, lrs: list[float], bss: list[float]) -> tuple[list, list]:
+    """(loss, mark) grids, rows batch size, columns lr: each cell's best run ('best' for the grid's, 'band' inside
+    the near-optimal band), None where no run completed."""
+    loss: list[list[float | None]] = [[None] * len(lrs) for _ in bss]
+    mark = [[""] * len(lrs) for _ in bss]
+    ok = runs[np.isfinite(runs.lr) & np.isfinite(runs.batch_size)]
+    top = ok.loc[ok.groupby([ok.batch_size.map(_key), ok.lr.map(_key)]).loss.idxmin()]  # repeats: a cell's best
+    best = runs.loss.min()
+    for r in top.itertuples():
+        i, j = bss.index(_key(r.batch_size)), lrs.index(_key(r.lr))
+        loss[i][j] = float(r.loss)
+        mark[i][j] = "best" if r.loss == best else ("band" if bool(r.in_band) else "")
+    return loss, mark
 
 
 def hparams_grids(df: pd.DataFrame, grids: pd.Series) -> list[dict]:
     """The lr x batch loss table of each grid; `grids` labels the usable hparams runs of `df` (index-aligned).
 
-    Diverged runs join the grid of the usable runs with the same budget and model; a grid with more than
+    Diverged runs join the grid of the usable runs with the same dataset, budget and model; a grid with more than
     MAX_AXIS learning rates or batch sizes is listed without its cells (too wide to read as a table)."""
     hp = df.loc[grids.index]
-    bad = df[(df.sweep == "hparams") & (df.status == "diverged")]
+    bad = df[(df.sweep == "hparams") & (df.status == "diverged") & np.isfinite(df.budget) & np.isfinite(df.M)]
+    diverged = dict(tuple(bad.groupby([bad.dataset, bad.budget.map(_key), bad.M.map(_key)], sort=False)))
     out = []
-    for g in dict.fromkeys(grids.tolist()):
-        runs = hp[grids == g]
-        same = bad[
-            np.isclose(bad.budget, runs.budget.iloc[0], rtol=1e-6)
-            & np.isclose(bad.M, runs.M.iloc[0], rtol=1e-6)
-            & (bad.dataset == runs.dataset.iloc[0])
-        ]
-        lrs = sorted({_key(v) for v in pd.concat([runs.lr, same.lr]) if np.isfinite(v)})
-        bss = sorted({_key(v) for v in pd.concat([runs.batch_size, same.batch_size]) if np.isfinite(v)})
+    for g, runs in hp.groupby(grids, sort=False):
+        first = runs.iloc[0]
+        same = diverged.get((first.dataset, _key(first.budget), _key(first.M)), bad.iloc[:0])
+        both = pd.concat([runs[["lr", "batch_size"]], same[["lr", "batch_size"]]])
+        lrs = sorted({_key(v) for v in both.lr if np.isfinite(v)})
+        bss = sorted({_key(v) for v in both.batch_size if np.isfinite(v)})
         table: dict = {
             "grid": str(g),
             "C": float(np.exp(np.log(runs.C).mean())),
@@ -101,19 +123,13 @@ def hparams_grids(df: pd.DataFrame, grids: pd.Series) -> list[dict]:
             table["too_wide"] = f"{len(lrs)} learning rates x {len(bss)} batch sizes; cells in runs.csv"
             out.append(table)
             continue
-        loss: list[list[float | None]] = [[None] * len(lrs) for _ in bss]
-        mark = [[""] * len(lrs) for _ in bss]
+        loss, mark = _cells(runs, lrs, bss)
         for r in same.itertuples():
             if np.isfinite(r.lr) and np.isfinite(r.batch_size):
-                mark[bss.index(_key(r.batch_size))][lrs.index(_key(r.lr))] = "diverged"
-        best = runs.loss.min()
-        for r in runs.itertuples():
-            i, j = bss.index(_key(r.batch_size)), lrs.index(_key(r.lr))
-            if loss[i][j] is None or r.loss < loss[i][j]:  # repeats of a cell: its best run
-                loss[i][j] = float(r.loss)
-                mark[i][j] = "best" if r.loss == best else ("band" if bool(r.in_band) else "")
-        table |= {"loss": loss, "mark": mark}
-        out.append(table)
+                i, j = bss.index(_key(r.batch_size)), lrs.index(_key(r.lr))
+                if loss[i][j] is None:
+                    mark[i][j] = "diverged"
+        out.append(table | {"loss": loss, "mark": mark})
     return out
 
 

@@ -131,8 +131,10 @@ def test_tick_labels_of_the_curve_figures_do_not_collide(tmp_path, lrs, tokens):
     df = load_curves(tmp_path / "runs")
     fig = Figure(figsize=(5.2 * 3, 4.0))  # the panel size write_curve_plots gives each budget
     a, b, _ = fig.subplots(1, 3)
-    hparams_valley(df, 1e10, ax=a)
-    isoflop_curves(df, 1e12, ax=b)
-    assert _overlaps(fig) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hparams_valley(df, 1e10, ax=a)
+        isoflop_curves(df, 1e12, ax=b)
+        assert _overlaps(fig) == []
     shown = [t.get_text() for t in a.xaxis.get_ticklabels() if t.get_text()]
     assert 2 <= len(shown) <= 5
