@@ -139,29 +139,19 @@ class FitResult:
     def plot(self, kind: str, ax=None):
         """One figure on ax; returns it. Kinds: 'isoflop', 'optimal_scaling', 'hparams', 'loss_curve',
         'parametric' (= 'iso_loss': L(N, D)'s loss contours over C and N, the compute-optimal frontier with its
-        band, the runs), 'fit_diagnostic' (observed vs predicted L(N, D) and residuals; a pair of axes)."""
-        from analysis import nd_plots, plots
+        band, the runs), 'fit_diagnostic' (observed vs predicted L(N, D) and residuals; a pair of axes).
+
+        The figure `analysis.fit` saves as plots/<kind>.png: it draws the runs whatever failed to fit, and its
+        title says what was fitted. ValueError when the data has no runs of the kind the figure shows, or for
+        'fit_diagnostic' when L(N, D) was not fitted."""
+        from analysis import plots
 
         r, df = self.sections, self.runs[self.runs.dataset == self.dataset]
-        fns = {
-            "isoflop": lambda: plots.isoflop_curves(r, df, ax=ax),
-            "optimal_scaling": lambda: plots.optimal_scaling(r, ax=ax),
-            "hparams": lambda: plots.hparams(r, df, ax=ax),
-            "loss_curve": lambda: plots.loss_curve(r, ax=ax),
-            "parametric": lambda: plots.parametric(r, df, ax=ax),
-            "iso_loss": lambda: plots.parametric(r, df, ax=ax),  # the iso-loss map is the parametric figure
-            "fit_diagnostic": lambda: nd_plots.fit_diagnostic(r, df, ax=ax),
-        }
-        need = {"optimal_scaling": "isoflop", "loss_curve": "loss", "iso_loss": "parametric"}.get(kind, kind)
-        need = "parametric" if kind == "fit_diagnostic" else need
-        if kind not in fns:
-            raise ValueError(f"unknown plot {kind!r}; choose one of {', '.join(fns)}")
-        if need not in r and (kind != "isoflop" or need in r["not_applicable"]):  # skipped profiles still plot
-            raise ValueError(
-                f"no {need} fit for dataset {self.dataset!r}: "
-                f"{(r['skipped'] | r['not_applicable']).get(need, 'not fitted')}"
-            )
-        return fns[kind]()
+        multi = len(self.report["datasets"]) > 1
+        try:
+            return plots.figure(kind, r, df, ax=ax, title=f" [{self.dataset}]" if multi else "")
+        except ValueError as e:
+            raise ValueError(f"dataset {self.dataset!r}: {e}") from None
 
 
 def _one_request(v) -> bool:

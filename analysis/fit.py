@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import re
 import sys
@@ -18,7 +19,9 @@ import numpy as np
 import pandas as pd
 import scipy
 
+from analysis.advice import next_steps
 from analysis.budgets import assign_budgets
+from analysis.escape import csv_safe
 from analysis.extrapolate import extrapolate, load_model, recommend
 from analysis.isoflop import WINDOW
 from analysis.load import InputError, load_runs
@@ -27,7 +30,8 @@ from analysis.planning import budget_extras, one_prediction, parse_request, size
 from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
 from analysis.predict import INTERVALS
 from analysis.report import write_reports
-from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset
+from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset, grid_keys
+from analysis.tables import hparams_grids, isoflop_tables, repetition
 from scaling.base.atomic import write_atomic
 from scaling.base.cli import fail
 from scaling.base.laws import format_law
@@ -44,6 +48,36 @@ def default_out(first: Path) -> Path:
     if first.suffix.lower() == ".csv":
         return first.parent / f"{first.stem}_analysis"
     return (first if first.is_dir() else first.parent) / "analysis"
+
+
+OUTPUTS = ("report.json", "report.md", "runs.csv")
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links and hard links included)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet: then it is not the other
+        return False
+
+
+def check_out(paths, out_dir) -> None:
+    """ValueError (one line) when writing the outputs would replace an input file: e.g. --out the directory of an
+    input named runs.csv. Checked before anything is read or written."""
+    files = [p for p in paths if isinstance(p, Path) and p.is_file()]
+    first = next((p for p in paths if isinstance(p, Path)), None)
+    if not files or (out_dir is None and first is None):
+        return
+    out = Path(out_dir) if out_dir is not None else default_out(first)
+    for f in files:
+        hit = next((n for n in OUTPUTS if _same(out / n, f)), None)
+        if hit is not None:
+            raise ValueError(
+                f"--out {out} would overwrite the input {f} (the report writes {hit} there); "
+                f"choose another output directory"
+            )
 
 
 def _foreign(df: pd.DataFrame) -> bool:
@@ -99,6 +133,8 @@ def analyse(
             raise ValueError(f"{name} needs positive finite numbers (FLOPs / tokens), got {bad[0]!r}")
     if write and out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file; give a directory for report.md, report.json, runs.csv, plots/")
+    if write:
+        check_out(paths, out_dir)
     df, warnings = load_runs(paths, limits, metric)
     asks = {"predict": requests, "sizes": [float(n) for n in sizes], "metric": metric}
     try:
@@ -135,6 +171,10 @@ def _analyse(
         if "in_band" in r:
             mask = r.pop("in_band")
             df.loc[mask.index, "in_band"] = mask.to_numpy()
+        r["tables"] = run_tables(df[df.dataset == name], sub, r)
+        steps = next_steps(r, o.min_budgets)
+        if steps:
+            r["next_steps"] = steps
         r["extrapolation"] = {t: extrapolate(t, target_tokens, r, o.hparams_form) for t in targets}
         r["metric"] = metric_info(sub, asks["metric"])
         r["scales"] = sorted(set(sub.scale))
@@ -191,6 +231,15 @@ def _analyse(
             f"--budget: `{primary}` has no fitted M_opt law, so the recommended sizes use DeepSeek's "
             f"published M_opt(C) (marked in the report)"
         )
+    rep = repetition(df)
+    if rep:
+        worst = rep["runs"][0]
+        rep["warning"] = (
+            f"{rep['n_runs']} of {rep['n_known']} usable runs repeat their training data (up to "
+            f"{rep['max_epochs']:.3g} epochs, e.g. {worst['run_id']}): D overstates the data they saw and their loss "
+            f"sits above what fresh data would give (report.md: Data repetition; runs.csv: epochs)"
+        )
+        warnings.append(rep["warning"])
     n_excl = int((df.excluded != "").sum())
     report = {
         "schema_version": 1,
@@ -210,6 +259,7 @@ def _analyse(
         "sizes": size_rows,
         "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded} for r in df.itertuples() if r.excluded],
         "left_out": left_out,
+        "repetition": rep,
         "warnings": warnings,
         "provenance": {
             "inputs": [str(p) if isinstance(p, Path) else "<DataFrame>" for p in paths],
@@ -240,9 +290,11 @@ def _analyse(
         if out_dir is None and first is None:
             raise InputError("DataFrame input needs an output directory (out_dir=...) or write=False", warnings)
         out = Path(out_dir) if out_dir is not None else default_out(first)
+        curves = _curves(paths, warnings) if plots else None  # before the report: its file problems are warnings
         out.mkdir(parents=True, exist_ok=True)
         report["provenance"]["out_dir"] = str(out)
-        write_atomic(out / "runs.csv", df.rename(columns={"budget_group": "budget_used"}).to_csv(index=False))
+        table = df.rename(columns={"budget_group": "budget_used"})
+        write_atomic(out / "runs.csv", csv_safe(table).to_csv(index=False))
         write_reports(report, out)
         if plots:
             from analysis import plots as P  # matplotlib only when plotting
@@ -250,16 +302,43 @@ def _analyse(
             for name, r in per.items():
                 suffix = "" if name == primary else f"_{_slug(name)}"
                 P.write_all(r, df[(df.dataset == name)], out / "plots", suffix, name if len(per) > 1 else "")
-            run_dirs = [p for p in paths if isinstance(p, Path) and p.is_dir()]
-            if run_dirs:  # training curves too, when the inputs are run dirs with metrics.jsonl (analysis.curves)
+            if curves is not None:
                 from analysis.curve_plots import write_curve_plots
-                from analysis.curves import load_curves
 
-                try:
-                    write_curve_plots(load_curves(run_dirs), out / "plots")
-                except ValueError:  # records without their logs (e.g. copied result.json files): no curve plots
-                    pass
+                write_curve_plots(curves, out / "plots")
     return report, df
+
+
+MAX_CURVE_WARNINGS = 10
+
+
+def _curves(paths, warnings: list[str]) -> pd.DataFrame | None:
+    """The training curves below the run-dir inputs (analysis.curves), or None when there are none (e.g. copied
+    result.json files without their logs); the files they could not read are added to warnings."""
+    from analysis.curves import load_curves
+
+    run_dirs = [p for p in paths if isinstance(p, Path) and p.is_dir()]
+    if not run_dirs:
+        return None
+    try:
+        curves = load_curves(run_dirs)
+    except ValueError:
+        return None
+    found = curves.attrs.get("warnings") or []
+    warnings += [f"training curves: {w}" for w in found[:MAX_CURVE_WARNINGS]]
+    if len(found) > MAX_CURVE_WARNINGS:
+        warnings.append(f"training curves: {len(found) - MAX_CURVE_WARNINGS} more unreadable lines or files")
+    return curves
+
+
+def run_tables(df: pd.DataFrame, used: pd.DataFrame, r: dict) -> dict:
+    """The run-level tables of one dataset's report (analysis.tables): `df` all its runs, `used` the usable ones."""
+    budgets = (r.get("isoflop") or {}).get("budgets") or r.get("isoflop_budgets") or []
+    hp = df.loc[used.index[used.sweep == "hparams"]]
+    return {
+        "isoflop": isoflop_tables(df, budgets),
+        "hparams": hparams_grids(df, pd.Series(grid_keys(hp), index=hp.index)) if len(hp) else [],
+    }
 
 
 def run_analysis(

@@ -82,7 +82,9 @@ def fit_budget(
         "M_range": [float(10 ** xall[0]), float(10 ** xall[-1])],
     }
     inside = window_mask(logM, loss, window)
-    edge_best = logM[np.argmin(loss)] in (xall[0], xall[-1])
+    best_x = logM[np.argmin(loss)]
+    edge_best = best_x in (xall[0], xall[-1])
+    out["best_M"] = float(10**best_x)  # the size of the lowest-loss run (the vertex may differ)
     logM, loss = logM[inside], loss[inside]
     xs = np.unique(logM)
     centre, half = (xs[0] + xs[-1]) / 2, max((xs[-1] - xs[0]) / 2, 1e-12)
@@ -112,12 +114,23 @@ def fit_budget(
     if not np.isfinite(xv):
         w.append("too flat: the parabola has no minimum (curvature <= 0)")
     else:
-        best = logM[np.argmin(loss)]
-        if edge_best or abs(xv) > 1:
+        # Two different failures: the best run itself is the smallest or largest size (the minimum may lie beyond
+        # the grid: extend it), or the best run is inside but the parabola's vertex falls outside the fitted sizes
+        # (the vertex is extrapolated: a skewed or noisy profile; add sizes around it).
+        vM = 10 ** (centre + half * xv)
+        if edge_best:
+            side = "smallest" if best_x == xall[0] else "largest"
             w.append(
-                f"minimum at the edge of the grid (best run M={10**best:.3g}, "
-                f"vertex M={10 ** (centre + half * xv):.3g}, fitted {10 ** xs[0]:.3g}..{10 ** xs[-1]:.3g}, "
-                f"grid {10 ** xall[0]:.3g}..{10 ** xall[-1]:.3g})"
+                f"best run at the edge of the grid: M={10**best_x:.3g} is the {side} of {len(xall)} sizes "
+                f"(grid {10 ** xall[0]:.3g}..{10 ** xall[-1]:.3g}), so the minimum may lie beyond it "
+                f"(vertex M={vM:.3g}); extend the grid {'below' if side == 'smallest' else 'above'} it"
+            )
+        elif abs(xv) > 1:
+            rank = int(np.searchsorted(xall, best_x)) + 1
+            w.append(
+                f"vertex outside the fitted sizes: the parabola's minimum M={vM:.3g} lies outside "
+                f"{10 ** xs[0]:.3g}..{10 ** xs[-1]:.3g} while the best run (M={10**best_x:.3g}, size {rank} of "
+                f"{len(xall)}) is inside; the vertex is extrapolated: add sizes around it or repeat runs (noise)"
             )
         elif abs(xv) > off_centre:
             w.append(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.files import Refused, cap_for, find_named, open_regular, read_bytes
 from analysis.plausible import DEFAULT_LIMITS, Limits, duplicates, numbers_reason
 from scaling.base.record import RESULT_NAME, RunRecord
 
@@ -35,9 +37,10 @@ CSV_OPTIONAL = (
     "seq_len",
     "loss_kind",
     "bpb",
+    "epochs",
 )
 SWEEPS = ("isoflop", "hparams", "grid")
-NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss", "bpb"]
+NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "epochs", "loss", "bpb"]
 TEXT = ["run_id", "sweep", "grid", "status", "dataset", "path", "loss_kind", "unit", "scale", "excluded"]
 METRICS = {"loss": "nats/token", "bpb": "bits/byte"}  # --metric: what `loss` holds for the fits
 COLUMNS = [
@@ -55,6 +58,7 @@ COLUMNS = [
     "lr",
     "batch_size",
     "seq_len",
+    "epochs",
     "loss",
     "bpb",
     "loss_kind",
@@ -103,6 +107,7 @@ def _record_row(data: dict, path: Path) -> dict:
         "lr": finite_or_nan(rec.lr),
         "batch_size": finite_or_nan(rec.batch_size),
         "seq_len": finite_or_nan(rec.seq_len if rec.seq_len is not None else model.get("seq_len")),
+        "epochs": finite_or_nan(rec.epochs),  # passes over the training split (D / its tokens); > 1 repeats data
         "loss": finite_or_nan(rec.val_loss),
         "bpb": finite_or_nan(rec.val_bpb),
         "loss_kind": "validation",
@@ -120,11 +125,13 @@ def _record_row(data: dict, path: Path) -> dict:
 
 
 def _load_json_tree(root: Path, warnings: list[str]) -> list[dict]:
-    files = [root] if root.is_file() else sorted(root.rglob(RESULT_NAME))
+    files = find_named(root, RESULT_NAME, warnings) if root.is_dir() else [root]
     rows = []
     for f in files:
         try:
-            rows.append(_record_row(RunRecord.from_dict(json.loads(f.read_text())).to_dict(), f))
+            rows.append(_record_row(RunRecord.from_dict(json.loads(read_bytes(f))).to_dict(), f))
+        except Refused as e:  # a FIFO would hang the read, a huge file exhaust memory: named, never read
+            warnings.append(f"skipping {e}")
         except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:  # JSONDecodeError too
             warnings.append(f"skipping corrupt {f}: {type(e).__name__}: {e}")
     return rows
@@ -164,7 +171,10 @@ def from_frame(df: pd.DataFrame, source: str, metric: str = "loss") -> pd.DataFr
 
 def _load_csv(path: Path, metric: str = "loss") -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        with os.fdopen(open_regular(path, cap_for(path)), "rb") as f:
+            df = pd.read_csv(f)
+    except Refused as e:
+        raise InputError(f"{e}: pass a CSV file") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty: expected a header row and one row per run") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:

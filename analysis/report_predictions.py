@@ -1,9 +1,11 @@
 """report.md sections for predictions and their consistency (called by analysis.report): the metric line, L(N, D)
 side by side across datasets, how L(C) chose its form and which budgets it rests on, the targets' L(N, D) loss and
-flags, and the `--predict` / `--budget` / `--size` answers. Every number carries its 95% interval."""
+flags, and the `--predict` / `--budget` / `--size` answers. Every number carries its 95% interval. Names and reasons
+from the data (datasets, targets, why a fit is missing) go through `analysis.escape.md`, as in the rest of report.md."""
 
 from __future__ import annotations
 
+from analysis.escape import md
 from analysis.planning import fmt
 from analysis.predict import HORIZON
 
@@ -29,11 +31,11 @@ def datasets_nd_table(report: dict) -> list[str]:
         p = d.get("parametric")
         if not p:
             why = (d.get("skipped") or {}).get("parametric") or (d.get("not_applicable") or {}).get("parametric")
-            out.append(f"| {n} | - | not fitted: {why or '-'} | | | | | |")
+            out.append(f"| {md(n)} | - | not fitted: {md(why or '-')} | | | | | |")
             continue
         ci = p.get("ci95") or {}
         cells = [fmt({"value": p[k], "ci95": ci.get(k)}) for k in ("E", "alpha", "beta", "a", "A", "B")]
-        out.append(f"| {n} | {p['n_runs']} | " + " | ".join(cells) + " |")
+        out.append(f"| {md(n)} | {p['n_runs']} | " + " | ".join(cells) + " |")
     return out + [""]
 
 
@@ -47,9 +49,9 @@ def loss_form_lines(loss: dict) -> list[str]:
             f"(rmse {s['rmse']:.2g})"
         )
     elif loss.get("saturating_E_skipped"):
-        out.append(f"- E + A*C^-alpha with E from L(N, D) not used: {loss['saturating_E_skipped']}")
+        out.append(f"- E + A*C^-alpha with E from L(N, D) not used: {md(loss['saturating_E_skipped'])}")
     if loss.get("form_why"):
-        out.append(f"- **form used for predictions: {loss[loss['form']]['form']}**: {loss['form_why']}")
+        out.append(f"- **form used for predictions: {loss[loss['form']]['form']}**: {md(loss['form_why'])}")
     pts = loss.get("budgets") or []
     extra = [b for b in pts if not b["in_M_opt_law"]]
     if pts:
@@ -63,7 +65,7 @@ def loss_form_lines(loss: dict) -> list[str]:
             )
         )
     for d in loss.get("dropped_budgets") or []:
-        out.append(f"- budget C={d['C']:.3g} left out of L(C) too: {d['why']}")
+        out.append(f"- budget C={d['C']:.3g} left out of L(C) too: {md(d['why'])}")
     return out
 
 
@@ -77,16 +79,16 @@ def target_lines(r: dict) -> list[str]:
         h = e.get("horizon") or {}
         ratio = "-" if not h.get("ratio") else f"{h['ratio']:.3g}" + (" **(beyond 1000x)**" if h["beyond"] else "")
         out.append(
-            f"| {t} | {e['M'] / 6:.3g} | {e['D']:.3g} | {fmt(e.get('loss')) if e.get('loss') else '-'} | "
+            f"| {md(t)} | {e['M'] / 6:.3g} | {e['D']:.3g} | {fmt(e.get('loss')) if e.get('loss') else '-'} | "
             f"{fmt(e.get('loss_ND')) if e.get('loss_ND') else '-'} | {ratio} |"
         )
     out.append("")
     note = next(iter(ex.values()))["reference"].get("note")
     if note:
-        out.append(f"- DeepSeek reference: {note}")
+        out.append(f"- DeepSeek reference: {md(note)}")
     for t, e in ex.items():
-        out += [f"- **{t}**: {f}" for f in e.get("flags", [])]
-        out += [f"- {t}: {e[k]}" for k in ("loss_C_why", "loss_why") if e.get(k)]
+        out += [f"- **{md(t)}**: {md(f)}" for f in e.get("flags", [])]
+        out += [f"- {md(t)}: {md(e[k])}" for k in ("loss_C_why", "loss_why") if e.get(k)]
     return out
 
 
@@ -106,7 +108,7 @@ def predictions_md(report: dict) -> list[str]:
     out = [
         "## Predictions",
         "",
-        f"Dataset `{report['dataset']}`; losses in {unit}. {report.get('predictions_intervals', '')}. "
+        f"Dataset {md(report['dataset'])}; losses in {unit}. {report.get('predictions_intervals', '')}. "
         f"N is in the L(N, D) fit's convention (the table's N, else M/6) and C = 6*N*D. `x fitted C`: the "
         f"predicted compute over the largest compute any law was fitted on; past {HORIZON:g}x the prediction is "
         f"an extrapolation of the law's form.",
@@ -160,7 +162,7 @@ def predictions_md(report: dict) -> list[str]:
         for s in sizes:
             co = s.get("compute_optimal")
             if not co:
-                out.append(f"| {s['N']:.3g} | {s['why']} | | | |")
+                out.append(f"| {s['N']:.3g} | {md(s['why'])} | | | |")
                 continue
             out.append(
                 f"| {s['N']:.3g} | {fmt(co['D'], '.3g')} | {fmt(co['C'], '.3g')} | {fmt(co['loss'])} | "
@@ -177,12 +179,12 @@ def predictions_md(report: dict) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         for C, s in at:
-            match = s.get("never") or fmt(s["D_loss_matched"], ".3g")
+            match = md(s["never"]) if s.get("never") else fmt(s["D_loss_matched"], ".3g")
             out.append(
                 f"| {C:.3g} | {s['N']:.3g} | {s['D']:.3g} | {fmt(s['loss'])} | {fmt(s['compute_optimal_loss'])} | "
                 f"{match} | {'-' if s.get('never') else fmt(s['C_loss_matched'], '.3g')} |"
             )
         out.append("")
     if flags:
-        out += ["**Flags**", ""] + [f"- {f}" for f in flags] + [""]
+        out += ["**Flags**", ""] + [f"- {md(f)}" for f in flags] + [""]
     return out

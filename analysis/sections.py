@@ -59,7 +59,7 @@ class FitOptions:
 DEFAULT_OPTIONS = FitOptions()
 
 
-def _grid_keys(hp: pd.DataFrame) -> np.ndarray:
+def grid_keys(hp: pd.DataFrame) -> np.ndarray:
     """One key per lr x batch grid: the `grid` column where given, else the model (M) at its budget."""
     auto = [f"C={b:.6g} M={m:.6g}" for b, m in zip(hp.budget_group, hp.M)]
     return np.array([g if isinstance(g, str) and g else a for g, a in zip(hp.grid, auto)])
@@ -67,7 +67,7 @@ def _grid_keys(hp: pd.DataFrame) -> np.ndarray:
 
 def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
     h = fit_hparams(
-        _grid_keys(hp),
+        grid_keys(hp),
         hp.budget_group,
         hp.C,
         hp.lr,
@@ -118,6 +118,7 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
     res["iso_budgets"] = r["budgets"]  # L(C) reads every budget's minimum, used by the M_opt law or not
     if "skipped" in r:
         res["skipped"]["isoflop"] = r["skipped"]
+        res["isoflop_budgets"] = r["budgets"]  # the per-budget fits still explain the failure (report, figures)
     else:
         res["isoflop"] = r
     conv = {}

@@ -221,7 +221,7 @@ def test_isoflop_edge_and_off_centre_budgets_excluded(tmp_path):
             r["val_loss"] = float(TRUTH.loss(r["M"], r["D"]))
     rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=())
     b = {x["budget"]: x for x in rep["isoflop"]["budgets"]}
-    assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("minimum at the edge of the grid")
+    assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("best run at the edge of the grid")
     assert not b[1e21]["used"] and b[1e21]["warnings"][0].startswith("off-centre")
     assert all(b[c]["used"] for c in budgets[:3]) and rep["isoflop"]["M_opt"].n_budgets == 3
     assert _inside(rep["isoflop"]["M_opt"].ci95["exponent"], TRUTH.a)

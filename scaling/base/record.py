@@ -146,12 +146,17 @@ def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
     """(rows, bad): the logged steps of a metrics.jsonl and the 1-based numbers of lines that are not (what a kill
     or a full disk leaves mid-write). A missing file has no rows. The one reader of the log: the trainer's resume,
     the training-curve loader and the status view all use it (the status view on the file's tail only)."""
-    rows: list[dict] = []
-    bad: list[int] = []
     try:
         text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
-        return rows, bad
+        return [], []
+    return parse_metrics(text)
+
+
+def parse_metrics(text: str) -> tuple[list[dict], list[int]]:
+    """(rows, bad) of a metrics.jsonl's text, as `read_metrics` (for callers that read the file themselves)."""
+    rows: list[dict] = []
+    bad: list[int] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
