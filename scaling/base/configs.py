@@ -96,16 +96,18 @@ def search_dirs(overrides: Sequence[str], config_dir: str | Path | None = None) 
     """The config folders a command line adds to Hydra's search path, in Hydra's order: `config_dir` (--config-dir),
     then the file:// (or plain) and pkg:// entries of `hydra.searchpath=[...]` overrides. ValueError for a folder
     that does not exist."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     dirs = [Path(config_dir)] if config_dir is not None else []
     searchpath: list[str] = []
     given = [a for a in overrides if "searchpath" in a.split("=", 1)[0]]
-    try:
-        parsed = OverridesParser.create().parse_overrides(given)
-    except OverrideParseException as e:
-        raise ValueError(f"cannot read {' '.join(given)}: {' '.join(str(e).split())}") from None
+    parsed = []
+    if given:  # Hydra's own parser reads the list syntax; not imported by commands that never see overrides
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from hydra.errors import OverrideParseException
+
+        try:
+            parsed = OverridesParser.create().parse_overrides(given)
+        except OverrideParseException as e:
+            raise ValueError(f"cannot read {' '.join(given)}: {' '.join(str(e).split())}") from None
     for o in parsed:
         if o.key_or_group == "hydra.searchpath":
             value = o.value()
