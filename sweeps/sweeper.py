@@ -39,7 +39,7 @@ from scaling.run.setup import check_config
 from .console import quiet_jobs, short_job_lines
 from .laws import Laws
 from .packing import Unit, pack_id, pack_overrides, parse_pack, plan_units, unit_seconds
-from .plan import Point, SweepSettings, choose_rule, plan
+from .plan import Point, SweepSettings, adopt_legacy_ids, choose_rule, plan
 from .sizing import JobLimits, size_points
 from .sizing import report as sizing_report
 from .table import format_table, rows, write_csv
@@ -186,6 +186,7 @@ class ScalingSweeper(Sweeper):
         wants, passthrough = split_arguments(arguments)
         parse_pack(cfg.sweep.get("pack", "off"))  # a bad sweep.pack stops here, before anything is written
         points, rule, laws = self.make_plan(wants)
+        points = adopt_legacy_ids(points, Path(str(cfg.hydra.sweep.dir)))  # runs made before ids sorted by lr
         check_overrides(passthrough, points)
         jobs = [passthrough + p.overrides() for p in points]
         states = [self.job_state(j, first=i == 0) for i, j in enumerate(jobs)]
