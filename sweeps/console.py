@@ -36,7 +36,8 @@ def short_lines(jobs: Sequence[list[str]]) -> dict[str, str]:
 
     keyed = [dict(o.split("=", 1) for o in job if "=" in o) for job in jobs]
     keys = list(dict.fromkeys(k for kv in keyed for k in kv))
-    varying = [k for k in keys if k != "run.id" and len({kv.get(k) for kv in keyed}) > 1]
+    # a pack's run ids are its id's runs (pack_<first id>_x<K>, listed in the plan): not repeated here
+    varying = [k for k in keys if k not in ("run.id", "+pack.run_ids") and len({kv.get(k) for kv in keyed}) > 1]
     out = {}
     for job, kv in zip(jobs, keyed):
         parts = ([f"run.id={kv['run.id']}"] if "run.id" in kv else []) + [f"{k}={kv[k]}" for k in varying if k in kv]

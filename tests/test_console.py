@@ -52,6 +52,11 @@ def test_a_job_line_is_its_run_id_and_the_keys_that_vary():
     short = short_lines(JOBS)[long]
     assert short == "run.id=hp_C6e+09_B512_lr0.00139 train.tokens=102400 train.batch_size=512 optim.lr=0.00139"
     assert len(long) > 3 * len(short)
+    packs = [[*SHARED, *point(f"pack_hp_C6e+09_B{b}_x2", b, 1e-3), f"+pack.run_ids=['a{b}','b{b}']"] for b in (4, 8)]
+    assert list(short_lines(packs).values()) == [  # a pack's members are in its id and the plan, not repeated
+        "run.id=pack_hp_C6e+09_B4_x2 train.tokens=800 train.batch_size=4",
+        "run.id=pack_hp_C6e+09_B8_x2 train.tokens=1600 train.batch_size=8",
+    ]
 
 
 @pytest.mark.parametrize("module", LAUNCHER_LOGGERS)
