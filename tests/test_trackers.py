@@ -186,6 +186,8 @@ def test_each_tracker_writes_where_it_should_for_a_tiny_run(make_cfg, tmp_path, 
     assert steps == tokens  # MLflow: the sweep dir's file store, metrics against tokens, tagged
     assert (mlrun / "tags" / "config_hash").read_text() == result["config_hash"]
     assert (mlrun / "tags" / "group").read_text() == "isoflop C=1e+10"
+    _, value, step = (mlrun / "metrics" / "final" / "val_loss").read_text().split()
+    assert int(step) == result["D"] and float(value) == pytest.approx(result["val_loss"])  # at the last step, not 0
     assert set(METRIC_KEYS.values()) - {"val/loss"} <= {
         f"train/{p.name}" for p in (mlrun / "metrics" / "train").iterdir()
     }
