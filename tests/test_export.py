@@ -40,9 +40,7 @@ EDGE_TEXTS = ["a  b   c", " lead", "trail ", "tab\tand\nnew\n\nlines", "ünïcö
 SPECIAL_TEXT = "<s> x </s>"
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, cache_dir) -> Path:
-    root = tmp_path_factory.mktemp("export")
+def _train(root: Path, cache_dir: Path, *overrides: str) -> Path:
     corpus = root / "docs.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": SENTENCES[i % 6]}) + "\n" for i in range(600)))
     with initialize_config_dir(config_dir=CONF, version_base=None):
@@ -64,6 +62,7 @@ def trained_run(tmp_path_factory, cache_dir) -> Path:
                 "train.log_every=50",
                 "train.threads=1",
                 "optim.lr=1e-2",
+                *overrides,
             ],
         )
     run_dir = root / "run"
@@ -72,11 +71,42 @@ def trained_run(tmp_path_factory, cache_dir) -> Path:
     return run_dir
 
 
-def test_export_loads_in_transformers_and_greedy_generation_stops_at_eos(trained_run, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cache_dir) -> Path:
+    """A run with the default tokenizer: SentencePiece BPE trained on the corpus (<s> separates documents)."""
+    return _train(tmp_path_factory.mktemp("export"), cache_dir)
+
+
+@pytest.fixture(scope="module")
+def pretrained_tokenizer_run(tmp_path_factory, cache_dir) -> Path:
+    """A run with a pretrained byte-level BPE tokenizer.json whose separator is <|endoftext|>, as GPT-2's."""
+    root = tmp_path_factory.mktemp("export_pretrained")
+    path = root / "tokenizer.json"
+    byte_level_bpe(SENTENCES * 10).save(str(path))
+    # 320 ids, padded to 384 embedding rows (as DeepSeek pads 100,015 to 102,400): the export keeps the padding
+    return _train(root, cache_dir, f"data.tokenizer={path}", "data.vocab_size=384")
+
+
+def byte_level_bpe(texts: list[str]):
+    tk = tokenizers
+    tok = tk.Tokenizer(tk.models.BPE(unk_token=None))
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    alphabet = tk.pre_tokenizers.ByteLevel.alphabet()  # all 256 bytes, as GPT-2's: any text round-trips
+    trainer = tk.trainers.BpeTrainer(vocab_size=320, special_tokens=["<|endoftext|>"], initial_alphabet=alphabet)
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece", "tokenizer.json"])
+def test_export_loads_in_transformers_and_greedy_generation_stops_at_eos(kind, request, tmp_path, capsys):
+    trained_run = request.getfixturevalue("trained_run" if kind == "sentencepiece" else "pretrained_tokenizer_run")
+    sep, sep_id = ("<s>", 1) if kind == "sentencepiece" else ("<|endoftext|>", 0)
     out = tmp_path / "hf"
     assert main([str(trained_run), str(out)]) == 0
     printed = capsys.readouterr()
-    assert "bos = eos = pad = '<s>' (id 1)" in printed.out and "completed, checkpoint at step 100/100" in printed.err
+    assert f"bos = eos = pad = {sep!r} (id {sep_id})" in printed.out
+    assert "completed, checkpoint at step 100/100" in printed.err
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json",
         "generation_config.json",
@@ -85,14 +115,15 @@ def test_export_loads_in_transformers_and_greedy_generation_stops_at_eos(trained
         "tokenizer_config.json",
     ]
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["bos_token_id"] == cfg["eos_token_id"] == 1 and cfg["max_position_embeddings"] == 32
-    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 1
+    assert cfg["vocab_size"] == (300 if kind == "sentencepiece" else 384)
+    assert cfg["bos_token_id"] == cfg["eos_token_id"] == sep_id and cfg["max_position_embeddings"] == 32
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == sep_id
 
     tok = transformers.AutoTokenizer.from_pretrained(out)  # as it is: no arguments, no network
     hf = transformers.LlamaForCausalLM.from_pretrained(out).float().eval()
     ours, run_cfg, _ = load_run(trained_run)
     data = prepare_data(run_cfg["data"])
-    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (data.bos_id,) * 3
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (data.bos_id,) * 3 == (sep_id,) * 3
     for text in [*SENTENCES, *EDGE_TEXTS]:  # the run's ids, after the separator every document started with
         assert tok(text)["input_ids"] == [data.bos_id, *data.encode(text)], text
         assert tok.decode(tok(text)["input_ids"], skip_special_tokens=True) == text
@@ -140,12 +171,7 @@ def test_tokenizer_conversion_gives_the_run_ids(cache_dir, tmp_path, make_cfg):
 
 
 def test_a_pretrained_tokenizer_json_is_kept_and_starts_texts_with_its_separator(tmp_path):
-    tk = tokenizers
-    tok = tk.Tokenizer(tk.models.BPE(unk_token=None))
-    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tk.decoders.ByteLevel()
-    trainer = tk.trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"])
-    tok.train_from_iterator(SENTENCES * 10, trainer)
+    tok = byte_level_bpe(SENTENCES * 10)
     src = tmp_path / "tokenizer.json"
     tok.save(str(src))
     files, sep = hf_tokenizer_files(src, 0, 128)

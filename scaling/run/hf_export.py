@@ -63,9 +63,11 @@ def export_run(run_dir: Path, out: Path, max_position_embeddings: int | None = N
     model, cfg, ckpt = load_run(run_dir)
     settings = DataSettings.from_cfg(cfg["data"])
     data = prepare_data(cfg["data"])
-    if data.vocab_size != model.cfg.vocab_size:
+    # A pretrained tokenizer's vocabulary may be padded in the model (data.vocab_size above the tokenizer's size,
+    # scaling.data.vocab), never the other way round.
+    if data.vocab_size > model.cfg.vocab_size:
         raise ValueError(
-            f"the tokenizer has {data.vocab_size} pieces but the model {model.cfg.vocab_size}: "
+            f"the tokenizer has {data.vocab_size} ids but the model only {model.cfg.vocab_size}: "
             f"the data cache does not match this run"
         )
     model_type = str(settings.tokenizer.get("model_type", "bpe"))

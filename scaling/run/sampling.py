@@ -73,9 +73,11 @@ def sample(
     check_options(max_new_tokens, temperature, top_k, device)
     model, cfg, ckpt = load_run(run_dir, device)
     data = prepare_data(cfg["data"])
-    if data.vocab_size != model.cfg.vocab_size:
+    # A pretrained tokenizer's vocabulary may be padded in the model (data.vocab_size above the tokenizer's size,
+    # scaling.data.vocab), never the other way round.
+    if data.vocab_size > model.cfg.vocab_size:
         raise ValueError(
-            f"the tokenizer has {data.vocab_size} pieces but the model {model.cfg.vocab_size}: "
+            f"the tokenizer has {data.vocab_size} ids but the model only {model.cfg.vocab_size}: "
             f"the data cache does not match this run"
         )
     # Training documents start with BOS, so a prompt does too: the model continues it as the start of a document.
