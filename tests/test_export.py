@@ -18,7 +18,13 @@ tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
 
 from scaling.data import prepare_data  # noqa: E402
-from scaling.data.hf_tokenizer import TOKENIZER_JSON, from_sentencepiece, hf_tokenizer_files, same_ids  # noqa: E402
+from scaling.data.hf_tokenizer import (  # noqa: E402
+    TOKENIZER_JSON,
+    from_sentencepiece,
+    hf_tokenizer_files,
+    same_ids,
+    sentencepiece_spec,
+)
 from scaling.data.prepared import SentencePieceEncoder  # noqa: E402
 from scaling.data.tokenizer import train_tokenizer  # noqa: E402
 from scaling.export import main  # noqa: E402
@@ -163,11 +169,20 @@ def test_tokenizer_conversion_gives_the_run_ids(cache_dir, tmp_path, make_cfg):
     model_file.parent.mkdir()
     train_tokenizer(lines, 400, opts, model_file, "test")
     uni = SentencePieceEncoder(model_file)
-    assert same_ids(uni, from_sentencepiece(model_file, "unigram").to_str(), texts) > 10_000
+    assert sentencepiece_spec(model_file, {"model_type": "bpe"})["model_type"] == "unigram"  # its file says so
+    assert same_ids(uni, from_sentencepiece(model_file).to_str(), texts) > 10_000
     with pytest.raises(ValueError, match="encodes differently from the run's at token"):
-        same_ids(uni, from_sentencepiece(model_file, "bpe").to_str(), texts)  # a unigram model read as BPE
-    with pytest.raises(ValueError, match="model_type='char'"):
-        from_sentencepiece(model_file, "char")
+        broken = from_sentencepiece(model_file)
+        broken.pre_tokenizer = tokenizers.pre_tokenizers.Metaspace(prepend_scheme="always", split=True)
+        same_ids(uni, broken.to_str(), texts)  # a "▁" before each text: refused, naming where
+    for model_type in ("bpe", "unigram"):  # a user's add_dummy_prefix=true: a "▁" before every text
+        train_tokenizer(lines, 400, {**opts, "model_type": model_type, "add_dummy_prefix": True}, model_file, "test")
+        enc, tok = SentencePieceEncoder(model_file), from_sentencepiece(model_file)
+        assert same_ids(enc, tok.to_str(), texts) > 10_000
+        assert all(tok.decode(tok.encode(t).ids) == enc.decode(enc.encode(t)) for t in texts if t != SPECIAL_TEXT)
+    train_tokenizer(lines, 400, {**opts, "normalization_rule_name": "nmt_nfkc"}, model_file, "test")
+    with pytest.raises(ValueError, match=r"normalises text \(nmt_nfkc\)"):
+        from_sentencepiece(model_file)
 
 
 def test_a_pretrained_tokenizer_json_is_kept_and_starts_texts_with_its_separator(tmp_path):

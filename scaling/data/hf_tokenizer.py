@@ -33,8 +33,44 @@ def _tokenizers() -> Any:
     return tokenizers
 
 
-def from_sentencepiece(model_file: Path, model_type: str = "bpe") -> Any:
-    """A tokenizers.Tokenizer with the pieces, ids and encoding of a trained SentencePiece model."""
+def sentencepiece_spec(model_file: Path, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How a SentencePiece model splits and normalises text: from its own file when protobuf can read it (a model
+    that came with data=tokens was not trained with our options), else from the trainer options it was made with."""
+    o = {"model_type": "bpe", "split_by_whitespace": True, "add_dummy_prefix": False, **(options or {})}
+    spec = {
+        "model_type": str(o["model_type"]),
+        "split_by_whitespace": bool(o["split_by_whitespace"]),
+        "add_dummy_prefix": bool(o["add_dummy_prefix"]),
+        "normalization": str(o.get("normalization_rule_name", "identity")),
+        "remove_extra_whitespaces": bool(o.get("remove_extra_whitespaces", False)),
+    }
+    try:
+        import sentencepiece.sentencepiece_model_pb2  # needs protobuf
+    except ImportError:
+        return spec
+    pb: Any = sentencepiece.sentencepiece_model_pb2  # generated protobuf code: no type stubs
+    m = pb.ModelProto()
+    m.ParseFromString(Path(model_file).read_bytes())
+    return {
+        "model_type": pb.TrainerSpec.ModelType.Name(m.trainer_spec.model_type).lower(),
+        "split_by_whitespace": m.trainer_spec.split_by_whitespace,
+        "add_dummy_prefix": m.normalizer_spec.add_dummy_prefix,
+        "normalization": m.normalizer_spec.name or "identity",
+        "remove_extra_whitespaces": m.normalizer_spec.remove_extra_whitespaces,
+    }
+
+
+def from_sentencepiece(model_file: Path, options: dict[str, Any] | None = None) -> Any:
+    """A tokenizers.Tokenizer with the pieces, ids and encoding of a trained SentencePiece model (`options`: the
+    trainer options it was made with, used where its file cannot be read; same_ids catches any difference left)."""
+    spec = sentencepiece_spec(model_file, options)
+    model_type = spec["model_type"]
+    if spec["normalization"] != "identity" or spec["remove_extra_whitespaces"]:
+        raise ValueError(
+            f"cannot export a SentencePiece tokenizer that normalises text ({spec['normalization']}"
+            f"{', remove_extra_whitespaces' if spec['remove_extra_whitespaces'] else ''}): only the lossless default "
+            "(normalization_rule_name=identity, remove_extra_whitespaces=false) has an exact Hugging Face equivalent"
+        )
     import sentencepiece as spm
 
     tk = _tokenizers()
@@ -67,22 +103,28 @@ def from_sentencepiece(model_file: Path, model_type: str = "bpe") -> Any:
             "unigram have a Hugging Face equivalent"
         )
     tok = tk.Tokenizer(model)
-    # split=True: "▁" starts a new word and no piece spans two, as SentencePiece's split_by_whitespace.
-    tok.pre_tokenizer = tk.pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
-    tok.decoder = tk.decoders.Sequence(
-        [tk.decoders.Replace("\u2581", " "), tk.decoders.ByteFallback(), tk.decoders.Fuse()]
+    # split: "▁" starts a new word and no piece spans two, as SentencePiece's split_by_whitespace (its default).
+    if spec["add_dummy_prefix"]:  # a "▁" before every text, even one that starts with a space, as SentencePiece
+        tok.normalizer = tk.normalizers.Prepend("\u2581")
+    tok.pre_tokenizer = tk.pre_tokenizers.Metaspace(
+        replacement="\u2581", prepend_scheme="never", split=spec["split_by_whitespace"]
     )
+    decoders = [tk.decoders.Replace("\u2581", " "), tk.decoders.ByteFallback(), tk.decoders.Fuse()]
+    if spec["add_dummy_prefix"]:
+        decoders.append(tk.decoders.Strip(content=" ", left=1))  # the dummy prefix is not text
+    tok.decoder = tk.decoders.Sequence(decoders)
     tok.add_special_tokens([tk.AddedToken(pieces[i], special=True, normalized=False) for i in special])
     return tok
 
 
 def hf_tokenizer_files(
-    tokenizer_file: Path, sep_id: int, model_max_length: int, model_type: str = "bpe"
+    tokenizer_file: Path, sep_id: int, model_max_length: int, options: dict[str, Any] | None = None
 ) -> tuple[dict[str, str], str]:
-    """({file name: text} for the export, the separator's token text) from the run's tokenizer file."""
+    """({file name: text} for the export, the separator's token text) from the run's tokenizer file; `options` are
+    the SentencePiece trainer options it was made with (data.tokenizer)."""
     tk = _tokenizers()
     if tokenizer_file.suffix == ".model":
-        tok = from_sentencepiece(tokenizer_file, model_type)
+        tok = from_sentencepiece(tokenizer_file, options)
     else:
         tok = tk.Tokenizer.from_file(str(tokenizer_file))
     sep = tok.id_to_token(sep_id)
@@ -91,7 +133,7 @@ def hf_tokenizer_files(
     tok.post_processor = tk.processors.TemplateProcessing(
         single=f"{sep} $A", pair=f"{sep} $A {sep} $B:1", special_tokens=[(sep, sep_id)]
     )
-    unk = tok.id_to_token(tok.token_to_id("<unk>")) if tok.token_to_id("<unk>") is not None else None
+    unk = "<unk>" if tok.token_to_id("<unk>") is not None else None
     config = {
         # The generic class: it runs tokenizer.json as written (a model-specific class may rebuild the pipeline).
         "tokenizer_class": "PreTrainedTokenizerFast",

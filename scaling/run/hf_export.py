@@ -15,7 +15,13 @@ import numpy as np
 
 from model.hf import WEIGHTS_NAME, export_hf
 from scaling.data import prepare_data
-from scaling.data.hf_tokenizer import TOKENIZER_CONFIG, TOKENIZER_JSON, hf_tokenizer_files, same_ids
+from scaling.data.hf_tokenizer import (
+    TOKENIZER_CONFIG,
+    TOKENIZER_JSON,
+    hf_tokenizer_files,
+    same_ids,
+    sentencepiece_spec,
+)
 from scaling.data.settings import DataSettings
 from scaling.run.sampling import load_run, planned_steps, run_status
 
@@ -70,9 +76,8 @@ def export_run(run_dir: Path, out: Path, max_position_embeddings: int | None = N
             f"the tokenizer has {data.vocab_size} ids but the model only {model.cfg.vocab_size}: "
             f"the data cache does not match this run"
         )
-    model_type = str(settings.tokenizer.get("model_type", "bpe"))
     max_pos = max_position_embeddings or model.cfg.seq_len
-    files, sep = hf_tokenizer_files(data.tokenizer_file, data.bos_id, max_pos, model_type)
+    files, sep = hf_tokenizer_files(data.tokenizer_file, data.bos_id, max_pos, settings.tokenizer)
     checked = same_ids(data.encoder, files[TOKENIZER_JSON], _validation_texts(data.val_tokens(), data))
     export_hf(
         model,
@@ -82,7 +87,10 @@ def export_run(run_dir: Path, out: Path, max_position_embeddings: int | None = N
         max_position_embeddings=max_pos,
         files=files,
     )
-    kind = f"SentencePiece {model_type}" if data.tokenizer_file.suffix == ".model" else "tokenizer.json"
+    if data.tokenizer_file.suffix == ".model":
+        kind = f"SentencePiece {sentencepiece_spec(data.tokenizer_file, settings.tokenizer)['model_type']}"
+    else:
+        kind = "tokenizer.json"
     return Exported(
         out=out,
         params=sum(p.numel() for p in model.parameters()),
