@@ -34,6 +34,7 @@ from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset, grid_key
 from analysis.tables import hparams_grids, isoflop_tables, repetition
 from scaling.base.atomic import write_atomic
 from scaling.base.cli import fail
+from scaling.base.configs import add_config_dir_arg, resolve_name, search_dirs
 from scaling.base.laws import format_law
 
 PROG = "analysis.fit"
@@ -484,6 +485,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--dataset", help="dataset whose fits fill the top-level report sections")
     ap.add_argument("--no-plots", action="store_true")
+    add_config_dir_arg(ap, "--targets names")
     return ap
 
 
@@ -529,6 +531,8 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     t0 = time.time()
     try:
+        dirs = search_dirs([], a.config_dir)  # target names in a user's config folder, as Hydra would find them
+        targets = None if a.targets is None else [resolve_name("model", t, dirs) for t in a.targets]
         options = FitOptions(
             band=a.band,
             bootstrap=a.bootstrap,
@@ -546,7 +550,7 @@ def main(argv=None) -> int:
             a.paths,
             a.out,
             budgets=a.budget,
-            targets=a.targets,
+            targets=targets,
             target_tokens=a.target_tokens,
             plots=not a.no_plots,
             dataset=a.dataset,

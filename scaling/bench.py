@@ -28,6 +28,7 @@ import sys
 
 import torch
 
+from scaling.base.configs import add_config_dir_arg, resolve_name, search_dirs
 from scaling.benchmarks.step import run, run_pack
 
 
@@ -55,8 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         help="packed training: K same-shape runs as one stacked model vs the same K runs one after another "
         "(scaling.run.pack), at the CPU demo's stage-1 shapes and at --model",
     )
+    add_config_dir_arg(p, "--model names")
     args = p.parse_args(argv)
     try:
+        args.model = resolve_name("model", args.model, search_dirs([], args.config_dir))
         run_pack(args) if args.pack else run(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from scaling.base.cli import fail
+from scaling.base.configs import add_config_dir_arg, search_dirs
 from scaling.run.sampling import PROG, best_per_budget, check_options, sample
 
 
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    add_config_dir_arg(ap, None)
     a = ap.parse_args(argv)
     try:
+        search_dirs([], a.config_dir)
         check_options(a.max_new_tokens, a.temperature, a.top_k or None, a.device)
     except ValueError as e:
         fail(PROG, e)

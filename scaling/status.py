@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from scaling.base.cli import fail
+from scaling.base.configs import add_config_dir_arg, search_dirs
 from sweeps.progress import PROG, collect, finished, render
 
 
@@ -44,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall", type=float, default=600.0, help="seconds without a log line before a run is stalled")
     ap.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="S", help="refresh every S seconds (10)")
     ap.add_argument("--max-lines", type=int, default=10, help="runs listed per state and sweep")
+    add_config_dir_arg(ap, None)
     a = ap.parse_args(argv)
+    try:
+        search_dirs([], a.config_dir)
+    except ValueError as e:
+        fail(PROG, e)
     if a.root is None:
         fail(PROG, "give a runs directory, e.g. python -m scaling.status runs/")
     if not a.root.is_dir():

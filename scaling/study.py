@@ -4,6 +4,7 @@
     python -m scaling.study gpu_deepseek --dry-run       # DeepSeek's design: the plan and its GPU-hours
     python -m scaling.study cpu_demo hydra/launcher=joblib   # extra Hydra overrides go to every sweep
     python -m scaling.study --samples                    # + a greedy sample of each IsoFLOP budget's best run
+    python -m scaling.study --config-dir my_conf my_study  # my_conf/study/my_study.yaml; every sweep gets my_conf
 
 Stage 1 sweeps batch size x learning rate at a few budgets and fits eta_opt(C), B_opt(C); stage 2 runs IsoFLOP
 profiles whose learning rate and batch come from those fitted laws; stage 3 fits everything (analysis.fit) and
@@ -17,12 +18,13 @@ import csv
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.fit import run_analysis
 from analysis.planning import summary_lines
 from scaling.base.cli import EXIT_FAILED, fail
-from scaling.base.configs import load_study
+from scaling.base.configs import load_study, pop_config_dir, search_dirs
 from scaling.base.laws import format_law
 
 
@@ -50,9 +52,16 @@ def plan_seconds(sweep_dir: Path) -> float:
 
 
 def run_study(
-    name: str, extra: list[str], dry_run: bool, out: Path | None = None, samples: bool = False
+    name: str,
+    extra: list[str],
+    dry_run: bool,
+    out: Path | None = None,
+    samples: bool = False,
+    dirs: Sequence[Path] = (),
 ) -> dict | None:
-    study = load_study(name)
+    """`dirs`: config folders where the study name is looked up after conf/study/ (scaling.base.configs.search_dirs);
+    a --config-dir among them must also be in `extra`, for the sweeps."""
+    study = load_study(name, dirs)
     root = Path(out or study["dir"])
     common = [*study["overrides"], *extra] + (["sweep.dry_run=true"] if dry_run else [])
     hp_dir, iso_dir, fit_dir = root / "hparams", root / "isoflop", root / "analysis"
@@ -139,9 +148,14 @@ def main(argv: list[str] | None = None) -> None:
         return
     dry_run, samples = "--dry-run" in args, "--samples" in args
     args = [a for a in args if a not in ("--dry-run", "--samples")]
-    name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
     try:
-        run_study(name, args, dry_run, samples=samples)
+        # --config-dir (as scaling.train/sweep take it) and hydra.searchpath: where study names are found too, and
+        # (as an absolute path, the sweeps may run elsewhere) what every sweep gets
+        config_dir, args = pop_config_dir(args)
+        name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
+        dirs = search_dirs(args, config_dir)
+        extra = ([f"--config-dir={dirs[0]}"] if config_dir is not None else []) + args
+        run_study(name, extra, dry_run, samples=samples, dirs=dirs)
     except ValueError as e:
         fail("scaling.study", e)
     except RuntimeError as e:  # a stage failed: its own output said why; rerunning resumes

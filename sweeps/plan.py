@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from model import ModelConfig
@@ -129,9 +131,37 @@ def sig(x: float, digits: int = 3) -> float:
 
 
 def fmt_sig(x: float) -> str:
-    """1.2e-03 style, trailing zeros dropped: short, sortable-looking ids."""
+    """1.2e-03 style, trailing zeros dropped (the hparams run ids before sort_ids: legacy_run_id)."""
     mant, exp = f"{x:.2e}".split("e")
     return f"{mant.rstrip('0').rstrip('.')}e{exp}"
+
+
+def fmt_lr(lr: float) -> str:
+    """A learning rate in plain decimals (0.00139, 0.0005, 0.00001): for rates below 1, ordering these strings
+    character by character orders the rates, so `ls` lists a batch size's runs from the smallest lr up."""
+    return format(Decimal(repr(lr)), "f")
+
+
+def hparams_run_id(C: float, batch: int, lr: float, batch_digits: int) -> str:
+    """hp_C<budget>_B<batch, zero-padded to the grid's widest>_lr<fmt_lr>: a budget's runs sort by batch, then lr."""
+    return f"hp_C{C:.3g}_B{batch:0{batch_digits}d}_lr{fmt_lr(lr)}"
+
+
+def legacy_run_id(p: Point) -> str | None:
+    """The id an hparams point had before run ids sorted by lr (B unpadded, lr as 1.39e-03); None for others."""
+    return f"hp_C{p.budget:.3g}_B{p.batch_size}_lr{fmt_sig(p.lr)}" if p.sweep == "hparams" else None
+
+
+def adopt_legacy_ids(points: list[Point], sweep_dir: Path) -> list[Point]:
+    """Points whose run already lives under its legacy id (a sweep dir made before the id change) keep that id, so
+    a rerun skips or resumes those runs instead of training them again under the new name."""
+    out = []
+    for p in points:
+        old = legacy_run_id(p)
+        if old and old != p.run_id and (sweep_dir / old).is_dir() and not (sweep_dir / p.run_id).exists():
+            p = replace(p, run_id=old)
+        out.append(p)
+    return out
 
 
 def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
@@ -257,12 +287,12 @@ def hparams_points(
     lr_grid = _lattice if s.lattice else _grid
     lrs = sorted({sig(lr) for lr in lr_grid(laws.eta_opt(centre), s.lr_span, s.lr_points)})
     points = []
-    for B in batches:
-        b, steps = whole_steps(D, B, seq_len)
+    grid = [whole_steps(D, B, seq_len) for B in batches]
+    digits = len(str(max(b for b, _ in grid)))
+    for b, steps in grid:
         for lr in lrs:
-            points.append(
-                Point(f"hp_C{C:.3g}_B{b}_lr{fmt_sig(lr)}", "hparams", C, shape, steps * b, b, lr, M_opt, tuple(notes))
-            )
+            run_id = hparams_run_id(C, b, lr, digits)
+            points.append(Point(run_id, "hparams", C, shape, steps * b, b, lr, M_opt, tuple(notes)))
     return points
 
 

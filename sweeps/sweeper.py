@@ -37,9 +37,10 @@ from scaling.data.corpora import open_corpus
 from scaling.data.settings import DataSettings
 from scaling.run.setup import check_config
 
+from .console import quiet_jobs, short_job_lines
 from .laws import Laws
 from .packing import Unit, pack_id, pack_overrides, parse_pack, plan_units, unit_seconds
-from .plan import Point, SweepSettings, choose_rule, plan
+from .plan import Point, SweepSettings, adopt_legacy_ids, choose_rule, plan
 from .reuse import Trunk, budget_groups, parse_reuse, plan_trunks, trunk_overrides, trunk_seconds
 from .sizing import JobLimits, size_points
 from .sizing import report as sizing_report
@@ -194,6 +195,7 @@ class ScalingSweeper(Sweeper):
         parse_pack(cfg.sweep.get("pack", "off"))  # a bad sweep.pack stops here, before anything is written
         reuse = parse_reuse(cfg.sweep.get("reuse", "off"), str(cfg.optim.schedule))
         points, rule, laws = self.make_plan(wants, reuse)
+        points = adopt_legacy_ids(points, Path(str(cfg.hydra.sweep.dir)))  # runs made before ids sorted by lr
         trunks: list[Trunk] = []
         if reuse:
             points, trunks = plan_trunks(
@@ -400,15 +402,17 @@ class ScalingSweeper(Sweeper):
         counts: Counter[str] = Counter(skipped=skipped)
         t0, est_done, est_left = time.time(), 0.0, sum(unit_seconds(u, est) for u in units)
         size, idx, runs_done = self._batch_size(len(units)), 0, 0
+        jobs = quiet_jobs(jobs, parallel=size > 1)  # side-by-side runs draw no progress bars (sweeps.console)
         pending = list(range(len(units)))  # unit indices, in plan order
         while pending:
             batch_ix, pending = pending[:size], pending[size:]
             batch = [units[u] for u in batch_ix]
             watcher = _Watcher(batch, run_dirs, est, t0, est_done, est_left) if len(batch) > 1 else None
             try:
-                returns: list[JobReturn | None] = list(
-                    self.launcher.launch([jobs[u] for u in batch_ix], initial_job_idx=idx)
-                )
+                with short_job_lines(jobs):  # the launcher's line per job: run id and what varies, not ~600 chars
+                    returns: list[JobReturn | None] = list(
+                        self.launcher.launch([jobs[u] for u in batch_ix], initial_job_idx=idx)
+                    )
             except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
                 why = str(e).splitlines()[0] if str(e) else ""
                 print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {why}")

@@ -143,16 +143,17 @@ def run_loop(
             m.state.status = "completed"
             finish(stepper, k, m)
         return []
-    # A live bar on a terminal; in logs (sweeps, SLURM) a line every 30 s instead of a stream of redraws.
+    # A live bar on a terminal only: a log file (SLURM, a redirected sweep) gets no redraws; metrics.jsonl and
+    # `python -m scaling.status` say how far a run is.
     bar = tqdm(
         total=spec0.steps * spec0.batch_size,
         initial=s * spec0.batch_size,
         unit="tok",
         unit_scale=True,
         dynamic_ncols=True,
-        disable=not (progress and dist_env.is_main),
+        disable=not (progress and dist_env.is_main and sys.stderr.isatty()),
         leave=False,
-        mininterval=0.5 if sys.stderr.isatty() else 30.0,
+        mininterval=0.5,
     )
     last_ckpt = time.monotonic()
     started = time.perf_counter()  # start of the current stretch of training steps

@@ -68,9 +68,11 @@ def sample(
     check_options(max_new_tokens, temperature, top_k, device)
     model, cfg, ckpt = load_run(run_dir, device)
     data = prepare_data(cfg["data"])
-    if data.vocab_size != model.cfg.vocab_size:
+    # A pretrained tokenizer's vocabulary may be padded in the model (data.vocab_size above the tokenizer's size,
+    # scaling.data.vocab), never the other way round.
+    if data.vocab_size > model.cfg.vocab_size:
         raise ValueError(
-            f"the tokenizer has {data.vocab_size} pieces but the model {model.cfg.vocab_size}: "
+            f"the tokenizer has {data.vocab_size} ids but the model only {model.cfg.vocab_size}: "
             f"the data cache does not match this run"
         )
     # Training documents start with BOS, so a prompt does too: the model continues it as the start of a document.
@@ -80,13 +82,13 @@ def sample(
         torch.tensor([ids], device=device), max_new_tokens, temperature=temperature, top_k=top_k, generator=gen
     )[0].tolist()
     new = out[len(ids) :]
-    status = _status(Path(run_dir))
+    status = run_status(Path(run_dir))
     return Sample(
         text=data.decode(out),
         continuation=data.decode(new),
         tokens=new,
         step=int(ckpt.get("step", 0)),
-        steps=_planned_steps(cfg),
+        steps=planned_steps(cfg),
         status=status,
     )
 
@@ -133,14 +135,14 @@ def best_per_budget(root: Path) -> list[tuple[float, Path, float]]:
     return [(b, d, loss) for b, (d, loss) in sorted(best.items())]
 
 
-def _status(run_dir: Path) -> str:
+def run_status(run_dir: Path) -> str:
     try:
         return str(json.loads((run_dir / "result.json").read_text()).get("status", "unfinished"))
     except (OSError, ValueError, AttributeError):
         return "unfinished"
 
 
-def _planned_steps(cfg: dict) -> int | None:
+def planned_steps(cfg: dict) -> int | None:
     try:
         return round(float(cfg["train"]["tokens"]) / int(cfg["train"]["batch_size"]))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
