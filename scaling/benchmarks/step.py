@@ -117,8 +117,8 @@ def step_fn(
 def synced_step_fn(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, amp: torch.dtype | None
 ) -> Callable[[], None]:
-    """The reference for the shared step: the loop it replaced, which read the loss and the gradient norm on the
-    host every step (two device syncs) and synchronised the device at the end of the step."""
+    """The reference for the shared step: a loop that reads the loss and the gradient norm on the
+    host every step (two device syncs) and synchronises the device at the end of the step."""
     opt = build_optimizer(model, 1e-4, (0.9, 0.95), 1e-8, 0.1, device)
 
     def step() -> None:
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     load_before = os.getloadavg()[0]
 
     models: dict[str, torch.nn.Module] = {"ours": LLaMA(cfg).to(device)}
-    models["synced"] = LLaMA(cfg).to(device)  # the same model in the per-step-sync loop the shared step replaced
+    models["synced"] = LLaMA(cfg).to(device)  # the same model, syncing to the host every step
     if not args.no_hf:
         models["HF"] = HFLoss(hf_twin(cfg)).to(device)
     steps, warm_s = {}, {}
