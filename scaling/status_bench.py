@@ -5,8 +5,8 @@ configs and 20-line logs of the same size as scaling.train's; runs completed, di
 cut-off logs, missing configs, and plan rows not started), then times the whole view (scan, classify, ETA, render)
 against a reference measured in the same run on the same files: reading and parsing every result.json and nothing
 else, the least any status built on run records must do. Prints medians of 3 rounds and the ratio to both the
-reference and the issue's 2 s budget. The page cache is warm (the files were just written), as on a login node
-polling a study it is watching.
+reference and a 2 s budget (a view polled every few seconds must cost well under that). The page cache is warm (the
+files were just written), as on a login node polling a study it is watching.
 """
 
 from __future__ import annotations

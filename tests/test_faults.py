@@ -1,4 +1,4 @@
-"""Fault injection (issue 10): kills at random points, two owners of one run dir, planted checkpoints, broken
+"""Fault injection: kills at random points, two owners of one run dir, planted checkpoints, broken
 metrics lines, a full or read-only disk, bad values. Each case checks the behaviour a careful user expects: the
 same records after a rerun, one owner per run dir, one line instead of a traceback, data never run as code."""
 
@@ -244,7 +244,7 @@ def test_a_second_launcher_of_a_live_run_skips_it_with_one_line(tmp_path, cache_
 
 
 def test_checkpoint_temp_names_are_unique(tmp_path):
-    # The old writer's fixed temp name, taken by another writer (here: a directory, so writing to it fails).
+    # A fixed temp name (what a naive writer would use) taken by another writer: a directory, so writing to it fails.
     (tmp_path / f".{CKPT_NAME}.tmp").mkdir()
     save_checkpoint(tmp_path, {"config_hash": "h", "step": 1, "w": torch.ones(2)})
     assert load_checkpoint(tmp_path, "h")["step"] == 1

@@ -1,4 +1,4 @@
-"""Predictions from the fitted laws (issue 21): L(N, D) with intervals at any (N, D), the planning answers, the
+"""Predictions from the fitted laws: L(N, D) with intervals at any (N, D), the planning answers, the
 horizon and irreducible-loss flags, the L(C) form chosen by the backtest and the data, and the report/CLI text."""
 
 from __future__ import annotations

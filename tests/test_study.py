@@ -114,9 +114,9 @@ def test_unknown_study_is_one_line_error():
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("stages: [\n", "not readable YAML"),  # was a yaml ParserError traceback
-        ("- a\n", "a study file is a mapping"),  # was an AssertionError
-        ("x: ${nope.y}\n", "nope.y"),  # was an OmegaConf InterpolationKeyError
+        ("stages: [\n", "not readable YAML"),  # not a yaml ParserError traceback
+        ("- a\n", "a study file is a mapping"),  # not an AssertionError
+        ("x: ${nope.y}\n", "nope.y"),  # not an OmegaConf InterpolationKeyError
     ],
 )
 def test_a_broken_study_or_target_file_is_one_value_error_naming_it(tmp_path, text, match):

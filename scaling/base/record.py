@@ -1,6 +1,6 @@
 """The run record `<run dir>/result.json`: its schema (`RunRecord`), reading and writing it, config hashing and
 provenance. The one definition every writer (trainer, packed trainer, synthetic studies) and reader (sweeper,
-status view, analysis loader) uses; the README's run-record table documents the same keys."""
+status view, analysis loader) uses; scaling/run/README.md's run-record table documents the same keys."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def write_record(run_dir: Path, record: dict) -> None:
     write_json(Path(run_dir) / RESULT_NAME, record)
 
 
-METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: step, tokens, loss, ... (README: run record)
+METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: step, tokens, loss, ... (scaling/run/README.md)
 
 
 def parse_metrics_line(line: str | bytes) -> dict | None:

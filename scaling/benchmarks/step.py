@@ -106,8 +106,8 @@ def step_fn(
 def synced_step_fn(
     model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, amp: torch.dtype | None
 ) -> Callable[[], None]:
-    """The reference for the shared step: the loop it replaced, which read the loss and the gradient norm on the
-    host every step (two device syncs) and synchronised the device at the end of the step."""
+    """The reference for the shared step: a loop that reads the loss and the gradient norm on the
+    host every step (two device syncs) and synchronises the device at the end of the step."""
     opt = build_optimizer(model, 1e-4, (0.9, 0.95), 1e-8, 0.1, device)
 
     def step() -> None:

@@ -26,7 +26,7 @@ from scaling.base.record import read_metrics
 
 CKPT_NAME = "ckpt.pt"
 META_NAME = "ckpt.json"
-CKPT_SCHEMA = 2  # 1: a pickled dict with no sidecar (loaded with weights_only=False; no longer trusted)
+CKPT_SCHEMA = 2  # 1 was a pickled dict with no sidecar, which needs weights_only=False to load: never trusted
 
 
 def sidecar(name: str) -> str:

@@ -4,7 +4,7 @@
 - `choose_mode`: train.parallel=auto|ddp|fsdp -> single (one process), ddp or fsdp. auto picks FSDP2 when the
   model's training state (fp32 weights, gradients and two AdamW moments: 16 bytes per parameter) would take more than
   `FSDP_STATE_FRACTION` of one device's memory, so activations still fit beside it; DDP otherwise (and on CPUs,
-  where memory is rarely the limit and DDP keeps the old numbers exactly).
+  where memory is rarely the limit and DDP's numbers equal a single process's exactly).
 - `shard` applies FSDP2 (`fully_shard` per decoder block, then the root), and `checkpoint_blocks` activation
   checkpointing per block; `grad_sync` is the context that skips gradient communication on all micro-batches but
   the last (DDP `no_sync`, FSDP2 `set_requires_gradient_sync`).
