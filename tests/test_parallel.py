@@ -139,13 +139,18 @@ def test_fsdp_ddp_and_one_process_train_alike(make_cfg, tmp_path, cache_dir):
     ddp = torchrun(tmp_path / "ddp", *FAST, "train.parallel=ddp", f"data.cache_dir={cache_dir}")
     fsdp = torchrun(tmp_path / "fsdp", *FAST, "train.parallel=fsdp", f"data.cache_dir={cache_dir}")
     assert ddp["parallel"] == "ddp" and fsdp["parallel"] == "fsdp" and "parallel" not in single
+    # Two ranks sum their gradients in another fp32 order than one process (see below); after 96 steps the final
+    # losses differ by that rounding, amplified: 6.4e-5 relative on an x86 CPU without AVX-512 BF16 (the same numbers
+    # from the code before the run-lifecycle refactor), below 1e-5 on another. 2e-4 bounds it with room, and stays
+    # far below what a wrong batch split or a missed all-reduce moves (percents).
     for run in (ddp, fsdp):
         assert run["world_size"] == 2 and run["D"] == single["D"] and run["config_hash"] == single["config_hash"]
-        assert run["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
-        assert run["train_loss"] == pytest.approx(single["train_loss"], rel=1e-5)
+        assert run["val_loss"] == pytest.approx(single["val_loss"], rel=2e-4)
+        assert run["train_loss"] == pytest.approx(single["train_loss"], rel=2e-4)
     # The whole curve, not just the end: same seed, same global batch. Summing gradients over two ranks rounds
     # differently from one process, and training amplifies that: the first steps agree to fp32 rounding, later
-    # ones drift (measured: grad norms 1e-7 apart at step 4, ~7e-4 at step 32); FSDP2 and DDP stay close together.
+    # ones drift (measured: grad norms 1e-7 apart at step 4; late grad norms 7e-4 apart on one x86 CPU, 9.4e-3 on one
+    # without AVX-512 BF16, with the same numbers before the run-lifecycle refactor); FSDP2 and DDP stay close.
     curves = {name: metrics(tmp_path / name) for name in ("single", "ddp", "fsdp")}
     for name, reference in (("ddp", "single"), ("fsdp", "single"), ("fsdp", "ddp")):
         assert [r["step"] for r in curves[name]] == [r["step"] for r in curves[reference]]
@@ -153,7 +158,7 @@ def test_fsdp_ddp_and_one_process_train_alike(make_cfg, tmp_path, cache_dir):
             early = got["step"] <= 12
             assert got["loss"] == pytest.approx(want["loss"], rel=1e-6 if early else 1e-4)
             assert got["grad_norm"] == pytest.approx(
-                want["grad_norm"], rel=1e-5 if early or reference == "ddp" else 3e-3
+                want["grad_norm"], rel=1e-5 if early or reference == "ddp" else 2e-2
             )
     assert (tmp_path / "fsdp" / "ckpt_dcp.json").exists() and not (tmp_path / "fsdp" / "ckpt.pt").exists()
 

@@ -156,7 +156,8 @@ def train_claimed(
         state = stepper.resume()
     rd.open(state)
     if state.step and run.dist_env.is_main:
-        log.info("%s: resuming from step %d of %d", run.run_dir.name, state.step, run.steps)
+        how = "sharded" if run.parallel == "fsdp" else "single-file"
+        log.info("%s: resuming from step %d of %d (%s checkpoint)", run.run_dir.name, state.step, run.steps, how)
     member = Member(dir=rd, spec=spec, state=state)
     run_loop([member], stepper, stepper.micro_batch, run.dist_env, run.device, progress=run.train.progress)
     assert rd.result is not None  # run_loop finishes every member it does not stop at stop_at
