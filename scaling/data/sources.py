@@ -114,8 +114,7 @@ def _binary_lines(path: Path) -> Iterator[bytes]:
         if name.endswith(".gz"):
             stream: IO[bytes] = gzip.GzipFile(fileobj=fh)  # type: ignore[assignment]
         elif name.endswith(".zst"):
-            zstandard = optional("zstandard", path)
-            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh))
+            stream = io.BufferedReader(_ZstdFrames(fh, optional("zstandard", path)), 1 << 20)
         else:
             stream = fh
         yield from stream
@@ -131,6 +130,55 @@ def _binary_lines(path: Path) -> Iterator[bytes]:
         raise
     finally:
         fh.close()
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a .zst file, frame after frame. A file that ends inside a frame raises EOFError:
+    zstandard's stream_reader reads a truncated file as a shorter corpus without a word. Compressed input is fed
+    FEED bytes at a time, which bounds what one call can expand to (~32x FEED x 1000 for the most compressible
+    data) whatever the file holds."""
+
+    FEED = 4096
+
+    def __init__(self, fh: IO[bytes], zstandard: Any):
+        self.fh, self.zstandard = fh, zstandard
+        self.frame: Any = None  # the current frame's decompressor; None between frames
+        self.compressed = b""  # read from the file, not yet fed
+        self.out, self.at = b"", 0  # decompressed, returned up to `at`
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self.at == len(self.out):
+            if not self.compressed:
+                self.compressed = self.fh.read(self.FEED)
+                if not self.compressed:
+                    if self.frame is not None:
+                        raise EOFError("the file ends inside a zstd frame")
+                    return 0
+            if self.frame is None:
+                self.frame = self.zstandard.ZstdDecompressor().decompressobj()
+            chunk, self.compressed = self.compressed, b""
+            self.out, self.at = self.frame.decompress(chunk), 0
+            if self.frame.eof:  # the frame is complete; what follows it starts the next one
+                self.compressed, self.frame = self.frame.unused_data, None
+        n = min(len(buffer), len(self.out) - self.at)
+        buffer[:n] = self.out[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+def _utf8(text: str, where: str, what: str) -> None:
+    """Refuse text that is not Unicode text (a lone surrogate such as "\\ud800" in JSON): it has no UTF-8 bytes."""
+    if not text.isascii():  # O(1): only non-ASCII text can hold a surrogate
+        try:
+            text.encode()
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"{where} has a lone surrogate ({text[e.start]!r}) in {what} at character {e.start + 1}, which is "
+                "not Unicode text; fix or remove that line"
+            ) from None
 
 
 def _jsonl(path: Path, rel: str, text_field: str, id_field: str | None) -> Iterator[Doc]:
@@ -154,7 +202,10 @@ def _jsonl(path: Path, rel: str, text_field: str, id_field: str | None) -> Itera
                 f"{path}:{n} has no string '{text_field}' field (got {keys}); "
                 f'write each line as {{"{text_field}": "..."}} or set data.text_field'
             ) from None
-        yield f"{rel}#{_doc_id(row, text_field, id_field, f'{path}:{n}')}", row[text_field]
+        _utf8(row[text_field], f"{path}:{n}", f"'{text_field}'")
+        doc_id = _doc_id(row, text_field, id_field, f"{path}:{n}")
+        _utf8(doc_id, f"{path}:{n}", "its id")
+        yield f"{rel}#{doc_id}", row[text_field]
 
 
 def _doc_id(row: dict[str, Any], text_field: str, id_field: str | None, where: str) -> str:
