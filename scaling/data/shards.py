@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +21,8 @@ from scaling.base.atomic import atomic_file, write_atomic
 from scaling.data.sources import Doc
 
 # Text encoded per tokenizer call: large enough for the tokenizer's batching, small enough that its per-token
-# bookkeeping (HF Encoding objects are ~100 B/token) stays well under the 1 GB memory goal.
+# bookkeeping (HF Encoding objects are ~100 B/token) stays well under the 1 GB memory goal. A longer document (a
+# 100 MB line) is encoded in pieces of at most this many characters, so memory does not grow with its length.
 ENCODE_CHUNK_BYTES = 1 << 20
 SPLITS = ("train", "val")
 
@@ -33,6 +34,48 @@ class Encoder(Protocol):
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
 
     def token_bytes(self) -> np.ndarray: ...
+
+    def token_pieces(self) -> list[bytes]: ...
+
+
+class Spelling:
+    """The bytes every token id stands for, as one flat array: spell(ids) gives the bytes a token stream stands for,
+    which the lossless check compares with the text itself (bits per byte divides by their number)."""
+
+    def __init__(self, pieces: list[bytes]):
+        self.lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+        self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+
+    def spell(self, ids: np.ndarray) -> np.ndarray:
+        """uint8 bytes of the tokens `ids`, in order."""
+        lens = self.lengths[ids]
+        out_starts = np.cumsum(lens) - lens
+        # byte j of the output is byte (j - out_start) of its token, i.e. flat[offset + j - out_start]
+        index = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(self.offsets[ids] - out_starts, lens)
+        return self.flat[index]
+
+
+def text_pieces(text: str, size: int = ENCODE_CHUNK_BYTES) -> list[str] | None:
+    """None when `text` is encoded whole (at most `size` characters), else its consecutive pieces (joined, they
+    are the text) of at most `size` characters, each cut before a space in the window's second half where there
+    is one: word-level pre-tokenizers (byte-level BPE, SentencePiece) start a token there anyway, so the tokens
+    differ from the whole text's only where no space was found."""
+    if len(text) <= size:
+        return None
+    out, start = [], 0
+    while len(text) - start > size:
+        end = start + size
+        cut = text.rfind(" ", start + size // 2, end)
+        cut = cut if cut > start else end
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
+
+
+def utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def split_key(doc_id: str) -> float:
@@ -46,6 +89,7 @@ class UnitJob:
     val_fraction: float
     overrides: dict[str, str]  # doc_id -> split, to guarantee a non-empty split in tiny corpora (see prepare.py)
     dtype: str
+    tokenizer: str = "(trained SentencePiece)"  # named when it is not lossless
 
 
 def unit_stem(out_dir: Path, index: int) -> Path:
@@ -66,27 +110,38 @@ def read_unit_stats(out_dir: Path, index: int, dtype: str) -> dict[str, Any] | N
 
 
 def encode_unit(
-    docs: Iterator[Doc], index: int, job: UnitJob, encoder: Encoder, token_bytes: np.ndarray, where: str
+    docs: Iterator[Doc],
+    index: int,
+    job: UnitJob,
+    encoder: Encoder,
+    spelling: Spelling,
+    where: str,
+    on_text: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Tokenize `docs` into unit `index` of job.out_dir; returns the counts also written to its JSON."""
+    """Tokenize `docs` into unit `index` of job.out_dir; returns the counts also written to its JSON. `on_text` is
+    called with the bytes of text of each encoded batch (progress)."""
     stem = unit_stem(job.out_dir, index)
     stats: dict[str, Any] = {k: {s: 0 for s in SPLITS} for k in ("docs", "bytes", "tokens")}
     stats |= {"min_key": None, "max_val_key": None, "ids": [], "overrides": job.overrides}
     with atomic_file(Path(f"{stem}.train.bin"), "wb") as f_train, atomic_file(Path(f"{stem}.val.bin"), "wb") as f_val:
         files = {"train": f_train, "val": f_val}
-        pending: dict[str, list[Doc]] = {s: [] for s in SPLITS}
-        pending_bytes = dict.fromkeys(SPLITS, 0)
+        # (doc_id, the text or a piece of it, the piece's byte offset in its document) waiting to be encoded
+        pending: dict[str, list[tuple[str, str, int]]] = {s: [] for s in SPLITS}
+        pending_chars = dict.fromkeys(SPLITS, 0)
 
         def flush(split: str) -> None:
             if not pending[split]:
                 return
-            ids = [d for d, _ in pending[split]]
-            texts = [t for _, t in pending[split]]
-            arr = _stream(encoder.encode_batch(texts), encoder.bos_id, job.dtype)
-            _check_lossless(arr, encoder.bos_id, token_bytes, texts, ids, where)
+            texts = [t for _, t, _ in pending[split]]
+            encoded = encoder.encode_batch(texts)
+            arr = _stream(encoded, [offset == 0 for _, _, offset in pending[split]], encoder.bos_id, job.dtype)
+            raw = [t.encode() for t in texts]
+            _check_lossless(arr, encoded, encoder.bos_id, spelling, raw, pending[split], where, job.tokenizer)
             arr.tofile(files[split])  # documents are separated by the bos token; windows may span documents
             stats["tokens"][split] += len(arr)
-            pending[split], pending_bytes[split] = [], 0
+            pending[split], pending_chars[split] = [], 0
+            if on_text is not None:
+                on_text(sum(map(len, raw)))
 
         for doc_id, text in docs:
             key = split_key(doc_id)
@@ -97,46 +152,66 @@ def encode_unit(
                 stats["max_val_key"] = [key, doc_id]
             if len(stats["ids"]) < 2 and doc_id not in stats["ids"]:
                 stats["ids"].append(doc_id)  # two distinct ids are enough to know a split is possible
-            n_bytes = len(text.encode())
-            pending[split].append((doc_id, text))
-            pending_bytes[split] += n_bytes
             stats["docs"][split] += 1
-            stats["bytes"][split] += n_bytes
-            if pending_bytes[split] >= ENCODE_CHUNK_BYTES:
-                flush(split)
+            stats["bytes"][split] += utf8_size(text)  # of the whole document: bits per byte stays exact
+            offset = 0
+            for piece in text_pieces(text) or [text]:
+                pending[split].append((doc_id, piece, offset))
+                offset += utf8_size(piece)
+                pending_chars[split] += len(piece)
+                if pending_chars[split] >= ENCODE_CHUNK_BYTES:
+                    flush(split)
         for split in SPLITS:
             flush(split)
     write_atomic(stem.with_suffix(".json"), json.dumps(stats) + "\n")  # last: marks the unit finished
     return stats
 
 
-def _stream(encoded: list[list[int]], bos: int, dtype: str) -> np.ndarray:
-    """[bos, *doc] for every document, as one array."""
-    lengths = np.fromiter((len(e) + 1 for e in encoded), dtype=np.int64, count=len(encoded))
+def _stream(encoded: list[list[int]], starts_doc: list[bool], bos: int, dtype: str) -> np.ndarray:
+    """[bos, *doc] for every document, as one array: a piece that continues a document gets no bos."""
+    lengths = np.fromiter((len(e) + f for e, f in zip(encoded, starts_doc)), dtype=np.int64, count=len(encoded))
     out = np.empty(int(lengths.sum()), dtype=dtype)
     starts = np.cumsum(lengths) - lengths
-    out[starts] = bos
-    for s, e in zip(starts.tolist(), encoded):
-        out[s + 1 : s + 1 + len(e)] = e
+    for s, e, f in zip(starts.tolist(), encoded, starts_doc):
+        if f:
+            out[s] = bos
+        out[s + f : s + f + len(e)] = e
     return out
 
 
 def _check_lossless(
-    arr: np.ndarray, bos: int, token_bytes: np.ndarray, texts: list[str], ids: list[str], where: str
+    arr: np.ndarray,
+    encoded: list[list[int]],
+    bos: int,
+    spelling: Spelling,
+    raw: list[bytes],
+    items: list[tuple[str, str, int]],
+    where: str,
+    tokenizer: str,
 ) -> None:
-    """Bits per byte divides by the bytes the target tokens stand for: they must add up to each document's bytes."""
-    starts = np.flatnonzero(arr == bos)
-    spelled = np.add.reduceat(token_bytes[arr], starts) if len(arr) else np.zeros(0, dtype=np.int64)
-    if len(starts) == len(texts):
-        actual = np.fromiter((len(t.encode()) for t in texts), dtype=np.int64, count=len(texts))
-        bad = np.flatnonzero(spelled != actual)
-        if not len(bad):
+    """Bits per byte divides by the bytes the target tokens stand for: they must be each document's bytes, byte for
+    byte (a tokenizer that lowercases keeps the byte count but not the text)."""
+    n_docs = sum(offset == 0 for _, _, offset in items)
+    if int(np.count_nonzero(arr == bos)) != n_docs:  # the separator appeared inside a document
+        k = next(j for j, ids in enumerate(encoded) if bos in ids)
+        detail = "the document separator token appears inside the text"
+    else:
+        spelled = spelling.spell(arr)
+        text = np.frombuffer(b"".join(raw), dtype=np.uint8)
+        if len(spelled) == len(text) and np.array_equal(spelled, text):
             return
-        i = int(bad[0])
-        detail = f"its tokens spell {int(spelled[i])} bytes, the text has {int(actual[i])}"
-    else:  # the separator appeared inside a document: it cannot separate documents
-        i, detail = 0, "the document separator token appears inside the text"
+        n = min(len(spelled), len(text))
+        diff = np.flatnonzero(spelled[:n] != text[:n])
+        at = int(diff[0]) if len(diff) else n  # the first byte where they part
+        ends = np.cumsum([len(r) for r in raw])
+        k = min(int(np.searchsorted(ends, at, side="right")), len(raw) - 1)  # the piece
+        offset = items[k][2] + at - int(ends[k - 1] if k else 0)  # in its document
+        detail = (
+            f"at byte {offset} the text has {bytes(text[at : at + 8])!r}, its tokens spell {bytes(spelled[at : at + 8])!r}"
+            if len(diff)
+            else f"its tokens spell {len(spelled)} bytes of text, the text has {len(text)}"
+        )
     raise ValueError(
-        f"the tokenizer is not lossless on document {ids[i]} of {where} ({detail}), so bits per byte "
-        "would be wrong; use a byte-level BPE tokenizer.json without a normaliser or added prefix space"
+        f"the tokenizer {tokenizer} is not lossless on document {items[k][0]} of {where} ({detail}), so bits per "
+        "byte would be wrong; use a byte-level BPE tokenizer.json without a normaliser or added prefix space"
     )
