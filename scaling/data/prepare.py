@@ -159,8 +159,8 @@ def _build(
 
 def _tokenizer(s: DataSettings, corpus: Corpus, work: Path, progress: bool) -> tuple[Path, dict[str, str]]:
     """The build's tokenizer file in `work` (made once, kept across a resume) and the split overrides."""
-    if s.tokenizer_file is not None:
-        target = work / "tokenizer.json"
+    if s.tokenizer_file is not None:  # a tokenizer.json, or the SentencePiece model of pre-tokenized files
+        target = work / ("tokenizer.model" if s.tokenizer_file.suffix == ".model" else "tokenizer.json")
         if not target.is_file():
             write_atomic_bytes(target, s.tokenizer_file.read_bytes())
         return target, {}
@@ -215,6 +215,14 @@ def _id_stats(corpus: Corpus, s: DataSettings) -> dict[str, Any]:
         if len(st["ids"]) < 2 and doc_id not in st["ids"]:
             st["ids"].append(doc_id)
     return st
+
+
+def split_overrides(corpus: Corpus, s: DataSettings) -> dict[str, str]:
+    """The documents a build moves to the other split so that both are non-empty (see _overrides); one pass over
+    the ids. A corpus of fewer than 2 documents gets none (the build refuses it)."""
+    stats = [_id_stats(corpus, s)]
+    totals = _totals(stats)
+    return _overrides(totals, stats) if totals["distinct"] >= 2 else {}
 
 
 def _totals(stats: list[dict[str, Any]]) -> dict[str, Any]:

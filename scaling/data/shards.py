@@ -56,11 +56,12 @@ class Spelling:
         return self.flat[index]
 
 
-def text_pieces(text: str, size: int = ENCODE_CHUNK_BYTES) -> list[str] | None:
+def text_pieces(text: str, size: int | None = None) -> list[str] | None:
     """None when `text` is encoded whole (at most `size` characters), else its consecutive pieces (joined, they
     are the text) of at most `size` characters, each cut before a space in the window's second half where there
     is one: word-level pre-tokenizers (byte-level BPE, SentencePiece) start a token there anyway, so the tokens
     differ from the whole text's only where no space was found."""
+    size = size or ENCODE_CHUNK_BYTES
     if len(text) <= size:
         return None
     out, start = [], 0
