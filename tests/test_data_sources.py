@@ -316,6 +316,22 @@ def test_vocab_size_comes_from_a_pretrained_tokenizer(make_cfg, tokenizer_json):
         resolve_vocab(make_cfg("data.tokenizer=/nonexistent/tokenizer.json"))
 
 
+def test_run_vocab_size_is_the_tokenizers_for_the_planner(tmp_path, make_cfg, tokenizer_json):
+    """Issue 19's newcomer: a 4,096-id tokenizer.json with the default data.vocab_size=2048. The function a planner
+    calls gives the vocabulary the runs will train with (4,096), not the composed config's 2,048."""
+    from scaling.data import resolve_vocab, run_vocab_size
+
+    big = widen(tokenizer_json, tmp_path / "tokenizer.json", 4096)
+    c = make_cfg(f"data.tokenizer={big}", "data.vocab_size=2048")
+    assert c.data.vocab_size == c.model.vocab_size == 2048  # as composed: what the planner used to count with
+    assert run_vocab_size(c) == resolve_vocab(c).model.vocab_size == 4096
+    assert run_vocab_size(make_cfg(f"data.tokenizer={tmp_path}", "data.vocab_size=2048")) == 4096  # a directory
+    assert run_vocab_size(make_cfg(f"data.tokenizer={big}", "data.vocab_size=5000")) == 5000  # padding is kept
+    assert run_vocab_size(make_cfg("data.vocab_size=2048")) == 2048  # SentencePiece is trained to the config's size
+    with pytest.raises(ValueError, match="data.tokenizer=/nonexistent/tokenizer.json is not a file"):
+        run_vocab_size(make_cfg("data.tokenizer=/nonexistent/tokenizer.json"))
+
+
 def test_tiny_corpus_split_is_the_same_for_every_tokenizer(tmp_path, tokenizer_json):
     """With 3 documents and a 1% validation share no id hashes below the threshold: one document is still moved to
     validation — the same one whether the split is known before encoding (SentencePiece) or fixed after it."""
