@@ -239,6 +239,7 @@ def test_long_document_is_encoded_in_pieces_with_exact_bytes(tmp_path, monkeypat
         + "".join(json.dumps({"id": f"x{i}", "text": prose(7 + i, 2000)}) + "\n" for i in range(8))
     )
     monkeypatch.setattr(shards_mod, "ENCODE_CHUNK_BYTES", 4000)
+    monkeypatch.setattr(shards_mod, "PIECE_CHARS", 3000)
     longest, totals = [], []
     real = SentencePieceEncoder.encode_batch
 
@@ -256,8 +257,35 @@ def test_long_document_is_encoded_in_pieces_with_exact_bytes(tmp_path, monkeypat
         tokens = np.asarray(getattr(data, f"{split}_tokens")())
         assert int(data.token_bytes[tokens].sum()) == data.meta["bytes"][split]  # exact bits per byte
     assert sum(data.meta["bytes"].values()) == sum(len(t.encode()) for t in docs)
-    pieces = shards_mod.text_pieces(one_line, 4000)
+    pieces = shards_mod.text_pieces(one_line)
     assert pieces is not None and "".join(pieces) == one_line and all(p.startswith(" ") for p in pieces[1:])
+    assert len(pieces) >= 60_000 // 3000 and max(map(len, pieces)) <= 3000
+    # cut before a space, the pieces give the tokens of the whole text
+    tokens = np.asarray(data.train_tokens() if one_line in split_docs(data, "train") else data.val_tokens())
+    starts = list(np.flatnonzero(tokens == data.bos_id)) + [len(tokens)]
+    stored = next(tokens[a + 1 : b].tolist() for a, b in zip(starts, starts[1:]) if b - a > 5000)
+    assert stored == data.encode(one_line)
+
+
+def test_spelling_check_is_byte_exact():
+    """Spelling.spells compares every byte, tokens of any length included (over 64 bytes: one by one)."""
+    from scaling.data.shards import Spelling
+
+    rng = np.random.default_rng(0)
+    pieces = [b""] + [bytes(rng.integers(0, 256, int(rng.integers(1, 20))).astype(np.uint8)) for _ in range(300)]
+    pieces += [b"a" * 9, b"\xff" * 70, bytes(range(200))]  # one word and a bit, and two beyond the table
+    sp = Spelling(pieces)
+    ids = rng.integers(0, len(pieces), 5000)
+    ids[::50] = len(pieces) - 1
+    ids[::77] = len(pieces) - 2
+    ids[::31] = 0  # stands for no bytes (a separator)
+    text = b"".join(pieces[i] for i in ids)
+    assert sp.spells(ids, text) and sp.spell(ids).tobytes() == text
+    for at in [0, len(text) - 1, *rng.integers(0, len(text), 200).tolist()]:
+        changed = bytearray(text)
+        changed[at] ^= 1 << int(rng.integers(0, 8))
+        assert not sp.spells(ids, bytes(changed)), at
+    assert not sp.spells(ids, text[:-1]) and not sp.spells(ids, text + b"x")
 
 
 def test_progress_bar_counts_units_and_text_and_only_on_a_terminal(tmp_path, corpus_dir, monkeypatch, capsys):

@@ -21,9 +21,12 @@ from scaling.base.atomic import atomic_file, write_atomic
 from scaling.data.sources import Doc
 
 # Text encoded per tokenizer call: large enough for the tokenizer's batching, small enough that its per-token
-# bookkeeping (HF Encoding objects are ~100 B/token) stays well under the 1 GB memory goal. A longer document (a
-# 100 MB line) is encoded in pieces of at most this many characters, so memory does not grow with its length.
+# bookkeeping (HF Encoding objects are ~100 B/token) stays well under the 1 GB memory goal.
 ENCODE_CHUNK_BYTES = 1 << 20
+# A longer document (a 100 MB line) is encoded in pieces of at most this many characters, so memory does not grow
+# with its length. Cut before a space, the pieces give the whole text's tokens; smaller pieces also encode faster
+# with SentencePiece (2.0 MB/s at 4K characters, 1.5 at 64K, 0.8 at 1M, measured here), not slower with HF.
+PIECE_CHARS = 1 << 16
 SPLITS = ("train", "val")
 
 
@@ -39,21 +42,62 @@ class Encoder(Protocol):
 
 
 class Spelling:
-    """The bytes every token id stands for, as one flat array: spell(ids) gives the bytes a token stream stands for,
-    which the lossless check compares with the text itself (bits per byte divides by their number)."""
+    """The bytes every token id stands for: `spells(ids, text)` checks that a token stream stands for exactly these
+    bytes (the lossless check; bits per byte divides by their number), `spell(ids)` gives them (for the message).
+
+    The check is vectorised 8 bytes at a time: each token's first bytes as little-endian uint64 words, compared
+    with the text read as uint64 at every token's start (an unaligned view) under a mask of the token's length:
+    ~4 ms per MB of text, about 1% of encoding it. Tokens longer than WORDS * 8 bytes are compared one by one."""
+
+    WORDS = 8  # uint64 words per token in the table: tokens up to 64 bytes are checked vectorised
+    _MASKS = np.array([(1 << (8 * r)) - 1 for r in range(8)] + [2**64 - 1], dtype=np.uint64)
 
     def __init__(self, pieces: list[bytes]):
+        self.pieces = pieces
         self.lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        self.offsets = np.cumsum(self.lengths) - self.lengths
-        self.flat = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+        words = min(self.WORDS, max(1, -(-int(self.lengths.max(initial=0)) // 8)))
+        table = np.zeros((len(pieces), words * 8), dtype=np.uint8)
+        for i, piece in enumerate(pieces):
+            head = piece[: words * 8]
+            table[i, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+        as_words = table.view("<u8")
+        self.columns = [np.ascontiguousarray(as_words[:, k]) for k in range(words)]
+        self.masks = [self._MASKS[np.clip(self.lengths - 8 * k, 0, 8)] for k in range(words)]
+        self.long = words * 8  # tokens longer than this are compared whole, one by one
+
+    def spells(self, ids: np.ndarray, text: bytes) -> bool:
+        """Whether the tokens `ids`, in order, stand for exactly the bytes `text`."""
+        ids = np.asarray(ids, dtype=np.intp)
+        lens = np.take(self.lengths, ids)
+        if int(lens.sum()) != len(text):
+            return False
+        starts = np.cumsum(lens) - lens
+        padded = np.frombuffer(text + bytes(8), dtype=np.uint8)
+        at = np.ndarray(shape=(len(text) + 1,), dtype="<u8", buffer=padded, strides=(1,))  # uint64 at every byte
+        sel: np.ndarray | None = None  # k = 0: every token
+        for k, (column, mask) in enumerate(zip(self.columns, self.masks)):
+            if k:
+                sel = np.flatnonzero(lens > 8 * k)
+                if not len(sel):
+                    break
+            pos, tok = (starts, ids) if sel is None else (starts[sel] + 8 * k, ids[sel])
+            if np.any((np.take(at, pos) ^ np.take(column, tok)) & np.take(mask, tok)):
+                return False
+        return all(
+            text[a : a + n] == self.pieces[i]
+            for a, n, i in zip(*(x[lens > self.long].tolist() for x in (starts, lens, ids)))
+        )
 
     def spell(self, ids: np.ndarray) -> np.ndarray:
         """uint8 bytes of the tokens `ids`, in order."""
+        ids = np.asarray(ids, dtype=np.intp)
         lens = self.lengths[ids]
+        offsets = np.cumsum(self.lengths) - self.lengths
         out_starts = np.cumsum(lens) - lens
+        flat = np.frombuffer(b"".join(self.pieces), dtype=np.uint8)
         # byte j of the output is byte (j - out_start) of its token, i.e. flat[offset + j - out_start]
-        index = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(self.offsets[ids] - out_starts, lens)
-        return self.flat[index]
+        index = np.arange(int(lens.sum()), dtype=np.int64) + np.repeat(offsets[ids] - out_starts, lens)
+        return flat[index]
 
 
 def text_pieces(text: str, size: int | None = None) -> list[str] | None:
@@ -61,7 +105,7 @@ def text_pieces(text: str, size: int | None = None) -> list[str] | None:
     are the text) of at most `size` characters, each cut before a space in the window's second half where there
     is one: word-level pre-tokenizers (byte-level BPE, SentencePiece) start a token there anyway, so the tokens
     differ from the whole text's only where no space was found."""
-    size = size or ENCODE_CHUNK_BYTES
+    size = size or PIECE_CHARS
     if len(text) <= size:
         return None
     out, start = [], 0
@@ -197,10 +241,10 @@ def _check_lossless(
         k = next(j for j, ids in enumerate(encoded) if bos in ids)
         detail = "the document separator token appears inside the text"
     else:
-        spelled = spelling.spell(arr)
-        text = np.frombuffer(b"".join(raw), dtype=np.uint8)
-        if len(spelled) == len(text) and np.array_equal(spelled, text):
+        joined = b"".join(raw)
+        if spelling.spells(arr, joined):
             return
+        spelled, text = spelling.spell(arr), np.frombuffer(joined, dtype=np.uint8)
         n = min(len(spelled), len(text))
         diff = np.flatnonzero(spelled[:n] != text[:n])
         at = int(diff[0]) if len(diff) else n  # the first byte where they part
