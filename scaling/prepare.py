@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> PreparedData | None:
         overrides, config_dir, export = parse_args(args)
         cfg = resolve_vocab(compose_run(overrides, config_dir))
         if export is not None:
-            return _export(cfg, Path(os.path.expanduser(export)))
+            _export(cfg, Path(os.path.expanduser(export)))
+            return None
         data = prepare_data(cfg.data, progress=True)
     except (ValueError, HydraException, OmegaConfBaseException) as e:
         fail(PROG, one_line(e))

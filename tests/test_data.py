@@ -235,7 +235,10 @@ def test_long_document_is_encoded_in_pieces_with_exact_bytes(tmp_path, monkeypat
     d.mkdir()
     one_line = prose(5, 60_000).replace("\n", " ")
     (d / "a.jsonl").write_text(
-        json.dumps({"id": "long", "text": one_line}) + "\n" + json.dumps({"id": "short", "text": prose(6, 3000)}) + "\n"
+        json.dumps({"id": "long", "text": one_line})
+        + "\n"
+        + json.dumps({"id": "short", "text": prose(6, 3000)})
+        + "\n"
         + "".join(json.dumps({"id": f"x{i}", "text": prose(7 + i, 2000)}) + "\n" for i in range(8))
     )
     monkeypatch.setattr(shards_mod, "ENCODE_CHUNK_BYTES", 4000)

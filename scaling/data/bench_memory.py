@@ -26,6 +26,7 @@ import numpy as np
 
 from scaling.data.bench import _lexicon, parse_size
 
+
 def _words(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     lexicon = _lexicon(rng)
@@ -56,8 +57,7 @@ def generate(root: Path, size: int, fmt: str) -> int:
     rng = np.random.default_rng(2)
     for i in range(40):  # ordinary documents: the tokenizer trains on them (SentencePiece skips the long line)
         lines = [
-            " ".join(rng.choice(lexicon, int(rng.integers(8, 20)), p=p).tolist()).capitalize() + "."
-            for _ in range(400)
+            " ".join(rng.choice(lexicon, int(rng.integers(8, 20)), p=p).tolist()).capitalize() + "." for _ in range(400)
         ]
         (root / f"doc{i:02d}.txt").write_text("\n".join(lines) + "\n")
     return len(text.encode())

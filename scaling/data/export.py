@@ -48,7 +48,9 @@ def _open(stack: ExitStack, path: Path) -> IO[bytes]:
     raw = stack.enter_context(atomic_file(path, "wb"))  # renamed into place only when every row is written
     name = path.name.lower()
     if name.endswith(".gz"):
-        return stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
+        gz = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0)
+        stack.callback(gz.close)  # before atomic_file's fsync and rename (callbacks run last in, first out)
+        return gz  # type: ignore[return-value]
     if name.endswith(".zst"):
         zstandard = optional("zstandard", path)
         return stack.enter_context(zstandard.ZstdCompressor().stream_writer(raw, closefd=False))

@@ -266,6 +266,7 @@ def _unit_ids(st: dict[str, Any]) -> set[str]:
 
 # ---- encoding the units, in this process or in a pool of forked workers -------------------------------------
 
+
 def _lines(text: str) -> Iterator[str]:
     """text.split("\\n") one line at a time (a long text is not copied into a list of lines)."""
     start = 0

@@ -251,11 +251,11 @@ def _check_lossless(
         ends = np.cumsum([len(r) for r in raw])
         k = min(int(np.searchsorted(ends, at, side="right")), len(raw) - 1)  # the piece
         offset = items[k][2] + at - int(ends[k - 1] if k else 0)  # in its document
-        detail = (
-            f"at byte {offset} the text has {bytes(text[at : at + 8])!r}, its tokens spell {bytes(spelled[at : at + 8])!r}"
-            if len(diff)
-            else f"its tokens spell {len(spelled)} bytes of text, the text has {len(text)}"
-        )
+        if len(diff):
+            has, spell = bytes(text[at : at + 8]), bytes(spelled[at : at + 8])
+            detail = f"at byte {offset} the text has {has!r}, its tokens spell {spell!r}"
+        else:
+            detail = f"its tokens spell {len(spelled)} bytes of text, the text has {len(text)}"
     raise ValueError(
         f"the tokenizer {tokenizer} is not lossless on document {items[k][0]} of {where} ({detail}), so bits per "
         "byte would be wrong; use a byte-level BPE tokenizer.json without a normaliser or added prefix space"
