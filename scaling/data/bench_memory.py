@@ -63,8 +63,9 @@ def generate(root: Path, size: int, fmt: str) -> int:
     return len(text.encode())
 
 
-def _tree_rss(root_pid: int) -> int:
-    """Sum of VmRSS (bytes) of root_pid and its descendants, from /proc."""
+def _tree_rss(root_pid: int) -> tuple[int, int]:
+    """Sums of RSS and of PSS (shared pages divided among their processes), bytes, of root_pid and its
+    descendants, from /proc/PID/smaps_rollup."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -74,29 +75,33 @@ def _tree_rss(root_pid: int) -> int:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root_pid]
+    rss = pss = 0
+    todo = [root_pid]
     while todo:
         pid = todo.pop()
         todo += children.get(pid, [])
         try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(x.split()[1]) * 1024 for x in f if x.startswith("VmRSS:"))
-        except (OSError, StopIteration, ValueError):
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                fields = {x.split(":")[0]: int(x.split()[1]) * 1024 for x in f if x.split()[-1:] == ["kB"]}
+            rss, pss = rss + fields.get("Rss", 0), pss + fields.get("Pss", 0)
+        except (OSError, ValueError, IndexError):
             pass
-    return total
+    return rss, pss
 
 
-def measure_prepare(corpus: Path, cache: Path, num_proc: int | None, extra: list[str]) -> dict:
+def measure_prepare(corpus: Path, cache: Path, num_proc: int | None, extra: list[str], src: str | None = None) -> dict:
     cmd = [sys.executable, "-m", "scaling.prepare", "data=files", f"data.path={corpus}", f"data.cache_dir={cache}"]
     cmd += [f"data.num_proc={num_proc}"] if num_proc else []
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
+    env = os.environ | ({"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])} if src else {})
+    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = [0, 0]
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            rss, pss = _tree_rss(proc.pid)
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -112,6 +117,7 @@ def measure_prepare(corpus: Path, cache: Path, num_proc: int | None, extra: list
         "seconds": seconds,
         "peak_rss_largest_process": largest if largest > before * 1024 else None,
         "peak_rss_tree": peak[0],
+        "peak_pss_tree": peak[1],
         "summary": out.strip(),
     }
 
@@ -144,22 +150,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--format", choices=("txt", "jsonl"), default="txt")
     ap.add_argument("--num-proc", type=int, default=None, help="data.num_proc (default: all cores)")
     ap.add_argument("--tokenizer", default=None, help="a tokenizer.json instead of the trained SentencePiece")
+    ap.add_argument(
+        "--src", default=None, help="run the prepare of another checkout (its root first on PYTHONPATH): a baseline"
+    )
     args = ap.parse_args(argv)
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         corpus = Path(tmp) / "corpus"
         text = generate(corpus, size, args.format)
         extra = [f"data.tokenizer={args.tokenizer}"] if args.tokenizer else []
-        r = measure_prepare(corpus, Path(tmp) / "cache", args.num_proc, extra)
+        r = measure_prepare(corpus, Path(tmp) / "cache", args.num_proc, extra, args.src)
         h = hash_costs(next(corpus.glob("long.*")))
     gb = 1 << 30
     largest = r["peak_rss_largest_process"]
     print(f"corpus: one line of {text / 1e6:,.1f} MB ({args.format}) + 40 short documents")
-    print(f"command: {r['cmd']}")
+    print(f"command: {'PYTHONPATH=' + args.src + ' ' if args.src else ''}{r['cmd']}")
     print(r["summary"])
     print(
         f"prepare: {r['seconds']:.1f} s; peak RSS of the largest process "
-        f"{largest / 2**20:,.0f} MiB, of the process tree {r['peak_rss_tree'] / 2**20:,.0f} MiB (goal <= 1,024 MiB)"
+        f"{largest / 2**20:,.0f} MiB; of the process tree {r['peak_rss_tree'] / 2**20:,.0f} MiB RSS (shared pages "
+        f"counted in every process), {r['peak_pss_tree'] / 2**20:,.0f} MiB PSS (goal <= 1,024 MiB)"
         if largest
         else f"prepare: {r['seconds']:.1f} s; peak RSS of the process tree {r['peak_rss_tree'] / 2**20:,.0f} MiB"
     )
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({h['sample_read'] >> 10} KiB read) {h['sample_s'] * 1e3:,.2f} ms (medians of 5)"
     )
     print(
-        f"size={text} peak_rss_largest={largest} peak_rss_tree={r['peak_rss_tree']} "
+        f"size={text} peak_rss_largest={largest} peak_rss_tree={r['peak_rss_tree']} peak_pss_tree={r['peak_pss_tree']} "
         f"within_goal={int(max(largest or 0, r['peak_rss_tree']) <= gb)} prepare_s={r['seconds']:.2f} "
         f"hash_full_s={h['full_s']:.4f} hash_sample_s={h['sample_s']:.5f}"
     )

@@ -181,7 +181,7 @@ def _tokenizer(s: DataSettings, corpus: Corpus, work: Path, progress: bool) -> t
         for doc_id, text in limit(corpus.read(), s.max_bytes):
             split = overrides.get(doc_id) or ("val" if split_key(doc_id) < s.val_fraction else "train")
             if split == "train":
-                for line in _lines(text):
+                for line in _lines(text, longest):
                     if line.strip() and (len(line) <= longest // 4 or len(line.encode()) <= longest):
                         yield line
 
@@ -267,13 +267,16 @@ def _unit_ids(st: dict[str, Any]) -> set[str]:
 # ---- encoding the units, in this process or in a pool of forked workers -------------------------------------
 
 
-def _lines(text: str) -> Iterator[str]:
-    """text.split("\\n") one line at a time (a long text is not copied into a list of lines)."""
+def _lines(text: str, longest: int) -> Iterator[str]:
+    """The lines of text.split("\\n") of at most `longest` characters, one at a time: neither the list of lines
+    nor a longer line (over `longest` bytes) is ever copied."""
     start = 0
-    while (end := text.find("\n", start)) != -1:
-        yield text[start:end]
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end == -1 else end
+        if end - start <= longest:
+            yield text[start:end]
         start = end + 1
-    yield text[start:]
 
 
 _JOB: tuple[Corpus, UnitJob, Path, int | None] | None = None  # set before forking: workers inherit it

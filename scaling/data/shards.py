@@ -198,14 +198,14 @@ def encode_unit(
             if len(stats["ids"]) < 2 and doc_id not in stats["ids"]:
                 stats["ids"].append(doc_id)  # two distinct ids are enough to know a split is possible
             stats["docs"][split] += 1
-            stats["bytes"][split] += utf8_size(text)  # of the whole document: bits per byte stays exact
-            offset = 0
+            offset = 0  # bytes of the document so far: its pieces are counted, not a UTF-8 copy of all of it
             for piece in text_pieces(text) or [text]:
                 pending[split].append((doc_id, piece, offset))
                 offset += utf8_size(piece)
                 pending_chars[split] += len(piece)
                 if pending_chars[split] >= ENCODE_CHUNK_BYTES:
                     flush(split)
+            stats["bytes"][split] += offset  # of the whole document: bits per byte stays exact
         for split in SPLITS:
             flush(split)
     write_atomic(stem.with_suffix(".json"), json.dumps(stats) + "\n")  # last: marks the unit finished

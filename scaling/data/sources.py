@@ -73,15 +73,19 @@ def doc_hash(text: str) -> str:
 
 def _text_lines(path: Path) -> Iterator[str]:
     """Lines (with their '\n') of a UTF-8 file; split on b'\n' only, so the pieces join back to the file exactly."""
+    n = 0  # not enumerate(): its reused result tuple would keep the last line alive
     with _open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
+        for raw in fh:
+            n += 1
             try:
-                yield raw.decode("utf-8")
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise ValueError(
                     f"{path}:{n} is not UTF-8 text (bad byte at column {e.start + 1}); convert the "
                     "file to UTF-8 or remove it"
                 ) from None
+            del raw  # a 100 MB line is not held twice while it is encoded
+            yield line
 
 
 def _chunks(lines: Iterator[str]) -> Iterator[str]:
@@ -92,9 +96,10 @@ def _chunks(lines: Iterator[str]) -> Iterator[str]:
     for line in lines:
         chunk.append(line)
         size += len(line)
-        if size >= 4 * CHUNK_CHARS or (size >= CHUNK_CHARS and not line.strip()):
-            yield "".join(chunk)
-            chunk, size = [], 0
+        if size >= 4 * CHUNK_CHARS or (size >= CHUNK_CHARS and (not line or line.isspace())):
+            text = "".join(chunk)
+            chunk, size, line = [], 0, ""  # the lines are not held beside their join while it is encoded
+            yield text
     if chunk:
         yield "".join(chunk)
 
@@ -184,11 +189,14 @@ def _utf8(text: str, where: str, what: str) -> None:
 def _jsonl(path: Path, rel: str, text_field: str, id_field: str | None) -> Iterator[Doc]:
     """One document per line: {text_field: ...} with an optional id; without one the text's hash is the id,
     so duplicated documents always fall into the same split."""
-    for n, line in enumerate(_binary_lines(path), 1):
-        if not line.strip():
+    n = 0  # not enumerate(): its reused result tuple would keep the last line alive
+    for line in _binary_lines(path):
+        n += 1
+        if not line or line.isspace():
             continue
         try:
             row = json.loads(line)
+            del line  # the raw line is not held while its document is encoded
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{n} is not valid JSON ({e.msg}); write one JSON object per line") from None
         except UnicodeDecodeError as e:
