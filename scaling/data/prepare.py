@@ -76,7 +76,7 @@ def prepare_data(data_cfg: Mapping, progress: bool = False) -> PreparedData:
                 f"data.vocab_size={s.vocab_size} is smaller than the vocabulary of {s.tokenizer_file} "
                 f"({tok_vocab}); set data.vocab_size>={tok_vocab} (scaling.data.resolve_vocab does)"
             )
-        tok_label = f"hf{tok_vocab}"
+        tok_label = f"{'sp' if s.tokenizer_file.suffix == '.model' else 'hf'}{tok_vocab}"
     final = root / f"{s.name}-{data_key[:10]}-{tok_key[:10]}"
     if final.is_dir() and not _complete(final):
         warnings.warn(f"discarding damaged data cache {final}; rebuilding it", stacklevel=2)
