@@ -95,7 +95,9 @@ def measure_prepare(corpus: Path, cache: Path, num_proc: int | None, extra: list
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     env = os.environ | ({"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])} if src else {})
-    proc = subprocess.Popen([*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(  # in src, whose scaling/ then comes first on sys.path
+        [*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=src
+    )
     peak = [0, 0]
 
     def sample() -> None:
