@@ -46,8 +46,9 @@ class Spelling:
     bytes (the lossless check; bits per byte divides by their number), `spell(ids)` gives them (for the message).
 
     The check is vectorised 8 bytes at a time: each token's first bytes as little-endian uint64 words, compared
-    with the text read as uint64 at every token's start (an unaligned view) under a mask of the token's length:
-    ~4 ms per MB of text, about 1% of encoding it. Tokens longer than WORDS * 8 bytes are compared one by one."""
+    with the text read as uint64 at every token's start (an unaligned view) under a mask of the token's length.
+    Measured here: 3% of the time a one-thread byte-level BPE (8,192 ids) takes to encode the same 8 MB (0.35 s vs
+    12.5 s); spelling every byte out with numpy cost ~20%. Tokens over WORDS * 8 bytes are compared one by one."""
 
     WORDS = 8  # uint64 words per token in the table: tokens up to 64 bytes are checked vectorised
     _MASKS = np.array([(1 << (8 * r)) - 1 for r in range(8)] + [2**64 - 1], dtype=np.uint64)
