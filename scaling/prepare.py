@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from scaling.base.cli import fail, one_line
-from scaling.base.configs import conf_dir
+from scaling.base.configs import conf_dir, pop_config_dir, search_dirs
 from scaling.data import prepare_data, resolve_vocab
 from scaling.data.prepared import PreparedData
 
@@ -48,36 +48,34 @@ def describe(data: PreparedData) -> str:
 
 def parse_args(args: list[str]) -> tuple[list[str], str | None, str | None]:
     """(Hydra overrides, --config-dir, --export) from the command line; a flag without its value is a ValueError."""
+    config_dir, rest = pop_config_dir(args)
     overrides: list[str] = []
-    flags: dict[str, str | None] = {"--config-dir": None, "--export": None}
-    it = iter(args)
+    export: str | None = None
+    it = iter(rest)
     for a in it:
-        name, eq, value = a.partition("=")
-        name = "--config-dir" if name == "-cd" else name
-        if name not in flags:
-            if a.startswith("-"):
-                raise ValueError(f"unknown option {a}; the options are --config-dir DIR and --export OUT (see --help)")
+        if a == "--export" or a.startswith("--export="):
+            export = a.split("=", 1)[1] if "=" in a else next(it, "")
+            if not export or export.startswith("-"):
+                raise ValueError("--export needs a file or folder, e.g. --export wiki.jsonl")
+        elif a.startswith("-"):
+            raise ValueError(f"unknown option {a}; the options are --config-dir DIR and --export OUT (see --help)")
+        else:
             overrides.append(a)
-            continue
-        if not eq:
-            value = next(it, "")
-        if not value or value.startswith("-"):
-            raise ValueError(f"{name} needs a value, e.g. {name} {'my_conf' if name == '--config-dir' else 'x.jsonl'}")
-        flags[name] = value
-    return overrides, flags["--config-dir"], flags["--export"]
+    return overrides, config_dir, export
+
+
+def _quoted(path: Path) -> str:
+    text = str(path).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'file://{text}'"
 
 
 def compose_run(overrides: list[str], config_dir: str | None = None) -> DictConfig:
-    """The `run` config of these overrides, with `config_dir` on the search path the way Hydra's --config-dir puts
-    it: after the shipped configs, so it adds groups and options (data=mine) next to them."""
+    """The `run` config of these overrides, with `config_dir` on the search path where Hydra's --config-dir puts it:
+    after the shipped configs and before hydra.searchpath's entries, so it adds options (data=mine) next to them."""
     if config_dir is not None:
-        path = Path(os.path.expanduser(config_dir)).resolve()
-        if not path.is_dir():
-            raise ValueError(f"--config-dir {config_dir} is not a directory; give the folder of your configs")
-        own = [o for o in overrides if o.split("=", 1)[0].lstrip("+") == "hydra.searchpath"]
-        if own:
-            raise ValueError("give either --config-dir or hydra.searchpath=[...], not both")
-        overrides = [*overrides, f"hydra.searchpath=[file://{path}]"]
+        dirs = search_dirs(overrides, config_dir)  # validated: one line for a folder that does not exist
+        overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+") != "hydra.searchpath"]
+        overrides.append(f"hydra.searchpath=[{','.join(map(_quoted, dirs))}]")
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         return compose("run", overrides=overrides)
 

@@ -61,10 +61,24 @@ def test_config_dir_adds_the_users_configs(tmp_path, capsys):
         }
     )
     assert str(same.dir) in out  # the same cache entry as the overrides written out
+    # with hydra.searchpath as well: both are searched, as by Hydra
+    other = tmp_path / "their_conf" / "data"
+    other.mkdir(parents=True)
+    (other / "theirs.yaml").write_text((conf / "data" / "mine.yaml").read_text())
+    code, out, err = run(
+        ["--config-dir", str(conf), f"hydra.searchpath=[file://{other.parent}]", "data=theirs", cache], capsys
+    )
+    assert code == 0 and str(same.dir) in out, err
+    odd = tmp_path / "their, 'conf'"  # a folder name Hydra's override syntax needs quoted
+    other.parent.rename(odd)
+    code, out, err = run(["--config-dir", str(odd), "data=theirs", cache], capsys)
+    assert code == 0 and str(same.dir) in out, err
     code, _, err = run(["--config-dir", str(tmp_path / "nope"), "data=mine"], capsys)
     assert code == 2 and "--config-dir" in err and "is not a directory" in err and err.count("\n") == 1
     code, _, err = run(["--config-dir"], capsys)
-    assert code == 2 and "--config-dir needs a value" in err
+    assert code == 2 and "--config-dir needs a folder" in err
+    code, _, err = run(["data=sotu", "--export"], capsys)
+    assert code == 2 and "--export needs a file or folder" in err
     code, _, err = run(["--frobnicate", "data=sotu"], capsys)
     assert code == 2 and "unknown option --frobnicate" in err
 
