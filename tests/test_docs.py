@@ -167,6 +167,11 @@ def test_command_parses(doc: str, module: str, args: tuple[str, ...], capsys):
     if module.split(".")[0] not in PACKAGES:
         return  # venv, pytest: not ours to check further
     if module in HYDRA_CONFIG:
+        if module == "scaling.prepare":  # its own options (--export, --config-dir) are not Hydra overrides
+            from scaling.prepare import parse_args
+
+            args, config_dir, _ = parse_args(list(args))
+            assert config_dir is None, f"{doc}: show --config-dir with the console script (its folder is not here)"
         compose_overrides(HYDRA_CONFIG[module], list(args))
         return
     if module == "scaling.study":
