@@ -224,11 +224,20 @@ class ScalingSweeper(Sweeper):
         )
         est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
         table = rows(points, est, [s for _, s in states])
-        for r in table:  # plan.csv: which trunk trains the first stage of each run, and how many of its tokens
-            r |= {"trunk": "", "shared_tokens": 0}
+        # plan.csv: which trunk trains the first stage of each run, how many of its tokens, and the compute the run
+        # spends itself (its trunk's compute is spent once, for all its branches: `trunk_C` on every branch)
+        for r in table:
+            r |= {"trunk": "", "shared_tokens": 0, "C_spent": r["C"], "trunk_C": 0.0}
         for t in trunks:
-            for i, shared in t.shared_tokens(points).items():
-                table[i] |= {"trunk": t.id, "shared_tokens": shared}
+            shared = t.shared_tokens(points)
+            trunk_C = max(shared.values()) * points[t.members[0]].shape.M
+            for i, tokens in shared.items():
+                table[i] |= {
+                    "trunk": t.id,
+                    "shared_tokens": tokens,
+                    "C_spent": points[i].shape.M * (points[i].D - tokens),
+                    "trunk_C": trunk_C,
+                }
         # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
         limits = JobLimits.from_launcher(node_dict(cfg.hydra.launcher, resolve=False))
         gpu_gb = float(cfg.sweep.get("gpu_memory_gb", 80))
