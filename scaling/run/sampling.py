@@ -15,6 +15,8 @@ from omegaconf import OmegaConf
 from model import LLaMA, ModelConfig
 from scaling.base.record import config_hash
 from scaling.run.checkpoint import CKPT_NAME, load_checkpoint
+from scaling.run.dcp_read import UntrustedCheckpoint, checkpoint_dir, load_checked
+from scaling.run.parallel import DCP_META, sharded_meta
 
 PROG = "python -m scaling.sample"
 
@@ -36,10 +38,11 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[LLaMA, dict, dict]:
         raise ValueError(f"{run_dir} is not a directory; pass a run directory (it holds config.yaml and ckpt.pt)")
     if not (run_dir / "config.yaml").is_file():
         raise ValueError(f"{run_dir} has no config.yaml: not a run directory written by scaling.train")
-    if not (run_dir / CKPT_NAME).is_file():
+    sharded = not (run_dir / CKPT_NAME).is_file() and (run_dir / DCP_META).is_file()
+    if not (run_dir / CKPT_NAME).is_file() and not sharded:
         raise ValueError(
-            f"{run_dir} has no {CKPT_NAME}: the run has not checkpointed yet (a checkpoint is written "
-            f"every train.ckpt_every_s seconds and at the end)"
+            f"{run_dir} has no {CKPT_NAME} (nor a sharded {DCP_META}): the run has not checkpointed yet (a "
+            f"checkpoint is written every train.ckpt_every_s seconds and at the end)"
         )
     try:
         cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
@@ -48,6 +51,10 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[LLaMA, dict, dict]:
         model_cfg = ModelConfig.from_dict(cfg["model"])
     except Exception as e:  # noqa: BLE001 -- any unreadable config is the same bad input
         raise ValueError(f"{run_dir / 'config.yaml'} is not a readable run config ({type(e).__name__}: {e})") from None
+    if sharded:
+        model = LLaMA(model_cfg)
+        meta = load_sharded_model(run_dir, model, config_hash(cfg))
+        return model.to(device).eval(), cfg, meta
     with warnings.catch_warnings():  # load_checkpoint's warning speaks of resuming training: the error below says it
         warnings.simplefilter("ignore")
         ckpt = load_checkpoint(run_dir, config_hash(cfg))
@@ -56,6 +63,24 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[LLaMA, dict, dict]:
     model = LLaMA(model_cfg)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, ckpt
+
+
+def load_sharded_model(run_dir: Path, model: LLaMA, chash: str) -> dict:
+    """The model weights of a sharded (FSDP) run's checkpoint, gathered whole into `model` in this one process
+    (DCP reshards on load; no process group needed); returns the checkpoint's loop state (its step)."""
+    meta = sharded_meta(run_dir, chash)
+    if meta is None:
+        raise ValueError(f"{run_dir / DCP_META} is unreadable or belongs to another config than config.yaml")
+    try:
+        ckpt_dir = checkpoint_dir(run_dir, meta.get("path"))
+        state = {"model": model.state_dict()}
+        with warnings.catch_warnings():  # DCP warns that no process group exists: one process is the intent here
+            warnings.simplefilter("ignore")
+            load_checked(state, ckpt_dir, run_dir)
+    except UntrustedCheckpoint as e:
+        raise ValueError(f"{run_dir}: sharded checkpoint refused ({e})") from None
+    model.load_state_dict(state["model"])
+    return meta
 
 
 def sample(
