@@ -26,11 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from scaling.base.atomic import remove_stale_temps
+from scaling.base.safe_read import FileTooBig, NotARegularFile, read_capped
 
 LOCK_NAME = ".lock"
 BREAK_NAME = ".lock.break"
 BREAK_STALE_S = 30.0  # a breaker older than this belongs to a process killed mid-takeover (it takes microseconds)
 SWEEP_PID_ENV = "SCALING_SWEEP_PID"
+LOCK_CAP = 1 << 16  # a lock is ~150 bytes of JSON
 
 
 class RunLocked(RuntimeError):
@@ -75,12 +77,20 @@ def is_stale(holder: dict) -> bool:
     return start is not None and _start_time(pid) not in (None, start)
 
 
+def _read_lock(path: Path) -> str:
+    """A lock file's text, read bounded and never blocking (a FIFO planted as .lock raises NotARegularFile)."""
+    return read_capped(path, LOCK_CAP).decode(errors="replace")
+
+
 def read_holder(run_dir: Path) -> dict | None:
-    """The lock's content; {} for an unreadable lock (created but not yet written), None when there is no lock."""
+    """The lock's content; {} for an unreadable lock (created but not yet written, or not a file), None when
+    there is no lock."""
     try:
-        text = (Path(run_dir) / LOCK_NAME).read_text()
+        text = _read_lock(Path(run_dir) / LOCK_NAME)
     except FileNotFoundError:
         return None
+    except OSError:  # a FIFO, a directory, a huge file: not a lock this project wrote; nobody is known to hold it
+        return {}
     try:
         holder = json.loads(text)
     except ValueError:
@@ -129,7 +139,7 @@ def _break_stale(run_dir: Path, seen: str) -> None:
         return
     try:
         with contextlib.suppress(FileNotFoundError):
-            if (run_dir / LOCK_NAME).read_text() == seen:
+            if _read_lock(run_dir / LOCK_NAME) == seen:
                 (run_dir / LOCK_NAME).unlink()
     finally:
         breaker.unlink(missing_ok=True)
@@ -153,9 +163,11 @@ def acquire(run_dir: Path, timeout_s: float = 5.0) -> dict:
             remove_stale_temps(run_dir)  # half-written files of a killed previous owner: nobody else writes here now
             return mine
         try:
-            seen = (run_dir / LOCK_NAME).read_text()
+            seen = _read_lock(run_dir / LOCK_NAME)
         except FileNotFoundError:
             continue  # released between our create and our read: try again
+        except (NotARegularFile, FileTooBig) as e:  # never taken over: removing it is the user's call
+            raise RunLocked(f"{e}; it is not a lock this project writes: remove it to train {run_dir}") from None
         try:
             holder = json.loads(seen)
         except ValueError:
@@ -186,7 +198,7 @@ def release(run_dir: Path, mine: dict) -> None:
     """Remove the lock if it is still ours (never someone else's that took over a lock we lost)."""
     path = Path(run_dir) / LOCK_NAME
     with contextlib.suppress(OSError, ValueError):
-        if json.loads(path.read_text()).get("nonce") == mine["nonce"]:
+        if json.loads(_read_lock(path)).get("nonce") == mine["nonce"]:
             path.unlink()
 
 

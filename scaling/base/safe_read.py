@@ -18,11 +18,16 @@ from pathlib import Path
 RECORD_CAP = 16 * 2**20  # a result.json, config.yaml, .lock or report.json is KBs; 16 MiB is far past any real one
 
 
-class NotARegularFile(OSError):
+class _Named(OSError):
+    def __str__(self) -> str:  # the message alone: it already names the file ("[Errno 22]" says nothing more)
+        return str(self.strerror)
+
+
+class NotARegularFile(_Named):
     """A FIFO, socket, device or directory where a file belongs: never opened for a blocking read."""
 
 
-class FileTooBig(OSError):
+class FileTooBig(_Named):
     """Larger than the reader's cap: refused by name instead of read into memory."""
 
 
@@ -40,20 +45,20 @@ def kind(mode: int) -> str:
     return "not a regular file"
 
 
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 def open_regular(path: str | Path) -> int:
     """An O_RDONLY descriptor of path when it is a regular file (following symlinks), else NotARegularFile.
 
-    stat() first, so a device is not even opened (opening some devices has effects); O_NONBLOCK so that a file
-    swapped for a FIFO after the stat still cannot block the open; fstat on the descriptor decides."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise NotARegularFile(errno.EINVAL, f"{path} is {kind(st.st_mode)}, not a file; skipped")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    O_NONBLOCK makes the open of a FIFO return at once (a plain open waits for a writer); fstat on the descriptor
+    decides, so swapping the file between a check and the open changes nothing. O_NONBLOCK does nothing to reads
+    of a regular file."""
+    fd = os.open(path, _FLAGS)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotARegularFile(errno.EINVAL, f"{path} is {kind(st.st_mode)}, not a file; skipped")
-        os.set_blocking(fd, True)  # a regular file never blocks anyway; plain reads from here on
     except BaseException:
         os.close(fd)
         raise
@@ -62,16 +67,25 @@ def open_regular(path: str | Path) -> int:
 
 def read_capped(path: str | Path, cap: int = RECORD_CAP) -> bytes:
     """The whole content of a regular file of at most `cap` bytes; NotARegularFile or FileTooBig (OSErrors that
-    name the file and the problem) otherwise. Memory is bounded by cap whatever the file claims or grows to."""
+    name the file and the problem) otherwise. Memory is bounded by cap whatever the file claims or grows to.
+    Plain os calls: the status view reads 10,000 records with it, as fast as a plain open().read()."""
     fd = open_regular(path)
-    with os.fdopen(fd, "rb") as f:
+    try:
         size = os.fstat(fd).st_size
         if size > cap:
             raise FileTooBig(errno.EFBIG, f"{path} is {size:,} bytes, over the {cap:,}-byte limit for it; not read")
-        data = f.read(cap + 1)  # the file may have grown since the fstat
-    if len(data) > cap:
+        chunks, got = [], 0
+        while got <= cap:  # the file may have grown since the fstat: read to its end, or just past the cap
+            chunk = os.read(fd, size - got + 1 if got < size else min(cap + 1 - got, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+    finally:
+        os.close(fd)
+    if got > cap:
         raise FileTooBig(errno.EFBIG, f"{path} grew past the {cap:,}-byte limit for it while read; not read")
-    return data
+    return b"".join(chunks)
 
 
 def size_of(path: str | Path) -> int:
