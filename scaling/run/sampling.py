@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig
 from scaling.base.record import config_hash
+from scaling.base.safe_read import read_capped
 from scaling.run.checkpoint import CKPT_NAME, load_checkpoint
 from scaling.run.dcp_read import UntrustedCheckpoint, checkpoint_dir, load_checked
 from scaling.run.parallel import DCP_META, sharded_meta
@@ -151,7 +152,7 @@ def best_per_budget(root: Path) -> list[tuple[float, Path, float]]:
     best: dict[float, tuple[Path, float]] = {}
     for f in sorted(Path(root).rglob("result.json")):
         try:
-            rec = json.loads(f.read_text())
+            rec = json.loads(read_capped(f))  # bounded, and a FIFO named result.json is skipped, not waited on
         except (OSError, ValueError):
             continue  # scaling.status names unreadable records; here they simply cannot be the best
         if not (isinstance(rec, dict) and rec.get("sweep") == "isoflop" and rec.get("status") == "completed"):
