@@ -171,7 +171,7 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
             f"sweep.span={s.span}; allow more layers or a wider d_model range"
         )
     targets, slid = _slide(_grid(M_opt, 10**s.span, s.n_shapes), lo, hi)
-    notes = (
+    notes: tuple[str, ...] = (
         ()
         if slid is None
         else (
