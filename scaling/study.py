@@ -23,6 +23,16 @@ from analysis.fit import run_analysis
 from scaling.base.cli import EXIT_FAILED, fail
 from scaling.base.configs import load_study
 from scaling.base.laws import format_law
+from sweeps.owners import (
+    check_no_live_stage,
+    check_stage_done,
+    check_stage_free,
+    claim_study,
+    clear_stage,
+    die_with_parent,
+    record_stage,
+    release_study,
+)
 
 
 def budgets_arg(budgets: list[float]) -> str:
@@ -38,9 +48,29 @@ def sweep(stage: str, budgets: list[float], sweep_dir: Path, overrides: list[str
         f"sweep.dir={sweep_dir}",
         *overrides,
     ]
+    dry = "sweep.dry_run=true" in overrides  # plans only: nobody's runs are touched
+    if not dry:
+        check_stage_free(stage, sweep_dir)  # runs a killed study's processes still train: wait for them, or refuse
     print(f"\n$ {' '.join(cmd[1:])}", flush=True)
-    if subprocess.run(cmd).returncode != 0:  # same working directory: relative paths mean the same everywhere
+    # Same working directory: relative paths mean the same everywhere. The sweep dies with this process (a kill -9
+    # of the study stops its stage too), and is recorded so that a rerun finds it where it could not die with us.
+    proc = subprocess.Popen(cmd, preexec_fn=die_with_parent())
+    record_stage(sweep_dir.parent, stage, proc.pid)
+    try:
+        code = proc.wait()
+    except BaseException:  # Ctrl-C reached the sweep too: let it stop its runs, then make sure it is gone
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        clear_stage(sweep_dir.parent)
+    if code != 0:
         raise RuntimeError(f"the {stage} sweep failed (see its output above); rerun the study to resume it")
+    if not dry:
+        check_stage_done(stage, sweep_dir)  # busy runs it skipped: never fit (or say "done") over them
 
 
 def plan_seconds(sweep_dir: Path) -> float:
@@ -90,6 +120,20 @@ def run_study(
         write_samples(iso_dir, fit_dir / "report.md", str(study.get("sample_prompt", SAMPLE_PROMPT)))
     print_summary(report, fit_dir, time.time() - t0)
     return report
+
+
+def run_owned_study(name: str, extra: list[str], dry_run: bool, samples: bool = False) -> dict | None:
+    """run_study as the one owner of its study dir (sweeps.owners): a second live study is refused, and a rerun
+    after a kill -9 first makes sure no stage of the killed one still runs."""
+    if dry_run:  # plans only: needs no ownership
+        return run_study(name, extra, dry_run, samples=samples)
+    root = Path(load_study(name)["dir"])
+    mine = claim_study(root)
+    try:
+        check_no_live_stage(root)
+        return run_study(name, extra, dry_run, samples=samples)
+    finally:
+        release_study(root, mine)
 
 
 SAMPLE_PROMPT = "The state of the Union is"
@@ -148,10 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a not in ("--dry-run", "--samples")]
     name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
     try:
-        run_study(name, args, dry_run, samples=samples)
+        run_owned_study(name, args, dry_run, samples=samples)
     except ValueError as e:
         fail("scaling.study", e)
-    except RuntimeError as e:  # a stage failed: its own output said why; rerunning resumes
+    except RuntimeError as e:  # a stage failed, or another process owns it (StageBusy): one line; rerunning resumes
         fail("scaling.study", e, code=EXIT_FAILED)
 
 
