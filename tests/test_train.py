@@ -214,6 +214,29 @@ def test_hydra_outputs_are_taken_back_exactly(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_python_tag_in_a_config_group_is_one_line_exit_2(tmp_path, cache_dir):
+    marker = tmp_path / "ran"
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "evil.yaml").write_text(
+        f'n_layer: !!python/object/apply:os.system ["touch {marker}"]\nd_model: 64\n'
+    )
+    for args in (["model=evil"], ["--multirun", "model=evil"]):
+        out = subprocess.run(  # Hydra's flags first: cli() puts overrides before them
+            [sys.executable, "-m", "scaling.train", "--config-dir", str(tmp_path / "conf"), *args]
+            + [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'run'}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert (
+            len(out.stderr.strip().splitlines()) == 1 and "evil.yaml" in out.stderr and "not plain YAML" in out.stderr
+        )
+        assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
 def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
     args = [*FAST, f"data.cache_dir={cache_dir}"]
     single = train_run(make_cfg(*args), tmp_path / "single")
