@@ -11,7 +11,8 @@
 - `save_sharded` / `load_sharded`: checkpoints of sharded runs through torch.distributed.checkpoint (each rank
   writes its shards); `ckpt_dcp.json` names the complete one and holds the loop state, written atomically after
   every rank finished, so a kill at any instant leaves the previous checkpoint usable. DCP reshards on load, so a
-  run may resume on another world size.
+  run may resume on another world size. They are read as data (scaling.run.dcp_read): a planted one is refused
+  with one warning and the run trains from step 0.
 """
 
 from __future__ import annotations
