@@ -282,16 +282,40 @@ def test_a_killed_study_takes_its_stage_down_with_it(tmp_path, cache_dir):
     while not list(hp.glob("*/.lock")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert list(hp.glob("*/.lock")), "no run started training"
+    sweeps = [int(c) for t in Path(f"/proc/{proc.pid}/task").glob("*") for c in (t / "children").read_text().split()]
     family = _descendants(proc.pid)
-    assert family, "the study runs its stage as child processes"
+    assert sweeps and family, "the study runs its stage as child processes"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 20
-    while any(_alive(p) for p in family) and time.time() < deadline:
-        time.sleep(0.1)
-    survivors = [p for p in family if _alive(p)]
-    for p in survivors:  # leave no orphan training behind, whatever the test finds
-        os.kill(p, signal.SIGKILL)
-    assert not survivors, "the killed study's sweep or its workers train on"
-    check_no_live_stage(tmp_path / "study", grace_s=0)
-    check_stage_free("hparams", hp, grace_s=0)  # every run lock it left is stale: a rerun resumes them
+    try:
+        deadline = time.time() + 30
+        while any(_alive(p) for p in family) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in sweeps if _alive(p)], "the killed study's sweep goes on"
+        # Nothing trains on: every run lock the stage holds names a dead process. (A joblib worker that had not
+        # started a job yet may idle on until loky's own timeout: it holds nothing and is fed nothing.)
+        check_stage_free("hparams", hp, grace_s=30)
+        check_no_live_stage(tmp_path / "study", grace_s=0)
+    finally:
+        for p in family:  # leave no orphan behind, whatever the test finds
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_a_sweep_worker_whose_sweep_is_gone_never_starts_its_job(tmp_path):
+    """A joblib worker still starting up when its sweep was killed is re-parented before its first job: the job's
+    first line (run_watchdog) must stop it there instead of training an orphan run."""
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    code = "from scaling.base.lock import run_watchdog; run_watchdog(); print('started')"
+    env = os.environ | {"SCALING_SWEEP_PID": str(dead.pid), "SCALING_SWEEP_HOST": socket.gethostname()}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == -signal.SIGKILL and "started" not in out.stdout
+    # A sweep on another host (a pid means nothing here), or none at all: the job goes on.
+    for extra in ({"SCALING_SWEEP_HOST": "elsewhere"}, {"SCALING_SWEEP_PID": ""}):
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env | extra, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0 and "started" in out.stdout

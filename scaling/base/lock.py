@@ -32,6 +32,7 @@ LOCK_NAME = ".lock"
 BREAK_NAME = ".lock.break"
 BREAK_STALE_S = 30.0  # a breaker older than this belongs to a process killed mid-takeover (it takes microseconds)
 SWEEP_PID_ENV = "SCALING_SWEEP_PID"
+SWEEP_HOST_ENV = "SCALING_SWEEP_HOST"
 LOCK_CAP = 1 << 16  # a lock is ~150 bytes of JSON
 
 
@@ -215,6 +216,7 @@ def run_lock(run_dir: Path) -> Iterator[dict]:
 def mark_sweep_process() -> None:
     """Called by a sweep before it launches: its local workers find its pid here (run_watchdog)."""
     os.environ[SWEEP_PID_ENV] = str(os.getpid())
+    os.environ[SWEEP_HOST_ENV] = socket.gethostname()  # a pid means something on this host only
 
 
 def run_watchdog(poll_s: float = 1.0) -> None:
@@ -223,8 +225,14 @@ def run_watchdog(poll_s: float = 1.0) -> None:
     A kill -9 of the sweep runs no handler, and joblib's workers would train on as orphans, racing the rerun. The
     kill is SIGKILL on purpose: the orphan stops as the sweep did, leaving files a rerun resumes from."""
     sweep_pid = os.environ.get(SWEEP_PID_ENV)
-    if not sweep_pid or int(sweep_pid) == os.getpid() or os.getppid() != int(sweep_pid):
-        return  # not a direct worker of a sweep (the basic launcher runs in the sweep process itself)
+    if not sweep_pid or int(sweep_pid) == os.getpid():
+        return  # not in a sweep, or the basic launcher (it runs jobs in the sweep process itself)
+    if os.getppid() != int(sweep_pid):
+        # Not a direct worker -- or one whose sweep died before this job began (a worker still starting up when
+        # the sweep was killed is re-parented first): that job must not start training as an orphan.
+        if os.environ.get(SWEEP_HOST_ENV) == socket.gethostname() and not running(int(sweep_pid)):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return
     parent = os.getppid()
 
     def watch() -> None:

@@ -166,7 +166,7 @@ def best_per_budget(root: Path) -> list[tuple[float, Path, float]]:
 
 def _status(run_dir: Path) -> str:
     try:
-        return str(json.loads((run_dir / "result.json").read_text()).get("status", "unfinished"))
+        return str(json.loads(read_capped(run_dir / "result.json")).get("status", "unfinished"))
     except (OSError, ValueError, AttributeError):
         return "unfinished"
 
