@@ -36,7 +36,7 @@ from pathlib import Path
 
 from scaling.base.cli import fail
 from scaling.base.configs import add_config_dir_arg, search_dirs
-from sweeps.progress import PROG, collect, finished, render
+from sweeps.progress import PROG, NotARunsDir, collect, finished, render
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 < a.stall < math.inf) or a.max_lines < 1 or (a.watch is not None and not 0 < a.watch < math.inf):
         fail(PROG, "--stall and --watch must be > 0 and --max-lines >= 1")
     while True:
-        sweeps = collect(a.root, a.stall)
+        try:
+            sweeps = collect(a.root, a.stall)
+        except NotARunsDir as e:  # the filesystem's root, or a tree far bigger than any runs dir: never walked whole
+            fail(PROG, e)
         if not sweeps:
             fail(PROG, f"no run directories or plan.csv under {a.root} (a run dir holds config.yaml/result.json)")
         text = render(sweeps, a.root, a.max_lines)

@@ -26,6 +26,16 @@ from analysis.planning import summary_lines
 from scaling.base.cli import EXIT_FAILED, fail
 from scaling.base.configs import load_study, pop_config_dir, search_dirs
 from scaling.base.laws import format_law
+from sweeps.owners import (
+    check_no_live_stage,
+    check_stage_done,
+    check_stage_free,
+    claim_study,
+    clear_stage,
+    die_with_parent,
+    record_stage,
+    release_study,
+)
 
 
 def budgets_arg(budgets: list[float]) -> str:
@@ -41,9 +51,29 @@ def sweep(stage: str, budgets: list[float], sweep_dir: Path, overrides: list[str
         f"sweep.dir={sweep_dir}",
         *overrides,
     ]
+    dry = "sweep.dry_run=true" in overrides  # plans only: nobody's runs are touched
+    if not dry:
+        check_stage_free(stage, sweep_dir)  # runs a killed study's processes still train: wait for them, or refuse
     print(f"\n$ {' '.join(cmd[1:])}", flush=True)
-    if subprocess.run(cmd).returncode != 0:  # same working directory: relative paths mean the same everywhere
+    # Same working directory: relative paths mean the same everywhere. The sweep dies with this process (a kill -9
+    # of the study stops its stage too), and is recorded so that a rerun finds it where it could not die with us.
+    proc = subprocess.Popen(cmd, preexec_fn=die_with_parent())
+    record_stage(sweep_dir.parent, stage, proc.pid)
+    try:
+        code = proc.wait()
+    except BaseException:  # Ctrl-C reached the sweep too: let it stop its runs, then make sure it is gone
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        clear_stage(sweep_dir.parent)
+    if code != 0:
         raise RuntimeError(f"the {stage} sweep failed (see its output above); rerun the study to resume it")
+    if not dry:
+        check_stage_done(stage, sweep_dir)  # busy runs it skipped: never fit (or say "done") over them
 
 
 def plan_seconds(sweep_dir: Path) -> float:
@@ -102,6 +132,22 @@ def run_study(
     return report
 
 
+def run_owned_study(
+    name: str, extra: list[str], dry_run: bool, samples: bool = False, dirs: Sequence[Path] = ()
+) -> dict | None:
+    """run_study as the one owner of its study dir (sweeps.owners): a second live study is refused, and a rerun
+    after a kill -9 first makes sure no stage of the killed one still runs."""
+    if dry_run:  # plans only: needs no ownership
+        return run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+    root = Path(load_study(name, dirs)["dir"])
+    mine = claim_study(root)
+    try:
+        check_no_live_stage(root)
+        return run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+    finally:
+        release_study(root, mine)
+
+
 SAMPLE_PROMPT = "The state of the Union is"
 
 
@@ -155,10 +201,10 @@ def main(argv: list[str] | None = None) -> None:
         name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
         dirs = search_dirs(args, config_dir)
         extra = ([f"--config-dir={dirs[0]}"] if config_dir is not None else []) + args
-        run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+        run_owned_study(name, extra, dry_run, samples=samples, dirs=dirs)
     except ValueError as e:
         fail("scaling.study", e)
-    except RuntimeError as e:  # a stage failed: its own output said why; rerunning resumes
+    except RuntimeError as e:  # a stage failed, or another process owns it (StageBusy): one line; rerunning resumes
         fail("scaling.study", e, code=EXIT_FAILED)
 
 

@@ -6,7 +6,6 @@ and prints one line. Bad input is one line on stderr and exit 2, with nothing le
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import hydra
@@ -15,6 +14,7 @@ from omegaconf import DictConfig
 
 from scaling.base.cli import EXIT_FAILED, fail, run_hydra
 from scaling.base.configs import HYDRA_CONFIG_PATH
+from scaling.base.hydra_outputs import undo
 from scaling.base.lock import RunLocked
 from scaling.run.single import train_run
 
@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> None:
     try:
         result = train_run(cfg, out_dir)
     except ValueError as e:  # bad input: one line, and no half-made run dir left behind
-        _remove_if_empty(out_dir)
+        undo(out_dir)  # exactly what Hydra wrote for this invocation; a directory that was there stays as it was
         fail(PROG, e)
     except RunLocked as e:  # another live process owns this run: leave it alone (not a failure of this one)
         print(f"skipped: {e}")
@@ -43,18 +43,6 @@ def main(cfg: DictConfig) -> None:
         f"{result['status']}: val_loss={_fmt(result['val_loss'])} val_bpb={_fmt(result['val_bpb'])} "
         f"D={result['D']:,} C={result['C']:.3g} -> {out_dir}"
     )
-
-
-def _remove_if_empty(out_dir: Path) -> None:
-    """Remove a run dir that holds nothing but Hydra's own bookkeeping (created before validation could run), and
-    the parents Hydra made for it (runs/train/) when they are left empty: bad input leaves nothing behind."""
-    if out_dir.exists() and all(p.name == ".hydra" or p.suffix == ".log" for p in out_dir.iterdir()):
-        shutil.rmtree(out_dir, ignore_errors=True)
-        cwd = Path.cwd().resolve()
-        for parent in out_dir.resolve().parents:
-            if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
-                break
-            parent.rmdir()
 
 
 def cli() -> None:

@@ -15,6 +15,13 @@ from scaling.base.laws import DEEPSEEK, PowerLaw
 
 # report.json section holding each law (analysis.fit writes hparams.{eta_opt,B_opt} and isoflop.{M_opt,D_opt}).
 REPORT_SECTION = {"eta_opt": "hparams", "B_opt": "hparams", "M_opt": "isoflop"}
+# What a plan may be centred on, at a budget C. Beyond REFUSE no run could be meant (a peak AdamW learning rate >= 1
+# diverges any model; a model of M >= C FLOPs per token trains less than one token); beyond WARN the law is far
+# outside anything published or trained at any scale (DeepSeek's own laws stay inside for C = 1e6..1e26: eta
+# 0.055..1.8e-4, tokens per parameter 6C/M^2 104..11, B up to ~1e8 tokens per step at 1e26).
+ETA_REFUSE, ETA_WARN = (1e-9, 1.0), (1e-6, 0.1)
+B_REFUSE_BELOW, B_WARN_ABOVE = 1.0, 1e9  # tokens per step
+TOKENS_PER_PARAM_WARN = (1.0, 1e4)  # D / N with N ~ M/6
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,46 @@ class Laws:
             them = "it" if len(fallback) == 1 else "them"
             print(f"note: {path} has no {', '.join(fallback)}: using DeepSeek's for {them}")
         return cls(**laws, source=str(path) + (f" (DeepSeek's {', '.join(fallback)})" if fallback else ""))
+
+    def check(self, budgets: list[float]) -> list[str]:
+        """Refuse (ValueError naming the law, its value and the budget) what no plan at these budgets can mean;
+        return warnings for values far outside anything trained. Called before anything is planned."""
+        warnings = []
+        src = f"sweep.laws={self.source}"
+        for C in budgets:
+            eta, B, M = self.eta_opt(C), self.B_opt(C), self.M_opt(C)
+            for name, v in (("eta_opt", eta), ("B_opt", B), ("M_opt", M)):
+                if not (math.isfinite(v) and v > 0):
+                    raise ValueError(f"{src}: {name}(C={C:.3g}) = {v}, not a positive number; refit or use deepseek")
+            if not ETA_REFUSE[0] < eta < ETA_REFUSE[1]:
+                raise ValueError(
+                    f"{src}: eta_opt(C={C:.3g}) = {eta:.3g} is not a learning rate any run could use (AdamW's peak "
+                    f"lies in ({ETA_REFUSE[0]:g}, {ETA_REFUSE[1]:g})); check that report.json's fit, or use "
+                    f"sweep.laws=deepseek"
+                )
+            if B < B_REFUSE_BELOW:
+                raise ValueError(f"{src}: B_opt(C={C:.3g}) = {B:.3g} tokens per step is less than one token")
+            if M >= C:
+                raise ValueError(
+                    f"{src}: M_opt(C={C:.3g}) = {M:.3g} FLOPs per token would train less than one token at C"
+                )
+            if not ETA_WARN[0] <= eta <= ETA_WARN[1]:
+                warnings.append(
+                    f"{src}: eta_opt(C={C:.3g}) = {eta:.3g} is outside [{ETA_WARN[0]:g}, {ETA_WARN[1]:g}], the peak "
+                    f"learning rates trained at any scale; the grid is centred on it anyway"
+                )
+            if B > B_WARN_ABOVE:
+                warnings.append(
+                    f"{src}: B_opt(C={C:.3g}) = {B:.3g} tokens per step is beyond any batch ever trained "
+                    f"(> {B_WARN_ABOVE:.0e}); the plan lowers it to what its runs' steps allow (see the notes)"
+                )
+            ratio = 6 * C / M**2
+            if not TOKENS_PER_PARAM_WARN[0] <= ratio <= TOKENS_PER_PARAM_WARN[1]:
+                warnings.append(
+                    f"{src}: M_opt(C={C:.3g}) = {M:.3g} means {ratio:.3g} tokens per parameter (6C/M^2), outside "
+                    f"[{TOKENS_PER_PARAM_WARN[0]:g}, {TOKENS_PER_PARAM_WARN[1]:g}]; the grid is centred on it anyway"
+                )
+        return warnings
 
     @classmethod
     def load(cls, spec: str) -> Laws:

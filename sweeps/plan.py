@@ -214,7 +214,7 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
             f"sweep.span={s.span}; allow more layers or a wider d_model range"
         )
     targets, slid = _slide(_grid(M_opt, 10**s.span, s.n_shapes), lo, hi)
-    notes = (
+    notes: tuple[str, ...] = (
         ()
         if slid is None
         else (
@@ -235,7 +235,13 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
             f"{D_least:.3g} tokens, fewer than sweep.min_steps={s.min_steps} sequences of {seq_len}"
         )
     # One batch size per budget, as DeepSeek: B_opt(C), but small enough for min_steps steps of the largest model.
-    B = min(round_batch(laws.B_opt(C), seq_len), max(seq_len, int(D_least / s.min_steps) // seq_len * seq_len))
+    B_opt = laws.B_opt(C)
+    B = min(round_batch(B_opt, seq_len), max(seq_len, int(D_least / s.min_steps) // seq_len * seq_len))
+    if B < round_batch(B_opt, seq_len):  # said, never silent: the batch is not the law's
+        notes += (
+            f"B_opt(C={C:.3g})={B_opt:.3g} leaves the largest model fewer than {s.min_steps} steps: batch lowered "
+            f"to {B}",
+        )
     lr = sig(laws.eta_opt(C))
     points = []
     for sh in shapes:

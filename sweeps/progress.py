@@ -17,6 +17,7 @@ import yaml
 
 from scaling.base.cli import fmt_seconds
 from scaling.base.record import parse_metrics_line
+from scaling.base.safe_read import FileTooBig, NotARegularFile, open_regular, read_capped
 
 PROG = "python -m scaling.status"
 STATES = ("completed", "running", "stalled", "interrupted", "diverged", "failed", "not started", "problem")
@@ -27,6 +28,14 @@ TAIL_BYTES = 8192  # the last lines of metrics.jsonl are all a status needs; nev
 MAX_DEPTH = 6  # runs/<study>/<stage>/<run>: a few levels, never the run dirs' own subdirectories
 # trunks/: a sweep's trunk dirs (scaling.run.trunk) are not runs; their branches are, in the sweep dir itself.
 SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__", "trunks"}
+# Caps on what one status reads, whatever a shared directory holds: a record is KBs, a plan ~250 bytes a row
+# (16 MiB: ~80,000 runs, far past any real grid), a log line well under 1 KB (a longer one is searched for up to
+# LINE_CAP).
+RECORD_CAP = 16 * 2**20
+PLAN_CAP = 16 * 2**20
+LINE_CAP = 2**20
+PLAN_KEYS = ("run_id", "steps", "batch_size", "D", "lr", "est_seconds")  # the columns the view uses
+WALK_CAP = 20_000  # directories without run files walked before the view stops: not a runs directory
 
 
 @dataclass
@@ -57,11 +66,29 @@ class Sweep:
 
 
 # --------------------------------------------------------------------------------------------------- discovery
+class NotARunsDir(ValueError):
+    """The root given to the view is not a runs directory (the filesystem's root, or a tree too big to walk)."""
+
+
 def find_run_dirs(root: Path) -> dict[Path, list[tuple[str, str, set[str]]]]:
-    """{sweep dir: [(run dir, its name, its file names)]}, including sweep dirs that only have a plan.csv so far."""
+    """{sweep dir: [(run dir, its name, its file names)]}, including sweep dirs that only have a plan.csv so far.
+
+    Symlinks below root are not followed (a link to / inside a runs dir is not a tree to walk); root itself may
+    be a link (runs -> /scratch/runs) but not to /; after WALK_CAP directories without run files the walk stops
+    with NotARunsDir instead of listing a whole filesystem."""
+    if Path(root).resolve() == Path(Path(root).resolve().anchor):
+        raise NotARunsDir(f"{root} is the filesystem's root, not a runs directory; give the directory a sweep writes")
     sweeps: dict[Path, list[tuple[str, str, set[str]]]] = {}
+    walked = 0
 
     def walk(d: Path, depth: int) -> None:
+        nonlocal walked
+        walked += 1
+        if walked > WALK_CAP:
+            raise NotARunsDir(
+                f"{root}: walked {WALK_CAP:,} directories without run files below it; it is not a runs directory "
+                f"(give the directory a sweep or study writes, e.g. runs/)"
+            )
         try:
             entries = list(os.scandir(d))
         except OSError:
@@ -86,22 +113,34 @@ def find_run_dirs(root: Path) -> dict[Path, list[tuple[str, str, set[str]]]]:
 
 
 def read_plan(sweep_dir: Path) -> tuple[dict[str, dict[str, str]] | None, str]:
-    """plan.csv rows by run_id, or (None, why it cannot be used)."""
+    """plan.csv rows by run_id (the columns the view uses), or (None, why it cannot be used). A plan over PLAN_CAP
+    bytes, or one that is not a regular file (a FIFO would block), is named and not read."""
     path = sweep_dir / "plan.csv"
-    if not path.exists():
+    if not os.path.lexists(path):
         return None, ""
     try:
-        with path.open(newline="") as f:
+        fd = open_regular(path)
+        with os.fdopen(fd, newline="") as f:
+            size = os.fstat(fd).st_size
+            if size > PLAN_CAP:
+                return None, (
+                    f"plan.csv is {size / 2**20:,.0f} MiB, over the {PLAN_CAP // 2**20} MiB limit for a plan (~80,000 "
+                    f"runs); not read, so not-started runs cannot be counted"
+                )
             reader = csv.DictReader(f)
-            rows = list(reader)
+            plan = {}
+            for r in reader:
+                if r.get("run_id"):
+                    plan[r["run_id"]] = {k: r[k] for k in PLAN_KEYS if r.get(k)}
             header = reader.fieldnames
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        return None, f"plan.csv unreadable ({type(e).__name__}: {e}); not-started runs cannot be counted"
+        why = str(e) if isinstance(e, NotARegularFile) else f"{type(e).__name__}: {e}"
+        return None, f"plan.csv unreadable ({why}); not-started runs cannot be counted"
     if not header:  # an empty file (cut off, or truncated by hand) is not a plan of zero runs
         return None, "plan.csv is empty (cut off?); not-started runs cannot be counted"
     if "run_id" not in header:
         return None, "plan.csv has no run_id column (not written by scaling.sweep); not-started runs cannot be counted"
-    return {r["run_id"]: r for r in rows if r.get("run_id")}, ""
+    return plan, ""
 
 
 # ------------------------------------------------------------------------------------------------------ one run
@@ -114,15 +153,25 @@ def _num(x: Any) -> float | None:
 
 
 def tail_rows(path: str | Path) -> tuple[list[dict], str]:
-    """The last (up to two) readable rows of a metrics.jsonl, newest first, and a note naming unreadable lines."""
+    """The last (up to two) readable rows of a metrics.jsonl, newest first, and a note naming unreadable lines.
+
+    Reads the last TAIL_BYTES, and further back (doubling, up to LINE_CAP) only while the window holds fewer than
+    two whole lines: a long line is read, and memory stays bounded whatever the file holds."""
     try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            start = max(0, size - TAIL_BYTES)
-            f.seek(start)
-            data = f.read()
+        fd = open_regular(path)
     except OSError as e:
-        return [], f"metrics.jsonl unreadable ({type(e).__name__})"
+        return [], (str(e) if isinstance(e, NotARegularFile) else f"metrics.jsonl unreadable ({type(e).__name__})")
+    with os.fdopen(fd, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        window = TAIL_BYTES
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(size - start)
+            whole = data.count(b"\n") - (start > 0)  # lines that end in the window and start in it
+            if start == 0 or whole >= 2 or window >= LINE_CAP:
+                break
+            window *= 2
     lines = data.split(b"\n")
     if start > 0:
         lines = lines[1:]  # the first piece may start mid-line
@@ -145,12 +194,20 @@ def tail_rows(path: str | Path) -> tuple[list[dict], str]:
         where = ", ".join(str(n_before + i + 1) for i in sorted(bad)[:3]) + (" ..." if len(bad) > 3 else "")
         last = bad[0] == len(lines) - 1 or (bad[0] == len(lines) - 2 and not lines[-1].strip())
         note = f"metrics.jsonl line {where} unreadable" + (" (cut off mid-write)" if cut_off and last else "")
+    elif not rows and start > 0:
+        note = f"metrics.jsonl's last line is over {LINE_CAP // 2**20} MiB; not read"
     return rows, note
 
 
 def _count_lines(path: str | Path, upto: int) -> int:
-    with open(path, "rb") as f:
-        return f.read(upto).count(b"\n")
+    with os.fdopen(open_regular(path), "rb") as f:
+        n = 0
+        while upto > 0:  # in blocks: a long log is counted, never read whole
+            block = f.read(min(upto, 1 << 20))
+            if not block:
+                break
+            n, upto = n + block.count(b"\n"), upto - len(block)
+        return n
 
 
 def _mtime(path: str) -> float | None:
@@ -182,12 +239,16 @@ def _planned_tokens(run_dir: str, plan_row: dict[str, str] | None) -> float | No
         if _num(plan_row.get("D")):
             return _num(plan_row.get("D"))
     try:  # only unfinished runs outside a plan get here: a handful, so parsing YAML is affordable
-        with open(os.path.join(run_dir, "config.yaml")) as f:
-            train = (yaml.safe_load(f) or {}).get("train") or {}
+        train = (yaml.safe_load(read_capped(os.path.join(run_dir, "config.yaml"), RECORD_CAP)) or {}).get("train") or {}
         tokens, batch = _num(train.get("tokens")), _num(train.get("batch_size"))
         return round(tokens / batch) * batch if tokens and batch else tokens
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
         return None
+
+
+def _short(e: object, run_dir: str) -> str:
+    """An error naming a run's file by its full path, shortened to the file's name (the run is on the line)."""
+    return str(e).replace(run_dir + os.sep, "")
 
 
 def _machine_seconds(rec: dict) -> float | None:
@@ -212,9 +273,10 @@ def run_state(
 ) -> Run:
     if "result.json" in names:
         try:
-            with open(os.path.join(run_dir, "result.json"), "rb") as f:
-                rec = json.loads(f.read())
+            rec = json.loads(read_capped(os.path.join(run_dir, "result.json"), RECORD_CAP))
             status = rec["status"]
+        except (NotARegularFile, FileTooBig) as e:  # a FIFO would block, a 1 GB record would cost GBs: named
+            return Run(rid, run_dir, "problem", note=f"{_short(e, run_dir)}; not counted as done")
         except (OSError, ValueError, KeyError, TypeError) as e:
             return Run(
                 rid, run_dir, "problem", note=f"result.json unreadable ({type(e).__name__}); not counted as done"
@@ -242,6 +304,8 @@ def run_state(
         return Run(rid, run_dir, "problem", note="no config.yaml (half-created or copied run dir); not counted")
     join = os.path.join
     rows, note = tail_rows(join(run_dir, "metrics.jsonl")) if "metrics.jsonl" in names else ([], "")
+    if " not a file" in note:  # a FIFO or device named metrics.jsonl: named, never read, and not a run's progress
+        return Run(rid, run_dir, "problem", note=_short(note, run_dir))
     last_write = (
         max(
             t

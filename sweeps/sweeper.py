@@ -162,6 +162,8 @@ class ScalingSweeper(Sweeper):
         if reuse:
             settings = dataclasses.replace(settings, lattice=True)
         laws = Laws.load(cfg.sweep.laws)
+        for warning in laws.check([C for _, C in wants]):  # implausible laws: refused above, named here
+            print(f"warning: {warning}")
         base = ModelConfig.from_dict(node_dict(cfg.model))
         rules = {
             name: ShapeRule.from_cfg(name, node_dict(node, resolve=False))

@@ -83,3 +83,27 @@ def test_gpucheck_skips_cleanly_without_a_gpu(capsys):
     main([])  # returns: exit status 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "skipped: no CUDA device" in out[0]
+
+
+@pytest.mark.slow
+def test_gpucheck_allow_cpu_runs_every_part_at_toy_sizes(tmp_path, cache_dir):
+    """--allow-cpu exercises every part (GPU tests, bench, FSDP smoke, sweep + fit) at toy sizes: minutes at most.
+    The timeout is a hang guard, not a speed claim (it trained a 1e16 sweep, > 10 minutes here, before)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run(
+        [sys.executable, "-m", "scaling.gpucheck", "--allow-cpu", "--out", str(tmp_path / "gc")],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    kv = dict(x.split("=", 1) for x in out.stdout.strip().splitlines()[-1].split())
+    assert kv["device"] == "cpu" and kv["gpu_tests"] == "passed" and kv["fsdp_smoke"] == "ok"
+    assert {"d64_tokens_per_s", "d128_tokens_per_s", "d256_tokens_per_s"} <= set(kv)
+    assert kv["sweep_exit"] == "0" and kv["sweep_runs"] == "5/5" and "fit_M_opt" in kv  # the fit ran on 5 runs

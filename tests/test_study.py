@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import TINY_DATA
+from tests.test_parallel import _alive, _descendants
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,3 +157,165 @@ def test_a_dry_run_plans_stage_2_on_stage_1s_last_fit(tmp_path, monkeypatch):
     study.run_study("cpu_demo", [], dry_run=True, out=root)
     assert calls[-1][0] == "isoflop" and f"sweep.laws={fit}" in calls[-1][1]
     assert "sweep.dry_run=true" in calls[-1][1]
+
+
+# ------------------------------------------------------------------------------------ a study owns its stages
+def _live_process() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+def _holder(pid: int) -> str:
+    import socket
+
+    from scaling.base.lock import _start_time
+
+    return json.dumps({"host": socket.gethostname(), "pid": pid, "start": _start_time(pid), "since": "earlier"})
+
+
+class _FakeSweep:
+    """subprocess.Popen/run for `scaling.sweep`: a sweep that returns at once (exit 0) having trained nothing more,
+    as one does when every run left is busy (held by another process) and it skipped them."""
+
+    pid = 0
+    returncode = 0
+
+    def __init__(self, *a, **k):
+        self.pid = os.getpid()
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def _study_with_stage_1(tmp_path) -> tuple[Path, Path]:
+    """A study file and its stage-1 dir: a plan of two runs, `a` completed, `b` not finished."""
+    root = tmp_path / "study"
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(MINI_STUDY | {"dir": str(root)}))
+    hp = root / "hparams"
+    for rid in ("a", "b"):
+        (hp / rid).mkdir(parents=True)
+    (hp / "plan.csv").write_text("run_id,steps\na,10\nb,10\n")
+    (hp / "a" / "result.json").write_text(json.dumps({"status": "completed"}))
+    return tmp_path / "mini.yaml", hp
+
+
+def _run_study_main(study_file: Path, monkeypatch) -> list:
+    import scaling.study as study
+    import sweeps.owners as owners
+
+    monkeypatch.setattr(owners, "GRACE_S", 0.3, raising=False)
+    monkeypatch.setattr(subprocess, "Popen", _FakeSweep)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: _FakeSweep())
+    fits: list = []
+    fake = {"hparams": {"eta_opt": {"coef": 1.0, "exponent": -0.1}, "B_opt": {"coef": 1.0, "exponent": 0.3}}}
+    monkeypatch.setattr(study, "run_analysis", lambda *a, **k: fits.append(a) or fake)
+    monkeypatch.setattr(study, "write_samples", lambda *a, **k: None)
+    return fits
+
+
+def test_a_rerun_never_fits_or_says_done_over_runs_another_process_trains(tmp_path, monkeypatch, capsys):
+    import scaling.study as study
+
+    study_file, hp = _study_with_stage_1(tmp_path)
+    other = _live_process()  # e.g. a worker of the killed study's sweep, or a cluster job: it holds run b
+    try:
+        (hp / "b" / ".lock").write_text(_holder(other.pid))
+        fits = _run_study_main(study_file, monkeypatch)
+        with pytest.raises(SystemExit) as e:
+            study.main([str(study_file)])
+        out = capsys.readouterr()
+        assert e.value.code == 1 and "study done" not in out.out and not fits
+        assert "still being trained by other processes (b by pid" in out.err and len(out.err.splitlines()) == 1
+    finally:
+        other.kill()
+        other.wait()
+    # Its holder gone (the lock is stale now), the same rerun goes on: nothing else stands in its way here.
+    with pytest.raises(SystemExit) as e:
+        study.main([str(study_file)])
+    assert "no finished record (e.g. b)" in capsys.readouterr().err  # the fake sweep trained nothing: said, not done
+
+
+def test_a_rerun_refuses_while_a_killed_studys_sweep_still_runs(tmp_path, monkeypatch, capsys):
+    import scaling.study as study
+
+    study_file, hp = _study_with_stage_1(tmp_path)
+    (hp / "b" / "result.json").write_text(json.dumps({"status": "completed"}))
+    orphan = _live_process()  # the stage's sweep, left running (no PDEATHSIG on this system, say)
+    try:
+        (hp.parent / ".study").mkdir()
+        info = json.loads(_holder(orphan.pid))
+        (hp.parent / ".study" / "stage.json").write_text(json.dumps(info | {"stage": "hparams"}))
+        fits = _run_study_main(study_file, monkeypatch)
+        with pytest.raises(SystemExit) as e:
+            study.main([str(study_file)])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and "stage hparams of a killed study is still running" in err and not fits
+        (hp.parent / ".study" / "stage.json").unlink()
+        (hp.parent / ".study" / ".lock").write_text(_holder(orphan.pid))  # a second study, alive
+        with pytest.raises(SystemExit) as e:
+            study.main([str(study_file)])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and "another scaling.study runs" in err and f"pid {orphan.pid}" in err
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+@pytest.mark.slow
+def test_a_killed_study_takes_its_stage_down_with_it(tmp_path, cache_dir):
+    """kill -9 of scaling.study: its sweep (and the sweep's workers) stop too, and a rerun finds nothing running."""
+    from sweeps.owners import check_no_live_stage, check_stage_free
+
+    study = MINI_STUDY | {
+        "dir": str(tmp_path / "study"),
+        "overrides": [*MINI_STUDY["overrides"], "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    }
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(study))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.study", str(tmp_path / "mini.yaml")],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    hp = tmp_path / "study" / "hparams"
+    deadline = time.time() + 300
+    while not list(hp.glob("*/.lock")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert list(hp.glob("*/.lock")), "no run started training"
+    sweeps = [int(c) for t in Path(f"/proc/{proc.pid}/task").glob("*") for c in (t / "children").read_text().split()]
+    family = _descendants(proc.pid)
+    assert sweeps and family, "the study runs its stage as child processes"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    try:
+        deadline = time.time() + 30
+        while any(_alive(p) for p in family) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not [p for p in sweeps if _alive(p)], "the killed study's sweep goes on"
+        # Nothing trains on: every run lock the stage holds names a dead process. (A joblib worker that had not
+        # started a job yet may idle on until loky's own timeout: it holds nothing and is fed nothing.)
+        check_stage_free("hparams", hp, grace_s=30)
+        check_no_live_stage(tmp_path / "study", grace_s=0)
+    finally:
+        for p in family:  # leave no orphan behind, whatever the test finds
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def test_a_sweep_worker_whose_sweep_is_gone_never_starts_its_job(tmp_path):
+    """A joblib worker still starting up when its sweep was killed is re-parented before its first job: the job's
+    first line (run_watchdog) must stop it there instead of training an orphan run."""
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    code = "from scaling.base.lock import run_watchdog; run_watchdog(); print('started')"
+    env = os.environ | {"SCALING_SWEEP_PID": str(dead.pid), "SCALING_SWEEP_HOST": socket.gethostname()}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == -signal.SIGKILL and "started" not in out.stdout
+    # A sweep on another host (a pid means nothing here), or none at all: the job goes on.
+    for extra in ({"SCALING_SWEEP_HOST": "elsewhere"}, {"SCALING_SWEEP_PID": ""}):
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env | extra, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0 and "started" in out.stdout

@@ -101,6 +101,24 @@ def test_an_unreachable_mlflow_server_is_one_warning(tmp_path, monkeypatch):
     assert len(w) == 1 and not t
 
 
+@pytest.mark.slow  # importing mlflow alone takes ~3 s
+def test_an_unreachable_mlflow_server_with_retries_is_still_one_warning(tmp_path, monkeypatch, caplog):
+    """MLflow's HTTP client retries (2 by default here), and urllib3 logs a warning for each retry."""
+    import logging
+
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    caplog.set_level(logging.WARNING)
+    with pytest.warns(UserWarning, match="mlflow could not start") as w:
+        t = open_trackers(["mlflow"], tmp_path / "isoflop" / "r1", RECORD)
+    logged = [r.getMessage()[:120] for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(w) == 1 and not t and logged == [], logged
+    assert logging.getLogger("urllib3.connectionpool").level == logging.NOTSET  # nothing changed for others
+
+
 def test_tensorboard_event_files_hold_the_metrics_rows(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

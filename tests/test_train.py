@@ -156,6 +156,86 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, cache_dir, override,
     assert not (tmp_path / "runs").exists()  # not even the empty parents Hydra made
 
 
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every path below root with its bytes (None for a directory)."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def _users_dir(d: Path) -> None:
+    """A directory of the user's own: logs and a .hydra/ of an earlier run, and a log Hydra would append to."""
+    (d / ".hydra").mkdir(parents=True)
+    (d / "notes.log").write_text("my own notes\n")
+    (d / "train.log").write_bytes(b"x" * (2 << 20))  # over hydra_outputs.SMALL: restored by its size
+    (d / ".hydra" / "config.yaml").write_text("mine: 1\n")
+    (d / ".hydra" / "hydra.yaml").write_text("also: mine\n")
+
+
+@pytest.mark.slow
+def test_bad_input_leaves_an_existing_directory_exactly_as_it_was(tmp_path, cache_dir):
+    d = tmp_path / "logs"
+    _users_dir(d)
+    before = _tree(d)
+    out = cli("optim.lr=-1", f"hydra.run.dir={d}", f"data.cache_dir={cache_dir}", cwd=tmp_path)
+    assert out.returncode == 2 and "optim.lr must be > 0" in out.stderr
+    assert _tree(d) == before  # not removed, not rewritten, no log line added, no new file
+    (tmp_path / "empty").mkdir()
+    out = cli("optim.lr=-1", f"hydra.run.dir={tmp_path / 'empty'}", f"data.cache_dir={cache_dir}", cwd=tmp_path)
+    assert out.returncode == 2 and (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
+
+
+def test_hydra_outputs_are_taken_back_exactly(tmp_path):
+    """What Hydra does before the task runs (mkdir, .hydra/*.yaml, a log opened for appending), taken back."""
+    from scaling.base import hydra_outputs
+
+    d = tmp_path / "logs"
+    _users_dir(d)
+    (d / "sub").mkdir()
+    before = _tree(d)
+    hydra_outputs.record(d, ".hydra")
+    (d / ".hydra" / "config.yaml").write_text("the bad invocation's config\n")
+    (d / ".hydra" / "overrides.yaml").write_text("- optim.lr=-1\n")
+    with (d / "train.log").open("ab") as f:
+        f.write(b"[INFO] a line\n")
+    (d / "sweep.log").write_text("[INFO] new\n")
+    hydra_outputs.undo(d)
+    assert _tree(d) == before
+    # A new nested run dir: everything Hydra made goes, parents included, up to what existed.
+    new = tmp_path / "runs" / "train" / "t0"
+    hydra_outputs.record(new, ".hydra")
+    (new / ".hydra").mkdir(parents=True)
+    (new / ".hydra" / "config.yaml").write_text("x")
+    (new / "train.log").write_text("")
+    hydra_outputs.undo(new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"]
+    # Without a record of this directory nothing is touched.
+    (d / "other.log").write_text("?")
+    hydra_outputs.undo(d)
+    assert (d / "other.log").exists()
+
+
+@pytest.mark.slow
+def test_a_python_tag_in_a_config_group_is_one_line_exit_2(tmp_path, cache_dir):
+    marker = tmp_path / "ran"
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "evil.yaml").write_text(
+        f'n_layer: !!python/object/apply:os.system ["touch {marker}"]\nd_model: 64\n'
+    )
+    for args in (["model=evil"], ["--multirun", "model=evil"]):
+        out = subprocess.run(  # Hydra's flags first: cli() puts overrides before them
+            [sys.executable, "-m", "scaling.train", "--config-dir", str(tmp_path / "conf"), *args]
+            + [f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'run'}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert (
+            len(out.stderr.strip().splitlines()) == 1 and "evil.yaml" in out.stderr and "not plain YAML" in out.stderr
+        )
+        assert not marker.exists() and not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
     args = [*FAST, f"data.cache_dir={cache_dir}"]

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from scaling.base.atomic import write_atomic
+from scaling.base.safe_read import read_capped
 
 SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never retrained
@@ -109,7 +110,8 @@ class RunRecord:
     def read(cls, run_dir: Path) -> RunRecord | None:
         """The run's record, or None when absent or unreadable (a rerun then trains it again)."""
         try:
-            return cls.from_dict(json.loads((Path(run_dir) / RESULT_NAME).read_text()))
+            # bounded, and never blocking: a FIFO planted as result.json reads as no record
+            return cls.from_dict(json.loads(read_capped(Path(run_dir) / RESULT_NAME)))
         except (OSError, ValueError, TypeError):
             return None
 

@@ -13,7 +13,10 @@ import torch
 
 from model import LLaMA, ModelConfig
 from scaling.base.record import config_hash, read_config
+from scaling.base.safe_read import read_capped
 from scaling.run.checkpoint import CKPT_NAME, load_checkpoint
+from scaling.run.dcp_read import UntrustedCheckpoint, checkpoint_dir, load_checked
+from scaling.run.parallel import DCP_META, sharded_meta
 
 PROG = "python -m scaling.sample"
 
@@ -34,15 +37,20 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[LLaMA, dict, dict]:
     if not run_dir.is_dir():
         raise ValueError(f"{run_dir} is not a directory; pass a run directory (it holds config.yaml and ckpt.pt)")
     cfg = read_config(run_dir)
-    if not (run_dir / CKPT_NAME).is_file():
+    sharded = not (run_dir / CKPT_NAME).is_file() and (run_dir / DCP_META).is_file()
+    if not (run_dir / CKPT_NAME).is_file() and not sharded:
         raise ValueError(
-            f"{run_dir} has no {CKPT_NAME}: the run has not checkpointed yet (a checkpoint is written "
-            f"every train.ckpt_every_s seconds and at the end)"
+            f"{run_dir} has no {CKPT_NAME} (nor a sharded {DCP_META}): the run has not checkpointed yet (a "
+            f"checkpoint is written every train.ckpt_every_s seconds and at the end)"
         )
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"])
     except Exception as e:  # noqa: BLE001 -- any unreadable config is the same bad input
         raise ValueError(f"{run_dir / 'config.yaml'} is not a readable run config ({type(e).__name__}: {e})") from None
+    if sharded:
+        model = LLaMA(model_cfg)
+        meta = load_sharded_model(run_dir, model, config_hash(cfg))
+        return model.to(device).eval(), cfg, meta
     with warnings.catch_warnings():  # load_checkpoint's warning speaks of resuming training: the error below says it
         warnings.simplefilter("ignore")
         ckpt = load_checkpoint(run_dir, config_hash(cfg))
@@ -51,6 +59,24 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[LLaMA, dict, dict]:
     model = LLaMA(model_cfg)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg, ckpt
+
+
+def load_sharded_model(run_dir: Path, model: LLaMA, chash: str) -> dict:
+    """The model weights of a sharded (FSDP) run's checkpoint, gathered whole into `model` in this one process
+    (DCP reshards on load; no process group needed); returns the checkpoint's loop state (its step)."""
+    meta = sharded_meta(run_dir, chash)
+    if meta is None:
+        raise ValueError(f"{run_dir / DCP_META} is unreadable or belongs to another config than config.yaml")
+    try:
+        ckpt_dir = checkpoint_dir(run_dir, meta.get("path"))
+        state = {"model": model.state_dict()}
+        with warnings.catch_warnings():  # DCP warns that no process group exists: one process is the intent here
+            warnings.simplefilter("ignore")
+            load_checked(state, ckpt_dir, run_dir)
+    except UntrustedCheckpoint as e:
+        raise ValueError(f"{run_dir}: sharded checkpoint refused ({e})") from None
+    model.load_state_dict(state["model"])
+    return meta
 
 
 def sample(
@@ -123,7 +149,7 @@ def best_per_budget(root: Path) -> list[tuple[float, Path, float]]:
     best: dict[float, tuple[Path, float]] = {}
     for f in sorted(Path(root).rglob("result.json")):
         try:
-            rec = json.loads(f.read_text())
+            rec = json.loads(read_capped(f))  # bounded, and a FIFO named result.json is skipped, not waited on
         except (OSError, ValueError):
             continue  # scaling.status names unreadable records; here they simply cannot be the best
         if not (isinstance(rec, dict) and rec.get("sweep") == "isoflop" and rec.get("status") == "completed"):
@@ -137,7 +163,7 @@ def best_per_budget(root: Path) -> list[tuple[float, Path, float]]:
 
 def run_status(run_dir: Path) -> str:
     try:
-        return str(json.loads((run_dir / "result.json").read_text()).get("status", "unfinished"))
+        return str(json.loads(read_capped(run_dir / "result.json")).get("status", "unfinished"))
     except (OSError, ValueError, AttributeError):
         return "unfinished"
 

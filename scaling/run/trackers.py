@@ -21,10 +21,12 @@ evaluation as a last val/loss point are logged at the run's last step (its token
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -277,10 +279,29 @@ class _WandB(_Backend):
         self.run.finish(exit_code=0 if status in ("completed", "diverged") else 1)
 
 
+@contextlib.contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """MLflow's HTTP client logs a warning per retry (urllib3) before it gives up: an unreachable server must be
+    the ONE warning our handler gives, so these are held back while MLflow calls run (other code's stay as set)."""
+    loggers = [logging.getLogger(n) for n in ("urllib3.connectionpool", "urllib3.util.retry", "mlflow")]
+    levels = [x.level for x in loggers]
+    for x in loggers:
+        x.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for x, level in zip(loggers, levels, strict=True):
+            x.setLevel(level)
+
+
 class _MLflow(_Backend):
     name = "mlflow"
 
     def __init__(self, run_dir: Path, tags: dict[str, Any]):
+        with _quiet_retries():
+            self._open(run_dir, tags)
+
+    def _open(self, run_dir: Path, tags: dict[str, Any]) -> None:
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         # MLflow retries an unreachable server for minutes by default; a run should warn and go on much sooner.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -315,7 +336,8 @@ class _MLflow(_Backend):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in values.items()])
+        with _quiet_retries():
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in values.items()])
 
     def close(self, summary: dict[str, float], status: str, tokens: int) -> None:
         import time
@@ -323,10 +345,11 @@ class _MLflow(_Backend):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        if summary:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in summary.items()])
-        self.client.set_tag(self.run_id, "status", status)
-        self.client.set_terminated(self.run_id, "FINISHED" if status in ("completed", "diverged") else "FAILED")
+        with _quiet_retries():
+            if summary:
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in summary.items()])
+            self.client.set_tag(self.run_id, "status", status)
+            self.client.set_terminated(self.run_id, "FINISHED" if status in ("completed", "diverged") else "FAILED")
 
 
 _OPENERS = {"tensorboard": _TensorBoard, "wandb": _WandB, "mlflow": _MLflow}
