@@ -91,7 +91,8 @@ def _assess_hparams(g: Grid) -> None:
         if len(values) > 1 and value in (values[0], values[-1]):
             g.edges.append((axis, "high" if value == values[-1] else "low"))
     if g.edges:
-        sides = ", ".join(f"its {'largest' if side == 'high' else 'smallest'} {axis}" for axis, side in g.edges)
+        name = {"lr": "lr", "batch": "batch size"}
+        sides = ", ".join(f"its {'largest' if side == 'high' else 'smallest'} {name[axis]}" for axis, side in g.edges)
         g.why = f"best run {best.run_id} (loss {g.loss[best.run_id]:.4f}) has {sides}"
 
 

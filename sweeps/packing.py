@@ -55,7 +55,7 @@ def group_key(p: Point) -> tuple | None:
     if p.sweep != "hparams":
         return None
     s = p.shape
-    return (p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.D, p.batch_size)
+    return (p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.D, p.batch_size, p.seed)
 
 
 def plan_units(

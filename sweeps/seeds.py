@@ -22,7 +22,7 @@ def with_seeds(points: list[Point], n: int, base_seed: int) -> list[Point]:
     """The points trained: all points at the first seed, then all at the second, ... (a sweep cut short still has
     whole grids). One seed: the points themselves, unchanged (no `seed=` override, the same run ids as before)."""
     if n == 1:
-        return points
+        return list(points)
     return [
         dataclasses.replace(p, run_id=p.run_id + (f"_seed{s}" if k else ""), seed=s)
         for k, s in enumerate(seed_values(n, base_seed))

@@ -151,5 +151,6 @@ def test_a_dry_run_plans_stage_2_on_stage_1s_last_fit(tmp_path, monkeypatch):
     fit.write_text("{}")
     calls.clear()
     study.run_study("cpu_demo", [], dry_run=True, out=root)
-    assert calls[-1][0] == "isoflop" and f"sweep.laws={fit}" in calls[-1][1]
+    centring = fit.parent / "centring.json"  # the laws the real run centres on (sweeps.gate)
+    assert calls[-1][0] == "isoflop" and f"sweep.laws={centring}" in calls[-1][1] and centring.exists()
     assert "sweep.dry_run=true" in calls[-1][1]

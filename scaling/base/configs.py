@@ -102,6 +102,11 @@ def load_model_config(
         raise ValueError(f"{path}: {e}") from None
 
 
+def study_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a study given by name (conf/study/<name>.yaml) or path; one-line error when neither exists."""
+    return _yaml_for("study", name_or_path)
+
+
 def load_study(name_or_path: str | Path) -> dict:
     """A study by name (conf/study/<name>.yaml) or by path to a YAML file of the same shape."""
     path = _yaml_for("study", name_or_path)
