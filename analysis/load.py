@@ -34,9 +34,10 @@ CSV_OPTIONAL = (
     "run_id",
     "seq_len",
     "loss_kind",
+    "seed",
 )
 SWEEPS = ("isoflop", "hparams", "grid")
-NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss"]
+NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss", "seed"]
 TEXT = ["run_id", "sweep", "grid", "status", "dataset", "path", "loss_kind", "scale", "excluded"]
 COLUMNS = [
     "run_id",
@@ -60,6 +61,7 @@ COLUMNS = [
     "dataset",
     "path",
     "excluded",
+    "seed",  # repeats of a point differ only here (sweep.seeds; analysis.seeds averages them)
 ]
 
 
@@ -103,6 +105,7 @@ def _record_row(data: dict, path: Path) -> dict:
         "loss_kind": "validation",
         "status": str(rec.status),
         "dataset": str(rec.dataset or "unknown"),
+        "seed": finite_or_nan(rec.seed),
         "path": str(path),
         # scaling.train writes M, D and C as numbers: anything else there is a corrupt record, never a value to derive
         "_corrupt": "; ".join(

@@ -77,6 +77,8 @@ def _dataset_md(name: str, r: dict) -> list[str]:
         out.append(f"- **{sec} not fitted**: {why}")
     for sec, why in (r.get("not_applicable") or {}).items():
         out.append(f"- {sec}: not applicable ({why})")
+    if r.get("seeds"):  # sweep.seeds (analysis.seeds)
+        out.append(f"- seeds: {r['seeds']['line']}")
     hp = r.get("hparams")
     if hp:
         md = hp.get("MD")
