@@ -24,8 +24,8 @@ from analysis.isoflop import WINDOW
 from analysis.load import InputError, load_runs
 from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
 from analysis.report import write_reports
-from analysis.seeds import merge_repeats
 from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset
+from analysis.seeds import merge_repeats
 from scaling.base.atomic import write_atomic
 from scaling.base.cli import fail
 from scaling.base.laws import format_law
