@@ -67,3 +67,22 @@ def test_runs_without_repeats_are_fitted_as_before():
     runs = grid_table(1, 0.004, np.random.default_rng(2))
     res = fit_runs(runs, bootstrap=0, band=0.01)
     assert "seeds" not in res.sections and "seeds" not in res.report
+
+
+def test_fit_runs_on_a_study_uses_the_studys_options_and_says_so(tmp_path, capsys):
+    from analysis.synthetic import make_study, write_study
+    from scaling.base.studyfile import write_study as write_study_file
+
+    write_study(make_study(budgets=(1e17, 1e18, 1e19), n_diverged=0, n_failed=0), tmp_path / "hparams")
+    write_study_file(tmp_path, {"name": "t", "stages": [], "analysis": {"band": 0.01, "bootstrap": 0, "nope": 1}})
+    res = fit_runs(tmp_path)
+    opts = res.report["provenance"]["options"]
+    assert opts["band"] == 0.01 and opts["bootstrap"] == 0  # not fit_runs' defaults (0.0025, 1000)
+    note = res.report["provenance"]["options_from"]
+    assert "study.json" in note and "band=0.01" in note and "fit_runs: " + note in capsys.readouterr().err
+    told = fit_runs(tmp_path, band=0.02)  # told otherwise: the caller wins, the rest still comes from the study
+    assert (
+        told.report["provenance"]["options"]["band"] == 0.02 and told.report["provenance"]["options"]["bootstrap"] == 0
+    )
+    plain = fit_runs(tmp_path / "hparams", bootstrap=0)  # not a study dir
+    assert plain.report["provenance"]["options"]["band"] == 0.0025 and "options_from" not in plain.report["provenance"]
