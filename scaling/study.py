@@ -29,6 +29,7 @@ from scaling.base.laws import format_law
 from scaling.base.studyfile import write_study
 from sweeps import gate
 from sweeps.config import SweepConfig, nearest
+from sweeps.laws import Laws
 from sweeps.study import StudySpec, runs_per_budget
 
 
@@ -120,9 +121,10 @@ def print_fit(stage: str, report: dict, report_md: Path) -> None:
         print(f"  warning: {w}")
 
 
-def centre_next(report_json: Path) -> str:
-    """The laws stage 2 is centred on (sweeps.gate): fitted where their interval is usable, else the prior, named."""
-    path, lines = gate.write(report_json, "stage 1")
+def centre_next(report_json: Path, prior: str) -> str:
+    """The laws stage 2 is centred on (sweeps.gate): fitted where their interval is usable, else the prior (stage
+    1's sweep.laws), named."""
+    path, lines = gate.write(report_json, "stage 1", Laws.load(prior))
     print("== centring stage 2 (fitted laws whose exponent interval excludes zero, else the prior):")
     for line in lines:
         print(f"  {line}")
@@ -137,6 +139,7 @@ def run_study(
     common = [*spec.overrides, *extra] + (["sweep.dry_run=true"] if dry_run else [])
     hp_dir, iso_dir, fit_dir = root / "hparams", root / "isoflop", root / "analysis"
     hp, iso = spec.stage("hparams"), spec.stage("isoflop")
+    prior = sweeps["hparams"].laws  # what stage 1 is centred on (DeepSeek's unless the study says otherwise)
     write_study_file(spec, root, sweeps, name)
     t0 = time.time()
 
@@ -147,12 +150,12 @@ def run_study(
         # Nothing is fitted in a dry run: the IsoFLOP plan is centred as the real run would centre it on stage 1's
         # last fit where there is one (a study being resumed), else on DeepSeek's laws. Planning with other laws
         # than the real run would report every finished IsoFLOP run as a run of another config.
-        laws = centre_next(last_fit) if last_fit.exists() else "deepseek"
+        laws = centre_next(last_fit, prior) if last_fit.exists() else prior
     else:
         print("== fitting eta_opt(C), B_opt(C) on stage 1")
         report1 = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **spec.analysis)
         print_fit("stage 1", report1, hp_dir / "analysis" / "report.md")
-        laws = centre_next(last_fit)
+        laws = centre_next(last_fit, prior)
 
     print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(list(iso.budgets))} (laws: {laws})")
     sweep("isoflop", list(iso.budgets), iso_dir, [*common, *iso.overrides, f"sweep.laws={laws}"])

@@ -1,10 +1,10 @@
 """Between a study's stages: which laws the next stage is centred on, and why (what scaling.study prints).
 
 A fitted law centres the next stage when its exponent's 95% interval is usable: present and not spanning zero.
-Otherwise the next stage is centred on the prior, named: DeepSeek's exponent drawn through the fitted law's value
-at the centre of the budgets it was fitted on (the data fix the level there, not the slope), or DeepSeek's law
-itself when nothing was fitted. A stage is never centred on a law whose exponent's interval spans zero without a
-warning saying so.
+Otherwise the next stage is centred on the prior, named -- the laws the study started from (its sweep.laws,
+DeepSeek's by default): the prior's exponent drawn through the fitted law's value at the centre of the budgets it
+was fitted on (the data fix the level there, not the slope), or the prior law itself when nothing was fitted. A
+stage is never centred on a law whose exponent's interval spans zero without a warning saying so.
 
 The result is written as a report.json-shaped file (sections hparams/isoflop, each law {coef, exponent, ci95,
 source, centre_C}) that `sweep.laws=` reads (sweeps.laws).
@@ -17,10 +17,10 @@ import math
 from pathlib import Path
 
 from scaling.base.atomic import write_atomic
-from scaling.base.laws import DEEPSEEK, PowerLaw
+from scaling.base.laws import PowerLaw
 
 from .feasible import spans_zero
-from .laws import fitted_centre
+from .laws import Laws, fitted_centre
 
 CENTRING_NAME = "centring.json"
 
@@ -29,25 +29,27 @@ def _law(fit: dict) -> PowerLaw:
     return PowerLaw(float(fit["coef"]), float(fit["exponent"]), ci95=dict(fit.get("ci95") or {}))
 
 
-def choose(report: dict, stage: str = "stage 1") -> tuple[dict, list[str]]:
+def choose(report: dict, stage: str = "stage 1", prior: Laws | None = None) -> tuple[dict, list[str]]:
     """({section: {law: {...}}} to centre the next stage on, lines for the console: one per law, `warning:` where
-    the prior replaces a fitted law)."""
+    the prior replaces a fitted law). `prior`: the laws the study started from (its sweep.laws; DeepSeek's)."""
+    prior = prior or Laws.deepseek()
     out: dict[str, dict] = {"hparams": {}, "isoflop": {}}
     lines = []
     for section, names in (("hparams", ("eta_opt", "B_opt")), ("isoflop", ("M_opt",))):
         sec = report.get(section) or {}
         centre = fitted_centre(sec)
         for name in names:
-            prior, fit = DEEPSEEK[name], sec.get(name)
+            law0, fit = getattr(prior, name), sec.get(name)
+            named = _prior_name(prior, name)
             if fit is None:
                 why = (report.get("skipped") or {}).get(section) or (report.get("not_applicable") or {}).get(section)
                 out[section][name] = {
-                    "coef": prior.coef,
-                    "exponent": prior.exponent,
-                    "source": f"DeepSeek's {name} (prior; {stage} fitted none)",
+                    "coef": law0.coef,
+                    "exponent": law0.exponent,
+                    "source": f"prior: {named} ({stage} fitted none)",
                 }
                 lines.append(
-                    f"{name}: DeepSeek's {prior.coef:.4g} * C^{prior.exponent:.4f} (prior): {stage} fitted none"
+                    f"{name}: the prior, {named} {law0.coef:.4g} * C^{law0.exponent:.4f}: {stage} fitted none"
                     + (f" ({why})" if why else "")
                 )
                 continue
@@ -68,13 +70,13 @@ def choose(report: dict, stage: str = "stage 1") -> tuple[dict, list[str]]:
                 continue
             why = f"its exponent's 95% CI [{z[0]:.3f}, {z[1]:.3f}] spans zero" if z else "it has no interval"
             anchor = centre or 1.0
-            coef = law(anchor) / anchor**prior.exponent if centre else prior.coef
+            coef = law(anchor) / anchor**law0.exponent if centre else law0.coef
             source = (
-                f"prior: DeepSeek's exponent {prior.exponent:.4f} through {stage}'s {name} at C={centre:.3g}"
+                f"prior: {named} exponent {law0.exponent:.4f} through {stage}'s {name} at C={centre:.3g}"
                 if centre
-                else f"prior: DeepSeek's {name}"
+                else f"prior: {named}"
             )
-            out[section][name] = {"coef": coef, "exponent": prior.exponent, "source": source}
+            out[section][name] = {"coef": coef, "exponent": law0.exponent, "source": source}
             lines.append(
                 f"warning: {name} fitted on {stage} ({law.coef:.4g} * C^{law.exponent:.3f}) is not used to centre "
                 f"the next stage: {why}; centred on the {source}"
@@ -82,9 +84,14 @@ def choose(report: dict, stage: str = "stage 1") -> tuple[dict, list[str]]:
     return out, lines
 
 
-def write(report_path: Path, stage: str = "stage 1") -> tuple[Path, list[str]]:
+def _prior_name(prior: Laws, name: str) -> str:
+    src = prior.name(name)
+    return "DeepSeek's" if src in ("deepseek", "DeepSeek's") else f"{src}'s"
+
+
+def write(report_path: Path, stage: str = "stage 1", prior: Laws | None = None) -> tuple[Path, list[str]]:
     """The centring file next to `report_path` (a report.json of analysis.fit), and the console lines."""
-    laws, lines = choose(json.loads(Path(report_path).read_text()), stage)
+    laws, lines = choose(json.loads(Path(report_path).read_text()), stage, prior)
     path = Path(report_path).parent / CENTRING_NAME
     write_atomic(path, json.dumps(laws, indent=1))
     return path, lines

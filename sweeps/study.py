@@ -22,9 +22,9 @@ from .config import SweepConfig, check_overrides, nearest, override_key
 STAGES = ("hparams", "isoflop")  # DeepSeek's order
 SECTIONS = ("dir", "overrides", "hparams", "isoflop", "analysis", "sample_prompt")
 STAGE_KEYS = ("budgets", "overrides")
-# Set by the study for each stage: an override of them would send both stages to one directory, or centre stage 2 on
-# other laws than stage 1's fit.
-RESERVED = ("sweep.dir", "sweep.laws", "sweep.dry_run", "hparams", "isoflop")
+# Set by the study for each stage: an override of them would send both stages to one directory. sweep.laws is the
+# prior stage 1 is centred on (DeepSeek's by default); stage 2 is centred on stage 1's fit (sweeps.gate), never set.
+RESERVED = ("sweep.dir", "sweep.dry_run", "hparams", "isoflop")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class StudySpec:
         return cls(
             path=path,
             dir=str(raw["dir"]),
-            overrides=_overrides(raw.get("overrides"), f"{path}: overrides"),
+            overrides=_overrides(raw.get("overrides"), f"{path}: overrides"),  # sweep.laws there: stage 1's prior
             stages=stages,
             analysis=dict(analysis),
             sample_prompt=None if prompt is None else str(prompt),
@@ -112,7 +112,8 @@ def _stage(kind: str, node: Any, path: str) -> Stage:
     budgets = node.get("budgets")
     if not isinstance(budgets, list | tuple) or not budgets:
         raise ValueError(f"{path}: {kind}.budgets must be a non-empty list of compute budgets in FLOPs, e.g. [1e17]")
-    overrides = _overrides(node.get("overrides"), f"{path}: {kind}.overrides")
+    reserved = RESERVED + (("sweep.laws",) if kind == "isoflop" else ())
+    overrides = _overrides(node.get("overrides"), f"{path}: {kind}.overrides", reserved)
     return Stage(kind, tuple(_budget(kind, b, path) for b in budgets), overrides)
 
 
@@ -125,15 +126,15 @@ def _budget(kind: str, value: Any, path: str) -> float:
         raise ValueError(f"{path}: {kind}.budgets: {e}") from None
 
 
-def _overrides(value: Any, where: str) -> tuple[str, ...]:
+def _overrides(value: Any, where: str, reserved: tuple[str, ...] = RESERVED) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise ValueError(f"{where} must be a list of Hydra overrides (strings like sweep.n_shapes=9), got {value!r}")
     for text in value:
         key = override_key(text)
-        if key in RESERVED or "=" not in text:
-            why = "the study sets it for each stage" if key in RESERVED else "an override is key=value"
+        if key in reserved or "=" not in text:
+            why = "the study sets it for each stage" if key in reserved else "an override is key=value"
             raise ValueError(f"{where}: {text!r}: {why}")
     return tuple(value)
 
