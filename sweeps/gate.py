@@ -86,7 +86,7 @@ def choose(report: dict, stage: str = "stage 1", prior: Laws | None = None) -> t
 
 def _prior_name(prior: Laws, name: str) -> str:
     src = prior.name(name)
-    return "DeepSeek's" if src in ("deepseek", "DeepSeek's") else f"{src}'s"
+    return "DeepSeek's" if src in ("deepseek", "DeepSeek's") else f"the study's sweep.laws ({src})"
 
 
 def write(report_path: Path, stage: str = "stage 1", prior: Laws | None = None) -> tuple[Path, list[str]]:

@@ -57,7 +57,7 @@ class Laws:
                 continue
             try:
                 law = PowerLaw(float(fit["coef"]), float(fit["exponent"]), ci95=dict(fit.get("ci95") or {}))
-                names[name] = str(fit.get("source") or f"fitted, {path}")
+                names[name] = str(fit.get("source") or path)
                 c = fit.get("centre_C") or fitted_centre(report.get(section) or {})
                 if c:
                     centre[name] = float(c)
