@@ -9,6 +9,11 @@ Stage 1 sweeps batch size x learning rate at a few budgets and fits eta_opt(C), 
 profiles whose learning rate and batch come from those fitted laws; stage 3 fits everything (analysis.fit) and
 writes the report and plots. Each stage is an ordinary `python -m scaling.sweep` process, so a rerun reuses every
 finished run and the study resumes where it stopped.
+
+The whole study file is validated before stage 1 (also with --dry-run): sections, keys, budgets, every stage's
+overrides as Hydra composes them (sweeps.study). Between stages the console shows the fitted laws with their
+intervals and every warning of the stage's report, and stage 2 is centred on the laws that deserve it
+(sweeps.gate). study.json in the study's directory makes scaling.status and analysis.fit_runs study-aware.
 """
 
 from __future__ import annotations

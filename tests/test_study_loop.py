@@ -80,7 +80,9 @@ def study_file(tmp: Path, name: str, corpus: Path, tok: Path, extend: int) -> Pa
             f"sweep.extend={extend}",
             f"sweep.laws={prior(tmp / 'prior.json')}",
             "train.threads=1",
-            "train.eval_tokens=8192",
+            "train.eval_tokens=4096",
+            "hydra/launcher=joblib",  # two single-threaded runs at a time, as the CPU demo
+            "hydra.launcher.n_jobs=2",
             "train.log_every=50",
             "train.progress=false",
         ],
@@ -126,5 +128,5 @@ def test_sweep_extend_brackets_every_grid_and_fits_M_opt_where_the_newcomer_got_
     report = json.loads((tmp_path / "after" / "analysis" / "report.json").read_text())
     assert "M_opt" in report["isoflop"] and all(b["used"] for b in report["isoflop"]["budgets"])
     plan = (tmp_path / "after" / "isoflop" / "plan.csv").read_text()
-    assert "smallest model; added L2 d" in plan  # plan.csv says what was added and why
+    assert "IsoFLOP profile C=" in plan and "; added L2 d" in plan  # plan.csv says what was added and why
     assert "M_opt = " in after.stdout.split("== stage 3 fitted")[1]
