@@ -8,10 +8,8 @@ are checked by the study command (scaling.study), which knows analysis.fit.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from scaling.base.cli import one_line
@@ -143,11 +141,3 @@ def runs_per_budget(kind: str, sc: SweepConfig) -> int:
     """Runs a stage plans per budget before any extension (for the study's ETA before the stage is planned)."""
     grid = sc.n_shapes if kind == "isoflop" else sc.lr_points * sc.batch_points
     return grid * sc.seeds
-
-
-def finite_positive(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-
-def study_dir(spec: StudySpec, out: str | Path | None) -> Path:
-    return Path(out or spec.dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeps.laws import fitted_centre
 from tests.conftest import TINY_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,12 +53,18 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
     for r in results:
         assert r["status"] in ("completed", "diverged")
         assert abs(r["D_planned"] * r["M"] / r["budget"] - 1) < 0.01
-    # Stage 2 was centred with the laws fitted in stage 1, not DeepSeek's.
+    # Stage 2 was centred on stage 1's fit (sweeps.gate: the fitted law where its exponent's interval excludes zero,
+    # else the prior's exponent through stage 1's fit), not on DeepSeek's laws.
     fitted = json.loads((root / "hparams" / "analysis" / "report.json").read_text())["hparams"]
+    centring = json.loads((root / "hparams" / "analysis" / "centring.json").read_text())["hparams"]
     iso_lrs = {r["lr"] for r in results if r["sweep"] == "isoflop"}
-    eta = fitted["eta_opt"]
+    eta, fit = centring["eta_opt"], fitted["eta_opt"]
+    lo, hi = fit["ci95"]["exponent"]
+    assert eta["source"] == "fitted on stage 1" if not lo <= 0 <= hi else eta["source"].startswith("prior: DeepSeek's")
+    centre = fitted_centre(fitted)  # the fitted and the centring law agree at the centre of stage 1's budgets
+    assert eta["coef"] * centre ** eta["exponent"] == pytest.approx(fit["coef"] * centre ** fit["exponent"], rel=1e-6)
     assert len(iso_lrs) == 3 and all(
-        r["lr"] == float(f"{eta['coef'] * r['budget'] ** eta['exponent']:.3g}")
+        r["lr"] == float(f"{eta['coef'] * r['budget'] ** eta['exponent']:.3g}")  # what the plan trained
         for r in results
         if r["sweep"] == "isoflop"
     )
