@@ -92,10 +92,13 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
         text=True,
         timeout=300,
     )
-    n_iso = len((root / "isoflop" / "plan.csv").read_text().splitlines()) - 1
-    assert again.returncode == 0 and "27 skipped" in again.stdout and f"{n_iso} skipped" in again.stdout, again.stdout[
-        -2000:
-    ]
+    # plan.csv holds the planned runs and those sweep.extend added: a rerun replays the extension rounds from the
+    # records and trains nothing
+    n_hp, n_iso = (len((root / s / "plan.csv").read_text().splitlines()) - 1 for s in ("hparams", "isoflop"))
+    assert again.returncode == 0 and n_hp >= 27, again.stdout[-2000:]
+    for n in (n_hp, n_iso):
+        assert f"{n} runs: 0 completed, 0 diverged, 0 failed, {n} skipped" in again.stdout, again.stdout[-2000:]
+    assert "extend: round" not in again.stdout
 
 
 def test_readme_set_up_commands_are_what_ci_runs():
