@@ -10,6 +10,8 @@ exclusion reasons, the report dicts, and the figures on your own axes.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from analysis import predict as P
 from analysis.fit import analyse
 from analysis.plausible import DEFAULT_LIMITS, Limits
 from analysis.sections import FitOptions
+from scaling.base.studyfile import STUDY_NAME, read_study
 
 
 @dataclass
@@ -180,8 +183,11 @@ def fit_runs(
     (one string or one tuple is one request) -> the report's `predictions`; sizes: `--size` model sizes N;
     metric: "loss" (nats/token) or "bpb" (bits per byte). Nothing is written unless out_dir is given (then as the
     CLI writes it).
+    A study's directory (scaling.study wrote its study.json) is fitted with the study's analysis options, except
+    those given here, and says so (on stderr and in the report's provenance).
     """
     sources = list(source) if isinstance(source, list | tuple) else [source]
+    options, from_study = study_options(sources, options)
     if isinstance(targets, str | Path):  # one target, not its characters
         targets = [targets]
     if np.ndim(budgets) == 0:  # one budget
@@ -200,4 +206,24 @@ def fit_runs(
         sizes=[sizes] if np.ndim(sizes) == 0 else sizes,
         metric=metric,
     )
+    if from_study:
+        report["provenance"]["options_from"] = from_study
     return FitResult(report, runs, report["dataset"])
+
+
+def study_options(sources: list, options: dict) -> tuple[dict, str | None]:
+    """(options, the note saying so): a single study directory's analysis options under the caller's own."""
+    if len(sources) != 1 or not isinstance(sources[0], str | Path):
+        return options, None
+    study = read_study(sources[0])
+    fields = {f.name for f in dataclasses.fields(FitOptions)}
+    used = {k: v for k, v in ((study or {}).get("analysis") or {}).items() if k in fields and k not in options}
+    if not used:
+        return options, None
+    note = (
+        f"{Path(sources[0]) / STUDY_NAME}: fitting with the study's analysis options "
+        + ", ".join(f"{k}={v!r}" for k, v in used.items())
+        + " (pass them to fit_runs to override)"
+    )
+    print(f"fit_runs: {note}", file=sys.stderr)
+    return used | options, note

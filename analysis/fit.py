@@ -31,6 +31,7 @@ from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
 from analysis.predict import INTERVALS
 from analysis.report import write_reports
 from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset, grid_keys
+from analysis.seeds import merge_repeats
 from analysis.tables import hparams_grids, isoflop_tables, repetition
 from scaling.base.atomic import write_atomic
 from scaling.base.cli import fail
@@ -165,7 +166,15 @@ def _analyse(
     left_out: list[dict] = []
     per = {}
     for name, sub in df[ok].groupby("dataset", sort=True):
+        n_runs = len(sub)
+        sub, repeats = merge_repeats(sub, o.band)  # sweep.seeds: one point per repeated run, at its mean loss
         r = fit_dataset(sub, o)
+        if repeats.summary:
+            r["n_used"], r["seeds"] = n_runs, repeats.summary
+            r["run_notes"] = repeats.spread_notes(r["run_notes"])
+            r["warnings"] += repeats.warnings
+            if "in_band" in r:
+                r["in_band"] = repeats.spread_mask(r["in_band"])
         for i, notes in r.pop("run_notes").items():
             df.loc[i, "note"] = "; ".join(f"{sec}: {why}" for sec, why in notes)
             left_out += [{"run_id": df.at[i, "run_id"], "section": sec, "reason": why} for sec, why in notes]
@@ -247,7 +256,7 @@ def _analyse(
         "dataset": primary,
         **{
             k: per[primary][k]
-            for k in ("hparams", "isoflop", "loss", "parametric", "conventions", "extrapolation")
+            for k in ("hparams", "isoflop", "loss", "parametric", "conventions", "extrapolation", "seeds")
             if k in per[primary]
         },
         "skipped": per[primary]["skipped"],
@@ -496,6 +505,8 @@ def _summary_lines(rep: dict) -> list[str]:
     for n in names:
         d = rep["datasets"][n]
         out.append(f"  [{n}] {d['n_used']} usable runs")
+        if d.get("seeds"):
+            out.append(f"    seeds: {d['seeds']['line']}")
         for k, sec in (("eta_opt", "hparams"), ("B_opt", "hparams"), ("M_opt", "isoflop"), ("D_opt", "isoflop")):
             law = (d.get(sec) or {}).get(k)
             if law is not None:

@@ -38,9 +38,26 @@ CSV_OPTIONAL = (
     "loss_kind",
     "bpb",
     "epochs",
+    "seed",
 )
 SWEEPS = ("isoflop", "hparams", "grid")
-NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "epochs", "loss", "bpb"]
+NUMERIC = [
+    "budget",
+    "C",
+    "M",
+    "N",
+    "D",
+    "N1",
+    "N2",
+    "params",
+    "lr",
+    "batch_size",
+    "seq_len",
+    "epochs",
+    "loss",
+    "bpb",
+    "seed",
+]
 TEXT = ["run_id", "sweep", "grid", "status", "dataset", "path", "loss_kind", "unit", "scale", "excluded"]
 METRICS = {"loss": "nats/token", "bpb": "bits/byte"}  # --metric: what `loss` holds for the fits
 COLUMNS = [
@@ -68,6 +85,7 @@ COLUMNS = [
     "dataset",
     "path",
     "excluded",
+    "seed",  # repeats of a point differ only here (sweep.seeds; analysis.seeds averages them)
 ]
 
 
@@ -114,6 +132,7 @@ def _record_row(data: dict, path: Path) -> dict:
         "unit": "nats/token",
         "status": str(rec.status),
         "dataset": str(rec.dataset or "unknown"),
+        "seed": finite_or_nan(rec.seed),
         "path": str(path),
         # scaling.train writes M, D and C as numbers: anything else there is a corrupt record, never a value to derive
         "_corrupt": "; ".join(

@@ -277,6 +277,8 @@ def _dataset_md(name: str, r: dict) -> list[str]:
     ns = r.get("n_section") or {}
     tables = r.get("tables") or {}
     out = [f"## Dataset {md(name)}: the fits in detail ({r['n_used']} usable runs)"]
+    if r.get("seeds"):  # sweep.seeds (analysis.seeds): the seed-to-seed spread beside the near-optimal band
+        out += ["", f"- seeds: {md(r['seeds']['line'])}"]
     out += _hparams_md(r, ns, tables.get("hparams") or [])
     out += _isoflop_md(r, tables.get("isoflop") or [])
     conv = r.get("conventions")

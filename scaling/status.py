@@ -20,7 +20,12 @@ A cut-off or garbage metrics.jsonl line is named in the output; the last readabl
 
 ETA: a running run's remaining tokens at its measured tokens/s; runs still to train (not started, interrupted,
 stalled, failed) take their plan.csv estimate, rescaled by how long this sweep's finished runs really took against
-theirs; the sum is divided by the number of runs running now.
+theirs (by the other sweeps' finished runs when none of its own has finished: today's load, not the plan's cached
+throughput); the sum is divided by the number of processes training now (a pack's runs share one process).
+
+On a study's directory (scaling.study writes study.json) it first shows the stages: done, running, planned next
+(a stage not planned yet, timed by its budgets at the FLOP/s this study's finished runs measured), and the study's
+ETA (sweeps.study_view).
 
 Exit code: 0 when every run is completed or diverged, 1 when anything is left to do, 2 for bad input.
 `python -m scaling.status_bench` times the view on 10,000 generated run directories.
@@ -37,6 +42,7 @@ from pathlib import Path
 from scaling.base.cli import fail
 from scaling.base.configs import add_config_dir_arg, search_dirs
 from sweeps.progress import PROG, NotARunsDir, collect, finished, render
+from sweeps.study_view import study_lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
             fail(PROG, f"no run directories or plan.csv under {a.root} (a run dir holds config.yaml/result.json)")
         text = render(sweeps, a.root, a.max_lines)
         done = finished(sweeps)
+        study = study_lines(a.root, sweeps)  # a study's directory: its stages, the one not planned yet, its ETA
+        if study is not None:
+            text, done = "\n".join(study[0]) + "\n" + text, done and study[1]
         if a.watch is None:
             print(text)
             return 0 if done else 1

@@ -10,11 +10,18 @@ Stage 1 sweeps batch size x learning rate at a few budgets and fits eta_opt(C), 
 profiles whose learning rate and batch come from those fitted laws; stage 3 fits everything (analysis.fit) and
 writes the report and plots. Each stage is an ordinary `python -m scaling.sweep` process, so a rerun reuses every
 finished run and the study resumes where it stopped.
+
+The whole study file is validated before stage 1 (also with --dry-run): sections, keys, budgets, every stage's
+overrides as Hydra composes them (sweeps.study). Between stages the console shows the fitted laws with their
+intervals and every warning of the stage's report, and stage 2 is centred on the laws that deserve it
+(sweeps.gate). study.json in the study's directory makes scaling.status and analysis.fit_runs study-aware.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
 import subprocess
 import sys
 import time
@@ -23,9 +30,14 @@ from pathlib import Path
 
 from analysis.fit import run_analysis
 from analysis.planning import summary_lines
+from analysis.sections import FitOptions
 from scaling.base.cli import EXIT_FAILED, fail
-from scaling.base.configs import load_study, pop_config_dir, search_dirs
+from scaling.base.configs import load_study, pop_config_dir, search_dirs, study_path
 from scaling.base.laws import format_law
+from scaling.base.studyfile import write_study
+from sweeps import gate
+from sweeps.config import SweepConfig, nearest
+from sweeps.laws import Laws
 from sweeps.owners import (
     check_no_live_stage,
     check_stage_done,
@@ -36,6 +48,7 @@ from sweeps.owners import (
     record_stage,
     release_study,
 )
+from sweeps.study import StudySpec, runs_per_budget
 
 
 def budgets_arg(budgets: list[float]) -> str:
@@ -81,6 +94,81 @@ def plan_seconds(sweep_dir: Path) -> float:
         return sum(float(row["est_seconds"]) for row in csv.DictReader(f))
 
 
+def load_spec(name: str, extra: list[str], dirs: Sequence[Path] = ()) -> tuple[StudySpec, dict[str, SweepConfig]]:
+    """The study file validated whole before anything trains (one-line ValueError): sections, keys and budgets,
+    every stage's overrides as Hydra composes them, every sweep.* key, the analysis options, and enough budgets per
+    stage for the laws it must fit."""
+    raw, path = load_study(name, dirs), str(study_path(name, dirs))
+    spec = StudySpec.from_dict(raw, path)
+    sweeps = {st.kind: spec.compose(st.kind, extra) for st in spec.stages}
+    check_analysis(spec)
+    need = int(spec.analysis.get("min_budgets", ANALYSIS_DEFAULTS["min_budgets"]))
+    for st in spec.stages:
+        if len(set(st.budgets)) < need:
+            raise ValueError(
+                f"{path}: {st.kind}.budgets has {len(set(st.budgets))} budget(s), fewer than analysis.min_budgets="
+                f"{need}: its laws could not be fitted; add budgets"
+            )
+    return spec, sweeps
+
+
+ANALYSIS_DEFAULTS = {
+    k: p.default
+    for k, p in inspect.signature(run_analysis).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("plots", "write")
+}
+
+
+def check_analysis(spec: StudySpec) -> None:
+    """The study's analysis options are run_analysis's keyword options, with valid values."""
+    for key in spec.analysis:
+        if key not in ANALYSIS_DEFAULTS:
+            near = nearest(str(key), ANALYSIS_DEFAULTS)
+            hint = f"did you mean analysis.{near}? " if near else ""
+            raise ValueError(
+                f"{spec.path}: unknown key analysis.{key}: {hint}(analysis.fit options: {', '.join(ANALYSIS_DEFAULTS)})"
+            )
+    fields = {f.name for f in dataclasses.fields(FitOptions)}
+    try:
+        FitOptions(**{k: v for k, v in spec.analysis.items() if k in fields}).check()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{spec.path}: analysis: {e}") from None
+
+
+def write_study_file(spec: StudySpec, root: Path, sweeps: dict[str, SweepConfig], name: str) -> None:
+    stages = [
+        {
+            "kind": st.kind,
+            "dir": st.kind,
+            "budgets": list(st.budgets),
+            "runs_per_budget": runs_per_budget(st.kind, sweeps[st.kind]),
+        }
+        for st in spec.stages
+    ]
+    info = {"name": name, "file": spec.path, "stages": stages, "analysis": spec.analysis, "fit_dir": "analysis"}
+    write_study(root, info)
+
+
+def print_fit(stage: str, report: dict, report_md: Path) -> None:
+    """Between stages: the laws a stage's fit gave, with their intervals, and every warning its report holds."""
+    print(f"== {stage} fitted ({report_md}):")
+    for section, key in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):
+        if section in report or section in report.get("skipped", {}):
+            print("  " + _law(report, section, key))
+    for w in report.get("warnings", []):
+        print(f"  warning: {w}")
+
+
+def centre_next(report_json: Path, prior: str) -> str:
+    """The laws stage 2 is centred on (sweeps.gate): fitted where their interval is usable, else the prior (stage
+    1's sweep.laws), named."""
+    path, lines = gate.write(report_json, "stage 1", Laws.load(prior))
+    print("== centring stage 2 (fitted laws whose exponent interval excludes zero, else the prior):")
+    for line in lines:
+        print(f"  {line}")
+    return str(path)
+
+
 def run_study(
     name: str,
     extra: list[str],
@@ -91,31 +179,31 @@ def run_study(
 ) -> dict | None:
     """`dirs`: config folders where the study name is looked up after conf/study/ (scaling.base.configs.search_dirs);
     a --config-dir among them must also be in `extra`, for the sweeps."""
-    study = load_study(name, dirs)
-    root = Path(out or study["dir"])
-    common = [*study["overrides"], *extra] + (["sweep.dry_run=true"] if dry_run else [])
+    spec, sweeps = load_spec(name, extra, dirs)  # the whole file, before stage 1 (also for --dry-run)
+    root = Path(out or spec.dir)
+    common = [*spec.overrides, *extra] + (["sweep.dry_run=true"] if dry_run else [])
     hp_dir, iso_dir, fit_dir = root / "hparams", root / "isoflop", root / "analysis"
+    hp, iso = spec.stage("hparams"), spec.stage("isoflop")
+    prior = sweeps["hparams"].laws  # what stage 1 is centred on (DeepSeek's unless the study says otherwise)
+    write_study_file(spec, root, sweeps, name)
     t0 = time.time()
 
-    print(f"== stage 1/3: batch size x learning rate at C = {budgets_arg(study['hparams']['budgets'])}")
-    sweep("hparams", study["hparams"]["budgets"], hp_dir, [*common, *study["hparams"]["overrides"]])
+    print(f"== stage 1/3: batch size x learning rate at C = {budgets_arg(list(hp.budgets))}")
+    sweep("hparams", list(hp.budgets), hp_dir, [*common, *hp.overrides])
+    last_fit = hp_dir / "analysis" / "report.json"
     if dry_run:
-        # Nothing is fitted in a dry run: the IsoFLOP plan is centred on stage 1's last fit where there is one (a
-        # study being resumed), else on DeepSeek's laws. Planning with other laws than the real run would report
-        # every finished IsoFLOP run as a run of another config.
-        last_fit = hp_dir / "analysis" / "report.json"
-        laws = str(last_fit) if last_fit.exists() else "deepseek"
+        # Nothing is fitted in a dry run: the IsoFLOP plan is centred as the real run would centre it on stage 1's
+        # last fit where there is one (a study being resumed), else on DeepSeek's laws. Planning with other laws
+        # than the real run would report every finished IsoFLOP run as a run of another config.
+        laws = centre_next(last_fit, prior) if last_fit.exists() else prior
     else:
         print("== fitting eta_opt(C), B_opt(C) on stage 1")
-        hp = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **study["analysis"])
-        if "hparams" not in hp:
-            raise RuntimeError(f"stage 1 could not fit eta_opt/B_opt: {hp['skipped'].get('hparams')}")
-        laws = str(hp_dir / "analysis" / "report.json")
+        report1 = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **spec.analysis)
+        print_fit("stage 1", report1, hp_dir / "analysis" / "report.md")
+        laws = centre_next(last_fit, prior)
 
-    print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(study['isoflop']['budgets'])} (laws: {laws})")
-    sweep(
-        "isoflop", study["isoflop"]["budgets"], iso_dir, [*common, *study["isoflop"]["overrides"], f"sweep.laws={laws}"]
-    )
+    print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(list(iso.budgets))} (laws: {laws})")
+    sweep("isoflop", list(iso.budgets), iso_dir, [*common, *iso.overrides, f"sweep.laws={laws}"])
     if dry_run:
         seconds = plan_seconds(hp_dir) + plan_seconds(iso_dir)
         print(
@@ -125,9 +213,10 @@ def run_study(
         return None
 
     print("== stage 3/3: fitting the study")
-    report = run_analysis([hp_dir, iso_dir], fit_dir, **study["analysis"])
+    report = run_analysis([hp_dir, iso_dir], fit_dir, **spec.analysis)
     if samples:
-        write_samples(iso_dir, fit_dir / "report.md", str(study.get("sample_prompt", SAMPLE_PROMPT)))
+        write_samples(iso_dir, fit_dir / "report.md", spec.sample_prompt or SAMPLE_PROMPT)
+    print_fit("stage 3", report, fit_dir / "report.md")
     print_summary(report, fit_dir, time.time() - t0)
     return report
 

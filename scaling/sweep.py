@@ -66,9 +66,11 @@ def register_sweeper() -> None:
 
 def cli() -> None:
     """Bad input -> one line on stderr and exit 2; failed runs -> one line and exit 1 (scaling.base.cli.run_hydra)."""
+    from sweeps.config import check_overrides
     from sweeps.sweeper import SweepFailed
 
     def sweep() -> None:
+        check_overrides(sys.argv[1:])  # a sweep.* typo named with its nearest key, with `+` or without
         try:
             main()
         except SweepFailed as e:

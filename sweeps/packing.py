@@ -56,7 +56,7 @@ def group_key(p: Point) -> tuple | None:
     if p.sweep != "hparams":
         return None
     s = p.shape
-    return (p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.D, p.batch_size)
+    return (p.seed, p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.D, p.batch_size)  # seeds never mix
 
 
 def plan_units(
@@ -75,7 +75,7 @@ def plan_units(
     # under auto, once a batch size does not pay, the larger ones of the same shape are not measured at all.
     not_paying: set[tuple] = set()
     for key in sorted(groups, key=lambda k: (k[:-2], k[-1])):
-        members, shape = groups[key], key[:-2]  # key: (budget, shape..., D, batch)
+        members, shape = groups[key], key[:-2]  # key: (seed, budget, shape..., D, batch)
         size = min(len(members), MAX_AUTO) if limit is None else limit
         for start in range(0, len(members), max(size, 1)):
             chunk = tuple(members[start : start + size])

@@ -76,6 +76,8 @@ class Point:
     M_opt: float  # the prediction the grid was built around (for the table)
     notes: tuple[str, ...] = field(default=())
     warmup: int | None = None  # optim.warmup_steps when fixed (the runs of a trunk warm up alike: sweeps.reuse)
+    seed: int | None = None  # set when the sweep trains several seeds per point (sweep.seeds; sweeps.seeds)
+    added: str = ""  # why sweep.extend added this point beyond a grid's edge (sweeps.extend); "" for planned points
 
     @property
     def steps(self) -> int:
@@ -101,7 +103,7 @@ class Point:
             f"run.sweep={self.sweep}",
             f"run.budget={self.budget!r}",
             *([f"optim.warmup_steps={self.warmup}"] if self.warmup is not None else []),
-        ]
+        ] + ([f"seed={self.seed}"] if self.seed is not None else [])
 
     def row(self) -> dict[str, Any]:
         s = self.shape
@@ -122,6 +124,8 @@ class Point:
             "lr": self.lr,
             "batch_size": self.batch_size,
             "steps": self.steps,
+            "seed": "" if self.seed is None else self.seed,
+            "added": self.added,
         }
 
 
@@ -175,6 +179,16 @@ def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
     raise BudgetTooSmall(
         f"cannot split {tokens:.4g} tokens into whole steps of about {batch} tokens within {C_TOLERANCE:.0%}"
     )
+
+
+def iso_id(C: float, shape: Shape) -> str:
+    """The run id of an IsoFLOP point (its run dir's name)."""
+    return f"iso_C{C:.3g}_L{shape.n_layer}_D{shape.d_model}"
+
+
+def hp_id(C: float, batch: int, lr: float, batch_digits: int = 0) -> str:
+    """The run id of an hparams point (its run dir's name): hparams_run_id, the batch padded to batch_digits."""
+    return hparams_run_id(C, batch, lr, batch_digits)
 
 
 def round_batch(B: float, seq_len: int) -> int:
@@ -246,9 +260,7 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
     points = []
     for sh in shapes:
         b, steps = whole_steps(C / sh.M, B, seq_len)
-        points.append(
-            Point(f"iso_C{C:.3g}_L{sh.n_layer}_D{sh.d_model}", "isoflop", C, sh, steps * b, b, lr, M_opt, notes)
-        )
+        points.append(Point(iso_id(C, sh), "isoflop", C, sh, steps * b, b, lr, M_opt, notes))
     return points
 
 

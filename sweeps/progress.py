@@ -49,6 +49,8 @@ class Run:
     idle_s: float | None = None  # seconds since its last log line
     note: str = ""  # why it failed / is a problem, or a warning about its files
     wall_s: float | None = None  # a finished run's wall time (calibrates the plan's estimates)
+    proc: str | None = None  # host:pid of the live process training it: the runs of a pack share one
+    C: float | None = None  # a finished run's FLOPs (M*D): with wall_s, the throughput measured under today's load
 
 
 @dataclass
@@ -298,6 +300,7 @@ def run_state(
                 done_frac=1.0 if status == "completed" else None,
                 note=note,
                 wall_s=_machine_seconds(rec),
+                C=_num(rec.get("C")),
             )
         # a failed run being retrained, or a "running" record: its log tells the state
     if "config.yaml" not in names:
@@ -333,14 +336,25 @@ def run_state(
         state = "stalled" if lock == "live" else "interrupted"
     else:
         state = "running"
-    return Run(rid, run_dir, state, done_frac=frac, tokens_per_s=tok_s, eta_s=eta, idle_s=idle, note=note)
+    proc = _holder_id(run_dir) if state == "running" and lock == "live" else None
+    return Run(rid, run_dir, state, done_frac=frac, tokens_per_s=tok_s, eta_s=eta, idle_s=idle, note=note, proc=proc)
+
+
+def _holder_id(run_dir: str) -> str | None:
+    """host:pid of a running run's live holder: runs trained together in one process (a pack) share it."""
+    try:
+        from scaling.base.lock import read_holder
+    except ImportError:
+        return None
+    h = read_holder(Path(run_dir)) or {}
+    return f"{h.get('host')}:{h.get('pid')}" if h.get("pid") is not None else None
 
 
 # -------------------------------------------------------------------------------------------------- the view
 def collect(root: Path, stall_s: float = 600.0, now: float | None = None) -> list[Sweep]:
     """Every sweep below root with its runs' states and ETA."""
     now = time.time() if now is None else now
-    out = []
+    out, plans = [], []
     for sweep_dir, run_dirs in sorted(find_run_dirs(Path(root)).items()):
         plan, plan_note = read_plan(sweep_dir)
         s = Sweep(sweep_dir, planned=len(plan) if plan is not None else None)
@@ -360,37 +374,61 @@ def collect(root: Path, stall_s: float = 600.0, now: float | None = None) -> lis
         if outside:
             s.notes.append(f"{len(outside)} run dir(s) not in plan.csv (an older plan?): {_some(outside)}")
         s.runs.sort(key=lambda r: r.run_id)
-        _eta(s, plan)
         out.append(s)
+        plans.append(plan)
+    # A sweep none of whose runs has finished yet (a study's next stage) is calibrated by the others' finished runs:
+    # the throughput measured under today's load, not the plan's cached one.
+    pooled = [_calibration(s, p) for s, p in zip(out, plans)]
+    took, planned = sum(t for t, _ in pooled), sum(p for _, p in pooled)
+    for s, plan in zip(out, plans):
+        _eta(s, plan, took / planned if planned > 0 else None)
     return out
 
 
-def _eta(s: Sweep, plan: dict[str, dict[str, str]] | None) -> None:
-    """Work left (seconds of one worker) and the ETA at the current parallelism."""
+def _calibration(s: Sweep, plan: dict[str, dict[str, str]] | None) -> tuple[float, float]:
+    """(seconds finished runs really took, seconds their plan estimated)."""
     est = {rid: _num(r.get("est_seconds")) for rid, r in (plan or {}).items()}
-    # How long finished runs really took against their plan estimate: the plan's numbers, calibrated.
     took, planned = 0.0, 0.0
     for r in s.runs:
         e = est.get(r.run_id)
         if r.state == "completed" and e and r.wall_s:
             took, planned = took + r.wall_s, planned + e
-    scale = took / planned if planned > 0 else 1.0
+    return took, planned
+
+
+def _eta(s: Sweep, plan: dict[str, dict[str, str]] | None, pooled: float | None = None) -> None:
+    """Work left (seconds of one worker) and the ETA at the current parallelism: a pack (runs sharing one live
+    process) is one process, which finishes when its last run does."""
+    est = {rid: _num(r.get("est_seconds")) for rid, r in (plan or {}).items()}
+    # How long finished runs really took against their plan estimate: the plan's numbers, calibrated.
+    took, planned = _calibration(s, plan)
+    scale = took / planned if planned > 0 else (pooled or 1.0)
     left, unknown = 0.0, 0
+    procs: dict[str, float] = {}
     for r in s.runs:
         if r.state == "running":
-            if r.eta_s is not None:
-                left += r.eta_s
-            else:
+            if r.eta_s is None:
                 unknown += 1
+            elif r.proc is not None:
+                procs[r.proc] = max(procs.get(r.proc, 0.0), r.eta_s)
+            else:
+                left += r.eta_s
         elif r.state in ("not started", "interrupted", "stalled", "failed"):
             e = est.get(r.run_id)
             if e is None:
                 unknown += 1
             else:
                 left += scale * e * (1 - (r.done_frac or 0.0))
+    left += sum(procs.values())
     s.work_left_s = left if unknown == 0 else None
-    n_running = sum(r.state == "running" for r in s.runs)
+    n_running = processes(s)
     s.eta_s = s.work_left_s / n_running if s.work_left_s is not None and n_running else None
+
+
+def processes(s: Sweep) -> int:
+    """Processes training this sweep's runs now: a pack's runs share one (their lock's host:pid)."""
+    running = [r for r in s.runs if r.state == "running"]
+    return len({r.proc for r in running if r.proc is not None}) + sum(r.proc is None for r in running)
 
 
 def finished(sweeps: list[Sweep]) -> bool:
@@ -450,11 +488,11 @@ def render(sweeps: list[Sweep], root: Path, max_lines: int = 10) -> str:
         lines += [f"  note: {n}" for n in s.notes]
         if s.work_left_s is not None:
             work += s.work_left_s
-        running += c["running"]
+        running += processes(s)  # a pack is one process
     n = sum(total.values())
     eta_all = work / running if running and all(s.work_left_s is not None for s in sweeps) else None
     lines.append(
         f"total: {len(sweeps)} sweep(s), {n} runs: {_summary(total)}"
-        + (f"; ETA {fmt_seconds(eta_all)} at {running} running" if eta_all is not None else "")
+        + (f"; ETA {fmt_seconds(eta_all)} at {running} running process(es)" if eta_all is not None else "")
     )
     return "\n".join(lines)

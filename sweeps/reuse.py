@@ -70,7 +70,7 @@ def budget_groups(budgets: Sequence[float], span: float) -> dict[float, float]:
 
 def _key(p: Point) -> tuple:
     s = p.shape
-    return (s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.batch_size, p.lr)
+    return (s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.batch_size, p.lr, p.seed)  # a seed is its own trunk
 
 
 def plan_trunks(

@@ -71,7 +71,8 @@ def sweep(tmp_path: Path) -> Path:
     _write(s / "div", result={"status": "diverged", "error": "loss 99 at step 3 exceeds 3x the initial loss"})
     _write(s / "fail", result={"status": "failed", "error": "RuntimeError: boom\ntraceback..."})
     # failed before, and a rerun holds it now: the old record does not hide that it is training again
-    _write(s / "retry", result={"status": "failed"}, log=_rows(1000, 2000), lock_pid=os.getpid())
+    # (another live process than "run"'s: two runs held by one pid are one pack)
+    _write(s / "retry", result={"status": "failed"}, log=_rows(1000, 2000), lock_pid=os.getppid())
     _write(s / "run", log=_rows(2000, 4000), lock_pid=os.getpid())  # a live holder, logging now
     _write(s / "stall", log=_rows(2000, 4000), lock_pid=os.getpid(), age=3600)  # live holder, silent for 1 h
     _write(s / "killed", log=_rows(2000, 4000), lock_pid=_dead_pid())  # its process is gone

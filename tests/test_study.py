@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sweeps.laws import fitted_centre
 from tests.conftest import TINY_DATA
 from tests.test_parallel import _alive, _descendants
 
@@ -56,12 +57,18 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
     for r in results:
         assert r["status"] in ("completed", "diverged")
         assert abs(r["D_planned"] * r["M"] / r["budget"] - 1) < 0.01
-    # Stage 2 was centred with the laws fitted in stage 1, not DeepSeek's.
+    # Stage 2 was centred on stage 1's fit (sweeps.gate: the fitted law where its exponent's interval excludes zero,
+    # else the prior's exponent through stage 1's fit), not on DeepSeek's laws.
     fitted = json.loads((root / "hparams" / "analysis" / "report.json").read_text())["hparams"]
+    centring = json.loads((root / "hparams" / "analysis" / "centring.json").read_text())["hparams"]
     iso_lrs = {r["lr"] for r in results if r["sweep"] == "isoflop"}
-    eta = fitted["eta_opt"]
+    eta, fit = centring["eta_opt"], fitted["eta_opt"]
+    lo, hi = fit["ci95"]["exponent"]
+    assert eta["source"] == "fitted on stage 1" if not lo <= 0 <= hi else eta["source"].startswith("prior: DeepSeek's")
+    centre = fitted_centre(fitted)  # the fitted and the centring law agree at the centre of stage 1's budgets
+    assert eta["coef"] * centre ** eta["exponent"] == pytest.approx(fit["coef"] * centre ** fit["exponent"], rel=1e-6)
     assert len(iso_lrs) == 3 and all(
-        r["lr"] == float(f"{eta['coef'] * r['budget'] ** eta['exponent']:.3g}")
+        r["lr"] == float(f"{eta['coef'] * r['budget'] ** eta['exponent']:.3g}")  # what the plan trained
         for r in results
         if r["sweep"] == "isoflop"
     )
@@ -89,10 +96,13 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
         text=True,
         timeout=300,
     )
-    n_iso = len((root / "isoflop" / "plan.csv").read_text().splitlines()) - 1
-    assert again.returncode == 0 and "27 skipped" in again.stdout and f"{n_iso} skipped" in again.stdout, again.stdout[
-        -2000:
-    ]
+    # plan.csv holds the planned runs and those sweep.extend added: a rerun replays the extension rounds from the
+    # records and trains nothing
+    n_hp, n_iso = (len((root / s / "plan.csv").read_text().splitlines()) - 1 for s in ("hparams", "isoflop"))
+    assert again.returncode == 0 and n_hp >= 27, again.stdout[-2000:]
+    for n in (n_hp, n_iso):
+        assert f"{n} runs: 0 completed, 0 diverged, 0 failed, {n} skipped" in again.stdout, again.stdout[-2000:]
+    assert "extend: round" not in again.stdout
 
 
 def test_readme_set_up_commands_are_what_ci_runs():
@@ -113,6 +123,36 @@ def test_unknown_study_is_one_line_error():
     assert out.returncode == 2
     err = out.stderr.strip()
     assert err.startswith("scaling.study: error: unknown study 'nosuch'") and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "section, match",
+    [
+        ("isoflops: {budgets: [1e11, 2e11, 4e11]}", "unknown section 'isoflops': did you mean isoflop?"),
+        ("isoflop: {budgets: [1e11, 2e11, 4e11], overrides: [+sweep.n_shape=5]}", "did you mean sweep.n_shapes?"),
+        ("isoflop: {budgets: [1e11, 2e11, 4e11], overrides: [model.seq_ln=5]}", "stage isoflop: Could not override"),
+        ("isoflop: {budgets: [1e11, -2e11, 4e11]}", "isoflop.budgets"),
+        ("isoflop: {budgets: [1e11, 2e11]}", "fewer than analysis.min_budgets=3"),
+    ],
+)
+def test_the_whole_study_file_is_validated_before_stage_1(tmp_path, section, match):
+    """A typo in stage 2's section or overrides trained stage 1 in full and then died (KeyError: 'isoflop');
+    +sweep.n_shape=5 was silently ignored."""
+    path = tmp_path / "study.yaml"
+    path.write_text(f"dir: {tmp_path / 'runs'}\nhparams: {{budgets: [1e10, 2e10, 4e10]}}\n{section}\n")
+    for dry in ([], ["--dry-run"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "scaling.study", str(path), *dry],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        err = out.stderr.strip()
+        assert out.returncode == 2 and len(err.splitlines()) == 1 and match in err, err
+        assert err.startswith(f"scaling.study: error: {path}")
+    assert not (tmp_path / "runs").exists()  # nothing written
 
 
 @pytest.mark.parametrize(
@@ -155,7 +195,8 @@ def test_a_dry_run_plans_stage_2_on_stage_1s_last_fit(tmp_path, monkeypatch):
     fit.write_text("{}")
     calls.clear()
     study.run_study("cpu_demo", [], dry_run=True, out=root)
-    assert calls[-1][0] == "isoflop" and f"sweep.laws={fit}" in calls[-1][1]
+    centring = fit.parent / "centring.json"  # the laws the real run centres on (sweeps.gate)
+    assert calls[-1][0] == "isoflop" and f"sweep.laws={centring}" in calls[-1][1] and centring.exists()
     assert "sweep.dry_run=true" in calls[-1][1]
 
 
@@ -319,3 +360,36 @@ def test_a_sweep_worker_whose_sweep_is_gone_never_starts_its_job(tmp_path):
             [sys.executable, "-c", code], cwd=ROOT, env=env | extra, capture_output=True, text=True, timeout=60
         )
         assert out.returncode == 0 and "started" in out.stdout
+
+
+def test_between_stages_the_console_shows_the_laws_their_intervals_and_every_warning(tmp_path, monkeypatch, capsys):
+    import scaling.study as study
+
+    hp = {
+        "eta_opt": {"coef": 0.02, "exponent": 0.199, "ci95": {"exponent": [-0.90, 0.66]}},
+        "B_opt": {"coef": 0.5, "exponent": 0.3, "ci95": {"exponent": [0.12, 0.52]}},
+        "budgets": [{"C": 1e10}, {"C": 1e11}],
+    }
+    report = {"hparams": hp, "skipped": {}, "warnings": ["x: 3 of 3 hparams grid(s) do not bracket their optimum"]}
+    calls: list[tuple[str, list[str]]] = []
+
+    def fit(paths, out, **options):
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "report.json").write_text(json.dumps(report))
+        return report
+
+    monkeypatch.setattr(study, "sweep", lambda stage, budgets, d, overrides: calls.append((stage, overrides)))
+    monkeypatch.setattr(study, "run_analysis", fit)
+    study.run_study("cpu_demo", [], dry_run=False, out=tmp_path / "demo")
+    out = capsys.readouterr().out
+    between = out.split("== stage 1 fitted")[1].split("== stage 2/3")[0]
+    assert "eta_opt = 0.02 * C^0.199   exponent 95% CI [-0.900, 0.660]" in between
+    assert "B_opt = 0.5 * C^0.300   exponent 95% CI [0.120, 0.520]" in between
+    assert "warning: x: 3 of 3 hparams grid(s) do not bracket their optimum" in between
+    assert "warning: eta_opt fitted on stage 1" in between and "spans zero" in between
+    assert "B_opt: fitted on stage 1" in between
+    centring = tmp_path / "demo" / "hparams" / "analysis" / "centring.json"
+    assert calls[1][0] == "isoflop" and f"sweep.laws={centring}" in calls[1][1]
+    info = json.loads((tmp_path / "demo" / "study.json").read_text())  # what scaling.status and fit_runs read
+    assert [s["kind"] for s in info["stages"]] == ["hparams", "isoflop"] and info["analysis"]["band"] == 0.01
+    assert info["stages"][0]["runs_per_budget"] == 25 and info["stages"][1]["runs_per_budget"] == 9

@@ -70,6 +70,8 @@ def test_dry_run_estimates_from_measured_throughput(tmp_path, cache_dir):
         (["+hparams=1e17", "sweep.lr_points=2"], "at least 3 points"),
         (["+isoflop=1e17", "hydra/launcher=nope"], "hydra/launcher/nope"),
         (["+isoflop=1e17", "sweep.laws=/nonexistent/report.json"], "cannot read"),
+        (["+isoflop=1e17", "+sweep.n_shape=5"], "sweep.n_shape is not a sweep key: did you mean sweep.n_shapes?"),
+        (["+isoflop=1e17", "sweep.n_shape=5"], "sweep.n_shape is not a sweep key: did you mean sweep.n_shapes?"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, cache_dir, args, match):

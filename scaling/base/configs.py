@@ -187,6 +187,12 @@ def load_model_config(
         raise ValueError(f"{path}: {e}") from None
 
 
+def study_path(name_or_path: str | Path, dirs: Sequence[Path] = ()) -> Path:
+    """The YAML file of a study given by name (conf/study/<name>.yaml, or <dir>/study/<name>.yaml of a config folder
+    in `dirs`) or path; one-line error when neither exists."""
+    return _yaml_for("study", name_or_path, dirs=dirs)
+
+
 def load_study(name_or_path: str | Path, dirs: Sequence[Path] = ()) -> dict:
     """A study by name (conf/study/<name>.yaml, or <dir>/study/<name>.yaml of a config folder in `dirs`) or by path to
     a YAML file of the same shape."""
