@@ -410,6 +410,10 @@ def test_a_planted_sharded_checkpoint_is_refused_and_the_run_trains_from_step_0(
     args = [*FAST, "train.parallel=fsdp", f"data.cache_dir={cache_dir}"]
     run_dir = tmp_path / "run"
     first = torchrun(run_dir, *args)
+    from scaling.run.sampling import sample
+
+    # The two ranks' shards, gathered whole in this one CPU process: scaling.sample reads a sharded run.
+    assert sample(run_dir, "The", max_new_tokens=4, temperature=0.0).step == 32 and not (run_dir / "ckpt.pt").exists()
     (run_dir / "result.json").unlink()  # as if killed after its last checkpoint: a rerun resumes from it
     meta = json.loads((run_dir / "ckpt_dcp.json").read_text())
     marker = tmp_path / "marker"
