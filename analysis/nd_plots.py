@@ -75,7 +75,9 @@ def fit_diagnostic(r: dict, df: pd.DataFrame, ax: Sequence[Axes] | None = None, 
         a.title.set_fontsize(9)
     a0.legend(fontsize=7)
     a0.figure.colorbar(sc, ax=[a0, a1], label="tokens per parameter D/N")
-    return a0.figure
+    fig = a0.get_figure(root=True)  # the root Figure, as every figure of analysis.plots returns
+    assert isinstance(fig, Figure)
+    return fig
 
 
 def frontier_band(ax: Axes, p: dict, Cs: np.ndarray) -> None:
