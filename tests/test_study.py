@@ -6,14 +6,11 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import TINY_DATA
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, TINY_DATA
 
 # Budgets a hundred times below the CPU demo's: 27 + 15 runs of a second or two each.
 MINI_STUDY = {
