@@ -19,6 +19,17 @@ CONF = str(conf_dir())  # the same configs every entry point finds (scaling.base
 TINY_DATA = ["data.max_bytes=300000", "data.vocab_size=512"]
 # A one-run config that trains 32 steps of 1024 tokens in a second or two.
 FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]
+# A run long enough to be killed mid-way (96 steps), checkpointed at every step: the kill-and-resume tests.
+RESUMABLE = ["train.tokens=98304", "train.batch_size=1024", "train.eval_tokens=8192", "train.ckpt_every_s=0"]
+# 2 layers of d 32 on 4 x 32-token batches, one thread: the packed and trunk tests, a second or two a run.
+SMALL_MODEL = [
+    "model.d_model=32",
+    "model.n_head=2",
+    "model.seq_len=32",
+    "train.batch_size=128",
+    "train.eval_tokens=2048",
+    "train.threads=1",
+]
 # A sweep of runs of seconds each: a 32-token context and >= 10 steps a run; one thread (no OpenMP spinning on busy
 # CPUs), no throughput measurement (the CLI tests measure). Add the budget (+isoflop=/+hparams=) and sweep.dir.
 TINY_SWEEP = [

@@ -32,6 +32,7 @@ from scaling.run.single import train_run
 from tests.helpers import (
     FAST,
     ONE_THREAD,
+    RESUMABLE,
     ROOT,
     TIMING,
     TINY_DATA,
@@ -45,7 +46,7 @@ from tests.helpers import (
     without,
 )
 
-LONG = ["train.tokens=98304", "train.batch_size=1024", "train.eval_tokens=8192", "train.ckpt_every_s=0", "run.id=long"]
+LONG = [*RESUMABLE, "run.id=long"]
 ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **ONE_THREAD}
 
 

@@ -28,6 +28,7 @@ from scaling.run.single import train_run
 from scaling.run.step import build_optimizer
 from tests.helpers import (
     ONE_THREAD,
+    SMALL_MODEL,
     TINY_DATA,
     TINY_HPARAMS_GRID,
     TINY_SWEEP,
@@ -41,17 +42,7 @@ from tests.helpers import (
 
 PACK_RTOL = 2e-4  # loss curves of packed vs single runs at stable learning rates (see the module docstring)
 # A tiny run: 32 steps of 4 x 32 tokens (d 32: a second per run on one CPU core).
-SMALL = [
-    "model.d_model=32",
-    "model.n_head=2",
-    "model.seq_len=32",
-    "train.tokens=4096",
-    "train.batch_size=128",
-    "train.eval_tokens=2048",
-    "train.log_every=2",
-    "train.eval_every=16",
-    "train.threads=1",
-]
+SMALL = [*SMALL_MODEL, "train.tokens=4096", "train.log_every=2", "train.eval_every=16"]
 STABLE_LRS = [1e-3, 2e-3, 3e-3, 4e-3]
 # Diverging mid-way, the same way packed and alone: a run's decoupled weight decay multiplies its matrices by
 # 1 - lr*wd each step; with lr ramping up over half the run, |1 - lr*wd| passes 1 around step 8 and the weights

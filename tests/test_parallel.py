@@ -15,7 +15,7 @@ import pytest
 
 from scaling.run.parallel import choose_mode
 from scaling.run.single import train_run
-from tests.helpers import FAST, ONE_THREAD, ROOT, TINY_DATA, metrics, python_m, record, run_cmd, torchrun_cmd
+from tests.helpers import FAST, ONE_THREAD, RESUMABLE, ROOT, TINY_DATA, metrics, python_m, record, run_cmd, torchrun_cmd
 
 COMMON = [*TINY_DATA, "train.progress=false", "train.threads=1"]
 
@@ -130,10 +130,7 @@ def test_fsdp_ddp_and_one_process_train_alike(make_cfg, tmp_path, cache_dir):
 @pytest.mark.slow
 def test_killed_fsdp_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
     args = [
-        "train.tokens=98304",
-        "train.batch_size=1024",
-        "train.eval_tokens=8192",
-        "train.ckpt_every_s=0",
+        *RESUMABLE,
         "train.log_every=4",
         "train.parallel=fsdp",
         f"data.cache_dir={cache_dir}",

@@ -13,7 +13,18 @@ import pytest
 
 from scaling.run.config import OptimConfig, TrainConfig
 from scaling.run.single import train_run
-from tests.helpers import FAST, ROOT, TINY_DATA, metrics, python_m, record, record_keys, run_cmd, torchrun_cmd
+from tests.helpers import (
+    FAST,
+    RESUMABLE,
+    ROOT,
+    TINY_DATA,
+    metrics,
+    python_m,
+    record,
+    record_keys,
+    run_cmd,
+    torchrun_cmd,
+)
 
 REQUIRED = record_keys(
     "status",
@@ -97,13 +108,7 @@ def test_divergence_ends_cleanly_with_a_record(make_cfg, tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
-    args = [
-        "train.tokens=98304",
-        "train.batch_size=1024",
-        "train.eval_tokens=8192",
-        "train.ckpt_every_s=0",
-        f"data.cache_dir={cache_dir}",
-    ]
+    args = [*RESUMABLE, f"data.cache_dir={cache_dir}"]
     reference = train_run(make_cfg(*args), tmp_path / "reference")
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(

@@ -17,6 +17,7 @@ from scaling.run.single import train_run
 from scaling.run.trunk import TRUNK_RECORD, branch_point, train_trunk
 from tests.helpers import (
     ONE_THREAD,
+    SMALL_MODEL,
     TIMING,
     TINY_DATA,
     TINY_HPARAMS_GRID,
@@ -31,17 +32,7 @@ from tests.helpers import (
 )
 
 # 2 layers of d 32, 4 x 32-token batches, fixed warmup: 20, 40 and 64 steps in a second or two each.
-SMALL = [
-    "model.d_model=32",
-    "model.n_head=2",
-    "model.seq_len=32",
-    "train.batch_size=128",
-    "train.eval_tokens=2048",
-    "train.log_every=3",
-    "train.threads=1",
-    "optim.warmup_steps=4",
-    "optim.lr=3e-3",
-]
+SMALL = [*SMALL_MODEL, "train.log_every=3", "optim.warmup_steps=4", "optim.lr=3e-3"]
 TOKENS = [20 * 128, 40 * 128, 64 * 128]
 BRANCH_ONLY = {"trunk", "shared_tokens", "C_spent"}  # a branch's own keys: the run alone has none
 # Diverging mid-trunk: decoupled weight decay with |1 - lr*wd| > 1 grows the weights geometrically once warmup has
