@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from scaling.base.configs import conf_dir
 from scaling.base.record import METRICS_NAME, RESULT_NAME, RunRecord
 
@@ -117,6 +119,23 @@ def record(run_dir: Path) -> dict:
 def records(sweep_dir: Path) -> dict[str, dict]:
     """run dir name -> result.json of every run directly under sweep_dir."""
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(Path(sweep_dir).glob(f"*/{RESULT_NAME}"))}
+
+
+def shifted_isoflop_study(shift: dict[float, float], seed: int = 2) -> list[dict]:
+    """A synthetic study at budgets 1e17..1e21 whose IsoFLOP grid at each budget C in `shift` is moved shift[C]
+    decades above the true M_opt (1.0: the optimum beyond the grid's edge; 0.5: off-centre but inside it), each
+    run's loss the true L(M, D) without noise."""
+    from analysis.synthetic import Truth, make_study
+
+    truth = Truth()
+    recs = make_study(budgets=(1e17, 1e18, 1e19, 1e20, 1e21), n_diverged=0, n_failed=0, seed=seed)
+    for C, s in shift.items():
+        iso = [r for r in recs if r["sweep"] == "isoflop" and r["budget"] == C]
+        for r, x in zip(iso, np.linspace(-0.6, 0.6, len(iso))):
+            r["M"] = float(truth.M_opt(C) * 10 ** (s + x))
+            r["D"] = C / r["M"]
+            r["val_loss"] = float(truth.loss(r["M"], r["D"]))
+    return recs
 
 
 def without(rec: dict, keys: set[str]) -> dict:
