@@ -111,7 +111,7 @@ class FitResult:
     dataset: str
     laws: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         r = self.report["datasets"][self.dataset]
         hp, iso = r.get("hparams") or {}, r.get("isoflop") or {}
         laws: dict[str, Any] = {k: hp[k] for k in ("eta_opt", "B_opt") if k in hp}

@@ -3,6 +3,8 @@ with bootstrap CIs, next to the reference from DeepSeek's published coefficients
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from analysis.powerlaw import PowerLaw, percentile_ci
@@ -25,7 +27,7 @@ def load_model(name: str) -> ModelConfig:
 
 
 def _with_ci(point: float, samples: np.ndarray | None) -> dict:
-    out = {"value": float(point)}
+    out: dict[str, float | list[float]] = {"value": float(point)}
     if samples is not None and np.isfinite(samples).any():
         out["ci95"] = percentile_ci(samples)
     return out
@@ -89,7 +91,7 @@ def reference(C: float, M: float, seq_len: int, name: str | None = None) -> dict
     """The same predictions from DeepSeek's published coefficients (+ the paper's choices for its models)."""
     B = float(DEEPSEEK["B_opt"](C))
     Cs = (M / DEEPSEEK["M_opt"].coef) ** (1 / DEEPSEEK["M_opt"].exponent)
-    ref = {
+    ref: dict[str, Any] = {
         "eta_opt": {"value": float(DEEPSEEK["eta_opt"](C))},
         "B_opt": {"value": B, "sequences": B / seq_len},
         "compute_optimal": {"C": {"value": Cs}, "D": {"value": Cs / M}},

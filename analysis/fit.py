@@ -70,9 +70,14 @@ def check_out(paths, out_dir) -> None:
     input named runs.csv. Checked before anything is read or written."""
     files = [p for p in paths if isinstance(p, Path) and p.is_file()]
     first = next((p for p in paths if isinstance(p, Path)), None)
-    if not files or (out_dir is None and first is None):
+    if not files:
         return
-    out = Path(out_dir) if out_dir is not None else default_out(first)
+    if out_dir is not None:
+        out = Path(out_dir)
+    elif first is not None:
+        out = default_out(first)
+    else:
+        return
     for f in files:
         hit = next((n for n in OUTPUTS if _same(out / n, f)), None)
         if hit is not None:
@@ -297,9 +302,12 @@ def _analyse(
     }
     if write:
         first = next((p for p in paths if isinstance(p, Path)), None)
-        if out_dir is None and first is None:
+        if out_dir is not None:
+            out = Path(out_dir)
+        elif first is not None:
+            out = default_out(first)
+        else:
             raise InputError("DataFrame input needs an output directory (out_dir=...) or write=False", warnings)
-        out = Path(out_dir) if out_dir is not None else default_out(first)
         curves = _curves(paths, warnings) if plots else None  # before the report: its file problems are warnings
         out.mkdir(parents=True, exist_ok=True)
         report["provenance"]["out_dir"] = str(out)

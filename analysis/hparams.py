@@ -10,6 +10,7 @@ them into one band moves the exponents (the caller groups by model and budget, o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -155,7 +156,7 @@ def fit_hparams(
             laws[name].ci95 = law_ci(b0, e)
             res["boot"][name] = {"log_coef": b0, "exponent": e}
         if md is not None:
-            bm = _md_laws(lN[idx], lD[idx], llr[idx], lB[idx], wb, 0)
+            bm = cast(dict, _md_laws(lN[idx], lD[idx], llr[idx], lB[idx], wb, 0))  # batched: never None
             for k in ("eta_opt", "B_opt"):
                 md[k].ci95 = _nd_ci(bm[k])
             res["boot_MD"] = bm

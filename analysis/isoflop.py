@@ -15,6 +15,8 @@ loss), widened to the 5 sizes nearest it when fewer fall inside (a parabola with
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from analysis.powerlaw import PowerLaw, law_ci, linefit, percentile_ci
@@ -74,7 +76,7 @@ def fit_budget(
     and `boot_logM`/`boot_loss` (n_boot vertex samples, runs resampled with replacement within the window)."""
     xall = np.unique(logM)
     Cg = float(np.exp(np.mean(np.log(C))))
-    out = {
+    out: dict[str, Any] = {
         "C": Cg,
         "n_runs": int(len(loss)),
         "n_sizes": int(len(xall)),
@@ -184,7 +186,7 @@ def fit_isoflop(
         r = fit_budget(logM[m], C[m], loss[m], n_boot, rng, off_centre, window)
         per.append(r | {"budget": float(b), "used": not r["warnings"]})
     used = [r for r in per if r["used"]]
-    res = {"budgets": per}
+    res: dict[str, Any] = {"budgets": per}
     if len(used) < min_budgets:
         why = "; ".join(f"C={r['C']:.3g}: {', '.join(r['warnings'])}" for r in per if not r["used"])
         res["skipped"] = (

@@ -6,6 +6,8 @@ tell the forms apart, by the data's floor (an irreducible loss) where it cannot,
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.optimize import least_squares
 
@@ -98,7 +100,7 @@ def fit_losscurve(
     if len(C) < min_budgets:
         return {"skipped": f"only {len(C)} budget minima; need >= {min_budgets}"}
     b0, m = linefit(np.log10(C), np.log10(L))
-    res = {
+    res: dict[str, Any] = {
         "power": {
             "form": "k*C^-alpha",
             "k": float(10**b0),
@@ -127,7 +129,7 @@ def fit_losscurve(
             p[:, 1] *= cref ** p[:, 2]
             res["saturating"]["ci95"] = {k: percentile_ci(p[:, i]) for i, k in enumerate(("E", "A", "alpha"))}
             res["boot_saturating"] = p
-        if "saturating_E" in res:
+        if "saturating_E" in res and E_fixed is not None:  # saturating_E is only fitted with E_fixed
             R = len(boot_L)
             Eb = np.full(R, float(E_fixed)) if boot_E is None or len(boot_E) != R else np.asarray(boot_E, float)
             y = boot_L - Eb[:, None]

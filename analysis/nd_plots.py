@@ -17,7 +17,8 @@ from analysis import metric
 from analysis.predict import n_opt
 
 
-def _axes(ax, n: int, size: tuple[float, float]) -> list[Axes]:
+def axes_of(ax, n: int, size: tuple[float, float]) -> list[Axes]:
+    """The n axes a figure draws on: the caller's (one Axes or a sequence of n), or a new figure's 1 x n row."""
     if ax is None:
         fig = Figure(figsize=size, layout="constrained")
         return list(np.atleast_1d(fig.subplots(1, n)))
@@ -41,7 +42,7 @@ def predicted(p: dict, N, D) -> np.ndarray:
 def fit_diagnostic(r: dict, df: pd.DataFrame, ax: Sequence[Axes] | None = None, title: str = "") -> Figure:
     """Two panels: observed vs predicted L(N, D) with the identity line; relative residual (%) vs C, coloured by
     tokens per parameter D/N. Runs a robust refit dropped are grey crosses (not fitted, still shown)."""
-    a0, a1 = _axes(ax, 2, (12, 5))
+    a0, a1 = axes_of(ax, 2, (12, 5))
     p = r["parametric"]
     pts, gone = fitted_runs(r, df)
     lab = metric.label(pts if len(pts) else df)
@@ -75,7 +76,9 @@ def fit_diagnostic(r: dict, df: pd.DataFrame, ax: Sequence[Axes] | None = None, 
         a.title.set_fontsize(9)
     a0.legend(fontsize=7)
     a0.figure.colorbar(sc, ax=[a0, a1], label="tokens per parameter D/N")
-    return a0.figure
+    fig = a0.get_figure(root=True)  # the root Figure, as every figure of analysis.plots returns
+    assert isinstance(fig, Figure)
+    return fig
 
 
 def frontier_band(ax: Axes, p: dict, Cs: np.ndarray) -> None:

@@ -30,16 +30,6 @@ from scaling.base.atomic import atomic_file
 from scaling.base.laws import DEEPSEEK
 
 
-def _axes(ax, n: int, size: tuple[float, float]) -> list[Axes]:
-    if ax is None:
-        fig = Figure(figsize=size, layout="constrained")
-        return list(np.atleast_1d(fig.subplots(1, n)))
-    axes = list(ax) if isinstance(ax, Sequence | np.ndarray) else [ax]
-    if len(axes) != n:
-        raise ValueError(f"this figure needs {n} axes, got {len(axes)}")
-    return axes
-
-
 def _figure(ax: Axes) -> Figure:
     fig = ax.get_figure(root=True)
     assert isinstance(fig, Figure)
@@ -106,7 +96,7 @@ def _status(r: dict, key: str, law: str) -> str:
 def isoflop_curves(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "") -> Figure:
     """Loss vs M per budget: every run, each budget's parabola over its fitted window and its vertex; budgets left
     out of the M_opt law are hollow, with their reason in the legend."""
-    (ax,) = _axes(ax, 1, (7.5, 5))
+    (ax,) = nd_plots.axes_of(ax, 1, (7.5, 5))
     iso = _used(df, ("isoflop",))
     fits = _budgets(r)
     groups = sorted(iso.budget_group.unique())
@@ -144,7 +134,7 @@ def isoflop_curves(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str
 def optimal_scaling(r: dict, df: pd.DataFrame, ax: Sequence[Axes] | None = None, title: str = "") -> Figure:
     """M_opt and D_opt vs C: budget optima (hollow: left out of the law), the fitted laws with 95% bootstrap
     bands when fitted, DeepSeek's laws, the targets."""
-    axes = _axes(ax, 2, (12, 5))
+    axes = nd_plots.axes_of(ax, 2, (12, 5))
     iso = r.get("isoflop")
     buds = [b for b in _budgets(r) if b.get("M_opt")]
     used = [b for b in buds if b["used"]]
@@ -201,7 +191,7 @@ def deepseek_label(key: str, other: list[str]) -> str:
 def hparams(r: dict, df: pd.DataFrame, ax: Sequence[Axes] | None = None, title: str = "") -> Figure:
     """Learning rate and batch size vs C: all runs, the near-optimal band, fits with 95% bands when fitted
     (DeepSeek Fig. 3)."""
-    axes = _axes(ax, 2, (12, 5))
+    axes = nd_plots.axes_of(ax, 2, (12, 5))
     hp = r.get("hparams")
     pts = _used(df, ("hparams",))
     Cs = np.geomspace(pts.C.min() / 3, pts.C.max() * 3, 100) if len(pts) else np.geomspace(1e17, 1e21, 100)
@@ -234,7 +224,7 @@ def loss_curve(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "
     and the held-out-largest-budget backtest when fitted; the lowest run of each IsoFLOP budget otherwise."""
     from analysis.losscurve import fit_losscurve, predict
 
-    (ax,) = _axes(ax, 1, (7.5, 5))
+    (ax,) = nd_plots.axes_of(ax, 1, (7.5, 5))
     iso = _used(df, ("isoflop",))
     loss = r.get("loss")
     # L(C) rests on its own budget list (well-determined minima left out of the M_opt law included)
@@ -306,7 +296,7 @@ def loss_curve(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "
 def parametric(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "") -> Figure:
     """The iso-loss map: the runs over (C, N) coloured by loss; when L(N, D) is fitted, its iso-loss contours and
     the compute-optimal frontier with its 95% bootstrap band."""
-    (ax,) = _axes(ax, 1, (7.5, 5))
+    (ax,) = nd_plots.axes_of(ax, 1, (7.5, 5))
     p = r.get("parametric")
     pts = df[df.sweep.isin(("isoflop", "grid")) & (df.excluded == "") & (df.loss > 0) & (df.N > 0) & (df.C > 0)]
     if len(pts):

@@ -16,6 +16,8 @@ prediction past HORIZON times the largest fitted compute, or a loss below the st
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from analysis import losscurve
@@ -53,11 +55,11 @@ def ci95(samples: np.ndarray) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def _with_ci(fn, par: dict, *args) -> np.ndarray | dict:
+def _with_ci(fn, par: dict, *args) -> list[dict]:
     """fn(theta (..., 5), *args) -> (..., K): the point value and, when bootstrapped, the interval, per point K."""
     theta, boot = _thetas(par)
     point = fn(theta, *args)
-    out = [{"value": float(v)} for v in point]
+    out: list[dict] = [{"value": float(v)} for v in point]
     if boot is not None:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             s = fn(boot, *args)  # (R, K)
@@ -128,12 +130,12 @@ def loss_at(par: dict, N, D) -> list[dict]:
 
 def compute_optimal(par: dict, C: float) -> dict:
     """The compute-optimal allocation of L(N, D) at budget C (C = 6*N*D): N, D and the loss, with intervals."""
-    C = _arr(C)
+    c = _arr(C)
     return {
-        "C": float(C[0]),
-        "N": _with_ci(n_opt, par, C)[0],
-        "D": _with_ci(_D_opt, par, C)[0],
-        "loss": _with_ci(_loss_opt, par, C)[0],
+        "C": float(c[0]),
+        "N": _with_ci(n_opt, par, c)[0],
+        "D": _with_ci(_D_opt, par, c)[0],
+        "loss": _with_ci(_loss_opt, par, c)[0],
     }
 
 
@@ -142,7 +144,7 @@ def size_plan(par: dict, N: float, C: float | None = None, loss: float | None = 
     budget C, the D = C/(6N) it buys N and the loss, and the D at which N matches the loss of C's compute-optimal
     model; with a target loss, the D at which N reaches it (None in the interval: never, whatever D)."""
     n = _arr(N)
-    out = {
+    out: dict[str, Any] = {
         "N": float(n[0]),
         "compute_optimal": {
             "C": _with_ci(_C_for_N, par, n)[0],

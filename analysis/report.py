@@ -111,7 +111,7 @@ def _laws_md(r: dict) -> list[str]:
     """The laws of one dataset as a table: each fit with its 95% interval and what it rests on; a law that could
     not be fitted says why in the same place."""
     sk = r.get("skipped") or {}
-    na = r.get("not_applicable") or {}
+    na: dict[str, str] = r.get("not_applicable") or {}
     rows: dict[str, list[tuple[str, str, str, str]]] = {k: [] for k in LAW_NAMES}
     hp = r.get("hparams")
     if hp:
@@ -182,7 +182,7 @@ def _laws_md(r: dict) -> list[str]:
                 f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))})",
             )
         )
-    missing = dict(sk)
+    missing: dict[str, str] = dict(sk)
     if "isoflop" in sk and "loss" not in r and "loss" not in sk:
         missing["loss"] = "needs the IsoFLOP law (it is fitted on the budgets' minima)"
     for k, why in missing.items():
@@ -391,7 +391,9 @@ def markdown(report: dict) -> str:
         out += [f"{title} ({d['n_used']} usable runs; fitted: {', '.join(fitted[n]) or 'none'})", ""]
         out += _laws_md(d) + [""]
     # A law that was not fitted is said in its laws table: its warning would say it a second time.
-    said = {f"{n}: {k} not fitted: {v}" for n, d in report["datasets"].items() for k, v in d["skipped"].items()}
+    said: set[str | None] = {
+        f"{n}: {k} not fitted: {v}" for n, d in report["datasets"].items() for k, v in d["skipped"].items()
+    }
     said.add((report.get("repetition") or {}).get("warning"))  # the Data repetition section says it
     said |= {  # a target's flags are said under its extrapolation (report_predictions.target_lines)
         f"{n}: {t}: {f}"

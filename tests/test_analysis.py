@@ -14,6 +14,7 @@ import pytest
 from analysis.extrapolate import extrapolate, load_model, recommend
 from analysis.fit import main, run_analysis
 from analysis.synthetic import Truth, make_study, write_study
+from tests.helpers import shifted_isoflop_study
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUTH = Truth()
@@ -210,20 +211,12 @@ def test_law_with_too_few_budgets_is_absent_with_reason(tmp_path):
 
 
 def test_isoflop_edge_and_off_centre_budgets_excluded(tmp_path):
-    budgets = (1e17, 1e18, 1e19, 1e20, 1e21)
-    recs = make_study(budgets=budgets, n_diverged=0, n_failed=0, seed=2)
-    shift = {1e20: 1.0, 1e21: 0.5}  # grid centre this many decades above M_opt: optimum beyond the edge / off-centre
-    for C, s in shift.items():
-        iso = [r for r in recs if r["sweep"] == "isoflop" and r["budget"] == C]
-        for r, x in zip(iso, np.linspace(-0.6, 0.6, len(iso))):
-            r["M"] = float(TRUTH.M_opt(C) * 10 ** (s + x))
-            r["D"] = C / r["M"]
-            r["val_loss"] = float(TRUTH.loss(r["M"], r["D"]))
+    recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})  # optimum beyond the edge / off-centre
     rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=())
     b = {x["budget"]: x for x in rep["isoflop"]["budgets"]}
     assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("best run at the edge of the grid")
     assert not b[1e21]["used"] and b[1e21]["warnings"][0].startswith("off-centre")
-    assert all(b[c]["used"] for c in budgets[:3]) and rep["isoflop"]["M_opt"].n_budgets == 3
+    assert all(b[c]["used"] for c in (1e17, 1e18, 1e19)) and rep["isoflop"]["M_opt"].n_budgets == 3
     assert _inside(rep["isoflop"]["M_opt"].ci95["exponent"], TRUTH.a)
 
 

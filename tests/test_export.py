@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from tests.helpers import CONF
 
 pytest.importorskip("safetensors")
 tokenizers = pytest.importorskip("tokenizers")

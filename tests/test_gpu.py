@@ -27,14 +27,13 @@ def _batch(model: torch.nn.Module, device: torch.device) -> tuple[torch.Tensor, 
     return x[:, :-1], x[:, 1:]
 
 
+def _bf16_step(model: torch.nn.Module, device: torch.device, lr: float) -> TrainStep:
+    opt = build_optimizer(model, lr, (0.9, 0.95), 1e-8, 0.1, device)
+    return TrainStep(model, opt, device=device, amp=torch.bfloat16, grad_clip=1.0)
+
+
 def _train_steps(model: torch.nn.Module, device: torch.device, steps: int = 20) -> list[float]:
-    step = TrainStep(
-        model,
-        build_optimizer(model, 3e-3, (0.9, 0.95), 1e-8, 0.1, device),
-        device=device,
-        amp=torch.bfloat16,
-        grad_clip=1.0,
-    )
+    step = _bf16_step(model, device, 3e-3)
     batch = _batch(model, device)
     return torch.cat([step([batch], 3e-3).losses for _ in range(steps)]).tolist()
 
@@ -58,13 +57,7 @@ def test_the_train_step_never_waits_for_the_device():
     """CUDA's sync debug mode turns every host-device synchronisation into an error: the step must have none."""
     device = torch.device("cuda")
     model = LLaMA(_cfg()).to(device)
-    step = TrainStep(
-        model,
-        build_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.1, device),
-        device=device,
-        amp=torch.bfloat16,
-        grad_clip=1.0,
-    )
+    step = _bf16_step(model, device, 1e-3)
     batch = _batch(model, device)
     step([batch, batch], 1e-3)  # warm-up: lazy initialisation may synchronise once
     torch.cuda.synchronize()

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,48 +15,18 @@ import pytest
 
 from scaling.run.parallel import choose_mode
 from scaling.run.single import train_run
-from tests.conftest import TINY_DATA
+from tests.helpers import FAST, ONE_THREAD, RESUMABLE, ROOT, TINY_DATA, metrics, python_m, record, run_cmd, torchrun_cmd
 
-REPO = Path(__file__).resolve().parent.parent
-FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]
 COMMON = [*TINY_DATA, "train.progress=false", "train.threads=1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def torchrun_cmd(run_dir: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        "-m",
-        "scaling.train",
-        *COMMON,
-        *args,
-        f"hydra.run.dir={run_dir}",
-    ]
 
 
 def torchrun(run_dir: Path, *args: str, output: list[str] | None = None) -> dict:
     """Train with 2 processes; the run's result.json (its stdout and stderr appended to `output`)."""
-    out = subprocess.run(
-        torchrun_cmd(run_dir, *args),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
-    )
+    out = run_cmd(torchrun_cmd(run_dir, *args), env=ONE_THREAD)
     assert out.returncode == 0, out.stderr[-3000:]
     if output is not None:
         output.append(out.stdout + out.stderr)
-    return json.loads((run_dir / "result.json").read_text())
+    return record(run_dir)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -76,10 +44,6 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")  # a zombie has stopped running; its parent (or init) reaps it
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_auto_shards_only_what_does_not_fit_one_device():
@@ -166,10 +130,7 @@ def test_fsdp_ddp_and_one_process_train_alike(make_cfg, tmp_path, cache_dir):
 @pytest.mark.slow
 def test_killed_fsdp_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
     args = [
-        "train.tokens=98304",
-        "train.batch_size=1024",
-        "train.eval_tokens=8192",
-        "train.ckpt_every_s=0",
+        *RESUMABLE,
         "train.log_every=4",
         "train.parallel=fsdp",
         f"data.cache_dir={cache_dir}",
@@ -178,11 +139,11 @@ def test_killed_fsdp_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_di
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(
         torchrun_cmd(run_dir, *args),
-        cwd=REPO,
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        env=os.environ | ONE_THREAD,
     )
     deadline = time.time() + 200
     while not (run_dir / "ckpt_dcp.json").exists() and time.time() < deadline and proc.poll() is None:
@@ -213,10 +174,8 @@ def test_killed_fsdp_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_di
 
 @pytest.mark.slow
 def test_a_two_task_submitit_job_is_one_run_of_world_size_two(tmp_path, cache_dir):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
+    out = run_cmd(
+        python_m(
             "scaling.train",
             "-m",
             "hydra/launcher=submitit_local",
@@ -228,15 +187,11 @@ def test_a_two_task_submitit_job_is_one_run_of_world_size_two(tmp_path, cache_di
             *COMMON,
             *FAST,
             f"data.cache_dir={cache_dir}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        ),
+        env=ONE_THREAD,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = record(tmp_path / "run")
     assert result["status"] == "completed" and result["world_size"] == 2
     assert [r["step"] for r in metrics(tmp_path / "run")] == [4, 8, 12, 16, 20, 24, 28, 32]  # one writer, not two
 

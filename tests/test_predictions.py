@@ -15,6 +15,7 @@ from analysis.planning import one_prediction, parse_request
 from analysis.predict import HORIZON, checks
 from analysis.report import jsonable, markdown
 from analysis.synthetic import Truth, make_study, write_study
+from tests.helpers import shifted_isoflop_study
 
 TRUTH = Truth()
 
@@ -180,15 +181,7 @@ def test_lc_form_chosen_by_the_backtest_with_reasons(tmp_path):
 
 
 def test_a_budget_left_out_of_the_m_opt_law_keeps_its_minimum_in_lc(tmp_path):
-    budgets = (1e17, 1e18, 1e19, 1e20, 1e21)
-    recs = make_study(budgets=budgets, n_diverged=0, n_failed=0, seed=2)
-    shift = {1e20: 1.0, 1e21: 0.5}  # optimum beyond the grid's edge / off-centre but inside it
-    for C, s in shift.items():
-        iso = [r for r in recs if r["sweep"] == "isoflop" and r["budget"] == C]
-        for r, x in zip(iso, np.linspace(-0.6, 0.6, len(iso))):
-            r["M"] = float(TRUTH.M_opt(C) * 10 ** (s + x))
-            r["D"] = C / r["M"]
-            r["val_loss"] = float(TRUTH.loss(r["M"], r["D"]))
+    recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})  # optimum beyond the grid's edge / off-centre but inside it
     res = fit_runs(write_study(recs, tmp_path / "runs"), bootstrap=100, targets=())
     iso, loss = res.sections["isoflop"], res.sections["loss"]
     assert sorted(b["C"] for b in iso["budgets"] if not b["used"]) == pytest.approx([1e20, 1e21])

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from scaling.status import main
 from sweeps.progress import collect, render
-from tests.conftest import TINY_DATA
+from tests.helpers import ROOT, TINY_DATA, dead_pid, python_m
 
 PLAN = {"run_id": None, "steps": 10, "batch_size": 1000, "lr": 0.001, "D": 10000, "est_seconds": 100}
 OLD = time.time() - 3 * 3600
@@ -51,12 +50,6 @@ def _rows(*tokens: int) -> list[dict]:
     return [{"step": t // 1000, "tokens": t, "loss": 5.0, "tokens_per_s": 100.0} for t in tokens]
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     s = tmp_path / "runs" / "isoflop"
@@ -75,7 +68,7 @@ def sweep(tmp_path: Path) -> Path:
     _write(s / "retry", result={"status": "failed"}, log=_rows(1000, 2000), lock_pid=os.getppid())
     _write(s / "run", log=_rows(2000, 4000), lock_pid=os.getpid())  # a live holder, logging now
     _write(s / "stall", log=_rows(2000, 4000), lock_pid=os.getpid(), age=3600)  # live holder, silent for 1 h
-    _write(s / "killed", log=_rows(2000, 4000), lock_pid=_dead_pid())  # its process is gone
+    _write(s / "killed", log=_rows(2000, 4000), lock_pid=dead_pid())  # its process is gone
     _write(s / "gone", log=_rows(2000), age=3600)  # no lock, silent for 1 h
     _write(s / "cut", log=_rows(2000, 3000), tail='{"step": 4, "tok')  # killed mid-write
     _write(s / "noconf", result={}, config=False)
@@ -222,8 +215,8 @@ def test_a_run_killed_mid_run_is_interrupted_with_its_progress(tmp_path, cache_d
         f"hydra.run.dir={run_dir}",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scaling.train", *args],
-        cwd=Path(__file__).resolve().parents[1],
+        python_m("scaling.train", *args),
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -15,10 +15,8 @@ import pytest
 import yaml
 
 from sweeps.laws import fitted_centre
-from tests.conftest import TINY_DATA
+from tests.helpers import ROOT, TINY_DATA
 from tests.test_parallel import _alive, _descendants
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Budgets a hundred times below the CPU demo's: 27 + 15 runs of a second or two each.
 MINI_STUDY = {

@@ -1,28 +1,18 @@
 """`python -m scaling.sweep` as a user runs it: dry-run plan.csv, estimates, one-line errors before anything runs."""
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # every test here runs scaling.sweep in a subprocess
+from tests.helpers import ROOT, python_m, run_cmd
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # every test here runs scaling.sweep in a subprocess
 
 
 def sweep(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "scaling.sweep", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cmd(python_m("scaling.sweep", *args), cwd=cwd, env={"PYTHONPATH": str(ROOT)}, timeout=timeout)
 
 
 def test_dry_run_1e17_plan_csv(tmp_path, cache_dir):

@@ -3,9 +3,7 @@ typed train/optim configs. Tests that spawn processes are in the slow tier (`pyt
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -16,10 +14,20 @@ import pytest
 
 from scaling.run.config import OptimConfig, TrainConfig
 from scaling.run.single import train_run
-from tests.conftest import TINY_DATA
+from tests.helpers import (
+    FAST,
+    RESUMABLE,
+    ROOT,
+    TINY_DATA,
+    metrics,
+    python_m,
+    record,
+    record_keys,
+    run_cmd,
+    torchrun_cmd,
+)
 
-FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]
-REQUIRED = [
+REQUIRED = record_keys(
     "status",
     "model",
     "N1",
@@ -44,23 +52,17 @@ REQUIRED = [
     "torch",
     "device",
     "config_hash",
-]
+)
 
 
 def cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=os.environ | {"PYTHONUNBUFFERED": "1"},
-    )
+    cmd = python_m("scaling.train", *TINY_DATA, "train.progress=false", *args)
+    return run_cmd(cmd, cwd=cwd, env={"PYTHONUNBUFFERED": "1"}, timeout=timeout)
 
 
 def test_run_record_is_complete_and_consistent(make_cfg, tmp_path):
     result = train_run(make_cfg(*FAST), tmp_path / "run")
-    on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
+    on_disk = record(tmp_path / "run")
     assert on_disk == result
     assert result["status"] == "completed"
     assert all(result[k] is not None for k in REQUIRED if k != "git_sha")
@@ -70,7 +72,7 @@ def test_run_record_is_complete_and_consistent(make_cfg, tmp_path):
     assert 0 < result["val_bpb"] < result["val_loss"] / math.log(2)
     assert result["val_loss"] < result["initial_loss"] - 0.5  # it learned something
     assert result["dataset"].startswith("sotu@") and result["epochs"] > 0
-    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = metrics(tmp_path / "run")
     assert [x["step"] for x in lines] == [4, 8, 12, 16, 20, 24, 28, 32]
     assert (tmp_path / "run" / "config.yaml").exists() and (tmp_path / "run" / "ckpt.pt").exists()
 
@@ -102,23 +104,19 @@ def test_divergence_ends_cleanly_with_a_record(make_cfg, tmp_path):
     bad = result["diverged_at_step"]
     assert f"at step {bad} " in result["error"]
     assert 1 <= bad <= result["steps_done"] < bad + 4 and result["D"] == result["steps_done"] * result["batch_size"]
-    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+    assert record(tmp_path / "run")["status"] == "diverged"
 
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
-    args = [
-        "train.tokens=98304",
-        "train.batch_size=1024",
-        "train.eval_tokens=8192",
-        "train.ckpt_every_s=0",
-        f"data.cache_dir={cache_dir}",
-    ]
+    # One thread on both sides: the in-process reference would otherwise run with whatever thread count earlier
+    # tests left set, and two threads split the reductions differently (4.091647 vs 4.091444 on this CPU).
+    args = [*RESUMABLE, "train.threads=1", f"data.cache_dir={cache_dir}"]
     reference = train_run(make_cfg(*args), tmp_path / "reference")
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scaling.train", *TINY_DATA, "train.progress=false", *args, f"hydra.run.dir={run_dir}"],
-        cwd=Path(__file__).resolve().parent.parent,
+        python_m("scaling.train", *TINY_DATA, "train.progress=false", *args, f"hydra.run.dir={run_dir}"),
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -131,9 +129,9 @@ def test_killed_run_resumes_to_the_same_result(make_cfg, tmp_path, cache_dir):
     assert not (run_dir / "result.json").exists(), "the run finished before it could be killed; make it longer"
     done = cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    resumed = json.loads((run_dir / "result.json").read_text())
+    resumed = record(run_dir)
     assert resumed["val_loss"] == pytest.approx(reference["val_loss"], abs=1e-6)
-    steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in metrics(run_dir)]
     assert steps == sorted(set(steps))  # no step logged twice
 
 
@@ -240,28 +238,9 @@ def test_a_python_tag_in_a_config_group_is_one_line_exit_2(tmp_path, cache_dir):
 def test_two_processes_train_like_one(make_cfg, tmp_path, cache_dir):
     args = [*FAST, f"data.cache_dir={cache_dir}"]
     single = train_run(make_cfg(*args), tmp_path / "single")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            "--master_port=29517",
-            "-m",
-            "scaling.train",
-            *TINY_DATA,
-            "train.progress=false",
-            "train.threads=1",
-            *args,
-            f"hydra.run.dir={tmp_path / 'ddp'}",
-        ],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_cmd(torchrun_cmd(tmp_path / "ddp", *args))
     assert out.returncode == 0, out.stderr[-2000:]
-    ddp = json.loads((tmp_path / "ddp" / "result.json").read_text())
+    ddp = record(tmp_path / "ddp")
     assert ddp["world_size"] == 2 and ddp["D"] == single["D"]
     assert ddp["val_loss"] == pytest.approx(single["val_loss"], rel=1e-4)
     assert ddp["train_loss"] == pytest.approx(single["train_loss"], rel=1e-4)

@@ -15,32 +15,33 @@ import pytest
 
 from scaling.run.single import train_run
 from scaling.run.trunk import TRUNK_RECORD, branch_point, train_trunk
+from tests.helpers import (
+    ONE_THREAD,
+    SMALL_MODEL,
+    TIMING,
+    TINY_DATA,
+    TINY_HPARAMS_GRID,
+    TINY_SWEEP,
+    metrics,
+    python_m,
+    record,
+    records,
+    run_cmd,
+    spawn_script,
+    without,
+)
 
 # 2 layers of d 32, 4 x 32-token batches, fixed warmup: 20, 40 and 64 steps in a second or two each.
-SMALL = [
-    "model.d_model=32",
-    "model.n_head=2",
-    "model.seq_len=32",
-    "train.batch_size=128",
-    "train.eval_tokens=2048",
-    "train.log_every=3",
-    "train.threads=1",
-    "optim.warmup_steps=4",
-    "optim.lr=3e-3",
-]
+SMALL = [*SMALL_MODEL, "train.log_every=3", "optim.warmup_steps=4", "optim.lr=3e-3"]
 TOKENS = [20 * 128, 40 * 128, 64 * 128]
-TIMING = {"wall_time_s", "startup_s", "tokens_per_s", "trunk", "shared_tokens", "C_spent", "git_sha"}
+BRANCH_ONLY = {"trunk", "shared_tokens", "C_spent"}  # a branch's own keys: the run alone has none
 # Diverging mid-trunk: decoupled weight decay with |1 - lr*wd| > 1 grows the weights geometrically once warmup has
 # raised lr, so the loss crosses the threshold sharply (tests/test_packed.py uses the same construction).
 DIVERGING = ["optim.lr=2e-3", "optim.weight_decay=3000", "optim.warmup_steps=12"]
 
 
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
 def same(a: dict, b: dict) -> None:
-    assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    assert without(a, TIMING | BRANCH_ONLY) == without(b, TIMING | BRANCH_ONLY)
 
 
 def alone_and_branched(make_cfg, tmp_path: Path, tokens: list[int], extra: list[str] = ()):
@@ -132,28 +133,10 @@ def _killed_when(proc, ready, timeout: float = 120.0) -> int:
 
 @pytest.mark.slow
 def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(tmp_path, cache_dir):
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import CONF, TINY_DATA
-
     overrides = [*TINY_DATA, f"data.cache_dir={cache_dir}", "train.progress=false", *SMALL, "train.ckpt_every_s=0"]
     script = tmp_path / "trunk.py"
     script.write_text(KILL_SCRIPT)
-    root = Path(__file__).resolve().parent.parent
-
-    def run(out: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, str(script), CONF, str(out), *overrides],
-            cwd=root,
-            env=os.environ | {"OMP_NUM_THREADS": "1"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    ref = run(tmp_path / "ref")
+    ref = spawn_script(script, tmp_path / "ref", overrides)
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
     out = tmp_path / "killed"
     trunk_dir = out / "trunks" / "t"
@@ -168,12 +151,13 @@ def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(
         lambda: rows(out / "r2" / "metrics.jsonl") >= 19,  # in branch r2's decay
     ]
     for k, ready in enumerate(kills):
-        assert _killed_when(run(out), ready) == -9, f"kill {k} came too late: the run had finished"
-    again = run(out)
+        assert _killed_when(spawn_script(script, out, overrides), ready) == -9, (
+            f"kill {k} came too late: the run had finished"
+        )
+    again = spawn_script(script, out, overrides)
     assert again.wait(timeout=300) == 0, again.stderr.read()
     for i in range(3):
-        want = json.loads((tmp_path / "ref" / f"r{i}" / "result.json").read_text())
-        got = json.loads((out / f"r{i}" / "result.json").read_text())
+        want, got = record(tmp_path / "ref" / f"r{i}"), record(out / f"r{i}")
         assert got["status"] == "completed"
         same(want, got)
         assert [r["loss"] for r in metrics(out / f"r{i}")] == [r["loss"] for r in metrics(tmp_path / "ref" / f"r{i}")]
@@ -186,49 +170,32 @@ def test_a_reused_hparams_sweep_through_joblib_records_branches_equal_to_their_r
     each trunk job trains its branches after their branch points (one job: the ordering holds with any launcher),
     a rerun skips everything, and a branch equals its own config trained alone from step 0."""
     import csv
-    import os
-    import subprocess
-    import sys
 
     from omegaconf import OmegaConf
 
-    from tests.conftest import TINY_DATA
-
-    root = Path(__file__).resolve().parent.parent
-    cmd = [
-        sys.executable,
-        "-m",
+    cmd = python_m(
         "scaling.sweep",
         "+hparams=[1e9,2e9]",
-        "model.seq_len=32",
-        "sweep.min_steps=10",
-        *TINY_DATA,
-        "train.eval_tokens=2048",
-        "train.progress=false",
-        "train.threads=1",
-        "sweep.lr_points=3",
-        "sweep.batch_points=3",
-        "sweep.measure_max_params=0",
-        "sweep.shape_rule=width",
+        *TINY_SWEEP,
+        *TINY_HPARAMS_GRID,
         "sweep.pack=off",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         f"sweep.dir={tmp_path / 'sweep'}",
-    ]
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
+    )
+    r = run_cmd(cmd, env=ONE_THREAD, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "reuse (sweep.reuse; scaling.run.trunk):" in r.stdout
     plan = list(csv.DictReader((tmp_path / "sweep" / "plan.csv").open()))
     branched = [p for p in plan if p["trunk"]]
     assert branched and all(int(p["shared_tokens"]) > 0 for p in branched)
-    recs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json")}
+    recs = records(tmp_path / "sweep")
     assert len(recs) == len(plan)  # trunk dirs (sweep/trunks/) hold trunk.json, never result.json
     for p in branched:
         rec = recs[p["run_id"]]
         assert rec["trunk"] == p["trunk"] and rec["shared_tokens"] == int(p["shared_tokens"])
         assert (tmp_path / "sweep" / "trunks" / p["trunk"] / TRUNK_RECORD).exists()
-    again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
+    again = run_cmd(cmd, env=ONE_THREAD, timeout=900)
     assert again.returncode == 0 and f"{len(plan)} skipped" in again.stdout, again.stdout[-2000:]
     one = next(p for p in branched if recs[p["run_id"]]["status"] == "completed")
     cfg = OmegaConf.load(tmp_path / "sweep" / one["run_id"] / "config.yaml")
