@@ -208,6 +208,28 @@ def _record(
     }
 
 
+def shared_key(resolved: dict, own: set[tuple[str, str]]) -> str:
+    """What runs trained together (a pack, a trunk's branches) must share: the resolved config without the keys in
+    `own` (each run's own) and without the job's pack/trunk groups, as a canonical string."""
+    shared = {
+        g: {k: v for k, v in vs.items() if (g, k) not in own} if isinstance(vs, dict) else vs
+        for g, vs in resolved.items()
+        if g not in ("pack", "trunk")
+    }
+    return repr(sorted(shared.items(), key=lambda kv: kv[0]))
+
+
+def differing_keys(a: dict, b: dict, own: set[tuple[str, str]]) -> list[str]:
+    """The `group.key`s, other than `own`, in which two resolved configs differ (for the one-line refusals)."""
+    return sorted(
+        f"{g}.{k}"
+        for g in b
+        if isinstance(b[g], dict)
+        for k in b[g]
+        if (g, k) not in own and b[g].get(k) != (a.get(g) or {}).get(k)
+    )
+
+
 def loop_spec(run: RunSetup) -> LoopSpec:
     """The loop's plain values for a run (shared with scaling.run.pack)."""
     optim = run.optim

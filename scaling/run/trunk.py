@@ -42,7 +42,7 @@ from scaling.base.record import FINISHED, METRICS_NAME, config_hash, read_metric
 from scaling.run.checkpoint import has_checkpoint, sidecar
 from scaling.run.lifecycle import RunDir
 from scaling.run.loop import LoopSpec, LoopState, Member, run_loop
-from scaling.run.setup import RunSetup, loop_spec, setup_run
+from scaling.run.setup import RunSetup, differing_keys, loop_spec, setup_run, shared_key
 from scaling.run.single import SingleStepper, train_claimed
 
 log = logging.getLogger(__name__)
@@ -64,12 +64,7 @@ def branch_point(steps: int) -> int:
 
 def trunk_key(resolved: dict) -> str:
     """What the branches of one trunk share: the resolved config without train.tokens and run.* (canonical)."""
-    shared = {
-        g: {k: v for k, v in vs.items() if (g, k) not in BRANCH_KEYS} if isinstance(vs, dict) else vs
-        for g, vs in resolved.items()
-        if g not in ("trunk", "pack")
-    }
-    return repr(sorted(shared.items(), key=lambda kv: kv[0]))
+    return shared_key(resolved, BRANCH_KEYS)
 
 
 def trunk_hash(resolved: dict) -> str:
@@ -85,13 +80,7 @@ def check_branchable(runs: Sequence[RunSetup]) -> None:
     first = runs[0]
     for r in runs:
         if trunk_key(r.resolved) != trunk_key(first.resolved):
-            diff = sorted(
-                f"{g}.{k}"
-                for g in r.resolved
-                if isinstance(r.resolved[g], dict)
-                for k in r.resolved[g]
-                if (g, k) not in BRANCH_KEYS and r.resolved[g].get(k) != (first.resolved.get(g) or {}).get(k)
-            )
+            diff = differing_keys(first.resolved, r.resolved, BRANCH_KEYS)
             raise ValueError(
                 f"runs {first.record['run_id']} and {r.record['run_id']} cannot share a trunk: they differ in "
                 f"{', '.join(diff) or 'their config'}; branches differ only in train.tokens and run.*"

@@ -19,7 +19,7 @@ from scaling.run.lifecycle import RunDir
 from scaling.run.loop import LoopState, Member, checkpoint_state, evaluate, restore_state, run_loop
 from scaling.run.pack.model import PackedParams, rope_of
 from scaling.run.pack.optim import PackedAdamW, PackedStep
-from scaling.run.setup import RunSetup, loop_spec, setup_run
+from scaling.run.setup import RunSetup, differing_keys, loop_spec, setup_run, shared_key
 from scaling.run.step import Batch, StepOutput, build_optimizer
 
 log = logging.getLogger(__name__)
@@ -38,14 +38,7 @@ PER_RUN_KEYS = {
 
 def pack_key(resolved: dict) -> str:
     """What runs must share to be packed: the resolved config without its per-run keys (a canonical string)."""
-    shared = {
-        group: (
-            {k: v for k, v in values.items() if (group, k) not in PER_RUN_KEYS} if isinstance(values, dict) else values
-        )
-        for group, values in resolved.items()
-        if group != "pack"
-    }
-    return repr(sorted(shared.items(), key=lambda kv: kv[0]))
+    return shared_key(resolved, PER_RUN_KEYS)
 
 
 def check_packable(runs: Sequence[RunSetup]) -> None:
@@ -53,13 +46,7 @@ def check_packable(runs: Sequence[RunSetup]) -> None:
     first = runs[0]
     for r in runs[1:]:
         if pack_key(r.resolved) != pack_key(first.resolved):
-            diff = sorted(
-                f"{g}.{k}"
-                for g in r.resolved
-                if isinstance(r.resolved[g], dict)
-                for k in r.resolved[g]
-                if (g, k) not in PER_RUN_KEYS and r.resolved[g].get(k) != (first.resolved.get(g) or {}).get(k)
-            )
+            diff = differing_keys(first.resolved, r.resolved, PER_RUN_KEYS)
             raise ValueError(
                 f"runs {first.record['run_id']} and {r.record['run_id']} cannot be packed: they differ in "
                 f"{', '.join(diff) or 'their config'}; a pack shares all but "
