@@ -228,6 +228,7 @@ def run_owned_study(
     after a kill -9 first makes sure no stage of the killed one still runs."""
     if dry_run:  # plans only: needs no ownership
         return run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+    load_spec(name, extra, dirs)  # bad input is refused before the study dir is created or claimed
     root = Path(load_study(name, dirs)["dir"])
     mine = claim_study(root)
     try:

@@ -84,6 +84,10 @@ class StudySpec:
         from omegaconf.errors import OmegaConfBaseException
 
         where = f"{self.path}: stage {kind}"
+        # A --config-dir the study hands its sweeps (scaling.study) is a Hydra flag, not an override: here it is
+        # the search path compose looks in, as the sweep's Hydra app will.
+        dirs = [x.split("=", 1)[1] for x in extra if x.startswith("--config-dir=")]
+        extra = [x for x in extra if not x.startswith("--config-dir=")]
         overrides = self.stage_overrides(kind, extra)
         try:
             check_overrides(overrides)
@@ -91,7 +95,8 @@ class StudySpec:
             raise ValueError(f"{where}: {e}") from None
         try:
             with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
-                cfg = compose("sweep", overrides=overrides)
+                searchpath = [f"hydra.searchpath=[{','.join(f'file://{d}' for d in dirs)}]"] if dirs else []
+                cfg = compose("sweep", overrides=[*overrides, *searchpath])
             return SweepConfig.from_cfg(node_dict(cfg.sweep))
         except (HydraException, OmegaConfBaseException) as e:
             raise ValueError(f"{where}: {one_line(e)}") from None

@@ -29,6 +29,9 @@ MINI_STUDY = {
         "train.threads=1",
         "train.eval_tokens=8192",
         "train.progress=false",
+        # one model and grid per budget, as the assertions below were written for (trunk reuse has its own tests:
+        # tests/test_trunk.py, including a reused sweep through joblib)
+        "sweep.reuse=off",
     ],
     "hparams": {"budgets": [3e9, 6e9, 1.2e10], "overrides": ["sweep.lr_points=3", "sweep.batch_points=3"]},
     "isoflop": {"budgets": [6e9, 1.2e10, 2.4e10], "overrides": ["sweep.n_shapes=5"]},

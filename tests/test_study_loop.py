@@ -78,6 +78,7 @@ def study_file(tmp: Path, name: str, corpus: Path, tok: Path, extend: int) -> Pa
             "sweep.shape_rules.width.min_heads=1",
             "sweep.min_steps=10",
             f"sweep.extend={extend}",
+            "sweep.reuse=off",  # per-budget grids, as the newcomer's (a shared grid is off-centre at the ends)
             f"sweep.laws={prior(tmp / 'prior.json')}",
             "train.threads=1",
             "train.eval_tokens=4096",
