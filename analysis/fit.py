@@ -20,7 +20,7 @@ import scipy
 
 from analysis.budgets import assign_budgets
 from analysis.extrapolate import extrapolate, load_model, recommend
-from analysis.isoflop import WINDOW
+from analysis.isoflop import DEFAULT_ESTIMATOR, ESTIMATORS, WINDOW
 from analysis.load import InputError, load_runs
 from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
 from analysis.report import write_reports
@@ -248,6 +248,7 @@ def run_analysis(
     loss_range: tuple[float, float] = (0.01, 20.0),
     max_compute: float = 1e30,
     iso_window: float = WINDOW,
+    iso_estimator: str = DEFAULT_ESTIMATOR,
     hparams_form: str = "C",
     tie: bool = False,
     fix_E: float | None = None,
@@ -265,6 +266,7 @@ def run_analysis(
         rtol=rtol,
         off_centre=off_centre,
         iso_window=iso_window,
+        iso_estimator=iso_estimator,
         hparams_form=hparams_form,
         tie=tie,
         fix_E=fix_E,
@@ -308,8 +310,16 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=WINDOW,
         metavar="DECADES",
-        help="fit each IsoFLOP parabola on the sizes within this many decades of its best size "
-        "(at least 5 sizes; 0 = all points)",
+        help="--iso-estimator window: fit each IsoFLOP parabola on the sizes within this many decades of its "
+        "best size (at least 5 sizes; 0 = all points)",
+    )
+    ap.add_argument(
+        "--iso-estimator",
+        choices=ESTIMATORS,
+        default=DEFAULT_ESTIMATOR,
+        help="how M_opt(C) is fitted: joint (default: every budget's profile at once, shared skew, minima on one "
+        "power law), window (a parabola per budget on --iso-window, then a line), all (parabolas on all "
+        "points), adaptive (a window set by each profile's measured skew)",
     )
     ap.add_argument(
         "--hparams-form",
@@ -383,6 +393,7 @@ def main(argv=None) -> int:
             min_budgets=a.min_budgets,
             rtol=a.rtol,
             iso_window=a.iso_window,
+            iso_estimator=a.iso_estimator,
             hparams_form=a.hparams_form,
             tie=a.tie_exponents,
             fix_E=a.fix_E,

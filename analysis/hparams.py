@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis import between as bt
+from analysis import resample
 from analysis.powerlaw import PowerLaw, law_ci, linefit, percentile_ci
 
 
@@ -99,6 +101,79 @@ def _nd_ci(samples: np.ndarray) -> dict:
     }
 
 
+def _grid_means(order, starts, gid_sorted_w, v_sorted):
+    """Per-grid weighted means of v for weights (R, n) given in grid order: (R, G), NaN where a grid has no weight."""
+    W = np.add.reduceat(gid_sorted_w, starts, axis=1)
+    S = np.add.reduceat(gid_sorted_w * v_sorted, starts, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(W > 0, S / W, np.nan)
+
+
+def _bootstrap(groups, lc, lN, lD, llr, lB, loss, in_band, band, n_boot, rng, trunk, with_md: bool, between: bool):
+    """Resample runs (trunks) within grids in chunks, recompute each grid's band, refit on the pooled band points;
+    then add the scatter between grids. -> ({law: {log_coef, exponent}}, {law: between info}, MD samples or None)."""
+    n = len(loss)
+    gid = np.empty(n, int)
+    for j, g in enumerate(groups):
+        gid[g] = j
+    order = np.argsort(gid, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(gid[order]) != 0])
+    u = resample.units(gid, trunk)
+    G = len(groups)
+    out = {k: np.full((n_boot, 2), np.nan) for k in ("eta_opt", "B_opt")}
+    per_grid = {k: np.full((n_boot, G), np.nan) for k in ("eta_opt", "B_opt")}
+    md = {"eta_opt": np.full((n_boot, 3), np.nan), "B_opt": np.full((n_boot, 3), np.nan)} if with_md else None
+    for sl, w in resample.resamples(u, n_boot, rng, per_row=12, label="hparams"):
+        Lw = np.where(w > 0, loss, np.inf)
+        gmin = np.minimum.reduceat(Lw[:, order], starts, axis=1)  # (R, G) best drawn loss per grid
+        wb = w * (loss <= (1 + band) * gmin[:, gid])
+        wbs = wb[:, order]
+        for name, v in (("eta_opt", llr), ("B_opt", lB)):
+            b0, e = linefit(np.broadcast_to(lc, wb.shape), np.broadcast_to(v, wb.shape), wb)
+            out[name][sl] = np.stack([b0, e], -1)
+            per_grid[name][sl] = _grid_means(order, starts, wbs, v[order])
+        if md is not None:
+            bm = _md_laws(*(np.broadcast_to(a, wb.shape) for a in (lN, lD, llr, lB)), wb, 0)
+            for k in md:
+                md[k][sl] = bm[k]
+    # Each grid's optimum (the mean over its band points) and the law in the grid's C, N, D: a pooled fit on band
+    # points weighs each grid by its number of band points, and so does the second level.
+    wb0 = in_band.astype(float)[None, order]
+    nb = np.add.reduceat(wb0, starts, axis=1)[0]
+    infos = {}
+    ones = np.ones((1, n))
+
+    def mean(v: np.ndarray) -> np.ndarray:
+        return _grid_means(order, starts, ones, v[order])[0]
+
+    Xc = np.stack([np.ones(G), mean(lc)], -1)
+    XN = np.stack([np.ones(G), mean(lN), mean(lD)], -1)
+    XD = np.stack([np.ones(G), mean(lD)], -1)
+    for name, v in (("eta_opt", llr), ("B_opt", lB)):
+        y = _grid_means(order, starts, wb0, v[order])[0]
+        infos[name] = _add_between(Xc, y, per_grid[name], nb, out[name], between, rng, name)
+        if md is not None:
+            X = XN if name == "eta_opt" else XD
+            cols = [0, 1, 2] if name == "eta_opt" else [0, 2]
+            sub = md[name][:, cols]
+            infos[name + "_MD"] = _add_between(X, y, per_grid[name], nb, sub, between, rng, name + " (MD form)")
+            md[name][:, cols] = sub
+    boot = {k: {"log_coef": v[:, 0], "exponent": v[:, 1]} for k, v in out.items()}
+    return boot, infos, md
+
+
+def _add_between(X, y, y_boot, nb, samples, on: bool, rng, what: str) -> dict:
+    """Scatter of the grids' optima y about the law beyond their run-level precision; with `on`, drawn into the law's
+    samples (R, p) in place."""
+    info = bt.scatter(X, y, y_boot)
+    if on and info["tau"] > 0 and np.linalg.matrix_rank(X) == X.shape[1]:
+        u = bt.draw_effects(info["tau"] ** 2, len(y), info["df"], len(samples), rng)
+        samples += u @ bt.hat(X, nb).T
+    info["added"] = bool(on)
+    info["text"] = bt.describe(info, what, "grids") if on else f"{what}: scatter between grids not added (off)"
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in info.items()}
+
+
 def fit_hparams(
     group,
     budget,
@@ -113,8 +188,14 @@ def fit_hparams(
     N=None,
     D=None,
     M=None,
+    trunk=None,
+    between: bool = True,
 ) -> dict:
     """Laws on runs labelled by `group` (one grid each) at nominal `budget`.
+
+    The bootstrap resamples runs within each grid (trunks with all their branches, where `trunk` names them),
+    recomputes each grid's band and refits; with `between`, the scatter of the grids' optima about the law beyond
+    that run-level precision is added (analysis.between).
 
     Returns {"eta_opt", "B_opt": PowerLaw, "MD": {...} (when N, D vary independently), "budgets": [one per grid],
     "in_band": bool mask, "boot": ...} or {"skipped": reason, ...}.
@@ -142,20 +223,12 @@ def fit_hparams(
         laws[name] = PowerLaw(float(10**b0), float(e), n_points=int(in_band.sum()), n_budgets=n_budgets)
     md = _md_laws(lN, lD, llr, lB, w, int(in_band.sum())) if np.all(np.isfinite(lN + lD)) else None
     if n_boot:
-        # Resample runs within each grid, recompute its band, refit on the pooled band points: all at once.
-        idx = np.concatenate([g[rng.integers(0, len(g), (n_boot, len(g)))] for g in groups], axis=1)
-        seg = np.concatenate([[0], np.cumsum([len(g) for g in groups])])
-        L = loss[idx]
-        wb = np.concatenate(
-            [L[:, a:b] <= (1 + band) * L[:, a:b].min(1, keepdims=True) for a, b in zip(seg[:-1], seg[1:])], axis=1
-        ).astype(float)
-        res["boot"] = {}
-        for name, v in (("eta_opt", llr), ("B_opt", lB)):
-            b0, e = linefit(lc[idx], v[idx], wb)
-            laws[name].ci95 = law_ci(b0, e)
-            res["boot"][name] = {"log_coef": b0, "exponent": e}
-        if md is not None:
-            bm = _md_laws(lN[idx], lD[idx], llr[idx], lB[idx], wb, 0)
+        res["boot"], res["between"], bm = _bootstrap(
+            groups, lc, lN, lD, llr, lB, loss, in_band, band, n_boot, rng, trunk, md is not None, between
+        )
+        for name in ("eta_opt", "B_opt"):
+            laws[name].ci95 = law_ci(res["boot"][name]["log_coef"], res["boot"][name]["exponent"])
+        if md is not None and bm is not None:
             for k in ("eta_opt", "B_opt"):
                 md[k].ci95 = _nd_ci(bm[k])
             res["boot_MD"] = bm

@@ -34,15 +34,17 @@ CSV_OPTIONAL = (
     "run_id",
     "seq_len",
     "loss_kind",
+    "trunk",
 )
 SWEEPS = ("isoflop", "hparams", "grid")
 NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss"]
-TEXT = ["run_id", "sweep", "grid", "status", "dataset", "path", "loss_kind", "scale", "excluded"]
+TEXT = ["run_id", "sweep", "grid", "trunk", "status", "dataset", "path", "loss_kind", "scale", "excluded"]
 COLUMNS = [
     "run_id",
     "sweep",
     "budget",
     "grid",
+    "trunk",
     "C",
     "M",
     "N",
@@ -104,6 +106,8 @@ def _record_row(data: dict, path: Path) -> dict:
         "status": str(rec.status),
         "dataset": str(rec.dataset or "unknown"),
         "path": str(path),
+        # the run this one branched from (its trunk): branches of one trunk share its noise (analysis.resample)
+        "trunk": data.get("trunk"),
         # scaling.train writes M, D and C as numbers: anything else there is a corrupt record, never a value to derive
         "_corrupt": "; ".join(
             f"{k}={v!r} in result.json is not a number"
@@ -200,6 +204,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     df["N"] = df["N"].fillna(df["M"] / 6)
     df["sweep"] = _text(df["sweep"], None)
     df["grid"] = _text(df["grid"], None)
+    df["trunk"] = _text(df["trunk"], None)
     df["status"] = _text(df["status"], "completed")
     df["dataset"] = _text(df["dataset"], "unknown")
     df["loss_kind"] = _text(df["loss_kind"], "as given")

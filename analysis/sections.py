@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from analysis import between as bt
 from analysis.hparams import fit_hparams
-from analysis.isoflop import WINDOW, fit_isoflop
-from analysis.losscurve import backtest, fit_losscurve
+from analysis.isoflop import DEFAULT_ESTIMATOR, ESTIMATORS, WINDOW, fit_isoflop
+from analysis.losscurve import backtest, fit_losscurve, predict
 from analysis.parametric import fit_parametric
 
 MAX_BOOTSTRAP = 1_000_000  # resamples; CIs stop moving long before, and beyond it the arrays do not fit in memory
@@ -31,6 +32,7 @@ class FitOptions:
     rtol: float = 1.15  # C ratio within which runs without `budget` group
     off_centre: float = 2 / 3  # IsoFLOP vertex limit, as a fraction of the fitted half-width
     iso_window: float = WINDOW  # decades either side of each profile's best size (0 = all points)
+    iso_estimator: str = DEFAULT_ESTIMATOR  # joint | window | all | adaptive (analysis.isoflop)
     hparams_form: str = "C"  # "C" (DeepSeek) or "MD" (Step Law): which form extrapolates
     tie: bool = False  # parametric alpha = beta
     fix_E: float | None = None  # parametric E fixed
@@ -46,6 +48,8 @@ class FitOptions:
                 f"(got band {self.band:g}, bootstrap {self.bootstrap}, min budgets {self.min_budgets}, "
                 f"rtol {self.rtol:g}, iso window {self.iso_window:g})"
             )
+        if self.iso_estimator not in ESTIMATORS:
+            raise ValueError(f"--iso-estimator must be one of {', '.join(ESTIMATORS)}, not {self.iso_estimator!r}")
         if self.hparams_form not in ("C", "MD"):
             raise ValueError(f"--hparams-form must be C or MD, not {self.hparams_form!r}")
         if any(v is not None and not (v > 0 and np.isfinite(v)) for v in (self.fix_E, self.robust)):
@@ -64,6 +68,13 @@ def _grid_keys(hp: pd.DataFrame) -> np.ndarray:
     return np.array([g if isinstance(g, str) and g else a for g, a in zip(hp.grid, auto)])
 
 
+def _trunks(df: pd.DataFrame):
+    """Each run's trunk id (None for runs trained alone), or None when no run shares a trunk."""
+    if "trunk" not in df or df.trunk.isna().all():
+        return None
+    return df.trunk.to_numpy(object)
+
+
 def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
     h = fit_hparams(
         _grid_keys(hp),
@@ -79,6 +90,7 @@ def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
         N=hp.N,
         D=hp.D,
         M=hp.M,
+        trunk=_trunks(hp),
     )
     res["in_band"] = pd.Series(h.pop("in_band"), index=hp.index)
     if "skipped" in h:
@@ -106,7 +118,24 @@ def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
 
 def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
     b, C, L = iso.budget_group.to_numpy(), iso.C.to_numpy(), iso.loss.to_numpy()
-    r = fit_isoflop(b, iso.M.to_numpy(), C, L, o.bootstrap, o.seed, o.min_budgets, o.off_centre, o.iso_window)
+    trunk = _trunks(iso)
+
+    def fit(scale: np.ndarray, C: np.ndarray) -> dict:
+        return fit_isoflop(
+            b,
+            scale,
+            C,
+            L,
+            o.bootstrap,
+            o.seed,
+            o.min_budgets,
+            o.off_centre,
+            o.iso_window,
+            estimator=o.iso_estimator,
+            trunk=trunk,
+        )
+
+    r = fit(iso.M.to_numpy(), C)
     for bud in r["budgets"]:
         if not bud["used"]:
             for i in iso.index[b == bud["budget"]]:
@@ -125,26 +154,35 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
         if "skipped" in loss:
             res["skipped"]["loss"] = loss["skipped"]
         else:
+            if boot_L is not None:
+                loss = _loss_between(Cs, Ls, boot_L, loss, o)
             res["loss"] = loss | {"backtest": backtest(Cs, Ls, Ms, o.min_budgets)}
     conv = {}
     for name, scale in (("M", iso.M), ("6N1", 6 * iso.N1), ("6N2", 6 * iso.N2)):
         if not np.all(np.isfinite(scale)):
             conv[name] = {"skipped": f"column {name.lstrip('6')} missing for some isoflop runs"}
             continue
-        c = fit_isoflop(
-            b,
-            scale.to_numpy(),
-            scale.to_numpy() * iso.D.to_numpy(),
-            L,
-            o.bootstrap,
-            o.seed,
-            o.min_budgets,
-            o.off_centre,
-            o.iso_window,
-        )
+        c = r if name == "M" else fit(scale.to_numpy(), scale.to_numpy() * iso.D.to_numpy())
         conv[name] = {k: c[k] for k in ("M_opt", "D_opt")} if "M_opt" in c else {"skipped": c["skipped"]}
     if any("M_opt" in v for k, v in conv.items() if k != "M"):
         res["conventions"] = conv
+
+
+def _loss_between(Cs, Ls, boot_L: np.ndarray, loss: dict, o: FitOptions) -> dict:
+    """L(C) with the scatter of the budgets' minimum losses about it beyond their run-level precision (a budget's
+    own data order or hparams move its whole profile) drawn into every resample (analysis.between), refitted."""
+    Cs, Ls = np.asarray(Cs, float), np.asarray(Ls, float)
+    p = 3 if loss["form"] == "saturating" else 2
+    s2 = bt.robust_var(boot_L)
+    ok = np.isfinite(s2)
+    tau2 = bt.tau2_from_residuals((Ls - predict(loss, Cs))[ok], s2[ok], p)
+    info = {"tau": float(np.sqrt(tau2)), "df": int(ok.sum() - p), "K": int(len(Cs)), "added": True}
+    info["text"] = bt.describe(info, "L(C)")
+    if tau2 > 0:
+        rng = np.random.default_rng(o.seed + 1)
+        boot_L = boot_L + bt.draw_effects(tau2, len(Cs), info["df"], len(boot_L), rng)
+        loss = fit_losscurve(Cs, Ls, boot_L, o.min_budgets)
+    return loss | {"between": info}
 
 
 def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
@@ -158,6 +196,7 @@ def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
             tie=o.tie,
             fix_E=o.fix_E,
             robust=o.robust,
+            trunk=_trunks(pts),
         )
     except (np.linalg.LinAlgError, FloatingPointError) as e:  # the other laws still stand; say why this one is absent
         p = {"skipped": f"the parametric fit failed numerically ({e}); too few or too degenerate runs"}
