@@ -226,10 +226,8 @@ def _law(lc: np.ndarray, b0: float, a: float, n: int) -> tuple[PowerLaw, PowerLa
 
 
 def _joint_start(k, x, Y, W, K):
-    """Per-budget starting values for the joint fits (parabola vertex, minimum, curvature per e-fold^2) and the runs'
-    loss variance about those parabolas (the unit of the shape prior)."""
+    """Per-budget starting values for the joint fits: parabola vertex, minimum and curvature per e-fold^2."""
     v0, y0, c0 = np.zeros(K), np.zeros(K), np.zeros(K)
-    sse, dof = 0.0, 0
     for j in range(K):
         m = k == j
         c = parabolas(x[m], Y[m], W[m])
@@ -238,11 +236,8 @@ def _joint_start(k, x, Y, W, K):
         v0[j] = xv if ok else x[m][np.argmin(Y[m])]
         y0[j] = yv if ok else Y[m].min()
         c0[j] = 2 * c[2] / LN10**2 if ok else np.nan
-        if np.all(np.isfinite(c)):
-            sse += float((W[m] * (Y[m] - c[0] - c[1] * x[m] - c[2] * x[m] ** 2) ** 2).sum())
-            dof += int(W[m].sum()) - 3
     c0 = np.where(np.isfinite(c0), c0, np.nanmedian(c0) if np.isfinite(c0).any() else 0.01)
-    return v0, y0, c0, sse / max(dof, 1)
+    return v0, y0, c0
 
 
 def fit_isoflop(
@@ -294,7 +289,15 @@ def fit_isoflop(
             in_fit[f["rows"]] = True
     cell_in = np.zeros(cells.n, bool)
     cell_in[cells.of_run[in_fit]] = True
-    res: dict = {"budgets": per, "estimator": estimator, "estimator_text": ESTIMATOR_TEXT[estimator]}
+    u = resample.units(budget, trunk)
+    res: dict = {
+        "budgets": per,
+        "estimator": estimator,
+        "estimator_text": ESTIMATOR_TEXT[estimator],
+        "resampled": f"{u.n_units} trunks and lone runs (branches of a trunk drawn together)"
+        if u.clustered
+        else "runs within budgets",
+    }
     if joint:
         return _fit_joint(
             res, per, fits, cells, cell_in, logM, loss, budget, trunk, n_boot, rng, min_budgets, between, between_from
@@ -403,11 +406,11 @@ def _fit_joint(res, per, fits, cells, cell_in, logM, loss, budget, trunk, n_boot
     z = lc - lc.mean()
     W1, S1 = _cell_totals(cells, loss, keep)
     Y1 = cell_means(W1, S1)
-    v0, y0, c0, var = _joint_start(sk, sx, Y1, W1, Ku)
-    jm, fm = JointModel(sk, sx, z, noise_var=var), JointModel(sk, sx, z, free_vertex=True, noise_var=var)
-    th = start(jm, Y1, W1, v0, y0, c0)
-    # The prior's unit is the runs' noise: measured about the joint fit itself (a parabola's residuals on a wide
-    # skewed profile are mostly misfit, which would make the prior overrule the shape the data show).
+    v0, y0, c0 = _joint_start(sk, sx, Y1, W1, Ku)
+    jm, fm = JointModel(sk, sx, z), JointModel(sk, sx, z, free_vertex=True)
+    th = start(jm, Y1, W1, v0, y0, c0, iters=100)  # enough for the residuals; the regularised refit polishes
+    # The shape prior's unit is the runs' noise, measured about the unregularised joint fit (a parabola's residuals
+    # on a wide skewed profile are mostly misfit, which would let the prior overrule the shape the data show).
     r = jm.predict(th[None])[0] - Y1
     var = float((W1 * r * r).sum() / max(W1.sum() - jm.P, 1))
     jm.prior_w = fm.prior_w = var / PRIOR_SD**2

@@ -247,19 +247,19 @@ class JointModel:
         return th
 
 
-def start(model: JointModel, Y: np.ndarray, W: np.ndarray, v0: np.ndarray, y0: np.ndarray, c0: np.ndarray):
-    """The point fit from per-budget estimates (vertex v0, minimum y0, curvature c0), one run per shape start;
-    the best after LM."""
-    best, best_f = None, np.inf
+def start(
+    model: JointModel, Y: np.ndarray, W: np.ndarray, v0: np.ndarray, y0: np.ndarray, c0: np.ndarray, iters: int = 500
+):
+    """The point fit from per-budget estimates (vertex v0, minimum y0, curvature c0), from each shape start at once;
+    the best."""
+    ths = []
     for al, be in STARTS:
         shp = [np.log(al), np.log(be)]
         if model.free:
-            th = model.pack(np.array(shp), v0, y0, c0)
+            ths.append(model.pack(np.array(shp), v0, y0, c0))
         else:
             a, m0 = np.polyfit(model.z, v0, 1) if model.K >= 2 else (0.5, v0[0])
-            th = model.pack(np.array([m0, a] + shp), None, y0, c0)
-        th = model.solve(th, W[None], Y[None], iters=500)[0]
-        f = model.sse(th[None], W[None], Y[None])[0]
-        if f < best_f:
-            best, best_f = th, f
-    return best
+            ths.append(model.pack(np.array([m0, a] + shp), None, y0, c0))
+    R = len(ths)
+    out = model.solve(np.stack(ths), np.broadcast_to(W, (R, len(W))), np.broadcast_to(Y, (R, len(Y))), iters=iters)
+    return out[int(np.nanargmin(model.sse(out, W[None], Y[None])))]

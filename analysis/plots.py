@@ -73,7 +73,11 @@ def isoflop_curves(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str
             else (f"{n_ex} excluded budget(s), see report" if b is first_ex else None)
         )
         ax.scatter(pts.M, pts.loss, s=14, color=col, label=lab)
-        if len(pts) >= 3 and b["M_opt"]:
+        if b.get("curve") and b["M_opt"]:  # the joint estimator's fitted profile (analysis.isoflop)
+            ax.plot(b["curve"]["M"], b["curve"]["loss"], color=col, ls="-" if b["used"] else "--", lw=1)
+            if b["used"]:
+                ax.plot(b["M_opt"], b["loss_min"], "*", ms=11, color=col, mec="k")
+        elif len(pts) >= 3 and b["M_opt"]:
             x, y = np.log10(pts.M.to_numpy()), pts.loss.to_numpy()
             w = (b.get("window") or {}).get("half_width_decades") or 0.0
             m = window_mask(x, y, w)
@@ -86,7 +90,13 @@ def isoflop_curves(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str
         xscale="log",
         xlabel=scale_label(iso),
         ylabel=loss_label(iso),
-        title=f"IsoFLOP profiles{title}: parabola in log M on each fitted window, * = M_opt",
+        title=f"IsoFLOP profiles{title}: "
+        + (
+            "joint fit, shared skew"
+            if (r.get("isoflop") or {}).get("estimator") == "joint"
+            else "parabola in log M on each fitted window"
+        )
+        + ", * = M_opt",
     )
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, ncol=2)

@@ -92,6 +92,7 @@ def _dataset_md(name: str, r: dict) -> list[str]:
             out += [f"- MD form: eta_opt = {_nd(md['eta_opt'])}", f"- MD form: B_opt = {_nd(md['B_opt'])} tokens"]
         else:
             out.append(f"- MD form not fitted: {hp.get('MD_skipped', '-')}")
+        out += [f"- CI: {v['text']}" for v in (hp.get("between") or {}).values()]
         out += [
             f"- extrapolation uses the {hp.get('form', 'C')} form",
             "",
@@ -116,13 +117,18 @@ def _dataset_md(name: str, r: dict) -> list[str]:
             "",
             f"- M_opt = {_law(iso.get('M_opt'))}",
             f"- D_opt = {_law(iso.get('D_opt'))}",
+            f"- estimator: {iso.get('estimator', 'window')} ({iso.get('estimator_text', '')})",
+        ]
+        if iso.get("between"):
+            out.append(f"- CI: {iso['between']['text']}")
+        out += [
             "",
             "| C | runs | fitted window (M) | M_opt | D_opt | loss_min | used | warnings |",
             "|---|---|---|---|---|---|---|---|",
         ]
         out += [
             f"| {b['C']:.3g} | {b['n_runs']} | {_window(b.get('window'))} | {_g(b['M_opt'])} | {_g(b['D_opt'])} | "
-            f"{_g(b['loss_min'])} | {'yes' if b['used'] else 'no'} | {'; '.join(b['warnings'])} |"
+            f"{_g(b['loss_min'])} | {'yes' if b['used'] else 'no'} | {'; '.join(b['warnings'] + b.get('notes', []))} |"
             for b in iso["budgets"]
         ]
     conv = r.get("conventions")
@@ -150,6 +156,8 @@ def _dataset_md(name: str, r: dict) -> list[str]:
             )
         p = loss["power"]
         out.append(f"- k*C^-alpha: k={p['k']:.4g}, alpha={p['alpha']:.4f} (rmse {p['rmse']:.2g})")
+        if loss.get("between"):
+            out.append(f"- CI: {loss['between']['text']}")
         bt = loss.get("backtest") or {}
         if "loss_pred" in bt:
             out.append(
@@ -202,6 +210,18 @@ def _dataset_md(name: str, r: dict) -> list[str]:
     return out + [""]
 
 
+CONDITIONAL = (
+    "What the intervals are conditional on: each resamples the independent units within each budget or grid (runs, "
+    "or trunks with all their branches where runs name a `trunk`) and refits everything; for M_opt, D_opt, eta_opt, "
+    "B_opt and L(C) it then adds the scatter of whole budgets (grids) about the law beyond their run-level precision, "
+    "with Student-t tails for the few degrees of freedom that scatter is measured on. They assume the law's form "
+    "(a power law in C; for the joint IsoFLOP estimator, profiles of the Chinchilla shape with one skew shared by all "
+    "budgets), units independent once trunks are grouped, and the budgets run standing for budgets like them; they "
+    "leave out extrapolation beyond the fitted range and errors shared by every run (data, tokenizer, evaluation). "
+    "L(N, D) resamples runs (trunks) only."
+)
+
+
 def markdown(report: dict) -> str:
     pv = report["provenance"]
     out = [
@@ -212,6 +232,8 @@ def markdown(report: dict) -> str:
         f"{pv['n_runs']} runs read, {pv['n_excluded']} excluded before fitting (listed at the end), {pv['n_used']} "
         f"usable; each section says how many of those it used. Bootstrap {pv['options']['bootstrap']} resamples, "
         f"95% percentile CIs.",
+        "",
+        CONDITIONAL,
         "",
     ]
     if report["warnings"]:

@@ -155,7 +155,7 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
             res["skipped"]["loss"] = loss["skipped"]
         else:
             if boot_L is not None:
-                loss = _loss_between(Cs, Ls, boot_L, loss, o)
+                loss = loss_between(Cs, Ls, boot_L, loss, o.min_budgets, o.seed + 1)
             res["loss"] = loss | {"backtest": backtest(Cs, Ls, Ms, o.min_budgets)}
     conv = {}
     for name, scale in (("M", iso.M), ("6N1", 6 * iso.N1), ("6N2", 6 * iso.N2)):
@@ -168,7 +168,7 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
         res["conventions"] = conv
 
 
-def _loss_between(Cs, Ls, boot_L: np.ndarray, loss: dict, o: FitOptions) -> dict:
+def loss_between(Cs, Ls, boot_L: np.ndarray, loss: dict, min_budgets: int, seed: int) -> dict:
     """L(C) with the scatter of the budgets' minimum losses about it beyond their run-level precision (a budget's
     own data order or hparams move its whole profile) drawn into every resample (analysis.between), refitted."""
     Cs, Ls = np.asarray(Cs, float), np.asarray(Ls, float)
@@ -179,9 +179,9 @@ def _loss_between(Cs, Ls, boot_L: np.ndarray, loss: dict, o: FitOptions) -> dict
     info = {"tau": float(np.sqrt(tau2)), "df": int(ok.sum() - p), "K": int(len(Cs)), "added": True}
     info["text"] = bt.describe(info, "L(C)")
     if tau2 > 0:
-        rng = np.random.default_rng(o.seed + 1)
+        rng = np.random.default_rng(seed)
         boot_L = boot_L + bt.draw_effects(tau2, len(Cs), info["df"], len(boot_L), rng)
-        loss = fit_losscurve(Cs, Ls, boot_L, o.min_budgets)
+        loss = fit_losscurve(Cs, Ls, boot_L, min_budgets)
     return loss | {"between": info}
 
 
