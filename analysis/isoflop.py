@@ -305,9 +305,10 @@ def fit_isoflop(
     return _fit_two_stage(res, per, fits, cells, cell_in, loss, budget, trunk, n_boot, rng, min_budgets, between)
 
 
-def _boot_sums(cells: Cells, loss, budget, trunk, n_boot, rng, label):
-    """Per-chunk cell totals (W, S) of a run bootstrap that resamples trunks (or runs) within budgets."""
-    u = resample.units(budget, trunk)
+def _boot_sums(cells: Cells, loss, strata, trunk, n_boot, rng, label):
+    """Per-chunk cell totals (W, S) of a run bootstrap that resamples trunks (or runs) within strata (budgets, or a
+    budget's fitting window and the rest of it, so that every resample keeps the window's number of runs)."""
+    u = resample.units(strata, trunk)
     for sl, w in resample.resamples(u, n_boot, rng, per_row=3, label=label):
         yield sl, *cells.sums(w, loss)
 
@@ -328,7 +329,11 @@ def _fit_two_stage(res, per, fits, cells, cell_in, loss, budget, trunk, n_boot, 
     K = len(per)
     bx, by = np.full((n_boot, K), np.nan), np.full((n_boot, K), np.nan)
     cols = [np.flatnonzero(cell_in & (cells.k == j)) for j in range(K)]
-    for sl, W, S in _boot_sums(cells, loss, budget, trunk, n_boot, rng, "IsoFLOP") if n_boot else ():
+    inside = np.zeros(len(loss), bool)
+    for f in fits:
+        inside[f["rows"]] = True
+    strata = 2 * np.unique(budget, return_inverse=True)[1] + inside
+    for sl, W, S in _boot_sums(cells, loss, strata, trunk, n_boot, rng, "IsoFLOP") if n_boot else ():
         for j, f in enumerate(fits):
             if f["ok"]:
                 u = (cells.x[cols[j]] - f["centre"]) / f["half"]
@@ -356,7 +361,7 @@ def _fit_two_stage(res, per, fits, cells, cell_in, loss, budget, trunk, n_boot, 
         bb0, ba = linefit(lc, np.where(ok, bm, 0), ok.astype(float))
         X = np.stack([np.ones_like(lc), lc], -1)
         info = _between(X, lm, bm, None, between, bb0, ba, rng)
-        res["between"] = info
+        res["between"], res["boot_between"] = bt.public(info), info
         M_law.ci95, D_law.ci95 = law_ci(bb0, ba), law_ci(-bb0, 1 - ba)
         res["boot"] = {"log_coef": bb0, "exponent": ba, "logM": bm, "logC": lc}
     _few_budgets(M_law, D_law, len(used))
@@ -364,17 +369,17 @@ def _fit_two_stage(res, per, fits, cells, cell_in, loss, budget, trunk, n_boot, 
 
 
 def _between(X, y, y_boot, w, on: bool, bb0: np.ndarray, ba: np.ndarray, rng, given: dict | None = None) -> dict:
-    """The scatter between budgets about the law (measured, or `given` by another fit); with `on`, added in place to
-    the law's samples (bb0, ba)."""
-    info = bt.scatter(X, y, y_boot) if given is None else {k: given[k] for k in ("tau", "s", "df", "K")}
-    if on and info["tau"] > 0:
-        u = bt.draw_effects(info["tau"] ** 2, len(y), info["df"], len(bb0), rng)
+    """The scatter between budgets about the law (measured, or `given` by another fit of the same runs); with `on`,
+    drawn into the law's samples (bb0, ba) in place. Returns the full info (its "_grid" serves `given`)."""
+    info = bt.scatter(X, y, y_boot) if given is None else dict(given)
+    if on and info["df"] >= 1 and info.get("_grid") is not None and info["K"] == len(X):
+        u = bt.draw_effects(info, len(bb0), rng)
         H = bt.hat(X, w)
         bb0 += u @ H[0]
         ba += u @ H[1]
     info["added"] = bool(on)
     info["text"] = bt.describe(info, "M_opt law") if on else "M_opt law: scatter between budgets not added (off)"
-    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in info.items()}
+    return info
 
 
 def _few_budgets(M_law: PowerLaw, D_law: PowerLaw, n: int) -> None:
@@ -462,7 +467,8 @@ def _fit_joint(res, per, fits, cells, cell_in, logM, loss, budget, trunk, n_boot
         if len(s2) != Ku:  # the other fit kept other budgets: its scatter, equal weights
             s2 = np.ones(Ku)
         w = 1 / np.where(np.isfinite(s2) & (s2 > 0), s2, np.nanmax(s2) if np.isfinite(s2).any() else 1.0)
-        res["between"] = _between(X, xc + v_free, xc + bv, w, between, bb0, ba, rng, given)
+        info = _between(X, xc + v_free, xc + bv, w, between, bb0, ba, rng, given)
+        res["between"], res["boot_between"] = bt.public(info), info
         M_law.ci95, D_law.ci95 = law_ci(bb0, ba), law_ci(-bb0, 1 - ba)
         res["boot"] = {"log_coef": bb0, "exponent": ba, "logM": xc + bv, "logC": lc}
     _few_budgets(M_law, D_law, Ku)

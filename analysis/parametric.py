@@ -258,9 +258,9 @@ def fit_parametric(
         keep = np.flatnonzero(w > 0)
         u = resample.units(np.zeros(len(keep)), None if trunk is None else np.asarray(trunk, object)[keep])
         boots = np.zeros((n_boot, 5))
-        # refit_batch holds ~30 numbers per run and resample (the Jacobian and its weighted copy); chunks of ~250
-        # resamples of a few hundred runs stay in cache
-        for sl, wk in resample.resamples(u, n_boot, rng, per_row=200, label="parametric L(N, D)"):
+        # refit_batch holds ~30 numbers per run and resample (the Jacobian and its weighted copy); chunks of at
+        # most 250 resamples of a few hundred runs stay in cache
+        for sl, wk in resample.resamples(u, n_boot, rng, per_row=30, label="parametric L(N, D)", most=250):
             W = np.zeros((len(wk), len(L)))
             W[:, keep] = wk
             boots[sl] = refit_batch(theta, logN, logD, logL, W, par=par)

@@ -63,20 +63,24 @@ def units(strata, trunk=None) -> Units:
     return Units(of_run, stratum)
 
 
-def chunk_size(n_rows: int, n_boot: int, per_row: int = 1) -> int:
-    """Resamples per chunk so that chunk * n_rows * per_row stays within CHUNK_CELLS (at least 1)."""
-    return int(max(1, min(n_boot, CHUNK_CELLS // max(1, n_rows * per_row))))
+def chunk_size(n_rows: int, n_boot: int, per_row: int = 1, most: int | None = None) -> int:
+    """Resamples per chunk so that chunk * n_rows * per_row stays within CHUNK_CELLS (at least 1, at most `most`)."""
+    step = min(n_boot, CHUNK_CELLS // max(1, n_rows * per_row), most or n_boot)
+    return int(max(1, step))
 
 
 def draw_counts(u: Units, R: int, rng: np.random.Generator) -> np.ndarray:
-    """(R, n_units) draw counts: within each stratum, its units drawn with replacement as many times as it has."""
-    counts = np.zeros((R, u.n_units))
-    for s in np.unique(u.stratum):
-        members = np.flatnonzero(u.stratum == s)
-        k = len(members)
-        pick = rng.integers(0, k, (R, k)) + (np.arange(R) * k)[:, None]  # flat index into an (R, k) table
-        counts[:, members] = np.bincount(pick.ravel(), minlength=R * k).reshape(R, k)
-    return counts
+    """(R, n_units) draw counts: within each stratum, its units drawn with replacement as many times as it has.
+
+    One vectorised draw for all strata: unit slot j of stratum s picks first_s + floor(U * size_s), so that a
+    study of thousands of grids costs no Python loop over them."""
+    order = np.argsort(u.stratum, kind="stable")
+    _, first, size = np.unique(u.stratum[order], return_index=True, return_counts=True)
+    slot_first = np.repeat(first, size)  # (n_units,) in stratum order
+    slot_size = np.repeat(size, size)
+    pick = order[slot_first + (rng.random((R, u.n_units)) * slot_size).astype(np.int64)]
+    flat = pick + (np.arange(R) * u.n_units)[:, None]
+    return np.bincount(flat.ravel(), minlength=R * u.n_units).reshape(R, u.n_units).astype(float)
 
 
 def weights(u: Units, R: int, rng: np.random.Generator) -> np.ndarray:
@@ -110,10 +114,10 @@ class Progress:
 
 
 def resamples(
-    u: Units, n_boot: int, rng: np.random.Generator, per_row: int = 1, label: str = ""
+    u: Units, n_boot: int, rng: np.random.Generator, per_row: int = 1, label: str = "", most: int | None = None
 ) -> Iterator[tuple[slice, np.ndarray]]:
-    """(rows of the output, (r, n) weights) chunk by chunk, for n_boot resamples in all."""
-    step = chunk_size(len(u.of_run), n_boot, per_row)
+    """(rows of the output, (r, n) weights) chunk by chunk, for n_boot resamples in all (chunks of at most `most`)."""
+    step = chunk_size(len(u.of_run), n_boot, per_row, most)
     prog = Progress(label or "bootstrap", n_boot)
     for s in range(0, n_boot, step):
         r = min(step, n_boot - s)

@@ -173,16 +173,12 @@ def loss_between(Cs, Ls, boot_L: np.ndarray, loss: dict, min_budgets: int, seed:
     own data order or hparams move its whole profile) drawn into every resample (analysis.between), refitted."""
     Cs, Ls = np.asarray(Cs, float), np.asarray(Ls, float)
     p = 3 if loss["form"] == "saturating" else 2
-    s2 = bt.robust_var(boot_L)
-    ok = np.isfinite(s2)
-    tau2 = bt.tau2_from_residuals((Ls - predict(loss, Cs))[ok], s2[ok], p)
-    info = {"tau": float(np.sqrt(tau2)), "df": int(ok.sum() - p), "K": int(len(Cs)), "added": True}
-    info["text"] = bt.describe(info, "L(C)")
-    if tau2 > 0:
-        rng = np.random.default_rng(seed)
-        boot_L = boot_L + bt.draw_effects(tau2, len(Cs), info["df"], len(boot_L), rng)
-        loss = fit_losscurve(Cs, Ls, boot_L, min_budgets)
-    return loss | {"between": info}
+    info = bt.scatter_residuals(Ls - predict(loss, Cs), bt.robust_var(boot_L), p)
+    info |= {"added": True, "text": bt.describe(info, "L(C)")}
+    if info["df"] >= 1:
+        u = bt.draw_effects(info, len(boot_L), np.random.default_rng(seed))
+        loss = fit_losscurve(Cs, Ls, boot_L + u, min_budgets)
+    return loss | {"between": bt.public(info)}
 
 
 def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:

@@ -93,13 +93,22 @@ def test_paule_mandel_sees_extra_scatter_and_only_that():
     assert bt.paule_mandel(X[:2], noisy[:2], s2[:2]) == 0  # no degrees of freedom: none measurable
 
 
-def test_effects_have_student_t_tails():
+def test_pivotal_draws_of_the_between_scatter_are_calibrated_with_three_budgets():
+    """The tau^2 draws solve Q(tau^2) = chi2_{K-p}: their 95th percentile bounds the true tau^2 in ~95% of studies,
+    even with one degree of freedom (where the point estimate is 0 about half of the time)."""
     rng = np.random.default_rng(0)
-    u = bt.draw_effects(1.0, 1, 2, 200_000, rng)[:, 0]
-    from scipy import stats
-
-    assert np.percentile(np.abs(u), 95) == pytest.approx(stats.t.ppf(0.975, 2), rel=0.03)
-    assert np.all(bt.draw_effects(0.0, 3, 2, 10, rng) == 0)
+    X = np.stack([np.ones(3), [0.0, 1.0, 2.0]], -1)
+    s, tau = np.array([0.05, 0.08, 0.05]), 0.08
+    hits, zeros = 0, 0
+    for _ in range(200):
+        y = X @ [1.0, 0.5] + rng.normal(0, np.sqrt(s**2 + tau**2))
+        info = bt.scatter(X, y, y + rng.normal(0, s, (400, 3)))
+        zeros += info["tau"] == 0
+        t2 = bt._solve_q(*info["_grid"], rng.chisquare(info["df"], 4000))  # what draw_effects draws from
+        assert bt.draw_effects(info, 5, rng).shape == (5, 3)
+        hits += tau**2 <= np.percentile(t2, 95)
+    assert 0.9 <= hits / 200 <= 0.99 and zeros > 40
+    assert np.all(bt.draw_effects({"df": 0, "K": 2, "tau": 0.0}, 10, rng) == 0)
     assert "no degrees of freedom" in bt.describe({"df": 0, "K": 2, "tau": 0.0}, "M_opt law")
 
 
@@ -264,3 +273,22 @@ def test_two_level_intervals_cover_with_budget_noise_and_trunks():
     assert h["eta_opt"]["coverage"] >= 0.93 and h["B_opt"]["coverage"] >= 0.93, h
     t = replace(SCENARIOS["centred"][0], noise=0.002, trunk_noise=0.005)
     assert simulate(t, reps=150, n_boot=400, seed=3, truth=TRUTHS["default"])["coverage"] >= 0.93
+
+
+def test_hparams_bootstrap_from_sums_matches_the_direct_weighted_fits():
+    from analysis.hparams import _line_from_sums, _solve3, planefit
+    from analysis.powerlaw import linefit
+
+    rng = np.random.default_rng(0)
+    x, y, x2 = rng.normal(20, 1, 50), rng.normal(-3, 0.5, 50), rng.normal(10, 1, 50)
+    w = rng.integers(0, 3, (4, 50)).astype(float)
+    b, m = linefit(np.broadcast_to(x, w.shape), np.broadcast_to(y, w.shape), w)
+    xc = x - 20
+    b2, m2 = _line_from_sums(w.sum(1), w @ xc, w @ (xc * xc), w @ y, w @ (xc * y), 20.0)
+    np.testing.assert_allclose(m2, m, rtol=1e-9)
+    np.testing.assert_allclose(b2, b, rtol=1e-9)
+    X = np.stack([np.ones(50), x - 20, x2 - 10], -1)
+    A = np.einsum("ni,rn,nj->rij", X, w, X)
+    c = _solve3(A, np.einsum("ni,rn,n->ri", X, w, y))
+    c[:, 0] -= c[:, 1] * 20 + c[:, 2] * 10
+    np.testing.assert_allclose(c, planefit(x, x2, y, w), rtol=1e-8)
