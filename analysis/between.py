@@ -109,10 +109,12 @@ def _info(grid: tuple[np.ndarray, np.ndarray], s2: np.ndarray, df: int, K: int) 
     return {"tau": float(np.sqrt(tau2)), "s": np.sqrt(s2), "df": int(df), "K": int(K), "_grid": grid}
 
 
-def scatter(X: np.ndarray, y: np.ndarray, y_boot: np.ndarray) -> dict:
+def scatter(X: np.ndarray, y: np.ndarray, y_boot: np.ndarray, robust: bool = True) -> dict:
     """The between-unit scatter of per-unit estimates y (K,) about a linear law in X (K, p), given their run-level
-    bootstrap samples y_boot (R, K): {tau (Paule-Mandel), s (per-unit run-level SDs), df, K, _grid (for draws)}."""
-    s2 = robust_var(y_boot)
+    bootstrap samples y_boot (R, K): {tau (Paule-Mandel), s (per-unit run-level SDs), df, K, _grid (for draws)}.
+    `robust`: run-level variances from the interquartile range (vertices of flat profiles have wild tails); else
+    the plain variance (bounded, lumpy samples such as a grid's band mean, whose IQR can be 0)."""
+    s2 = robust_var(y_boot) if robust else np.nanvar(np.where(np.isfinite(y_boot), y_boot, np.nan), axis=0)
     K, p = X.shape
     ok = np.isfinite(s2) & np.isfinite(y)
     if ok.sum() <= p:

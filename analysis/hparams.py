@@ -194,7 +194,7 @@ def _solve3(A: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 def _add_between(X, y, y_boot, nb, samples, on: bool, rng, what: str) -> dict:
     """Scatter of the grids' optima y about the law beyond their run-level precision; with `on`, drawn into the law's
     samples (R, p) in place."""
-    info = bt.scatter(X, y, y_boot)
+    info = bt.scatter(X, y, y_boot, robust=False)  # a band mean is bounded by its grid; its IQR can be 0
     if on and info["df"] >= 1 and np.linalg.matrix_rank(X) == X.shape[1]:
         samples += bt.draw_effects(info, len(samples), rng) @ bt.hat(X, nb).T
     info["added"] = bool(on)

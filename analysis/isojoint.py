@@ -23,6 +23,7 @@ import numpy as np
 LN10 = float(np.log(10))
 SHAPE_BOUNDS = (np.log(0.02), np.log(3.0))  # ln alpha, ln beta: wider than any published exponent
 VERTEX_REACH = 1.0  # decades
+FLAT = 1e-7
 PRIOR_EXPONENT, PRIOR_SD = 0.35, 1.0  # a weak log-normal prior on alpha, beta: 0.13..0.95 at one SD
 STARTS = ((0.35, 0.35), (0.2, 0.6), (0.6, 0.2))
 
@@ -236,9 +237,10 @@ class JointModel:
                 new = self.clip(ta + step)
                 f_new = self.sse(new, Wa, Ya)
             better = np.isfinite(f_new) & (f_new < f[act])
-            # Converged: an accepted step that gains < 1e-9 of the objective moves the optimum by ~3e-5 of its
-            # standard error; a sloppy direction (the shape on a narrow profile) would otherwise crawl for ever.
-            flat = better & (f[act] - f_new <= 1e-9 * f[act])
+            # Converged: an accepted step that gains < FLAT of the objective (n runs' squared residuals) leaves the
+            # optimum ~sqrt(FLAT * n) of its standard error away (0.5% for 300 runs); a sloppy direction (the shape
+            # on a narrow profile) would otherwise crawl for ever.
+            flat = better & (f[act] - f_new <= FLAT * f[act])
             th[act] = np.where(better[:, None], new, ta)
             f[act] = np.where(better, f_new, f[act])
             lam[act] = np.where(better, lam[act] / 3, lam[act] * 4)
