@@ -20,6 +20,8 @@ conditional on there being none, and the caller says so.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
@@ -104,12 +106,12 @@ def hat(X: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     return np.linalg.solve(X.T @ Xw, Xw.T)
 
 
-def _info(grid: tuple[np.ndarray, np.ndarray], s2: np.ndarray, df: int, K: int) -> dict:
+def _info(grid: tuple[np.ndarray, np.ndarray], s2: np.ndarray, df: int, K: int) -> dict[str, Any]:
     tau2 = float(_solve_q(*grid, df)) if df >= 1 else 0.0
     return {"tau": float(np.sqrt(tau2)), "s": np.sqrt(s2), "df": int(df), "K": int(K), "_grid": grid}
 
 
-def scatter(X: np.ndarray, y: np.ndarray, y_boot: np.ndarray, robust: bool = True) -> dict:
+def scatter(X: np.ndarray, y: np.ndarray, y_boot: np.ndarray, robust: bool = True) -> dict[str, Any]:
     """The between-unit scatter of per-unit estimates y (K,) about a linear law in X (K, p), given their run-level
     bootstrap samples y_boot (R, K): {tau (Paule-Mandel), s (per-unit run-level SDs), df, K, _grid (for draws)}.
     `robust`: run-level variances from the interquartile range (vertices of flat profiles have wild tails); else
@@ -122,7 +124,7 @@ def scatter(X: np.ndarray, y: np.ndarray, y_boot: np.ndarray, robust: bool = Tru
     return _info(q_linear(X[ok], y[ok], s2[ok]), s2, int(ok.sum() - p), K)
 
 
-def scatter_residuals(r: np.ndarray, s2: np.ndarray, p: int) -> dict:
+def scatter_residuals(r: np.ndarray, s2: np.ndarray, p: int) -> dict[str, Any]:
     """The same for a law fitted once with p parameters, from its residuals r and the units' run-level variances."""
     ok = np.isfinite(r) & np.isfinite(s2)
     if ok.sum() <= p:
@@ -134,7 +136,8 @@ def draw_effects(info: dict, R: int, rng: np.random.Generator) -> np.ndarray:
     """(R, K) unit effects u ~ N(0, tau_r^2), tau_r^2 the generalized pivotal draw (zeros when df < 1)."""
     if info["df"] < 1 or info.get("_grid") is None:
         return np.zeros((R, info["K"]))
-    t2 = _solve_q(*info["_grid"], rng.chisquare(info["df"], R))
+    t2g, qg = info["_grid"]
+    t2 = _solve_q(t2g, qg, rng.chisquare(info["df"], R))
     return rng.standard_normal((R, info["K"])) * np.sqrt(t2)[:, None]
 
 

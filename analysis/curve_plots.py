@@ -13,6 +13,7 @@ does not switch the backend of a notebook or an application that imports it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,9 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-from scaling.atomic import atomic_file
+from scaling.base.atomic import atomic_file
 
 
 def _ax(ax: Axes | None, size: tuple[float, float] = (6.0, 4.2)) -> Axes:
@@ -34,6 +36,38 @@ def _figure(ax: Axes) -> Figure:
     fig = ax.get_figure(root=True)
     assert isinstance(fig, Figure)
     return fig
+
+
+def _si(v: float) -> str:
+    """Compact tick label: 2e7 -> '20M', 1.5e9 -> '1.5B' (token counts)."""
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _sci(v: float) -> str:
+    """Compact tick label: 0.002 -> '2e-3', 0.0015 -> '1.5e-3' (learning rates)."""
+    m, e = f"{v:.2e}".split("e")
+    return f"{float(m):g}e{int(e)}"
+
+
+def log_ticks(ax: Axes, lo: float, hi: float, fmt: Callable[[float], str], max_ticks: int = 5) -> None:
+    """At most `max_ticks` labelled x ticks at 1-2-5 steps (finer inside a narrow range), no minor labels.
+
+    Matplotlib labels minor ticks of a log axis that spans less than a decade, and on a panel a few inches wide
+    labels such as 2x10^-3, 3x10^-3, 4x10^-3 run into each other; short labels at a few round values do not."""
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo <= hi):
+        return
+    decades = range(int(np.floor(np.log10(lo))) - 1, int(np.ceil(np.log10(hi))) + 1)
+    for mantissas in ((1,), (1, 3), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [m * 10.0**d for d in decades for m in mantissas if lo <= m * 10.0**d <= hi]
+        if len(ticks) >= 3:
+            break
+    ticks = ticks[:: -(-len(ticks) // max_ticks)] if len(ticks) > max_ticks else ticks
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _budgets(curves: pd.DataFrame, sweep: str) -> list[float]:
@@ -65,6 +99,10 @@ def isoflop_curves(
         color = cmap(norm(Ms[rid])) if Ms[rid] > 0 else "0.5"  # grey: a run whose M is unknown
         ax.plot(run.tokens, run[y], color=color, lw=1.2, ls=":" if diverged else "-")
     ax.set_xscale("log")
+    tok = pd.to_numeric(sub.tokens, errors="coerce")
+    tok = tok[tok > 0]
+    if len(tok):
+        log_ticks(ax, float(tok.min()), float(tok.max()), _si)
     ax.set_xlabel("tokens trained")
     ax.set_ylabel(f"training loss ({y}, nats/token)")
     title = "IsoFLOP runs" if budget is None else f"IsoFLOP C = {budget:.3g} FLOPs"
@@ -103,6 +141,9 @@ def hparams_valley(curves: pd.DataFrame, budget: float | None = None, ax: Axes |
     if len(bad):
         ax.plot([], [], "x", color="0.3", label=f"diverged ({len(bad)})")
     ax.set_xscale("log")
+    lrs = runs.peak_lr[runs.peak_lr > 0]
+    if len(lrs):
+        log_ticks(ax, float(lrs.min()), float(lrs.max()), _sci)
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel("final loss (nats/token)")
     title = "hparams runs" if budget is None else f"hparams C = {budget:.3g} FLOPs"

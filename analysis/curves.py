@@ -22,9 +22,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from analysis.files import Refused, find_named, read_bytes, read_text
 from analysis.load import finite_or_nan
 from model import ModelConfig, count_flops
-from scaling.record import read_metrics
+from scaling.base.record import METRICS_NAME, parse_metrics
 
 STEP_COLUMNS = ["step", "tokens", "flops", "loss", "loss_ema", "val_loss", "lr", "grad_norm", "tokens_per_s"]
 MODEL_KEYS = ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size")
@@ -33,11 +34,14 @@ MODEL_KEYS = ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_
 def read_steps(path: Path, warnings: list[str]) -> list[dict[str, float]]:
     """The readable lines of one metrics.jsonl as dicts of floats; each unreadable line named in warnings."""
     try:
-        raw_rows, bad = read_metrics(path)
-        text = path.read_text(errors="replace") if bad else ""
+        text = read_text(path, errors="replace")
+    except Refused as e:  # a FIFO would hang the read, a huge file exhaust memory: named, never read
+        warnings.append(f"{e}; skipped")
+        return []
     except OSError as e:
         warnings.append(f"{path}: unreadable ({type(e).__name__}: {e})")
         return []
+    raw_rows, bad = parse_metrics(text)
     n_lines = len(text.splitlines())
     for n in bad:
         cut = n == n_lines and not text.endswith("\n")
@@ -51,7 +55,7 @@ def read_steps(path: Path, warnings: list[str]) -> list[dict[str, float]]:
 def run_keys(run_dir: Path) -> dict[str, Any]:
     """The run-level columns: result.json's scalar keys (+ model shape), else what config.yaml says."""
     try:
-        rec = json.loads((run_dir / "result.json").read_text())
+        rec = json.loads(read_bytes(run_dir / "result.json"))
         if not isinstance(rec, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
@@ -68,7 +72,7 @@ def run_keys(run_dir: Path) -> dict[str, Any]:
 
 def _from_config(run_dir: Path) -> dict[str, Any]:
     try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        cfg = yaml.safe_load(read_text(run_dir / "config.yaml"))
         model = ModelConfig.from_dict(cfg["model"])
         run, train = cfg.get("run") or {}, cfg["train"]
         batch = int(train["batch_size"])
@@ -103,7 +107,7 @@ def load_curves(path: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     for root in roots:
         if not root.exists():
             raise ValueError(f"{root} does not exist; pass a runs directory or a run directory")
-        logs = [root / "metrics.jsonl"] if (root / "metrics.jsonl").is_file() else sorted(root.rglob("metrics.jsonl"))
+        logs = find_named(root, METRICS_NAME, warnings) if root.is_dir() else [root]
         for log in logs:
             rows = read_steps(log, warnings)
             if not rows:

@@ -30,19 +30,21 @@ stalls on a loss plateau, which no parabola describes).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from analysis.hparams import fit_hparams
 from analysis.isoflop import ESTIMATORS, fit_isoflop
-from analysis.losscurve import fit_losscurve
+from analysis.losscurve import fit_losscurve, samples
 from analysis.sections import loss_between
 from analysis.synthetic import Truth
-from scaling.cli import fail
-from scaling.laws import DEEPSEEK
+from scaling.base.cli import fail
+from scaling.base.laws import DEEPSEEK
 
 
 def _off_truth() -> Truth:
@@ -176,8 +178,10 @@ def simulate(
         lc = fit_losscurve(Cs, Ls, boot_L, min_budgets)
         if "skipped" not in lc:
             if between:
-                lc = loss_between(Cs, Ls, boot_L, lc, min_budgets, seed=rep)
-            s = _loss_samples(lc, C_mid)
+                lc = loss_between(Cs, Ls, boot_L, lc, partial(fit_losscurve, Cs, Ls, min_budgets=min_budgets), seed=rep)
+            s = samples(lc, C_mid)
+            if s is None or not np.isfinite(s).any():
+                continue
             lo, hi = np.percentile(s[np.isfinite(s)], [2.5, 97.5])
             lc_cov.append(lo <= L_mid <= hi)
             lc_w.append((hi - lo) / L_mid)
@@ -186,15 +190,6 @@ def simulate(
         "loss_median_rel_width": float(np.median(lc_w)) if lc_w else float("nan"),
         "span_decades": float(np.log10(max(design.budgets) / min(design.budgets))),
     }
-
-
-def _loss_samples(loss: dict, C: float) -> np.ndarray:
-    """L(C) under each bootstrap resample, in the form the fit prefers."""
-    if loss["form"] == "saturating":
-        p = loss["boot_saturating"]
-        return p[:, 0] + p[:, 1] * C ** -p[:, 2]
-    b = loss["boot_power"]
-    return 10 ** (b["log_coef"] + b["exponent"] * np.log10(C))
 
 
 def _stats(est: np.ndarray, ci: np.ndarray, true: float, reps: int, skipped: int) -> dict:
@@ -240,8 +235,10 @@ def simulate_hparams(
                     lr, b = eta * 2 ** ((i + jl) / 2), bs * 2 ** ((j + jb) / 2)
                     L = truth.loss(M, C / M, lr / se, b / sb, C) * (1 + noise * rng.standard_normal())
                     rows.append((C, lr, b, L))
-        C, lr, B, L = (np.array(c) for c in zip(*rows))
-        r = fit_hparams(C, C, C, lr, B, L, n_boot=n_boot, seed=rep, min_budgets=min(3, len(budgets)), between=between)
+        Cr, lr, B, L = (np.array(c) for c in zip(*rows))
+        r = fit_hparams(
+            Cr, Cr, Cr, lr, B, L, n_boot=n_boot, seed=rep, min_budgets=min(3, len(budgets)), between=between
+        )
         if "skipped" in r:
             skipped += 1
             continue
@@ -349,6 +346,11 @@ TABLES = {"estimators": table_estimators, "calibration": table_calibration, "tru
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--nd" in args:  # (N, D) grid studies: analysis.design_nd
+        from analysis.design_nd import main as nd_main
+
+        return nd_main([a for a in args if a != "--nd"])
     ap = argparse.ArgumentParser(prog="python -m analysis.design", description=__doc__.split("\n\n")[0])
     ap.add_argument("--budgets", help="comma-separated FLOP budgets, e.g. 2e19,5e19,1.2e20")
     ap.add_argument("--sizes", type=int, default=7, help="model sizes per budget (default 7)")
@@ -366,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=200, help="synthetic studies (default 200)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
+    a = ap.parse_args(args)
     try:
         if a.reps < 10 or a.bootstrap < 100:
             raise ValueError(f"--reps {a.reps} --bootstrap {a.bootstrap}: use >= 10 studies and >= 100 resamples")
@@ -399,10 +401,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"over {a.span:g} decades each centred on {'DeepSeek' if a.centre == 'deepseek' else 'the true'} M_opt, "
         f"noise {a.noise:.2%}; {a.reps} synthetic studies fitted as analysis.fit fits runs"
     )
-    for e in estimators:
-        r = simulate(design, a.reps, a.bootstrap, a.seed, truth, e)
+    for est in estimators:
+        r = simulate(design, a.reps, a.bootstrap, a.seed, truth, est)
         print(
-            f"{e}: M_opt exponent (true {r['true_exponent']:.3f}): 95% CI median width {r['median_width']:.3f}, "
+            f"{est}: M_opt exponent (true {r['true_exponent']:.3f}): 95% CI median width {r['median_width']:.3f}, "
             f"covers the truth in {r['coverage']:.0%} of fitted studies, bias {r['bias']:+.4f}, median |error| "
             f"{r['median_abs_err']:.3f}; law fitted in {r['fitted']:.0%} of studies (the rest lost budgets to the "
             f"exclusion rules)"

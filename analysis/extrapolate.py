@@ -3,14 +3,16 @@ with bootstrap CIs, next to the reference from DeepSeek's published coefficients
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from analysis import losscurve
 from analysis.powerlaw import PowerLaw, percentile_ci
+from analysis.predict import loss_C_at
 from analysis.recommend import recommend_shape
 from model import ModelConfig, count_flops
-from scaling.configs import load_model_config
-from scaling.laws import DEEPSEEK
+from scaling.base.configs import load_model_config
+from scaling.base.laws import DEEPSEEK
 
 # What DeepSeek actually trained with (arXiv 2401.02954, Table 2): peak lr and batch in sequences.
 PAPER_CHOICES = {
@@ -25,7 +27,7 @@ def load_model(name: str) -> ModelConfig:
 
 
 def _with_ci(point: float, samples: np.ndarray | None) -> dict:
-    out = {"value": float(point)}
+    out: dict[str, float | list[float]] = {"value": float(point)}
     if samples is not None and np.isfinite(samples).any():
         out["ci95"] = percentile_ci(samples)
     return out
@@ -39,15 +41,7 @@ def _law_at(law: PowerLaw, boot: dict | None, C: float) -> dict:
 def _loss_at(loss: dict | None, C: float) -> dict | None:
     if not loss or "skipped" in loss:
         return None
-    if loss["form"] == "saturating" and "boot_saturating" in loss:
-        p = loss["boot_saturating"]
-        s = p[:, 0] + p[:, 1] * C ** -p[:, 2]
-    elif "boot_power" in loss:
-        b = loss["boot_power"]
-        s = 10 ** (b["log_coef"] + b["exponent"] * np.log10(C))
-    else:
-        s = None
-    return _with_ci(float(losscurve.predict(loss, C)), s) | {"form": loss["form"]}
+    return loss_C_at(loss, C)
 
 
 def _md_at(hp: dict, N: float, D: float) -> tuple[dict, dict]:
@@ -97,7 +91,7 @@ def reference(C: float, M: float, seq_len: int, name: str | None = None) -> dict
     """The same predictions from DeepSeek's published coefficients (+ the paper's choices for its models)."""
     B = float(DEEPSEEK["B_opt"](C))
     Cs = (M / DEEPSEEK["M_opt"].coef) ** (1 / DEEPSEEK["M_opt"].exponent)
-    ref = {
+    ref: dict[str, Any] = {
         "eta_opt": {"value": float(DEEPSEEK["eta_opt"](C))},
         "B_opt": {"value": B, "sequences": B / seq_len},
         "compute_optimal": {"C": {"value": Cs}, "D": {"value": Cs / M}},

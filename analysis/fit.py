@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import re
 import sys
@@ -18,16 +19,24 @@ import numpy as np
 import pandas as pd
 import scipy
 
+from analysis.advice import next_steps
 from analysis.budgets import assign_budgets
+from analysis.escape import csv_safe
 from analysis.extrapolate import extrapolate, load_model, recommend
 from analysis.isoflop import DEFAULT_ESTIMATOR, ESTIMATORS, WINDOW
 from analysis.load import InputError, load_runs
+from analysis.metric import metric_info
+from analysis.planning import budget_extras, one_prediction, parse_request, size_plans, summary_lines, target_extras
 from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
+from analysis.predict import INTERVALS
 from analysis.report import write_reports
-from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset
-from scaling.atomic import write_atomic
-from scaling.cli import fail
-from scaling.laws import format_law
+from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset, grid_keys
+from analysis.seeds import merge_repeats
+from analysis.tables import hparams_grids, isoflop_tables, repetition
+from scaling.base.atomic import write_atomic
+from scaling.base.cli import fail
+from scaling.base.configs import add_config_dir_arg, resolve_name, search_dirs
+from scaling.base.laws import format_law
 
 PROG = "analysis.fit"
 DEFAULT_TARGETS = ("deepseek_7b", "deepseek_67b")
@@ -41,6 +50,41 @@ def default_out(first: Path) -> Path:
     if first.suffix.lower() == ".csv":
         return first.parent / f"{first.stem}_analysis"
     return (first if first.is_dir() else first.parent) / "analysis"
+
+
+OUTPUTS = ("report.json", "report.md", "runs.csv")
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (links and hard links included)."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet: then it is not the other
+        return False
+
+
+def check_out(paths, out_dir) -> None:
+    """ValueError (one line) when writing the outputs would replace an input file: e.g. --out the directory of an
+    input named runs.csv. Checked before anything is read or written."""
+    files = [p for p in paths if isinstance(p, Path) and p.is_file()]
+    first = next((p for p in paths if isinstance(p, Path)), None)
+    if not files:
+        return
+    if out_dir is not None:
+        out = Path(out_dir)
+    elif first is not None:
+        out = default_out(first)
+    else:
+        return
+    for f in files:
+        hit = next((n for n in OUTPUTS if _same(out / n, f)), None)
+        if hit is not None:
+            raise ValueError(
+                f"--out {out} would overwrite the input {f} (the report writes {hit} there); "
+                f"choose another output directory"
+            )
 
 
 def _foreign(df: pd.DataFrame) -> bool:
@@ -76,24 +120,33 @@ def analyse(
     write: bool = True,
     limits: Limits = DEFAULT_LIMITS,
     options: FitOptions = DEFAULT_OPTIONS,
+    predict=(),
+    sizes=(),
+    metric: str = "loss",
 ) -> tuple[dict, pd.DataFrame]:
     """Load, fit every dataset separately, extrapolate, (if write) write the outputs: -> (report, run table).
 
-    Raises InputError/ValueError with a one-line message on bad input; InputError keeps the warnings so far.
+    predict: `--predict` requests ("N,D", "C", (N, D) or (C,)); sizes: `--size` model sizes N (parameters);
+    metric: "loss" (nats/token) or "bpb" (bits per byte). Raises InputError/ValueError with a one-line message on
+    bad input; InputError keeps the warnings so far.
     """
     paths = [p if isinstance(p, pd.DataFrame) else Path(p) for p in paths]
     options.check()
     limits.check()
-    for name, vals in (("--budget", budgets), ("--target-tokens", [target_tokens])):
+    requests = [parse_request(v) for v in predict]
+    for name, vals in (("--budget", budgets), ("--target-tokens", [target_tokens]), ("--size", sizes)):
         bad = [v for v in vals if not _positive_finite(v)]
         if bad:
             raise ValueError(f"{name} needs positive finite numbers (FLOPs / tokens), got {bad[0]!r}")
     if write and out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file; give a directory for report.md, report.json, runs.csv, plots/")
-    df, warnings = load_runs(paths, limits)
+    if write:
+        check_out(paths, out_dir)
+    df, warnings = load_runs(paths, limits, metric)
+    asks = {"predict": requests, "sizes": [float(n) for n in sizes], "metric": metric}
     try:
         return _analyse(
-            paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, options
+            paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, options, asks
         )
     except InputError:
         raise
@@ -102,7 +155,7 @@ def analyse(
 
 
 def _analyse(
-    paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, o: FitOptions
+    paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, o: FitOptions, asks
 ) -> tuple[dict, pd.DataFrame]:
     foreign = _foreign(df[df.excluded == ""])  # an excluded corrupt or failed record says nothing of conventions
     auto_targets = targets is None
@@ -118,14 +171,32 @@ def _analyse(
     left_out: list[dict] = []
     per = {}
     for name, sub in df[ok].groupby("dataset", sort=True):
+        n_runs = len(sub)
+        sub, repeats = merge_repeats(sub, o.band)  # sweep.seeds: one point per repeated run, at its mean loss
         r = fit_dataset(sub, o)
+        if repeats.summary:
+            r["n_used"], r["seeds"] = n_runs, repeats.summary
+            r["run_notes"] = repeats.spread_notes(r["run_notes"])
+            r["warnings"] += repeats.warnings
+            if "in_band" in r:
+                r["in_band"] = repeats.spread_mask(r["in_band"])
         for i, notes in r.pop("run_notes").items():
             df.loc[i, "note"] = "; ".join(f"{sec}: {why}" for sec, why in notes)
             left_out += [{"run_id": df.at[i, "run_id"], "section": sec, "reason": why} for sec, why in notes]
         if "in_band" in r:
             mask = r.pop("in_band")
             df.loc[mask.index, "in_band"] = mask.to_numpy()
+        r["tables"] = run_tables(df[df.dataset == name], sub, r)
+        steps = next_steps(r, o.min_budgets)
+        if steps:
+            r["next_steps"] = steps
         r["extrapolation"] = {t: extrapolate(t, target_tokens, r, o.hparams_form) for t in targets}
+        r["metric"] = metric_info(sub, asks["metric"])
+        r["scales"] = sorted(set(sub.scale))
+        for t, e in r["extrapolation"].items():
+            target_extras(r, e)
+            e["reference"]["note"] += f"; DeepSeek fits L(C) on bits per byte, these losses are {r['metric']['unit']}"
+            warnings += [f"{name}: {t}: {f}" for f in e["flags"]]
         if targets and foreign:
             r["extrapolation_conventions"] = _conventions_note(sub)
             warnings.append(
@@ -160,26 +231,50 @@ def _analyse(
     if np.isfinite(seq) and seq >= 1:
         shape_base = dataclasses.replace(shape_base, seq_len=int(seq))
     recs = [recommend(float(C), per[primary], shape_base, o.hparams_form) for C in budgets]
+    for rec in recs:
+        budget_extras(per[primary], rec, asks["sizes"])
+        warnings += [f"--budget {rec['C']:.3g}: {f}" for f in rec["flags"]]
+    predictions = [one_prediction(per[primary], q) for q in asks["predict"]]
+    for q, pr in zip(asks["predict"], predictions):
+        warnings += [f"--predict {','.join(f'{x:g}' for x in q)}: {f}" for f in pr["flags"]]
+        warnings += [f"--predict {','.join(f'{x:g}' for x in q)}: {pr[k]}" for k in ("loss_why",) if k in pr]
+    size_rows = size_plans(per[primary], asks["sizes"])
+    warnings += [f"--size {s['N']:.3g}: {f}" for s in size_rows for f in s.get("flags", [])]
+    warnings += [f"--size {s['N']:.3g}: {s['why']}" for s in size_rows if "why" in s]
     if any(r["M_opt_source"] != "fit" for r in recs):
         warnings.append(
             f"--budget: `{primary}` has no fitted M_opt law, so the recommended sizes use DeepSeek's "
             f"published M_opt(C) (marked in the report)"
         )
+    rep = repetition(df)
+    if rep:
+        worst = rep["runs"][0]
+        rep["warning"] = (
+            f"{rep['n_runs']} of {rep['n_known']} usable runs repeat their training data (up to "
+            f"{rep['max_epochs']:.3g} epochs, e.g. {worst['run_id']}): D overstates the data they saw and their loss "
+            f"sits above what fresh data would give (report.md: Data repetition; runs.csv: epochs)"
+        )
+        warnings.append(rep["warning"])
     n_excl = int((df.excluded != "").sum())
     report = {
         "schema_version": 1,
         "dataset": primary,
         **{
             k: per[primary][k]
-            for k in ("hparams", "isoflop", "loss", "parametric", "conventions", "extrapolation")
+            for k in ("hparams", "isoflop", "loss", "parametric", "conventions", "extrapolation", "seeds")
             if k in per[primary]
         },
         "skipped": per[primary]["skipped"],
         "not_applicable": per[primary]["not_applicable"],
         "datasets": per,
+        "metric": per[primary]["metric"],
         "recommendations": recs,
+        "predictions": predictions,
+        "predictions_intervals": INTERVALS,
+        "sizes": size_rows,
         "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded} for r in df.itertuples() if r.excluded],
         "left_out": left_out,
+        "repetition": rep,
         "warnings": warnings,
         "provenance": {
             "inputs": [str(p) if isinstance(p, Path) else "<DataFrame>" for p in paths],
@@ -192,6 +287,9 @@ def _analyse(
                 "targets": list(targets),
                 "target_tokens": target_tokens,
                 "budgets": [float(c) for c in budgets],
+                "predict": [list(q) for q in asks["predict"]],
+                "sizes": asks["sizes"],
+                "metric": asks["metric"],
                 "limits": limits.__dict__,
             },
             "versions": {
@@ -204,12 +302,17 @@ def _analyse(
     }
     if write:
         first = next((p for p in paths if isinstance(p, Path)), None)
-        if out_dir is None and first is None:
+        if out_dir is not None:
+            out = Path(out_dir)
+        elif first is not None:
+            out = default_out(first)
+        else:
             raise InputError("DataFrame input needs an output directory (out_dir=...) or write=False", warnings)
-        out = Path(out_dir) if out_dir is not None else default_out(first)
+        curves = _curves(paths, warnings) if plots else None  # before the report: its file problems are warnings
         out.mkdir(parents=True, exist_ok=True)
         report["provenance"]["out_dir"] = str(out)
-        write_atomic(out / "runs.csv", df.rename(columns={"budget_group": "budget_used"}).to_csv(index=False))
+        table = df.rename(columns={"budget_group": "budget_used"})
+        write_atomic(out / "runs.csv", csv_safe(table).to_csv(index=False))
         write_reports(report, out)
         if plots:
             from analysis import plots as P  # matplotlib only when plotting
@@ -217,16 +320,43 @@ def _analyse(
             for name, r in per.items():
                 suffix = "" if name == primary else f"_{_slug(name)}"
                 P.write_all(r, df[(df.dataset == name)], out / "plots", suffix, name if len(per) > 1 else "")
-            run_dirs = [p for p in paths if isinstance(p, Path) and p.is_dir()]
-            if run_dirs:  # training curves too, when the inputs are run dirs with metrics.jsonl (analysis.curves)
+            if curves is not None:
                 from analysis.curve_plots import write_curve_plots
-                from analysis.curves import load_curves
 
-                try:
-                    write_curve_plots(load_curves(run_dirs), out / "plots")
-                except ValueError:  # records without their logs (e.g. copied result.json files): no curve plots
-                    pass
+                write_curve_plots(curves, out / "plots")
     return report, df
+
+
+MAX_CURVE_WARNINGS = 10
+
+
+def _curves(paths, warnings: list[str]) -> pd.DataFrame | None:
+    """The training curves below the run-dir inputs (analysis.curves), or None when there are none (e.g. copied
+    result.json files without their logs); the files they could not read are added to warnings."""
+    from analysis.curves import load_curves
+
+    run_dirs = [p for p in paths if isinstance(p, Path) and p.is_dir()]
+    if not run_dirs:
+        return None
+    try:
+        curves = load_curves(run_dirs)
+    except ValueError:
+        return None
+    found = curves.attrs.get("warnings") or []
+    warnings += [f"training curves: {w}" for w in found[:MAX_CURVE_WARNINGS]]
+    if len(found) > MAX_CURVE_WARNINGS:
+        warnings.append(f"training curves: {len(found) - MAX_CURVE_WARNINGS} more unreadable lines or files")
+    return curves
+
+
+def run_tables(df: pd.DataFrame, used: pd.DataFrame, r: dict) -> dict:
+    """The run-level tables of one dataset's report (analysis.tables): `df` all its runs, `used` the usable ones."""
+    budgets = (r.get("isoflop") or {}).get("budgets") or r.get("isoflop_budgets") or []
+    hp = df.loc[used.index[used.sweep == "hparams"]]
+    return {
+        "isoflop": isoflop_tables(df, budgets),
+        "hparams": hparams_grids(df, pd.Series(grid_keys(hp), index=hp.index)) if len(hp) else [],
+    }
 
 
 def run_analysis(
@@ -253,6 +383,9 @@ def run_analysis(
     tie: bool = False,
     fix_E: float | None = None,
     robust: float | None = None,
+    predict=(),
+    sizes=(),
+    metric: str = "loss",
 ) -> dict:
     """The report of `analyse` (bootstrap samples kept under "boot"/"boot_*" keys; report.json drops them).
 
@@ -284,6 +417,9 @@ def run_analysis(
         write=write,
         limits=lim,
         options=o,
+        predict=predict,
+        sizes=sizes,
+        metric=metric,
     )[0]
 
 
@@ -292,6 +428,29 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("paths", nargs="+", help="runs directories (every result.json below), result.json files or CSVs")
     ap.add_argument("--out", help="output directory (default: <first dir>/analysis/, or <csv stem>_analysis/)")
     ap.add_argument("--budget", type=float, nargs="*", default=[], metavar="C", help="recommend shape/D/eta/B for C")
+    ap.add_argument(
+        "--predict",
+        action="append",
+        default=[],
+        metavar="N,D",
+        help="L(N, D) with its 95%% CI at N parameters and D tokens (repeatable); one number C: L(C) and the "
+        "compute-optimal N, D, loss of L(N, D) at C",
+    )
+    ap.add_argument(
+        "--size",
+        action="append",
+        type=float,
+        default=[],
+        metavar="N",
+        help="a model size you built (parameters, repeatable): its compute-optimal D from L(N, D), and with "
+        "--budget the D each budget buys it and the D that matches the compute-optimal loss",
+    )
+    ap.add_argument(
+        "--metric",
+        choices=("loss", "bpb"),
+        default="loss",
+        help="fit the loss in nats/token (val_loss, a table's loss) or bits per byte (val_bpb, a table's bpb)",
+    )
     ap.add_argument("--band", type=float, default=0.0025, help="near-optimal band, relative to the best loss")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
     ap.add_argument("--seed", type=int, default=0)
@@ -353,6 +512,7 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--dataset", help="dataset whose fits fill the top-level report sections")
     ap.add_argument("--no-plots", action="store_true")
+    add_config_dir_arg(ap, "--targets names")
     return ap
 
 
@@ -363,6 +523,8 @@ def _summary_lines(rep: dict) -> list[str]:
     for n in names:
         d = rep["datasets"][n]
         out.append(f"  [{n}] {d['n_used']} usable runs")
+        if d.get("seeds"):
+            out.append(f"    seeds: {d['seeds']['line']}")
         for k, sec in (("eta_opt", "hparams"), ("B_opt", "hparams"), ("M_opt", "isoflop"), ("D_opt", "isoflop")):
             law = (d.get(sec) or {}).get(k)
             if law is not None:
@@ -377,8 +539,20 @@ def _summary_lines(rep: dict) -> list[str]:
                     for k in ("E", "alpha", "beta", "a")
                 )
             )
+        lc = d.get("loss")
+        if lc:
+            s = lc[lc["form"]]
+            out.append(
+                f"    L(C) = {s['form']} (alpha {s['alpha']:.4g}"
+                + (f", E {s['E']:.4g}" if "E" in s else "")
+                + f"): {lc.get('form_why', '')}"
+            )
         for sec, why in d["skipped"].items():
             out.append(f"    {sec}: not fitted ({why})")
+    m = rep.get("metric") or {}
+    lines = summary_lines(rep)
+    if lines:
+        out += [f"  predictions ({m.get('label', 'loss')}; 95% bootstrap intervals, see report.md):", *lines]
     return out
 
 
@@ -386,6 +560,8 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     t0 = time.time()
     try:
+        dirs = search_dirs([], a.config_dir)  # target names in a user's config folder, as Hydra would find them
+        targets = None if a.targets is None else [resolve_name("model", t, dirs) for t in a.targets]
         options = FitOptions(
             band=a.band,
             bootstrap=a.bootstrap,
@@ -404,12 +580,15 @@ def main(argv=None) -> int:
             a.paths,
             a.out,
             budgets=a.budget,
-            targets=a.targets,
+            targets=targets,
             target_tokens=a.target_tokens,
             plots=not a.no_plots,
             dataset=a.dataset,
             limits=limits,
             options=options,
+            predict=a.predict,
+            sizes=a.size,
+            metric=a.metric,
         )
     except (ValueError, OSError) as e:
         for w in getattr(e, "warnings", []):  # e.g. corrupt records: they must not vanish with the error

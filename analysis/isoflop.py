@@ -15,6 +15,8 @@ loss), widened to the 5 sizes nearest it when fewer fall inside (a parabola with
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from analysis import between as bt
@@ -112,7 +114,7 @@ def _point_budget(logM, C, loss, half_width: float, off_centre: float, joint: bo
     """One profile's point fit: the report row (warnings exclude the budget from the law; notes do not) and what
     its bootstrap needs (`inside`: runs in the window; `centre`, `half`: the unit coordinates of the sizes)."""
     xall = np.unique(logM)
-    out: dict = {
+    out: dict[str, Any] = {
         "C": float(np.exp(np.mean(np.log(C)))),
         "n_runs": int(len(loss)),
         "n_sizes": int(len(xall)),
@@ -122,7 +124,9 @@ def _point_budget(logM, C, loss, half_width: float, off_centre: float, joint: bo
     }
     inside = window_mask(logM, loss, half_width)
     means = np.array([loss[logM == x].mean() for x in xall])
-    edge_best = len(xall) >= 3 and int(np.argmin(means)) in (0, len(xall) - 1)
+    best_x = xall[int(np.argmin(means))]
+    out["best_M"] = float(10**best_x)  # the size with the lowest (mean) loss; the vertex may differ
+    edge_best = len(xall) >= 3 and best_x in (xall[0], xall[-1])
     xs = np.unique(logM[inside])
     centre, half = (xs[0] + xs[-1]) / 2, max((xs[-1] - xs[0]) / 2, 1e-12)
     out["window"] = {
@@ -139,20 +143,30 @@ def _point_budget(logM, C, loss, half_width: float, off_centre: float, joint: bo
     xv, yv = _vertex(parabolas(u, loss[inside]))
     fit |= {"xv": float(xv), "yv": float(yv)}
     w = out["warnings"]
-    if joint:  # the joint fit needs the minimum inside the grid, nothing else from one budget alone
+    vM = 10 ** (centre + half * xv) if np.isfinite(xv) else float("nan")
+    # Two different failures: the best size itself is the smallest or largest (the minimum may lie beyond the grid:
+    # extend it), or the best size is inside but the parabola's vertex falls outside the fitted sizes (the vertex
+    # is extrapolated: a skewed or noisy profile; add sizes around it).
+    side = "smallest" if best_x == xall[0] else "largest"
+    edge_text = (
+        f"best run at the edge of the grid: M={10**best_x:.3g} is the {side} of {len(xall)} sizes "
+        f"(grid {10 ** xall[0]:.3g}..{10 ** xall[-1]:.3g}), so the minimum may lie beyond it "
+        f"(vertex M={vM:.3g}); extend the grid {'below' if side == 'smallest' else 'above'} it"
+    )
+    if joint:  # the joint fit needs the minimum bracketed, nothing else from one budget alone
         if edge_best and not (np.isfinite(xv) and abs(xv) <= 1):
-            w.append(
-                f"minimum at the edge of the grid (best size M={10 ** xall[int(np.argmin(means))]:.3g} of "
-                f"{10 ** xall[0]:.3g}..{10 ** xall[-1]:.3g}): the optimum is not bracketed"
-            )
+            w.append(edge_text)
         return out, fit
     if not np.isfinite(xv):
         w.append("too flat: the parabola has no minimum (curvature <= 0)")
-    elif edge_best or abs(xv) > 1:
+    elif edge_best:
+        w.append(edge_text)
+    elif abs(xv) > 1:
+        rank = int(np.searchsorted(xall, best_x)) + 1
         w.append(
-            f"minimum at the edge of the grid (best run M={10 ** logM[np.argmin(loss)]:.3g}, "
-            f"vertex M={10 ** (centre + half * xv):.3g}, fitted {10 ** xs[0]:.3g}..{10 ** xs[-1]:.3g}, "
-            f"grid {10 ** xall[0]:.3g}..{10 ** xall[-1]:.3g})"
+            f"vertex outside the fitted sizes: the parabola's minimum M={vM:.3g} lies outside "
+            f"{10 ** xs[0]:.3g}..{10 ** xs[-1]:.3g} while the best run (M={10**best_x:.3g}, size {rank} of "
+            f"{len(xall)}) is inside; the vertex is extrapolated: add sizes around it or repeat runs (noise)"
         )
     elif abs(xv) > off_centre:
         w.append(
@@ -354,7 +368,7 @@ def _fit_two_stage(res, per, fits, cells, cell_in, loss, budget, trunk, n_boot, 
     lc = np.log10([per[j]["C"] for j in used])
     lm = np.log10([per[j]["M_opt"] for j in used])
     b0, a = linefit(lc, lm)
-    M_law, D_law = _law(lc, b0, a, len(used))
+    M_law, D_law = _law(lc, float(b0), float(a), len(used))
     if n_boot:
         bm = np.stack([per[j]["boot_logM"] for j in used], -1)  # (n_boot, budgets)
         ok = np.isfinite(bm)

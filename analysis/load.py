@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis.files import Refused, cap_for, find_named, open_regular, read_bytes
 from analysis.plausible import DEFAULT_LIMITS, Limits, duplicates, numbers_reason
-from scaling.record import RESULT_NAME, RunRecord
+from scaling.base.record import RESULT_NAME, RunRecord
 
 # CSV contract: required columns, and the optional ones we read when present.
 CSV_REQUIRED = ("sweep", "loss")
@@ -34,11 +36,31 @@ CSV_OPTIONAL = (
     "run_id",
     "seq_len",
     "loss_kind",
+    "bpb",
+    "epochs",
+    "seed",
     "trunk",
 )
 SWEEPS = ("isoflop", "hparams", "grid")
-NUMERIC = ["budget", "C", "M", "N", "D", "N1", "N2", "params", "lr", "batch_size", "seq_len", "loss"]
-TEXT = ["run_id", "sweep", "grid", "trunk", "status", "dataset", "path", "loss_kind", "scale", "excluded"]
+NUMERIC = [
+    "budget",
+    "C",
+    "M",
+    "N",
+    "D",
+    "N1",
+    "N2",
+    "params",
+    "lr",
+    "batch_size",
+    "seq_len",
+    "epochs",
+    "loss",
+    "bpb",
+    "seed",
+]
+TEXT = ["run_id", "sweep", "grid", "trunk", "status", "dataset", "path", "loss_kind", "unit", "scale", "excluded"]
+METRICS = {"loss": "nats/token", "bpb": "bits/byte"}  # --metric: what `loss` holds for the fits
 COLUMNS = [
     "run_id",
     "sweep",
@@ -55,13 +77,17 @@ COLUMNS = [
     "lr",
     "batch_size",
     "seq_len",
+    "epochs",
     "loss",
+    "bpb",
     "loss_kind",
+    "unit",
     "scale",
     "status",
     "dataset",
     "path",
     "excluded",
+    "seed",  # repeats of a point differ only here (sweep.seeds; analysis.seeds averages them)
 ]
 
 
@@ -101,10 +127,14 @@ def _record_row(data: dict, path: Path) -> dict:
         "lr": finite_or_nan(rec.lr),
         "batch_size": finite_or_nan(rec.batch_size),
         "seq_len": finite_or_nan(rec.seq_len if rec.seq_len is not None else model.get("seq_len")),
+        "epochs": finite_or_nan(rec.epochs),  # passes over the training split (D / its tokens); > 1 repeats data
         "loss": finite_or_nan(rec.val_loss),
+        "bpb": finite_or_nan(rec.val_bpb),
         "loss_kind": "validation",
+        "unit": "nats/token",
         "status": str(rec.status),
         "dataset": str(rec.dataset or "unknown"),
+        "seed": finite_or_nan(rec.seed),
         "path": str(path),
         # the run this one branched from (its trunk): branches of one trunk share its noise (analysis.resample)
         "trunk": data.get("trunk"),
@@ -118,34 +148,38 @@ def _record_row(data: dict, path: Path) -> dict:
 
 
 def _load_json_tree(root: Path, warnings: list[str]) -> list[dict]:
-    files = [root] if root.is_file() else sorted(root.rglob(RESULT_NAME))
+    files = find_named(root, RESULT_NAME, warnings) if root.is_dir() else [root]
     rows = []
     for f in files:
         try:
-            rows.append(_record_row(RunRecord.from_dict(json.loads(f.read_text())).to_dict(), f))
+            rows.append(_record_row(RunRecord.from_dict(json.loads(read_bytes(f))).to_dict(), f))
+        except Refused as e:  # a FIFO would hang the read, a huge file exhaust memory: named, never read
+            warnings.append(f"skipping {e}")
         except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:  # JSONDecodeError too
             warnings.append(f"skipping corrupt {f}: {type(e).__name__}: {e}")
     return rows
 
 
-def from_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """A table following the CSV contract (a CSV read by pandas, or a notebook's DataFrame) -> loader columns."""
+def from_frame(df: pd.DataFrame, source: str, metric: str = "loss") -> pd.DataFrame:
+    """A table following the CSV contract (a CSV read by pandas, or a notebook's DataFrame) -> loader columns.
+
+    With metric "bpb" the table needs a `bpb` column (bits per byte) instead of `loss`."""
     df = df.copy()
     df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in CSV_REQUIRED if c not in df.columns]
+    missing = [c for c in ("sweep", metric) if c not in df.columns]
     has = set(df.columns)
     if "C" not in has and not ({"M", "D"} <= has or {"N", "D"} <= has):
         missing.append("C (or M and D, or N and D)")
     if missing:
         raise InputError(
             f"{source} is missing required column(s): {', '.join(missing)} "
-            f"(required: sweep, loss, and C or M+D or N+D; optional: {', '.join(CSV_OPTIONAL[1:])})"
+            f"(required: sweep, {metric}, and C or M+D or N+D; optional: {', '.join(CSV_OPTIONAL[1:])})"
         )
     if df.empty:
         raise InputError(f"{source} has a header but no data rows: add one row per run")
     out = pd.DataFrame(index=df.index)
     for c in COLUMNS:
-        if c in df.columns and c not in ("path", "excluded", "scale"):
+        if c in df.columns and c not in ("path", "excluded", "scale", "unit"):
             out[c] = df[c]
     out["path"] = source
     if "run_id" not in out:
@@ -154,17 +188,21 @@ def from_frame(df: pd.DataFrame, source: str) -> pd.DataFrame:
         out["status"] = "completed"
     if "loss_kind" not in out:
         out["loss_kind"] = "as given"
+    out["unit"] = "as given"  # a table's loss column states no unit (a bpb column does: its name)
     return out
 
 
-def _load_csv(path: Path) -> pd.DataFrame:
+def _load_csv(path: Path, metric: str = "loss") -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
+        with os.fdopen(open_regular(path, cap_for(path)), "rb") as f:
+            df = pd.read_csv(f)
+    except Refused as e:
+        raise InputError(f"{e}: pass a CSV file") from None
     except pd.errors.EmptyDataError:
         raise InputError(f"{path} is empty: expected a header row and one row per run") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not a readable CSV ({' '.join(str(e).split())})") from None
-    return from_frame(df, str(path))
+    return from_frame(df, str(path), metric)
 
 
 def _text(s: pd.Series, default: str | None) -> pd.Series:
@@ -208,15 +246,18 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     df["status"] = _text(df["status"], "completed")
     df["dataset"] = _text(df["dataset"], "unknown")
     df["loss_kind"] = _text(df["loss_kind"], "as given")
+    df["unit"] = _text(df["unit"], "as given")
     df["run_id"] = df["run_id"].astype(str)
     return df
 
 
-def _exclusion(r, lim: Limits) -> str:
+def _exclusion(r, lim: Limits, metric: str = "loss") -> str:
     if r.status != "completed":
         return f"status {r.status}"
     if r.sweep not in SWEEPS:
         return f"not part of a sweep (sweep={r.sweep!r}; expected one of {', '.join(SWEEPS)})"
+    if metric == "bpb" and not math.isfinite(r.loss):
+        return "no bits per byte for --metric bpb (val_bpb in result.json, column bpb in a table)"
     why = numbers_reason(r, lim)
     if why:
         return why
@@ -225,27 +266,43 @@ def _exclusion(r, lim: Limits) -> str:
     return ""
 
 
+def _repeated_ids(df: pd.DataFrame) -> list[str]:
+    """One warning when a run_id names more than one row: runs.csv, the report's run lists and --robust's
+    dropped runs name runs by id, so a repeated id makes them ambiguous (the rows are still fitted)."""
+    counts = df.run_id.value_counts()
+    rep = counts[counts > 1]
+    if rep.empty:
+        return []
+    return [
+        f"{len(rep)} run_id(s) name more than one row, e.g. {rep.index[0]!r} ({int(rep.iloc[0])} rows): the report "
+        f"and runs.csv name runs by run_id, so give each run its own id (rows are fitted as they are)"
+    ]
+
+
 def load_runs(
-    paths: list[str | Path | pd.DataFrame], limits: Limits = DEFAULT_LIMITS
+    paths: list[str | Path | pd.DataFrame], limits: Limits = DEFAULT_LIMITS, metric: str = "loss"
 ) -> tuple[pd.DataFrame, list[str]]:
     """All runs below `paths` (dirs of result.json, result.json files, CSVs or DataFrames) -> (frame, warnings).
 
     Every run appears once; `excluded` is "" for runs the fits may use, else the reason they may not.
+    metric "bpb" fits bits per byte: `loss` then holds the records' val_bpb (a table's `bpb` column), `unit` says so.
     Raises InputError (a ValueError) with a one-line message on bad input.
     """
+    if metric not in METRICS:
+        raise InputError(f"--metric {metric!r}: choose loss (nats/token) or bpb (bits per byte)")
     if not len(paths):
         raise InputError("no input given: pass a runs directory, a result.json or a CSV")
     warnings: list[str] = []
     frames = []
     for k, p in enumerate(paths):
         if isinstance(p, pd.DataFrame):
-            frames.append(from_frame(p, f"dataframe{k}"))
+            frames.append(from_frame(p, f"dataframe{k}", metric))
             continue
         p = Path(p)
         if not p.exists():
             raise InputError(f"{p} does not exist")
         if p.suffix.lower() == ".csv":
-            frames.append(_load_csv(p))
+            frames.append(_load_csv(p, metric))
             continue
         rows = _load_json_tree(p, warnings)
         if not rows:
@@ -256,7 +313,9 @@ def load_runs(
             )
         frames.append(pd.DataFrame(rows))
     df = _derive(pd.concat(frames, ignore_index=True))
-    df["excluded"] = [_exclusion(r, limits) for r in df.itertuples()]
+    if metric == "bpb":
+        df["loss"], df["unit"] = df["bpb"], METRICS["bpb"]
+    df["excluded"] = [_exclusion(r, limits, metric) for r in df.itertuples()]
     if "_corrupt" in df:
         bad = df["_corrupt"].fillna("").astype(str)
         hit = (bad != "") & ~df["excluded"].str.startswith("status ")
@@ -268,6 +327,7 @@ def load_runs(
             f"{dup[dup != ''].iloc[0]}"
         )
         df.loc[dup != "", "excluded"] = dup[dup != ""]
+    warnings += _repeated_ids(df)
     off = (df.excluded == "") & (df["_6nd_mismatch"] > limits.mismatch)
     if off.any():
         i = off.idxmax()

@@ -6,6 +6,8 @@ Options for published tables: `tie` (alpha = beta, as Muennighoff et al.), `fix_
 `robust` (drop runs whose log residual is more than `robust` robust standard deviations, 1.4826 * MAD, from the
 fit, then refit once: a documented stand-in for dropping outliers by hand). A fit that does not move from its
 starting point, or whose bootstrap CIs have zero width, is reported as skipped with the reason, never as a result.
+The fit needs at least MIN_RUNS = 10 runs (twice its five parameters), one fewer per constraint (`tie`, `fix_E`);
+with fewer it is skipped, and the reason starts with that count.
 """
 
 from __future__ import annotations
@@ -194,6 +196,14 @@ def _point_fit(logN, logD, logL, w, par: Param, n_starts: int) -> tuple[np.ndarr
     return polished[j].theta, starts[order[j]]
 
 
+MIN_RUNS = 10  # runs the five-parameter fit needs (twice its parameters); one fewer per tie or fixed E
+
+
+def min_runs(tie: bool = False, fix_E: float | None = None) -> int:
+    """The fewest runs fit_parametric accepts with these constraints (10, 9 or 8)."""
+    return MIN_RUNS - int(tie) - int(fix_E is not None)
+
+
 def fit_parametric(
     N,
     D,
@@ -211,9 +221,12 @@ def fit_parametric(
     "dropped" lists the indices a robust refit left out."""
     par = Param(tie, fix_E)
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
-    need = 10 - (tie + (fix_E is not None))
+    need = min_runs(tie, fix_E)
     if len(L) < need:
-        return {"skipped": f"only {len(L)} runs; the {par.T.shape[1]}-parameter fit needs >= {need}"}
+        return {
+            "skipped": f"needs >= {need} runs (MIN_RUNS: 10 for the five parameters, one fewer per tie or fixed E), "
+            f"got {len(L)}: add (N, D) runs or constrain the fit (--tie-exponents, --fix-E)"
+        }
     w = np.ones(len(L))
     theta, start = _point_fit(logN, logD, logL, w, par, n_starts)
     dropped: list[int] = []

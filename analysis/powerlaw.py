@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling.laws import PowerLaw
+from scaling.base.laws import PowerLaw
 
 __all__ = ["PowerLaw", "linefit", "fit_powerlaw", "percentile_ci", "law_ci", "band_at"]
 

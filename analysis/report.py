@@ -1,4 +1,5 @@
-"""Report writers: report.json (atomic, numpy-free) and report.md (human)."""
+"""Report writers: report.json (atomic, numpy-free) and report.md (human, read top-down as a result: the laws with
+their intervals and what they rest on first, then the fits in detail, then the runs not used)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.atomic import write_atomic
-from scaling.laws import format_law
+from analysis import report_predictions as RP
+from analysis.escape import md
+from analysis.report_tables import excluded_md, hparams_grids_md, isoflop_runs_md, left_out_md, repetition_md
+from scaling.base.atomic import write_atomic
+from scaling.base.laws import format_law
 
 
 def _internal(k: str) -> bool:
@@ -70,67 +74,218 @@ def _val(d: dict | None, key="value", f=".4g") -> str:
     return s
 
 
-def _dataset_md(name: str, r: dict) -> list[str]:
-    ns = r.get("n_section") or {}
-    out = [f"## Dataset `{name}` ({r['n_used']} usable runs)", ""]
-    for sec, why in (r.get("skipped") or {}).items():
-        out.append(f"- **{sec} not fitted**: {why}")
-    for sec, why in (r.get("not_applicable") or {}).items():
-        out.append(f"- {sec}: not applicable ({why})")
+def _seqs(B: dict | None) -> str:
+    """B_opt in sequences with its interval."""
+    return _val({"value": B["sequences"], "ci95": B.get("sequences_ci95")}, f=".4g") if B else "-"
+
+
+def _short(why: str) -> str:
+    """A skipped IsoFLOP law's reason lists every budget's failure: the budget table says those, once."""
+    k = why.find(" [excluded: ")
+    return why if k < 0 else why[:k] + " (each budget's reason: the IsoFLOP budget table)"
+
+
+def _ci_exp(law: dict | None) -> str:
+    lo_hi = ((law or {}).get("ci95") or {}).get("exponent")
+    return "-" if not lo_hi or None in lo_hi else f"exponent [{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]"
+
+
+def _power(law: dict, var: str = "C") -> str:
+    return f"{law['coef']:.4g} * {var}^{law['exponent']:.4f}"
+
+
+def _span(Cs) -> str:
+    Cs = [c for c in Cs if c is not None]
+    return f"C {min(Cs):.3g}..{max(Cs):.3g}" if Cs else "C -"
+
+
+LAW_NAMES = {
+    "hparams": "eta_opt(C), B_opt(C)",
+    "isoflop": "M_opt(C), D_opt(C)",
+    "loss": "L(C)",
+    "parametric": "L(N, D)",
+}
+
+
+def _laws_md(r: dict) -> list[str]:
+    """The laws of one dataset as a table: each fit with its 95% interval and what it rests on; a law that could
+    not be fitted says why in the same place."""
+    sk = r.get("skipped") or {}
+    na: dict[str, str] = r.get("not_applicable") or {}
+    rows: dict[str, list[tuple[str, str, str, str]]] = {k: [] for k in LAW_NAMES}
     hp = r.get("hparams")
     if hp:
-        md = hp.get("MD")
-        out += [
-            "",
-            f"### Hyper-parameters (near-optimal band {hp['band']:.2%}; {ns.get('hparams', '?')} runs in "
-            f"{len(hp['budgets'])} lr x batch grids, one model each unless noted)",
-            "",
-            f"- C form: eta_opt = {_law(hp['eta_opt'])}",
-            f"- C form: B_opt = {_law(hp['B_opt'])} tokens",
+        grids = hp["budgets"]
+        base = (
+            f"{sum(b['n_band'] for b in grids)} near-optimal runs (band {hp['band']:.2%}) of "
+            f"{sum(b['n_runs'] for b in grids)} in {len(grids)} lr x batch grids, {hp['eta_opt']['n_budgets']} "
+            f"budgets, {_span([b['C'] for b in grids])}"
+        )
+        rows["hparams"] += [
+            ("eta_opt(C), peak lr", _power(hp["eta_opt"]), _ci_exp(hp["eta_opt"]), base),
+            ("B_opt(C), batch (tokens)", _power(hp["B_opt"]), _ci_exp(hp["B_opt"]), "the same runs"),
         ]
-        if md:
-            out += [f"- MD form: eta_opt = {_nd(md['eta_opt'])}", f"- MD form: B_opt = {_nd(md['B_opt'])} tokens"]
-        else:
-            out.append(f"- MD form not fitted: {hp.get('MD_skipped', '-')}")
-        out += [f"- CI: {v['text']}" for v in (hp.get("between") or {}).values()]
-        out += [
-            f"- extrapolation uses the {hp.get('form', 'C')} form",
-            "",
-            "| C | M | runs | in band | best lr | best B | C form lr | C form B | penalty % (C) | "
-            "penalty % (MD) | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {b['C']:.3g} | {_g(b.get('M'), '.3g')} | {b['n_runs']} | {b['n_band']} | {b['best_lr']:.3g} | "
-            f"{b['best_batch_size']:.3g} | {b['eta_fit']:.3g} | {b['B_fit']:.3g} | {_g(b['penalty_pct'], '.3f')} | "
-            f"{_g(b.get('penalty_pct_MD'), '.3f')} | {b.get('note', '')} |"
-            for b in sorted(hp["budgets"], key=lambda b: (b["C"], b["M"]))
-        ]
+        md_ = hp.get("MD")
+        if md_:
+            rows["hparams"] += [
+                ("eta_opt(N, D), Step-Law form", _nd(md_["eta_opt"]), "in the fit", "the same runs"),
+                ("B_opt(D), Step-Law form", _nd(md_["B_opt"]), "in the fit", "the same runs"),
+            ]
     iso = r.get("isoflop")
     if iso:
-        n_used = sum(b["n_runs"] for b in iso["budgets"] if b["used"])
-        n_all = sum(b["n_runs"] for b in iso["budgets"])
-        out += [
-            "",
-            f"### IsoFLOP ({n_used} of {n_all} isoflop runs in the law; the runs of budgets marked 'no' "
-            f"are left out of this law only)",
-            "",
-            f"- M_opt = {_law(iso.get('M_opt'))}",
-            f"- D_opt = {_law(iso.get('D_opt'))}",
-            f"- estimator: {iso.get('estimator', 'window')} ({iso.get('estimator_text', '')})",
+        used = [b for b in iso["budgets"] if b["used"]]
+        base = (
+            f"the parabola vertices of {len(used)} of {len(iso['budgets'])} IsoFLOP budgets "
+            f"({sum(b['n_runs'] for b in used)} runs, {_span([b['C'] for b in used])})"
+        )
+        rows["isoflop"] += [
+            ("M_opt(C), FLOPs/token", _power(iso["M_opt"]), _ci_exp(iso["M_opt"]), base),
+            ("D_opt(C), tokens", _power(iso["D_opt"]), _ci_exp(iso["D_opt"]), "the same vertices (D = C/M)"),
         ]
-        if iso.get("between"):
-            out.append(f"- CI: {iso['between']['text']}")
-        out += [
-            "",
-            "| C | runs | fitted window (M) | M_opt | D_opt | loss_min | used | warnings |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        out += [
-            f"| {b['C']:.3g} | {b['n_runs']} | {_window(b.get('window'))} | {_g(b['M_opt'])} | {_g(b['D_opt'])} | "
-            f"{_g(b['loss_min'])} | {'yes' if b['used'] else 'no'} | {'; '.join(b['warnings'] + b.get('notes', []))} |"
-            for b in iso["budgets"]
-        ]
+    loss = r.get("loss")
+    if loss:
+        f = loss.get(loss["form"]) or loss["power"]
+        ci = f.get("ci95") or {}
+        if "E" in f:  # saturating, or saturating_E (E fixed at L(N, D)'s)
+            fit = f"{f['E']:.4g} + {f['A']:.4g} * C^-{f['alpha']:.4f}"
+            fit += " (E of L(N, D))" if loss["form"] == "saturating_E" else ""
+        else:
+            fit = f"{f['k']:.4g} * C^-{f['alpha']:.4f}"
+        lo_hi = ci.get("alpha")
+        pts = loss.get("budgets") or []
+        n_min = len(pts) if pts else (sum(b["used"] for b in iso["budgets"]) if iso else 0)
+        n_extra = sum(not b.get("in_M_opt_law", True) for b in pts)
+        rows["loss"].append(
+            (
+                "L(C), minimum loss",
+                fit,
+                f"alpha [{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi and None not in lo_hi else "-",
+                f"the minima of {n_min} IsoFLOP budgets"
+                + (f" ({n_extra} left out of the M_opt law, their minima well determined)" if n_extra else "")
+                + "; form chosen below (Loss curve L(C))",
+            )
+        )
+    par = r.get("parametric")
+    if par:
+        ci = par.get("ci95") or {}
+
+        def pci(k: str) -> str:
+            v = ci.get(k)
+            return f"{k} [{v[0]:.4g}, {v[1]:.4g}]" if v and None not in v else ""
+
+        rows["parametric"].append(
+            (
+                "L(N, D) = E + A/N^alpha + B/D^beta",
+                f"E={par['E']:.4g}, A={par['A']:.4g}, B={par['B']:.4g}, alpha={par['alpha']:.4f}, "
+                f"beta={par['beta']:.4f}",
+                ", ".join(x for x in (pci("E"), pci("alpha"), pci("beta")) if x) or "-",
+                f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))})",
+            )
+        )
+    missing: dict[str, str] = dict(sk)
+    if "isoflop" in sk and "loss" not in r and "loss" not in sk:
+        missing["loss"] = "needs the IsoFLOP law (it is fitted on the budgets' minima)"
+    for k, why in missing.items():
+        rows.setdefault(k, []).append((LAW_NAMES.get(k, k), "**not fitted**", "-", md(_short(why))))
+    for k, why in na.items():
+        rows.setdefault(k, []).append((LAW_NAMES.get(k, k), "not applicable", "-", md(why)))
+    out = ["| law | fit | 95% CI | rests on |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} |" for sec in rows.values() for a, b, c, d in sec]
+    nxt = r.get("next_steps") or {}
+    if nxt:
+        out += ["", "**What to try next**", ""]
+        out += [f"- {LAW_NAMES.get(k, k)}: {md(line)}" for k, lines in nxt.items() for line in lines]
+    return out
+
+
+PENALTY_NOTE = (
+    "Penalty %: the loss at the law's (eta, B) on a quadratic surface fitted to the grid's best runs, relative to "
+    "the grid's best run. A negative value means the surface predicts the law's point would beat the best run: "
+    "the law points between grid cells, or the best run sits above the smooth surface by noise. Read it as "
+    "about zero, not as a gain."
+)
+
+
+def _hparams_md(r: dict, ns: dict, grids: list[dict]) -> list[str]:
+    hp = r.get("hparams")
+    if not hp:
+        return ["", "### Hyper-parameters (lr x batch grids)"] + hparams_grids_md(grids) if grids else []
+    md_ = hp.get("MD")
+    out = [
+        "",
+        f"### Hyper-parameters (near-optimal band {hp['band']:.2%}; {ns.get('hparams', '?')} runs in "
+        f"{len(hp['budgets'])} lr x batch grids, one model each unless noted)",
+        "",
+        f"- C form: eta_opt = {_law(hp['eta_opt'])}",
+        f"- C form: B_opt = {_law(hp['B_opt'])} tokens",
+    ]
+    if md_:
+        out += [f"- MD form: eta_opt = {_nd(md_['eta_opt'])}", f"- MD form: B_opt = {_nd(md_['B_opt'])} tokens"]
+    else:
+        out.append(f"- MD form not fitted: {md(hp.get('MD_skipped', '-'))}")
+    out += [f"- CI: {md(v['text'])}" for v in (hp.get("between") or {}).values()]
+    out += [
+        f"- extrapolation uses the {hp.get('form', 'C')} form",
+        "",
+        "| C | M | runs | in band | best lr | best B | C form lr | C form B | penalty % (C) | penalty % (MD) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    bud = sorted(hp["budgets"], key=lambda b: (b["C"], b["M"]))
+    out += [
+        f"| {b['C']:.3g} | {_g(b.get('M'), '.3g')} | {b['n_runs']} | {b['n_band']} | {b['best_lr']:.3g} | "
+        f"{b['best_batch_size']:.3g} | {b['eta_fit']:.3g} | {b['B_fit']:.3g} | {_g(b['penalty_pct'], '.3f')} | "
+        f"{_g(b.get('penalty_pct_MD'), '.3f')} | "
+        f"{md('; '.join(x for x in [b.get('note', '')] + b.get('grid_warnings', []) if x))} |"
+        for b in bud
+    ]
+    pens = [p for b in bud for p in (b.get("penalty_pct"), b.get("penalty_pct_MD")) if p is not None]
+    if any(p < 0 for p in pens):
+        out += ["", PENALTY_NOTE]
+    return out + hparams_grids_md(grids)
+
+
+def _isoflop_md(r: dict, tables: list[dict]) -> list[str]:
+    iso = r.get("isoflop")
+    budgets = (iso or {}).get("budgets") or r.get("isoflop_budgets") or []
+    if not budgets:
+        return []
+    n_used = sum(b["n_runs"] for b in budgets if b["used"])
+    n_all = sum(b["n_runs"] for b in budgets)
+    out = [
+        "",
+        f"### IsoFLOP ({n_used} of {n_all} isoflop runs in the law; the runs of budgets marked 'no' "
+        f"are left out of this law only)",
+        "",
+    ]
+    if iso:
+        out += [f"- M_opt = {_law(iso.get('M_opt'))}", f"- D_opt = {_law(iso.get('D_opt'))}"]
+        out += [f"- estimator: {iso.get('estimator', 'window')} ({iso.get('estimator_text', '')})"]
+        out += [f"- resampled: {iso['resampled']}"] if iso.get("resampled") else []
+        out += [f"- CI: {md(iso['between']['text'])}"] if iso.get("between") else []
+        out += [""]
+    else:
+        out += ["- M_opt, D_opt: **not fitted**; each budget's reason is below", ""]
+    out += [
+        "| C | runs | sizes | best run M | fitted window (M) | vertex M_opt | D_opt | loss_min | used | why not |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {b['C']:.3g} | {b['n_runs']} | {b.get('n_sizes', '-')} | {_g(b.get('best_M'), '.3g')} | "
+        f"{_window(b.get('window'))} | {_g(b['M_opt'])} | {_g(b['D_opt'])} | "
+        f"{_g(b['loss_min'])} | {'yes' if b['used'] else 'no'} | {md('; '.join(b['warnings'] + b.get('notes', [])))} |"
+        for b in budgets
+    ]
+    return out + isoflop_runs_md(tables)
+
+
+def _dataset_md(name: str, r: dict) -> list[str]:
+    ns = r.get("n_section") or {}
+    tables = r.get("tables") or {}
+    out = [f"## Dataset {md(name)}: the fits in detail ({r['n_used']} usable runs)"]
+    if r.get("seeds"):  # sweep.seeds (analysis.seeds): the seed-to-seed spread beside the near-optimal band
+        out += ["", f"- seeds: {md(r['seeds']['line'])}"]
+    out += _hparams_md(r, ns, tables.get("hparams") or [])
+    out += _isoflop_md(r, tables.get("isoflop") or [])
     conv = r.get("conventions")
     if conv:
         out += [
@@ -143,7 +298,7 @@ def _dataset_md(name: str, r: dict) -> list[str]:
         out += [
             f"| {k} | {_law(v.get('M_opt'))} | {_law(v.get('D_opt'))} |"
             if "M_opt" in v
-            else f"| {k} | {v.get('skipped', '-')} | |"
+            else f"| {k} | {md(v.get('skipped', '-'))} | |"
             for k, v in conv.items()
         ]
     loss = r.get("loss")
@@ -162,11 +317,14 @@ def _dataset_md(name: str, r: dict) -> list[str]:
         if "loss_pred" in bt:
             out.append(
                 f"- backtest (largest budget C={bt['held_out_C']:.3g} held out): loss error "
-                f"{bt['loss_err_pct']:+.2f}%, M_opt error {bt['M_opt_err_pct']:+.1f}%"
+                f"{bt['loss_err_pct']:+.2f}%"
+                + (f", M_opt error {bt['M_opt_err_pct']:+.1f}%" if "M_opt_err_pct" in bt else "")
             )
+        out += RP.loss_form_lines(loss)
     par = r.get("parametric")
     if par:
         ci = par.get("ci95", {})
+        dropped = par.get("dropped_runs", [])
         out += [
             "",
             "### Parametric L(N, D) = E + A/N^alpha + B/D^beta (Epoch-corrected Approach 3)",
@@ -174,7 +332,7 @@ def _dataset_md(name: str, r: dict) -> list[str]:
             f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))}); constraints: {par.get('constraints', 'none')}"
             + (
                 f"; robust refit (|log residual| > {par['robust']:g} robust SD) dropped "
-                f"{len(par.get('dropped_runs', []))}: {', '.join(par.get('dropped_runs', [])[:20])}"
+                f"{len(dropped)}: {', '.join(md(x) for x in dropped[:20])}"
                 if par.get("robust")
                 else ""
             ),
@@ -188,7 +346,7 @@ def _dataset_md(name: str, r: dict) -> list[str]:
     ex = r.get("extrapolation")
     if ex:
         if r.get("extrapolation_conventions"):
-            out += ["", f"**Conventions:** {r['extrapolation_conventions']}"]
+            out += ["", f"**Conventions:** {md(r['extrapolation_conventions'])}"]
         out += [
             "",
             "### Extrapolation",
@@ -201,12 +359,13 @@ def _dataset_md(name: str, r: dict) -> list[str]:
             ref, p = e["reference"], e["reference"].get("paper", {})
             B = e.get("B_opt")
             out.append(
-                f"| {t} | {e['C']:.3g} | {_val(e.get('eta_opt'), f='.3g')} | "
+                f"| {md(t)} | {e['C']:.3g} | {_val(e.get('eta_opt'), f='.3g')} | "
                 f"{_val({'value': B['sequences'], 'ci95': B.get('sequences_ci95')}, f='.4g') if B else '-'} | "
                 f"{_val(e.get('loss'))} | {_val((e.get('compute_optimal') or {}).get('D'), f='.3g')} | "
                 f"{ref['eta_opt']['value']:.3g} | {ref['B_opt']['sequences']:.4g} | "
                 f"{p.get('lr', '-')} / {p.get('batch_sequences', '-')} |"
             )
+        out += RP.target_lines(r)
     return out + [""]
 
 
@@ -222,41 +381,72 @@ CONDITIONAL = (
 )
 
 
+def _names(report: dict) -> list[str]:
+    """Dataset names, the top-level one first."""
+    return [report["dataset"]] + [n for n in report["datasets"] if n != report["dataset"]]
+
+
 def markdown(report: dict) -> str:
+    """report.md: the laws first (with intervals, what they rest on, what to try where one is missing), then the
+    warnings, the fits in detail with their run tables, recommendations, the runs not used, and provenance."""
     pv = report["provenance"]
+    names = _names(report)
+    fitted = {
+        n: [k for k in ("hparams", "isoflop", "loss", "parametric") if k in d] for n, d in report["datasets"].items()
+    }
     out = [
         "# Scaling-law report",
         "",
-        f"Inputs: {', '.join(map(str, pv['inputs']))}  ",
-        f"Generated {pv['time']} by analysis.fit (numpy {pv['versions']['numpy']}, scipy {pv['versions']['scipy']}); "
-        f"{pv['n_runs']} runs read, {pv['n_excluded']} excluded before fitting (listed at the end), {pv['n_used']} "
-        f"usable; each section says how many of those it used. Bootstrap {pv['options']['bootstrap']} resamples, "
-        f"95% percentile CIs.",
+        f"{pv['n_runs']} runs read, {pv['n_excluded']} excluded before fitting, {pv['n_used']} usable"
+        + (f" in {len(names)} datasets, fitted separately" if len(names) > 1 else "")
+        + f"; 95% intervals are bootstrap percentile intervals ({pv['options']['bootstrap']} resamples), "
+        "conditional on the model forms below and on the runs being what their records say.",
         "",
         CONDITIONAL,
         "",
     ]
-    if report["warnings"]:
-        out += ["**Warnings**", ""] + [f"- {w}" for w in report["warnings"]] + [""]
-    if len(report["datasets"]) > 1:
+    out += RP.metric_lines(report)
+    for n in names:
+        d = report["datasets"][n]
+        title = "## Laws" + (f" of dataset {md(n)}" if len(names) > 1 or n != "unknown" else "")
+        out += [f"{title} ({d['n_used']} usable runs; fitted: {', '.join(fitted[n]) or 'none'})", ""]
+        out += _laws_md(d) + [""]
+    # A law that was not fitted is said in its laws table: its warning would say it a second time.
+    said: set[str | None] = {
+        f"{n}: {k} not fitted: {v}" for n, d in report["datasets"].items() for k, v in d["skipped"].items()
+    }
+    said.add((report.get("repetition") or {}).get("warning"))  # the Data repetition section says it
+    said |= {  # a target's flags are said under its extrapolation (report_predictions.target_lines)
+        f"{n}: {t}: {f}"
+        for n, d in report["datasets"].items()
+        for t, e in (d.get("extrapolation") or {}).items()
+        for f in e.get("flags") or []
+    }
+    warnings = [w for w in dict.fromkeys(report["warnings"]) if w not in said]
+    if warnings:
+        out += ["## Warnings", ""] + [f"- {md(w)}" for w in warnings] + [""]
+    out += repetition_md(report.get("repetition"))
+    if len(names) > 1:
         out += [
             "## Datasets side by side (fitted separately, never pooled)",
             "",
             "| dataset | runs | eta exponent | B exponent | M_opt exponent a | D_opt exponent b |",
             "|---|---|---|---|---|---|",
         ]
-        for n, d in report["datasets"].items():
+        for n in names:
+            d = report["datasets"][n]
 
             def e(s: str, k: str, d: dict = d) -> str:
                 return _g(((d.get(s) or {}).get(k) or {}).get("exponent"), ".4f")
 
             out.append(
-                f"| {n} | {d['n_used']} | {e('hparams', 'eta_opt')} | {e('hparams', 'B_opt')} | "
+                f"| {md(n)} | {d['n_used']} | {e('hparams', 'eta_opt')} | {e('hparams', 'B_opt')} | "
                 f"{e('isoflop', 'M_opt')} | {e('isoflop', 'D_opt')} |"
             )
-        out += ["", f"Top-level report.json sections are dataset `{report['dataset']}`.", ""]
-    for n, d in report["datasets"].items():
-        out += _dataset_md(n, d)
+        out += ["", *RP.datasets_nd_table(report)]
+        out += [f"Top-level report.json sections are dataset {md(report['dataset'])}.", ""]
+    for n in names:
+        out += _dataset_md(n, report["datasets"][n])
     recs = report.get("recommendations") or []
     if recs:
         out += [
@@ -268,24 +458,24 @@ def markdown(report: dict) -> str:
         for r in recs:
             s = r["shape"]
             out.append(
-                f"| {r['C']:.3g} | {r['M_opt_source']} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | "
+                f"| {r['C']:.3g} | {md(r['M_opt_source'])} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | "
                 f"{r['M']:.3g} | {r['D']:.3g} | "
-                f"{_val(r.get('eta_opt'), f='.3g')} | {_g((r.get('B_opt') or {}).get('sequences'))} | "
+                f"{_val(r.get('eta_opt'), f='.3g')} | {_seqs(r.get('B_opt'))} | "
                 f"{_val(r.get('loss'))} |"
             )
         out.append("")
-    if report["excluded"]:
-        out += ["## Excluded runs (never used)", "", "| run | reason |", "|---|---|"]
-        out += [f"| {e['run_id']} | {e['reason']} |" for e in report["excluded"][:200]]
-        if len(report["excluded"]) > 200:
-            out.append(f"| ... | {len(report['excluded']) - 200} more in runs.csv |")
-        out.append("")
-    left = report.get("left_out") or []
-    if left:
-        out += ["## Runs left out of one law (used by the others)", "", "| run | law | reason |", "|---|---|---|"]
-        out += [f"| {e['run_id']} | {e['section']} | {e['reason']} |" for e in left[:200]]
-        if len(left) > 200:
-            out.append(f"| ... | | {len(left) - 200} more in runs.csv (column `note`) |")
+    out += RP.predictions_md(report)
+    if report["excluded"] or report.get("left_out"):
+        out += ["## Runs not used", ""]
+        out += excluded_md(report["excluded"]) + left_out_md(report.get("left_out") or [])
+    out += [
+        "## Provenance",
+        "",
+        f"- inputs: {', '.join(md(x) for x in pv['inputs'])}",
+        f"- generated {pv['time']} by analysis.fit (python {pv['versions'].get('python', '?')}, numpy "
+        f"{pv['versions']['numpy']}, scipy {pv['versions']['scipy']}, pandas {pv['versions'].get('pandas', '?')})",
+        f"- options: {md(', '.join(f'{k}={v}' for k, v in pv['options'].items() if k != 'limits'))}",
+    ]
     return "\n".join(out) + "\n"
 
 

@@ -72,8 +72,18 @@ def chunk_size(n_rows: int, n_boot: int, per_row: int = 1, most: int | None = No
 def draw_counts(u: Units, R: int, rng: np.random.Generator) -> np.ndarray:
     """(R, n_units) draw counts: within each stratum, its units drawn with replacement as many times as it has.
 
-    One vectorised draw for all strata: unit slot j of stratum s picks first_s + floor(U * size_s), so that a
-    study of thousands of grids costs no Python loop over them."""
+    A few strata: one rng.integers draw each (a single stratum draws exactly what resampling runs with
+    rng.integers always drew, so unclustered fits keep their intervals). Many strata (thousands of grids): one
+    vectorised draw for all, unit slot j of stratum s picking first_s + floor(U * size_s), with no loop over them."""
+    counts = np.zeros((R, u.n_units))
+    strata = np.unique(u.stratum)
+    if len(strata) <= 64:
+        for s in strata:
+            members = np.flatnonzero(u.stratum == s)
+            k = len(members)
+            pick = rng.integers(0, k, (R, k)) + (np.arange(R) * k)[:, None]  # flat index into an (R, k) table
+            counts[:, members] = np.bincount(pick.ravel(), minlength=R * k).reshape(R, k)
+        return counts
     order = np.argsort(u.stratum, kind="stable")
     _, first, size = np.unique(u.stratum[order], return_index=True, return_counts=True)
     slot_first = np.repeat(first, size)  # (n_units,) in stratum order

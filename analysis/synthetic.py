@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.record import RunRecord
+from scaling.base.record import RunRecord
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def make_study(
     Multiplicative Gaussian noise of relative size `noise`; per budget n_diverged/n_failed extra hparams runs.
     """
     rng = np.random.default_rng(seed)
-    recs = []
+    recs: list[dict] = []
 
     def rec(sweep, C, M, lr, bs, status="completed", err=None):
         D = float(C / M)

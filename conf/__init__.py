@@ -1,2 +1,3 @@
 """Hydra configuration shipped inside the installed package as `scaling.conf` (see setup.py): every entry point
-finds it through `scaling.configs` (Hydra's `pkg://scaling.conf` search path), wherever the project is installed."""
+finds it through `scaling.base.configs` (Hydra's `pkg://scaling.conf` search path), wherever the project is
+installed."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,18 @@ def _require_hf() -> tuple[Any, Any]:
     return transformers, safetensors.torch
 
 
-def to_hf_config(cfg: ModelConfig) -> Any:
-    """The transformers.LlamaConfig describing the same network as cfg."""
+def to_hf_config(
+    cfg: ModelConfig,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    max_position_embeddings: int | None = None,
+) -> Any:
+    """The transformers.LlamaConfig describing the same network as cfg.
+
+    Token ids belong to the tokenizer, so they are only set when the caller knows them (a run's export).
+    max_position_embeddings defaults to cfg.seq_len, the context the model was trained on: RoPE computes any
+    position, so transformers runs longer inputs without error, but positions past seq_len were never trained.
+    """
     transformers, _ = _require_hf()
     return transformers.LlamaConfig(
         architectures=["LlamaForCausalLM"],
@@ -42,15 +53,15 @@ def to_hf_config(cfg: ModelConfig) -> Any:
         num_key_value_heads=cfg.n_kv_head,
         head_dim=cfg.head_dim,
         hidden_act="silu",
-        max_position_embeddings=cfg.seq_len,
+        max_position_embeddings=max_position_embeddings or cfg.seq_len,
         initializer_range=cfg.init_std,
         rms_norm_eps=cfg.norm_eps,
         rope_theta=cfg.rope_theta,  # transformers >= 5 files it under rope_parameters
         tie_word_embeddings=cfg.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
-        bos_token_id=None,  # token ids belong to the tokenizer, not to the model
-        eos_token_id=None,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
     )
 
 
@@ -83,18 +94,36 @@ def from_hf_config(hf_cfg: Any) -> ModelConfig:
     )
 
 
-def export_hf(model: LLaMA, out_dir: str | os.PathLike) -> Path:
+def export_hf(
+    model: LLaMA,
+    out_dir: str | os.PathLike,
+    *,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    max_position_embeddings: int | None = None,
+    files: Mapping[str, str] | None = None,
+) -> Path:
     """Write `model` as a directory that `LlamaForCausalLM.from_pretrained(out_dir)` loads.
 
-    config.json comes from LlamaConfig.save_pretrained, weights are one model.safetensors. The directory
-    is assembled next to out_dir and renamed into place, so a crash never leaves a half-written export.
+    config.json comes from LlamaConfig.save_pretrained, weights are one model.safetensors. With token ids,
+    config.json carries them and generation_config.json makes `generate` start from bos_token_id and stop at
+    eos_token_id (padding with it too). `files` (name -> text, e.g. the tokenizer's files) are written beside them.
+    The directory is assembled next to out_dir and renamed into place, so a crash never leaves a half-written export.
     """
-    _, st = _require_hf()
+    transformers, st = _require_hf()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        to_hf_config(model.cfg).save_pretrained(tmp)
+        to_hf_config(model.cfg, bos_token_id, eos_token_id, max_position_embeddings).save_pretrained(tmp)
+        if eos_token_id is not None:
+            transformers.GenerationConfig(
+                bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=eos_token_id
+            ).save_pretrained(tmp)
+        for name, text in (files or {}).items():
+            if Path(name).name != name or name in (WEIGHTS_NAME, "config.json", "generation_config.json"):
+                raise ValueError(f"export file name {name!r} must be a plain name that is not one of the model's")
+            (tmp / name).write_text(text)
         state = {}
         for name, tensor in model.state_dict().items():
             if name == "lm_head.weight" and model.cfg.tie_embeddings:

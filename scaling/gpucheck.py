@@ -9,7 +9,9 @@
    analysis's IsoFLOP parabola fit of that budget (M_opt with its bootstrap CI; a law needs several budgets).
 The last line is `key=value` pairs. Without a CUDA device it prints one line saying so and exits 0.
 
-`--allow-cpu` runs the same plumbing on a CPU at toy sizes (for testing this script; numbers mean nothing there).
+`--allow-cpu` runs the same plumbing on a CPU at toy sizes (for testing this script; numbers mean nothing there):
+every part still runs (tests/test_gpu.py skips its CUDA tests cleanly), with CPU defaults of widths 64,128,256 and
+a 5-shape IsoFLOP sweep at C = 3e9 (2-layer models of width 16-80) instead of the GPU's 1e16.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from pathlib import Path
 
 import torch
 
-from scaling.cli import fail
+from scaling.base.cli import fail
 
 PROG = "scaling.gpucheck"
+GPU_WIDTHS, GPU_BUDGET = "512,1024,2048", 1e16
+# --allow-cpu: toy sizes that exercise the same code in about two minutes in all on a 2-core machine.
+CPU_WIDTHS, CPU_BUDGET = "64,128,256", 3e9
 # Nominal dense bf16 tensor-core peaks (vendor datasheets, no sparsity), matched on the device name in order.
 PEAK_BF16 = (
     ("H100 PCIe", 756e12),
@@ -63,7 +68,7 @@ def run_tests() -> str:
 def run_bench(d_model: int, device: str, cpu: bool) -> dict[str, str]:
     """scaling.bench at one width: head_dim 128 and up to 16 layers on a GPU (d 2048: 0.8B parameters, twice:
     the benchmark also holds the per-step-sync reference), 2 layers of head_dim 16 on a CPU."""
-    from scaling import bench
+    from scaling.benchmarks import step as bench
 
     n_layer, head_dim = (2, 16) if cpu else (min(16, max(2, d_model // 64)), 128)
     args = argparse.Namespace(
@@ -91,9 +96,9 @@ def fsdp_smoke(device: torch.device) -> str:
     import torch.distributed as dist
 
     from model import LLaMA, ModelConfig
-    from scaling.distributed import Dist
-    from scaling.parallel import load_sharded, resolve_amp, save_sharded, shard
-    from scaling.step import TrainStep, build_optimizer
+    from scaling.run.distributed import Dist
+    from scaling.run.parallel import load_sharded, resolve_amp, save_sharded, shard
+    from scaling.run.step import TrainStep, build_optimizer
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,7 +133,15 @@ def run_sweep(out: Path, budget: float, shapes: int, cpu: bool) -> dict[str, str
     repo = Path(__file__).resolve().parent.parent
     sweep_dir = out / "isoflop"
     overrides = (
-        ["sweep.shape_rule=cpu", "data.max_bytes=300000", "data.vocab_size=512", "train.eval_tokens=8192"]
+        [
+            "sweep.shape_rule=width",  # 2 layers, width varies: five distinct toy shapes at a toy budget
+            "data.max_bytes=300000",
+            "data.vocab_size=512",
+            "train.eval_tokens=8192",
+            "model.seq_len=32",  # toy runs of a second or two each (the test suite's miniature study's settings)
+            "sweep.min_steps=10",
+            "train.threads=1",
+        ]
         if cpu
         else ["sweep.shape_rule=gpu", "model.seq_len=512", "data.vocab_size=8192", "train.eval_tokens=262144"]
     )
@@ -150,7 +163,11 @@ def run_sweep(out: Path, budget: float, shapes: int, cpu: bool) -> dict[str, str
     sweep_s = time.perf_counter() - t0
     results = [json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")]
     done = [r for r in results if r.get("status") == "completed"]
-    kv = {"sweep_runs": f"{len(done)}/{shapes}", "sweep_s": f"{sweep_s:.0f}", "sweep_exit": str(sweep.returncode)}
+    try:  # the runs the sweep planned: distinct shapes can be fewer than --shapes at small budgets
+        planned = len((sweep_dir / "plan.csv").read_text().splitlines()) - 1
+    except OSError:
+        planned = shapes
+    kv = {"sweep_runs": f"{len(done)}/{planned}", "sweep_s": f"{sweep_s:.0f}", "sweep_exit": str(sweep.returncode)}
     if done:
         best = min(done, key=lambda r: r["val_loss"])
         kv |= {"sweep_best_loss": f"{best['val_loss']:.4f}", "sweep_best_M": f"{best['M']:.3g}"}
@@ -180,8 +197,10 @@ def run_sweep(out: Path, budget: float, shapes: int, cpu: bool) -> dict[str, str
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/gpucheck", help="directory for the sweep and its analysis")
-    p.add_argument("--widths", default="512,1024,2048", help="d_model of the benchmarked models, comma-separated")
-    p.add_argument("--budget", type=float, default=1e16, help="FLOPs of the IsoFLOP sweep")
+    p.add_argument(
+        "--widths", help="d_model of the benchmarked models, comma-separated (512,1024,2048; CPU 64,128,256)"
+    )
+    p.add_argument("--budget", type=float, help="FLOPs of the IsoFLOP sweep (1e16; CPU 3e9)")
     p.add_argument("--shapes", type=int, default=5, help="shapes of the IsoFLOP sweep (>= 5 for a useful parabola)")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: tests,bench,fsdp,sweep")
     p.add_argument("--allow-cpu", action="store_true", help="run the plumbing on a CPU at toy sizes (testing only)")
@@ -190,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     if cpu and not args.allow_cpu:
         print(f"{PROG}: skipped: no CUDA device (torch {torch.__version__}, torch.cuda.is_available() is False)")
         return
+    args.widths = args.widths or (CPU_WIDTHS if cpu else GPU_WIDTHS)
+    args.budget = args.budget if args.budget is not None else (CPU_BUDGET if cpu else GPU_BUDGET)
     try:
         widths = [int(w) for w in args.widths.split(",") if w]
     except ValueError:
@@ -201,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     name = "cpu" if cpu else torch.cuda.get_device_name(device)
     peak = None if cpu else nominal_peak(name)
     kv: dict[str, str] = {"device": name.replace(" ", "_"), "torch": torch.__version__}
-    if "tests" not in skip and not cpu:
+    if "tests" not in skip:  # on a CPU its CUDA tests skip: the path is still run
         kv["gpu_tests"] = run_tests()
     if "bench" not in skip:
         for width in widths:

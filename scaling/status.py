@@ -20,7 +20,12 @@ A cut-off or garbage metrics.jsonl line is named in the output; the last readabl
 
 ETA: a running run's remaining tokens at its measured tokens/s; runs still to train (not started, interrupted,
 stalled, failed) take their plan.csv estimate, rescaled by how long this sweep's finished runs really took against
-theirs; the sum is divided by the number of runs running now.
+theirs (by the other sweeps' finished runs when none of its own has finished: today's load, not the plan's cached
+throughput); the sum is divided by the number of processes training now (a pack's runs share one process).
+
+On a study's directory (scaling.study writes study.json) it first shows the stages: done, running, planned next
+(a stage not planned yet, timed by its budgets at the FLOP/s this study's finished runs measured), and the study's
+ETA (sweeps.study_view).
 
 Exit code: 0 when every run is completed or diverged, 1 when anything is left to do, 2 for bad input.
 `python -m scaling.status_bench` times the view on 10,000 generated run directories.
@@ -29,406 +34,15 @@ Exit code: 0 when every run is completed or diverged, 1 when anything is left to
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
-import os
 import sys
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from scaling.cli import fail
-from scaling.record import parse_metrics_line
-
-PROG = "python -m scaling.status"
-STATES = ("completed", "running", "stalled", "interrupted", "diverged", "failed", "not started", "problem")
-DONE = ("completed", "diverged")
-RUN_FILES = {"config.yaml", "result.json", "metrics.jsonl", "ckpt.pt"}
-LOCK_NAME = ".lock"  # scaling.lock's file: {host, pid, start, ...} of the process training the run
-TAIL_BYTES = 8192  # the last lines of metrics.jsonl are all a status needs; never read the whole log
-MAX_DEPTH = 6  # runs/<study>/<stage>/<run>: a few levels, never the run dirs' own subdirectories
-SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__"}
-
-
-@dataclass
-class Run:
-    run_id: str
-    path: str  # os path strings, not pathlib: 10,000 Path objects cost more than reading the records
-    state: str
-    done_frac: float | None = None  # tokens trained / planned
-    tokens_per_s: float | None = None
-    eta_s: float | None = None  # seconds left for this run alone
-    idle_s: float | None = None  # seconds since its last log line
-    note: str = ""  # why it failed / is a problem, or a warning about its files
-    wall_s: float | None = None  # a finished run's wall time (calibrates the plan's estimates)
-
-
-@dataclass
-class Sweep:
-    path: Path
-    runs: list[Run] = field(default_factory=list)
-    planned: int | None = None  # rows of plan.csv, None without one
-    notes: list[str] = field(default_factory=list)  # plan.csv problems, run dirs outside the plan
-    plan_unusable: bool = False  # plan.csv exists but cannot be read: not-started runs are unknown
-    eta_s: float | None = None
-    work_left_s: float | None = None
-
-    def counts(self) -> Counter[str]:
-        return Counter(r.state for r in self.runs)
-
-
-# --------------------------------------------------------------------------------------------------- discovery
-def find_run_dirs(root: Path) -> dict[Path, list[tuple[str, str, set[str]]]]:
-    """{sweep dir: [(run dir, its name, its file names)]}, including sweep dirs that only have a plan.csv so far."""
-    sweeps: dict[Path, list[tuple[str, str, set[str]]]] = {}
-
-    def walk(d: Path, depth: int) -> None:
-        try:
-            entries = list(os.scandir(d))
-        except OSError:
-            return
-        names = {e.name for e in entries}
-        if "plan.csv" in names:
-            sweeps.setdefault(d, [])
-        for e in entries:
-            if e.name.startswith(".") or e.name in SKIP_DIRS or not e.is_dir(follow_symlinks=False):
-                continue
-            try:
-                sub = set(os.listdir(e.path))
-            except OSError:
-                continue
-            if sub & RUN_FILES:
-                sweeps.setdefault(d, []).append((e.path, e.name, sub))
-            elif depth < MAX_DEPTH:
-                walk(Path(e.path), depth + 1)
-
-    walk(root, 0)
-    return sweeps
-
-
-def read_plan(sweep_dir: Path) -> tuple[dict[str, dict[str, str]] | None, str]:
-    """plan.csv rows by run_id, or (None, why it cannot be used)."""
-    path = sweep_dir / "plan.csv"
-    if not path.exists():
-        return None, ""
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            header = reader.fieldnames
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        return None, f"plan.csv unreadable ({type(e).__name__}: {e}); not-started runs cannot be counted"
-    if not header:  # an empty file (cut off, or truncated by hand) is not a plan of zero runs
-        return None, "plan.csv is empty (cut off?); not-started runs cannot be counted"
-    if "run_id" not in header:
-        return None, "plan.csv has no run_id column (not written by scaling.sweep); not-started runs cannot be counted"
-    return {r["run_id"]: r for r in rows if r.get("run_id")}, ""
-
-
-# ------------------------------------------------------------------------------------------------------ one run
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def tail_rows(path: str | Path) -> tuple[list[dict], str]:
-    """The last (up to two) readable rows of a metrics.jsonl, newest first, and a note naming unreadable lines."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            start = max(0, size - TAIL_BYTES)
-            f.seek(start)
-            data = f.read()
-    except OSError as e:
-        return [], f"metrics.jsonl unreadable ({type(e).__name__})"
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first piece may start mid-line
-    rows: list[dict] = []
-    bad: list[int] = []
-    cut_off = bool(lines) and lines[-1].strip() != b""  # a line without its newline: the writer was stopped mid-write
-    for i in range(len(lines) - 1, -1, -1):
-        line = lines[i].strip()
-        if not line:
-            continue
-        row = parse_metrics_line(line)
-        if row is None:
-            bad.append(i)
-        elif len(rows) < 2:
-            rows.append(row)
-    note = ""
-    if bad:
-        # Line numbers need a count of the whole file: paid only when something is wrong.
-        n_before = _count_lines(path, start) if start else 0
-        where = ", ".join(str(n_before + i + 1) for i in sorted(bad)[:3]) + (" ..." if len(bad) > 3 else "")
-        last = bad[0] == len(lines) - 1 or (bad[0] == len(lines) - 2 and not lines[-1].strip())
-        note = f"metrics.jsonl line {where} unreadable" + (" (cut off mid-write)" if cut_off and last else "")
-    return rows, note
-
-
-def _count_lines(path: str | Path, upto: int) -> int:
-    with open(path, "rb") as f:
-        return f.read(upto).count(b"\n")
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
-
-
-def _lock_state(run_dir: str, names: set[str]) -> str:
-    """'live' (a process holds the run, or one on another host we cannot check), 'dead', or 'none'."""
-    if LOCK_NAME not in names:
-        return "none"
-    try:
-        from scaling.lock import is_stale, read_holder
-    except ImportError:  # an install without run locks: fall back to the log's age alone
-        return "none"
-    holder = read_holder(Path(run_dir))
-    if holder is None:
-        return "none"
-    return "dead" if holder and is_stale(holder) else "live"
-
-
-def _planned_tokens(run_dir: str, plan_row: dict[str, str] | None) -> float | None:
-    if plan_row is not None:
-        steps, batch = _num(plan_row.get("steps")), _num(plan_row.get("batch_size"))
-        if steps and batch:
-            return steps * batch
-        if _num(plan_row.get("D")):
-            return _num(plan_row.get("D"))
-    try:  # only unfinished runs outside a plan get here: a handful, so parsing YAML is affordable
-        with open(os.path.join(run_dir, "config.yaml")) as f:
-            train = (yaml.safe_load(f) or {}).get("train") or {}
-        tokens, batch = _num(train.get("tokens")), _num(train.get("batch_size"))
-        return round(tokens / batch) * batch if tokens and batch else tokens
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return None
-
-
-def _machine_seconds(rec: dict) -> float | None:
-    """A finished run's share of machine time: a packed run (scaling.packed) trained alongside `packed_with`."""
-    wall = _num(rec.get("wall_time_s"))
-    others = rec.get("packed_with")
-    return wall / (1 + len(others)) if wall is not None and isinstance(others, list) else wall
-
-
-def _mismatch(rec: dict, plan_row: dict[str, str]) -> str:
-    """What of a record disagrees with its plan.csv row (empty when they match)."""
-    diffs = []
-    for key in ("lr", "batch_size", "steps"):
-        want, got = _num(plan_row.get(key)), _num(rec.get(key))
-        if want is not None and got is not None and not math.isclose(want, got, rel_tol=1e-6):
-            diffs.append(f"{key} {got:g} != plan {want:g}")
-    return "; ".join(diffs)
-
-
-def run_state(
-    run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None, now: float, stall_s: float
-) -> Run:
-    if "result.json" in names:
-        try:
-            with open(os.path.join(run_dir, "result.json"), "rb") as f:
-                rec = json.loads(f.read())
-            status = rec["status"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return Run(
-                rid, run_dir, "problem", note=f"result.json unreadable ({type(e).__name__}); not counted as done"
-            )
-        if "config.yaml" not in names:
-            return Run(rid, run_dir, "problem", note="no config.yaml: the run cannot be reproduced or resumed")
-        if status not in ("completed", "diverged", "failed", "running"):  # what scaling.train writes
-            return Run(rid, run_dir, "problem", note=f"result.json has an unknown status {status!r}; not counted")
-        if plan_row is not None and (diff := _mismatch(rec, plan_row)):
-            return Run(rid, run_dir, "problem", note=f"does not match plan.csv ({diff})")
-        retrying = status == "failed" and _lock_state(run_dir, names) == "live"  # a rerun is training it again
-        if status in ("completed", "diverged", "failed") and not retrying:
-            err = str(rec.get("error") or "").splitlines()
-            note = err[0][:160] if err and status != "completed" else ""
-            return Run(
-                rid,
-                run_dir,
-                status,
-                done_frac=1.0 if status == "completed" else None,
-                note=note,
-                wall_s=_machine_seconds(rec),
-            )
-        # a failed run being retrained, or a "running" record: its log tells the state
-    if "config.yaml" not in names:
-        return Run(rid, run_dir, "problem", note="no config.yaml (half-created or copied run dir); not counted")
-    join = os.path.join
-    rows, note = tail_rows(join(run_dir, "metrics.jsonl")) if "metrics.jsonl" in names else ([], "")
-    last_write = (
-        max(
-            t
-            for t in (_mtime(join(run_dir, n)) for n in ("metrics.jsonl", "config.yaml", "ckpt.pt") if n in names)
-            if t is not None
-        )
-        if names & RUN_FILES
-        else None
-    )
-    idle = now - last_write if last_write is not None else None
-    total = _planned_tokens(run_dir, plan_row)
-    tokens = _num(rows[0].get("tokens")) if rows else None
-    tok_s = _num(rows[0].get("tokens_per_s")) if rows else None
-    frac = tokens / total if tokens is not None and total else (0.0 if total else None)
-    threshold = stall_s
-    if len(rows) == 2 and tok_s:  # a slow run logs rarely: allow it 5 of its own log intervals
-        per_line = (_num(rows[0].get("tokens")) or 0) - (_num(rows[1].get("tokens")) or 0)
-        threshold = max(stall_s, 5 * per_line / tok_s)
-    eta = (total - tokens) / tok_s if total and tokens is not None and tok_s else None
-    lock = _lock_state(run_dir, names)
-    quiet = idle is not None and idle > threshold
-    if lock == "dead":
-        state = "interrupted"
-    elif quiet:
-        state = "stalled" if lock == "live" else "interrupted"
-    else:
-        state = "running"
-    return Run(rid, run_dir, state, done_frac=frac, tokens_per_s=tok_s, eta_s=eta, idle_s=idle, note=note)
-
-
-# -------------------------------------------------------------------------------------------------- the view
-def collect(root: Path, stall_s: float = 600.0, now: float | None = None) -> list[Sweep]:
-    """Every sweep below root with its runs' states and ETA."""
-    now = time.time() if now is None else now
-    out = []
-    for sweep_dir, run_dirs in sorted(find_run_dirs(Path(root)).items()):
-        plan, plan_note = read_plan(sweep_dir)
-        s = Sweep(sweep_dir, planned=len(plan) if plan is not None else None)
-        if plan_note:
-            s.notes.append(plan_note)
-            s.plan_unusable = True
-        seen = set()
-        outside = []
-        for run_dir, rid, names in run_dirs:
-            row = plan.get(rid) if plan is not None else None
-            if plan is not None and row is None:
-                outside.append(rid)
-            seen.add(rid)
-            s.runs.append(run_state(run_dir, rid, names, row, now, stall_s))
-        if plan is not None:
-            s.runs += [Run(rid, os.path.join(sweep_dir, rid), "not started") for rid in plan if rid not in seen]
-        if outside:
-            s.notes.append(f"{len(outside)} run dir(s) not in plan.csv (an older plan?): {_some(outside)}")
-        s.runs.sort(key=lambda r: r.run_id)
-        _eta(s, plan)
-        out.append(s)
-    return out
-
-
-def _eta(s: Sweep, plan: dict[str, dict[str, str]] | None) -> None:
-    """Work left (seconds of one worker) and the ETA at the current parallelism."""
-    est = {rid: _num(r.get("est_seconds")) for rid, r in (plan or {}).items()}
-    # How long finished runs really took against their plan estimate: the plan's numbers, calibrated.
-    took, planned = 0.0, 0.0
-    for r in s.runs:
-        e = est.get(r.run_id)
-        if r.state == "completed" and e and r.wall_s:
-            took, planned = took + r.wall_s, planned + e
-    scale = took / planned if planned > 0 else 1.0
-    left, unknown = 0.0, 0
-    for r in s.runs:
-        if r.state == "running":
-            if r.eta_s is not None:
-                left += r.eta_s
-            else:
-                unknown += 1
-        elif r.state in ("not started", "interrupted", "stalled", "failed"):
-            e = est.get(r.run_id)
-            if e is None:
-                unknown += 1
-            else:
-                left += scale * e * (1 - (r.done_frac or 0.0))
-    s.work_left_s = left if unknown == 0 else None
-    n_running = sum(r.state == "running" for r in s.runs)
-    s.eta_s = s.work_left_s / n_running if s.work_left_s is not None and n_running else None
-
-
-def finished(sweeps: list[Sweep]) -> bool:
-    """Every run completed or diverged, and every plan.csv readable (else runs not started could be missing)."""
-    return all(r.state in DONE for s in sweeps for r in s.runs) and not any(s.plan_unusable for s in sweeps)
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= n:
-            return f"{s / n:.1f}{unit}"
-    return f"{s:.0f}s"
-
-
-def _some(names: list[str], n: int = 3) -> str:
-    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
-
-
-def _summary(c: Counter[str]) -> str:
-    return ", ".join(f"{c[k]} {k}" for k in STATES if c[k] or k in ("completed", "running", "not started"))
-
-
-def _run_line(r: Run) -> str:
-    parts = [f"{r.state:<12}", r.run_id]
-    if r.done_frac is not None and r.state != "completed":
-        parts.append(f"{100 * r.done_frac:.0f}%")
-    if r.state == "running":
-        parts.append(f"{r.tokens_per_s:,.0f} tok/s" if r.tokens_per_s else "no log line yet")
-        parts.append(f"ETA {fmt_seconds(r.eta_s)}")
-    elif r.state in ("stalled", "interrupted") and r.idle_s is not None:
-        parts.append(f"last log {fmt_seconds(r.idle_s)} ago")
-    if r.note:
-        parts.append(r.note)
-    return "  " + "  ".join(parts)
-
-
-def render(sweeps: list[Sweep], root: Path, max_lines: int = 10) -> str:
-    lines = []
-    total: Counter[str] = Counter()
-    work, running = 0.0, 0
-    for s in sweeps:
-        c = s.counts()
-        total += c
-        name = os.path.relpath(s.path, root) if s.path != root else str(root)
-        plan = (
-            f"plan.csv: {s.planned} runs"
-            if s.planned is not None
-            else ("plan.csv unusable" if s.plan_unusable else "no plan.csv")
-        )
-        if s.eta_s is not None:
-            eta = f"ETA {fmt_seconds(s.eta_s)}"
-        elif c.keys() <= set(DONE):
-            eta = "runs found done, others unknown" if s.plan_unusable else "done"
-        elif s.work_left_s is not None:  # nothing running: say how much is left for whoever restarts it
-            eta = f"nothing running, {fmt_seconds(s.work_left_s)} of work left"
-        else:
-            eta = "ETA ?"
-        lines.append(f"{name}  ({plan})  {_summary(c)}  {eta}")
-        for state in ("running", "stalled", "interrupted", "failed", "problem"):
-            those = [r for r in s.runs if r.state == state]
-            lines += [_run_line(r) for r in those[:max_lines]]
-            if len(those) > max_lines:
-                lines.append(f"  ... and {len(those) - max_lines} more {state} (--max-lines)")
-        lines += [f"  note: {n}" for n in s.notes]
-        if s.work_left_s is not None:
-            work += s.work_left_s
-        running += c["running"]
-    n = sum(total.values())
-    eta_all = work / running if running and all(s.work_left_s is not None for s in sweeps) else None
-    lines.append(
-        f"total: {len(sweeps)} sweep(s), {n} runs: {_summary(total)}"
-        + (f"; ETA {fmt_seconds(eta_all)} at {running} running" if eta_all is not None else "")
-    )
-    return "\n".join(lines)
+from scaling.base.cli import fail
+from scaling.base.configs import add_config_dir_arg, search_dirs
+from sweeps.progress import PROG, NotARunsDir, collect, finished, render
+from sweeps.study_view import study_lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stall", type=float, default=600.0, help="seconds without a log line before a run is stalled")
     ap.add_argument("--watch", type=float, nargs="?", const=10.0, metavar="S", help="refresh every S seconds (10)")
     ap.add_argument("--max-lines", type=int, default=10, help="runs listed per state and sweep")
+    add_config_dir_arg(ap, None)
     a = ap.parse_args(argv)
+    try:
+        search_dirs([], a.config_dir)
+    except ValueError as e:
+        fail(PROG, e)
     if a.root is None:
         fail(PROG, "give a runs directory, e.g. python -m scaling.status runs/")
     if not a.root.is_dir():
@@ -445,11 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     if not (0 < a.stall < math.inf) or a.max_lines < 1 or (a.watch is not None and not 0 < a.watch < math.inf):
         fail(PROG, "--stall and --watch must be > 0 and --max-lines >= 1")
     while True:
-        sweeps = collect(a.root, a.stall)
+        try:
+            sweeps = collect(a.root, a.stall)
+        except NotARunsDir as e:  # the filesystem's root, or a tree far bigger than any runs dir: never walked whole
+            fail(PROG, e)
         if not sweeps:
             fail(PROG, f"no run directories or plan.csv under {a.root} (a run dir holds config.yaml/result.json)")
         text = render(sweeps, a.root, a.max_lines)
         done = finished(sweeps)
+        study = study_lines(a.root, sweeps)  # a study's directory: its stages, the one not planned yet, its ETA
+        if study is not None:
+            text, done = "\n".join(study[0]) + "\n" + text, done and study[1]
         if a.watch is None:
             print(text)
             return 0 if done else 1

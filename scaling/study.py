@@ -4,25 +4,51 @@
     python -m scaling.study gpu_deepseek --dry-run       # DeepSeek's design: the plan and its GPU-hours
     python -m scaling.study cpu_demo hydra/launcher=joblib   # extra Hydra overrides go to every sweep
     python -m scaling.study --samples                    # + a greedy sample of each IsoFLOP budget's best run
+    python -m scaling.study --config-dir my_conf my_study  # my_conf/study/my_study.yaml; every sweep gets my_conf
 
 Stage 1 sweeps batch size x learning rate at a few budgets and fits eta_opt(C), B_opt(C); stage 2 runs IsoFLOP
 profiles whose learning rate and batch come from those fitted laws; stage 3 fits everything (analysis.fit) and
 writes the report and plots. Each stage is an ordinary `python -m scaling.sweep` process, so a rerun reuses every
 finished run and the study resumes where it stopped.
+
+The whole study file is validated before stage 1 (also with --dry-run): sections, keys, budgets, every stage's
+overrides as Hydra composes them (sweeps.study). Between stages the console shows the fitted laws with their
+intervals and every warning of the stage's report, and stage 2 is centred on the laws that deserve it
+(sweeps.gate). study.json in the study's directory makes scaling.status and analysis.fit_runs study-aware.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.fit import run_analysis
-from scaling.cli import EXIT_FAILED, fail
-from scaling.configs import load_study
-from scaling.laws import format_law
+from analysis.planning import summary_lines
+from analysis.sections import FitOptions
+from scaling.base.cli import EXIT_FAILED, fail
+from scaling.base.configs import load_study, pop_config_dir, search_dirs, study_path
+from scaling.base.laws import format_law
+from scaling.base.studyfile import write_study
+from sweeps import gate
+from sweeps.config import SweepConfig, nearest
+from sweeps.laws import Laws
+from sweeps.owners import (
+    check_no_live_stage,
+    check_stage_done,
+    check_stage_free,
+    claim_study,
+    clear_stage,
+    die_with_parent,
+    record_stage,
+    release_study,
+)
+from sweeps.study import StudySpec, runs_per_budget
 
 
 def budgets_arg(budgets: list[float]) -> str:
@@ -38,9 +64,29 @@ def sweep(stage: str, budgets: list[float], sweep_dir: Path, overrides: list[str
         f"sweep.dir={sweep_dir}",
         *overrides,
     ]
+    dry = "sweep.dry_run=true" in overrides  # plans only: nobody's runs are touched
+    if not dry:
+        check_stage_free(stage, sweep_dir)  # runs a killed study's processes still train: wait for them, or refuse
     print(f"\n$ {' '.join(cmd[1:])}", flush=True)
-    if subprocess.run(cmd).returncode != 0:  # same working directory: relative paths mean the same everywhere
+    # Same working directory: relative paths mean the same everywhere. The sweep dies with this process (a kill -9
+    # of the study stops its stage too), and is recorded so that a rerun finds it where it could not die with us.
+    proc = subprocess.Popen(cmd, preexec_fn=die_with_parent())
+    record_stage(sweep_dir.parent, stage, proc.pid)
+    try:
+        code = proc.wait()
+    except BaseException:  # Ctrl-C reached the sweep too: let it stop its runs, then make sure it is gone
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        clear_stage(sweep_dir.parent)
+    if code != 0:
         raise RuntimeError(f"the {stage} sweep failed (see its output above); rerun the study to resume it")
+    if not dry:
+        check_stage_done(stage, sweep_dir)  # busy runs it skipped: never fit (or say "done") over them
 
 
 def plan_seconds(sweep_dir: Path) -> float:
@@ -48,34 +94,116 @@ def plan_seconds(sweep_dir: Path) -> float:
         return sum(float(row["est_seconds"]) for row in csv.DictReader(f))
 
 
+def load_spec(name: str, extra: list[str], dirs: Sequence[Path] = ()) -> tuple[StudySpec, dict[str, SweepConfig]]:
+    """The study file validated whole before anything trains (one-line ValueError): sections, keys and budgets,
+    every stage's overrides as Hydra composes them, every sweep.* key, the analysis options, and enough budgets per
+    stage for the laws it must fit."""
+    raw, path = load_study(name, dirs), str(study_path(name, dirs))
+    spec = StudySpec.from_dict(raw, path)
+    sweeps = {st.kind: spec.compose(st.kind, extra) for st in spec.stages}
+    check_analysis(spec)
+    need = int(spec.analysis.get("min_budgets", ANALYSIS_DEFAULTS["min_budgets"]))
+    for st in spec.stages:
+        if len(set(st.budgets)) < need:
+            raise ValueError(
+                f"{path}: {st.kind}.budgets has {len(set(st.budgets))} budget(s), fewer than analysis.min_budgets="
+                f"{need}: its laws could not be fitted; add budgets"
+            )
+    return spec, sweeps
+
+
+ANALYSIS_DEFAULTS = {
+    k: p.default
+    for k, p in inspect.signature(run_analysis).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("plots", "write")
+}
+
+
+def check_analysis(spec: StudySpec) -> None:
+    """The study's analysis options are run_analysis's keyword options, with valid values."""
+    for key in spec.analysis:
+        if key not in ANALYSIS_DEFAULTS:
+            near = nearest(str(key), ANALYSIS_DEFAULTS)
+            hint = f"did you mean analysis.{near}? " if near else ""
+            raise ValueError(
+                f"{spec.path}: unknown key analysis.{key}: {hint}(analysis.fit options: {', '.join(ANALYSIS_DEFAULTS)})"
+            )
+    fields = {f.name for f in dataclasses.fields(FitOptions)}
+    try:
+        FitOptions(**{k: v for k, v in spec.analysis.items() if k in fields}).check()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{spec.path}: analysis: {e}") from None
+
+
+def write_study_file(spec: StudySpec, root: Path, sweeps: dict[str, SweepConfig], name: str) -> None:
+    stages = [
+        {
+            "kind": st.kind,
+            "dir": st.kind,
+            "budgets": list(st.budgets),
+            "runs_per_budget": runs_per_budget(st.kind, sweeps[st.kind]),
+        }
+        for st in spec.stages
+    ]
+    info = {"name": name, "file": spec.path, "stages": stages, "analysis": spec.analysis, "fit_dir": "analysis"}
+    write_study(root, info)
+
+
+def print_fit(stage: str, report: dict, report_md: Path) -> None:
+    """Between stages: the laws a stage's fit gave, with their intervals, and every warning its report holds."""
+    print(f"== {stage} fitted ({report_md}):")
+    for section, key in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):
+        if section in report or section in report.get("skipped", {}):
+            print("  " + _law(report, section, key))
+    for w in report.get("warnings", []):
+        print(f"  warning: {w}")
+
+
+def centre_next(report_json: Path, prior: str) -> str:
+    """The laws stage 2 is centred on (sweeps.gate): fitted where their interval is usable, else the prior (stage
+    1's sweep.laws), named."""
+    path, lines = gate.write(report_json, "stage 1", Laws.load(prior))
+    print("== centring stage 2 (fitted laws whose exponent interval excludes zero, else the prior):")
+    for line in lines:
+        print(f"  {line}")
+    return str(path)
+
+
 def run_study(
-    name: str, extra: list[str], dry_run: bool, out: Path | None = None, samples: bool = False
+    name: str,
+    extra: list[str],
+    dry_run: bool,
+    out: Path | None = None,
+    samples: bool = False,
+    dirs: Sequence[Path] = (),
 ) -> dict | None:
-    study = load_study(name)
-    root = Path(out or study["dir"])
-    common = [*study["overrides"], *extra] + (["sweep.dry_run=true"] if dry_run else [])
+    """`dirs`: config folders where the study name is looked up after conf/study/ (scaling.base.configs.search_dirs);
+    a --config-dir among them must also be in `extra`, for the sweeps."""
+    spec, sweeps = load_spec(name, extra, dirs)  # the whole file, before stage 1 (also for --dry-run)
+    root = Path(out or spec.dir)
+    common = [*spec.overrides, *extra] + (["sweep.dry_run=true"] if dry_run else [])
     hp_dir, iso_dir, fit_dir = root / "hparams", root / "isoflop", root / "analysis"
+    hp, iso = spec.stage("hparams"), spec.stage("isoflop")
+    prior = sweeps["hparams"].laws  # what stage 1 is centred on (DeepSeek's unless the study says otherwise)
+    write_study_file(spec, root, sweeps, name)
     t0 = time.time()
 
-    print(f"== stage 1/3: batch size x learning rate at C = {budgets_arg(study['hparams']['budgets'])}")
-    sweep("hparams", study["hparams"]["budgets"], hp_dir, [*common, *study["hparams"]["overrides"]])
+    print(f"== stage 1/3: batch size x learning rate at C = {budgets_arg(list(hp.budgets))}")
+    sweep("hparams", list(hp.budgets), hp_dir, [*common, *hp.overrides])
+    last_fit = hp_dir / "analysis" / "report.json"
     if dry_run:
-        # Nothing is fitted in a dry run: the IsoFLOP plan is centred on stage 1's last fit where there is one (a
-        # study being resumed), else on DeepSeek's laws. Planning with other laws than the real run would report
-        # every finished IsoFLOP run as a run of another config.
-        last_fit = hp_dir / "analysis" / "report.json"
-        laws = str(last_fit) if last_fit.exists() else "deepseek"
+        # Nothing is fitted in a dry run: the IsoFLOP plan is centred as the real run would centre it on stage 1's
+        # last fit where there is one (a study being resumed), else on DeepSeek's laws. Planning with other laws
+        # than the real run would report every finished IsoFLOP run as a run of another config.
+        laws = centre_next(last_fit, prior) if last_fit.exists() else prior
     else:
         print("== fitting eta_opt(C), B_opt(C) on stage 1")
-        hp = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **study["analysis"])
-        if "hparams" not in hp:
-            raise RuntimeError(f"stage 1 could not fit eta_opt/B_opt: {hp['skipped'].get('hparams')}")
-        laws = str(hp_dir / "analysis" / "report.json")
+        report1 = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **spec.analysis)
+        print_fit("stage 1", report1, hp_dir / "analysis" / "report.md")
+        laws = centre_next(last_fit, prior)
 
-    print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(study['isoflop']['budgets'])} (laws: {laws})")
-    sweep(
-        "isoflop", study["isoflop"]["budgets"], iso_dir, [*common, *study["isoflop"]["overrides"], f"sweep.laws={laws}"]
-    )
+    print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(list(iso.budgets))} (laws: {laws})")
+    sweep("isoflop", list(iso.budgets), iso_dir, [*common, *iso.overrides, f"sweep.laws={laws}"])
     if dry_run:
         seconds = plan_seconds(hp_dir) + plan_seconds(iso_dir)
         print(
@@ -85,11 +213,28 @@ def run_study(
         return None
 
     print("== stage 3/3: fitting the study")
-    report = run_analysis([hp_dir, iso_dir], fit_dir, **study["analysis"])
+    report = run_analysis([hp_dir, iso_dir], fit_dir, **spec.analysis)
     if samples:
-        write_samples(iso_dir, fit_dir / "report.md", str(study.get("sample_prompt", SAMPLE_PROMPT)))
+        write_samples(iso_dir, fit_dir / "report.md", spec.sample_prompt or SAMPLE_PROMPT)
+    print_fit("stage 3", report, fit_dir / "report.md")
     print_summary(report, fit_dir, time.time() - t0)
     return report
+
+
+def run_owned_study(
+    name: str, extra: list[str], dry_run: bool, samples: bool = False, dirs: Sequence[Path] = ()
+) -> dict | None:
+    """run_study as the one owner of its study dir (sweeps.owners): a second live study is refused, and a rerun
+    after a kill -9 first makes sure no stage of the killed one still runs."""
+    if dry_run:  # plans only: needs no ownership
+        return run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+    root = Path(load_study(name, dirs)["dir"])
+    mine = claim_study(root)
+    try:
+        check_no_live_stage(root)
+        return run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+    finally:
+        release_study(root, mine)
 
 
 SAMPLE_PROMPT = "The state of the Union is"
@@ -98,7 +243,7 @@ SAMPLE_PROMPT = "The state of the Union is"
 def write_samples(iso_dir: Path, report_md: Path, prompt: str, max_new_tokens: int = 32) -> None:
     """A greedy continuation of `prompt` by each IsoFLOP budget's best run, printed and appended to report.md: what
     the models learned, next to the numbers (off by default: a model load and a decode per budget)."""
-    from scaling.sample import best_per_budget, sample
+    from scaling.run.sampling import best_per_budget, sample
 
     lines = ["", "## Samples (greedy, best run of each IsoFLOP budget)", "", f"Prompt: `{prompt}`", ""]
     for budget, run_dir, loss in best_per_budget(iso_dir):
@@ -124,19 +269,11 @@ def print_summary(report: dict, fit_dir: Path, seconds: float) -> None:
     print(f"\n== study done in {seconds / 60:.1f} min: {fit_dir / 'report.md'}, {fit_dir / 'plots'}/")
     for section, key in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):
         print("  " + _law(report, section, key))
-    for target, e in (report.get("extrapolation") or {}).items():
-        print(f"  {target}: " + ", ".join(f"{k} {v:.3g}" for k, v in _point(e).items()))
-
-
-def _point(e: dict) -> dict:
-    """The headline numbers of one extrapolation target (point estimates)."""
-    out = {}
-    for k in ("C", "D", "eta_opt", "B_opt", "loss"):
-        v = e.get(k)
-        v = v.get("value") if isinstance(v, dict) else v
-        if isinstance(v, (int, float)):
-            out[k] = v
-    return out
+    # Every prediction with its 95% interval, and the flags (beyond the horizon, below the irreducible loss).
+    lines = summary_lines(report)
+    if lines:
+        print(f"  predictions ({(report.get('metric') or {}).get('label', 'loss')}; 95% bootstrap intervals):")
+        print("\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,12 +283,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     dry_run, samples = "--dry-run" in args, "--samples" in args
     args = [a for a in args if a not in ("--dry-run", "--samples")]
-    name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
     try:
-        run_study(name, args, dry_run, samples=samples)
+        # --config-dir (as scaling.train/sweep take it) and hydra.searchpath: where study names are found too, and
+        # (as an absolute path, the sweeps may run elsewhere) what every sweep gets
+        config_dir, args = pop_config_dir(args)
+        name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
+        dirs = search_dirs(args, config_dir)
+        extra = ([f"--config-dir={dirs[0]}"] if config_dir is not None else []) + args
+        run_owned_study(name, extra, dry_run, samples=samples, dirs=dirs)
     except ValueError as e:
         fail("scaling.study", e)
-    except RuntimeError as e:  # a stage failed: its own output said why; rerunning resumes
+    except RuntimeError as e:  # a stage failed, or another process owns it (StageBusy): one line; rerunning resumes
         fail("scaling.study", e, code=EXIT_FAILED)
 
 

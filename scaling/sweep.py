@@ -15,19 +15,24 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from omegaconf import DictConfig
 
-from scaling.cli import EXIT_FAILED, run_hydra
-from scaling.configs import HYDRA_CONFIG_PATH
-from scaling.lock import RunLocked, run_watchdog
-from scaling.train import train_run
+from scaling.base.cli import EXIT_FAILED, run_hydra
+from scaling.base.configs import HYDRA_CONFIG_PATH
+from scaling.base.lock import RunLocked, run_watchdog
+from scaling.run.single import train_run
 
 
 @hydra.main(config_path=HYDRA_CONFIG_PATH, config_name="sweep", version_base=None)
 def main(cfg: DictConfig) -> str:
     """One sweep point: its status, "skipped" when another process finished it meanwhile, "busy" when a live process
-    owns its run dir (scaling.lock)."""
+    owns its run dir (scaling.base.lock)."""
     run_watchdog()  # in a local worker (joblib): die with the sweep rather than train on as an orphan
+    if "trunk" in cfg:  # a trunk and its branches (sweeps.reuse): each branch lands in its own run dir
+        from scaling.run.trunk import trunk_job
+
+        results = trunk_job(cfg, Path(str(HydraConfig.get().sweep.dir)))
+        return "trunk: " + ", ".join(str(r.get("status", "skipped")) for r in results)
     if "pack" in cfg:  # a pack of same-shape runs (sweeps.packing): each run still lands in its own run dir
-        from scaling.packed import pack_job
+        from scaling.run.pack import pack_job
 
         results = pack_job(cfg, Path(str(HydraConfig.get().sweep.dir)))
         return "packed: " + ", ".join(str(r.get("status", "skipped")) for r in results)
@@ -60,10 +65,12 @@ def register_sweeper() -> None:
 
 
 def cli() -> None:
-    """Bad input -> one line on stderr and exit 2; failed runs -> one line and exit 1 (scaling.cli.run_hydra)."""
+    """Bad input -> one line on stderr and exit 2; failed runs -> one line and exit 1 (scaling.base.cli.run_hydra)."""
+    from sweeps.config import check_overrides
     from sweeps.sweeper import SweepFailed
 
     def sweep() -> None:
+        check_overrides(sys.argv[1:])  # a sweep.* typo named with its nearest key, with `+` or without
         try:
             main()
         except SweepFailed as e:

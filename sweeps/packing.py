@@ -1,9 +1,10 @@
-"""Which runs of a sweep train together as one pack (scaling.packed): `sweep.pack=auto|off|K`.
+"""Which runs of a sweep train together as one pack (scaling.run.pack): `sweep.pack=auto|off|K`.
 
 Runs pack when they share everything but the learning rate: the hparams points of one budget and one batch size
 (same shape, data, seed, D and steps). `off` (or 1) trains every run alone; `K` packs up to K such runs; `auto`
 packs a whole group where it pays: it measures one step of the group's shape and batch size packed and run after
-run on this device (scaling.packed.measure_speedup, a fraction of a second at CPU-demo shapes) and packs when the
+run on this device (scaling.run.pack.speed.measure_speedup, a fraction of a second at CPU-demo shapes) and packs
+when the
 packed step is at least MIN_GAIN times faster. Models too big to measure here (sweep.measure_max_params) are not
 packed by `auto`. Each pack is one launcher job (any launcher) whose task trains the pack; every run keeps its
 own run dir and record. Only runs still to do are packed, so a rerun packs what is left.
@@ -26,11 +27,12 @@ class Unit:
     """One launcher job: a single run, or a pack of runs (point indices) with its measured speed-up."""
 
     members: tuple[int, ...]
-    speedup: float = 1.0  # sequential / packed step time (measured; 1.0 when not measured)
+    speedup: float = 1.0  # run-after-run / this unit's time (packs: measured; trunks: from their tokens)
+    trunk: str | None = None  # a trunk and its branches (sweeps.reuse), by the trunk's id
 
     @property
     def packed(self) -> bool:
-        return len(self.members) > 1
+        return len(self.members) > 1 and self.trunk is None
 
 
 def parse_pack(value: object) -> int | None:
@@ -54,7 +56,7 @@ def group_key(p: Point) -> tuple | None:
     if p.sweep != "hparams":
         return None
     s = p.shape
-    return (p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.D, p.batch_size)
+    return (p.seed, p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.D, p.batch_size)  # seeds never mix
 
 
 def plan_units(
@@ -73,7 +75,7 @@ def plan_units(
     # under auto, once a batch size does not pay, the larger ones of the same shape are not measured at all.
     not_paying: set[tuple] = set()
     for key in sorted(groups, key=lambda k: (k[:-2], k[-1])):
-        members, shape = groups[key], key[:-2]  # key: (budget, shape..., D, batch)
+        members, shape = groups[key], key[:-2]  # key: (seed, budget, shape..., D, batch)
         size = min(len(members), MAX_AUTO) if limit is None else limit
         for start in range(0, len(members), max(size, 1)):
             chunk = tuple(members[start : start + size])
@@ -99,7 +101,7 @@ def pack_id(points: list[Point], unit: Unit) -> str:
 
 def pack_overrides(passthrough: list[str], points: list[Point], unit: Unit) -> list[str]:
     """Hydra overrides of a pack job: the first run's point with the pack's id, plus pack.run_ids and pack.lrs
-    (scaling.packed.pack_job gives each run its own run.id and optim.lr)."""
+    (scaling.run.pack.pack_job gives each run its own run.id and optim.lr)."""
     first = points[unit.members[0]]
     own = [o for o in first.overrides() if not o.startswith(("run.id=", "optim.lr="))]
     ids = ",".join(f"'{points[i].run_id}'" for i in unit.members)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from model import ModelConfig
@@ -38,6 +40,9 @@ class SweepSettings:
     lr_span: float = 8.0  # largest / smallest lr of the hparams grid
     batch_span: float = 8.0  # largest / smallest batch of the hparams grid
     min_steps: int = 50  # >= 50 steps also keeps whole-step rounding of D within 1% of C/M
+    # sweep.reuse: hparams grids on one lattice of lr and batch values (the grid's own spacing, anchored at 1 and at
+    # seq_len) so the same (batch, lr) recurs across budgets and their runs can share a trunk (sweeps.reuse).
+    lattice: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_shapes", "lr_points", "batch_points"):
@@ -70,6 +75,9 @@ class Point:
     lr: float
     M_opt: float  # the prediction the grid was built around (for the table)
     notes: tuple[str, ...] = field(default=())
+    warmup: int | None = None  # optim.warmup_steps when fixed (the runs of a trunk warm up alike: sweeps.reuse)
+    seed: int | None = None  # set when the sweep trains several seeds per point (sweep.seeds; sweeps.seeds)
+    added: str = ""  # why sweep.extend added this point beyond a grid's edge (sweeps.extend); "" for planned points
 
     @property
     def steps(self) -> int:
@@ -94,7 +102,8 @@ class Point:
             f"run.id={self.run_id}",
             f"run.sweep={self.sweep}",
             f"run.budget={self.budget!r}",
-        ]
+            *([f"optim.warmup_steps={self.warmup}"] if self.warmup is not None else []),
+        ] + ([f"seed={self.seed}"] if self.seed is not None else [])
 
     def row(self) -> dict[str, Any]:
         s = self.shape
@@ -115,6 +124,8 @@ class Point:
             "lr": self.lr,
             "batch_size": self.batch_size,
             "steps": self.steps,
+            "seed": "" if self.seed is None else self.seed,
+            "added": self.added,
         }
 
 
@@ -124,9 +135,37 @@ def sig(x: float, digits: int = 3) -> float:
 
 
 def fmt_sig(x: float) -> str:
-    """1.2e-03 style, trailing zeros dropped: short, sortable-looking ids."""
+    """1.2e-03 style, trailing zeros dropped (the hparams run ids before sort_ids: legacy_run_id)."""
     mant, exp = f"{x:.2e}".split("e")
     return f"{mant.rstrip('0').rstrip('.')}e{exp}"
+
+
+def fmt_lr(lr: float) -> str:
+    """A learning rate in plain decimals (0.00139, 0.0005, 0.00001): for rates below 1, ordering these strings
+    character by character orders the rates, so `ls` lists a batch size's runs from the smallest lr up."""
+    return format(Decimal(repr(lr)), "f")
+
+
+def hparams_run_id(C: float, batch: int, lr: float, batch_digits: int) -> str:
+    """hp_C<budget>_B<batch, zero-padded to the grid's widest>_lr<fmt_lr>: a budget's runs sort by batch, then lr."""
+    return f"hp_C{C:.3g}_B{batch:0{batch_digits}d}_lr{fmt_lr(lr)}"
+
+
+def legacy_run_id(p: Point) -> str | None:
+    """The id an hparams point had before run ids sorted by lr (B unpadded, lr as 1.39e-03); None for others."""
+    return f"hp_C{p.budget:.3g}_B{p.batch_size}_lr{fmt_sig(p.lr)}" if p.sweep == "hparams" else None
+
+
+def adopt_legacy_ids(points: list[Point], sweep_dir: Path) -> list[Point]:
+    """Points whose run already lives under its legacy id (a sweep dir made before the id change) keep that id, so
+    a rerun skips or resumes those runs instead of training them again under the new name."""
+    out = []
+    for p in points:
+        old = legacy_run_id(p)
+        if old and old != p.run_id and (sweep_dir / old).is_dir() and not (sweep_dir / p.run_id).exists():
+            p = replace(p, run_id=old)
+        out.append(p)
+    return out
 
 
 def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
@@ -142,6 +181,16 @@ def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
     )
 
 
+def iso_id(C: float, shape: Shape) -> str:
+    """The run id of an IsoFLOP point (its run dir's name)."""
+    return f"iso_C{C:.3g}_L{shape.n_layer}_D{shape.d_model}"
+
+
+def hp_id(C: float, batch: int, lr: float, batch_digits: int = 0) -> str:
+    """The run id of an hparams point (its run dir's name): hparams_run_id, the batch padded to batch_digits."""
+    return hparams_run_id(C, batch, lr, batch_digits)
+
+
 def round_batch(B: float, seq_len: int) -> int:
     return max(seq_len, round(B / seq_len) * seq_len)
 
@@ -149,6 +198,14 @@ def round_batch(B: float, seq_len: int) -> int:
 def _grid(centre: float, span: float, n: int) -> list[float]:
     """n values log-spaced over a factor `span`, centred (geometrically) on `centre`."""
     return [centre * span ** (i / (n - 1) - 0.5) for i in range(n)]
+
+
+def _lattice(centre: float, span: float, n: int, unit: float = 1.0) -> list[float]:
+    """n consecutive points of the lattice unit * r^k (r: the grid's own ratio span^(1/(n-1))) centred nearest
+    `centre`: grids centred anywhere share their values where they overlap."""
+    r = span ** (1 / (n - 1))
+    k0 = round(math.log(centre / unit, r) - (n - 1) / 2)
+    return [unit * r ** (k0 + i) for i in range(n)]
 
 
 def _slide(targets: list[float], lo: float, hi: float) -> tuple[list[float], str | None]:
@@ -171,7 +228,7 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
             f"sweep.span={s.span}; allow more layers or a wider d_model range"
         )
     targets, slid = _slide(_grid(M_opt, 10**s.span, s.n_shapes), lo, hi)
-    notes = (
+    notes: tuple[str, ...] = (
         ()
         if slid is None
         else (
@@ -192,19 +249,29 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
             f"{D_least:.3g} tokens, fewer than sweep.min_steps={s.min_steps} sequences of {seq_len}"
         )
     # One batch size per budget, as DeepSeek: B_opt(C), but small enough for min_steps steps of the largest model.
-    B = min(round_batch(laws.B_opt(C), seq_len), max(seq_len, int(D_least / s.min_steps) // seq_len * seq_len))
+    B_opt = laws.B_opt(C)
+    B = min(round_batch(B_opt, seq_len), max(seq_len, int(D_least / s.min_steps) // seq_len * seq_len))
+    if B < round_batch(B_opt, seq_len):  # said, never silent: the batch is not the law's
+        notes += (
+            f"B_opt(C={C:.3g})={B_opt:.3g} leaves the largest model fewer than {s.min_steps} steps: batch lowered "
+            f"to {B}",
+        )
     lr = sig(laws.eta_opt(C))
     points = []
     for sh in shapes:
         b, steps = whole_steps(C / sh.M, B, seq_len)
-        points.append(
-            Point(f"iso_C{C:.3g}_L{sh.n_layer}_D{sh.d_model}", "isoflop", C, sh, steps * b, b, lr, M_opt, notes)
-        )
+        points.append(Point(iso_id(C, sh), "isoflop", C, sh, steps * b, b, lr, M_opt, notes))
     return points
 
 
-def hparams_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
-    seq_len, M_opt = base.seq_len, laws.M_opt(C)
+def hparams_points(
+    C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings, shape_budget: float | None = None
+) -> list[Point]:
+    """The batch x lr grid at C; its model is the one nearest M_opt(shape_budget or C), and the grid is centred on
+    B_opt and eta_opt there. sweep.reuse gives the budgets of a group one shape_budget, so that they share one model
+    and one grid (each budget's own optimum lies inside it: the group spans at most sweep.reuse_span decades)."""
+    centre = shape_budget or C
+    seq_len, M_opt = base.seq_len, laws.M_opt(centre)
     lo, hi = smallest_shape(rule, base), largest_shape(rule, base)
     shape = lo if M_opt < lo.M else hi if M_opt > hi.M else shape_for_M(M_opt, rule, base)
     notes = (
@@ -216,28 +283,34 @@ def hparams_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
         ]
     )
     D = C / shape.M
-    B_opt = laws.B_opt(C)
+    B_opt = laws.B_opt(centre)
     # The largest batch must still leave min_steps steps: slide the grid down when B_opt(C) is too big for D.
     B_centre = min(B_opt, D / s.min_steps / math.sqrt(s.batch_span))
     if B_centre < B_opt:
         notes.append(
             f"B_opt(C)={B_opt:.3g} leaves fewer than {s.min_steps} steps: batch grid slid down to {B_centre:.3g}"
         )
-    batches = sorted({round_batch(b, seq_len) for b in _grid(B_centre, s.batch_span, s.batch_points)})
+    raw = (
+        _lattice(B_centre, s.batch_span, s.batch_points, seq_len)
+        if s.lattice
+        else _grid(B_centre, s.batch_span, s.batch_points)
+    )
+    batches = sorted({round_batch(b, seq_len) for b in raw})
     batches = [b for b in batches if D / b >= s.min_steps]
     if len(batches) < 3:
         raise BudgetTooSmall(
             f"hparams grid at C={C:.3g} keeps only {len(batches)} distinct batch sizes (multiples of "
             f"seq_len={seq_len} with >= sweep.min_steps={s.min_steps} steps of D={D:.3g} tokens)"
         )
-    lrs = sorted({sig(lr) for lr in _grid(laws.eta_opt(C), s.lr_span, s.lr_points)})
+    lr_grid = _lattice if s.lattice else _grid
+    lrs = sorted({sig(lr) for lr in lr_grid(laws.eta_opt(centre), s.lr_span, s.lr_points)})
     points = []
-    for B in batches:
-        b, steps = whole_steps(D, B, seq_len)
+    grid = [whole_steps(D, B, seq_len) for B in batches]
+    digits = len(str(max(b for b, _ in grid)))
+    for b, steps in grid:
         for lr in lrs:
-            points.append(
-                Point(f"hp_C{C:.3g}_B{b}_lr{fmt_sig(lr)}", "hparams", C, shape, steps * b, b, lr, M_opt, tuple(notes))
-            )
+            run_id = hparams_run_id(C, b, lr, digits)
+            points.append(Point(run_id, "hparams", C, shape, steps * b, b, lr, M_opt, tuple(notes)))
     return points
 
 
@@ -257,10 +330,22 @@ def smallest_feasible_budget(kind: str, laws: Laws, rule: ShapeRule, base: Model
     return 10**hi
 
 
-def plan(kind: str, C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
+def plan(
+    kind: str,
+    C: float,
+    laws: Laws,
+    rule: ShapeRule,
+    base: ModelConfig,
+    s: SweepSettings,
+    shape_budget: float | None = None,
+) -> list[Point]:
     """One budget's points, or a one-line error naming the smallest feasible budget."""
     try:
-        points = PLANNERS[kind](C, laws, rule, base, s)
+        points = (
+            hparams_points(C, laws, rule, base, s, shape_budget)
+            if kind == "hparams"
+            else PLANNERS[kind](C, laws, rule, base, s)
+        )
     except BudgetTooSmall as e:
         least = smallest_feasible_budget(kind, laws, rule, base, s)
         raise ValueError(

@@ -2,7 +2,7 @@
 
 GPUs come from memory: a run's training state (fp32 weights, gradients and two AdamW moments, 16 bytes per
 parameter) must take at most `FSDP_STATE_FRACTION` of each GPU's `sweep.gpu_memory_gb` once FSDP2 shards it, the rest
-being for activations (scaling.parallel's rule). Hours come from FLOPs: the plan's single-device estimate (measured,
+being for activations (scaling.run.parallel's rule). Hours come from FLOPs: the plan's single-device estimate (measured,
 or at `sweep.assumed_flops_per_s` per GPU) divided by the GPUs of the run's job, assuming linear scaling (an
 optimistic bound: data-parallel efficiency below 1 only lengthens runs).
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from scaling.parallel import BYTES_PER_PARAM, FSDP_STATE_FRACTION
+from scaling.run.parallel import BYTES_PER_PARAM, FSDP_STATE_FRACTION
 
 from .plan import Point
 

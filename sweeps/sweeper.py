@@ -8,11 +8,13 @@ launch (train_run checks again); the sweep reports progress with an ETA and a su
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +29,28 @@ from omegaconf import DictConfig, OmegaConf
 
 from model import ModelConfig
 from model.shapes import ShapeRule
-from scaling.configs import node_dict
+from scaling.base.cli import fmt_seconds
+from scaling.base.configs import node_dict
+from scaling.base.lock import describe, live_holder, mark_sweep_process
+from scaling.base.record import FINISHED, config_hash, read_result
 from scaling.data import prepare_data, resolve_vocab
 from scaling.data.corpora import open_corpus
 from scaling.data.settings import DataSettings
-from scaling.lock import describe, live_holder, mark_sweep_process
-from scaling.record import FINISHED, config_hash, read_result
-from scaling.train import check_config
+from scaling.run.config import TrainConfig
+from scaling.run.setup import check_config
 
+from . import feasible
+from .config import SweepConfig
+from .console import quiet_jobs, short_job_lines
+from .extend import Extension, extend, unbracketed
 from .laws import Laws
-from .packing import Unit, pack_id, pack_overrides, parse_pack, plan_units, unit_seconds
-from .plan import Point, SweepSettings, choose_rule, plan
+from .packing import Unit, pack_id, pack_overrides, plan_units, unit_seconds
+from .plan import Point, adopt_legacy_ids, choose_rule, plan
+from .reuse import Trunk, budget_groups, parse_reuse, plan_trunks, trunk_overrides, trunk_seconds
+from .seeds import point_losses, with_seeds
 from .sizing import JobLimits, size_points
 from .sizing import report as sizing_report
-from .table import fmt_seconds, format_table, rows, write_csv
+from .table import format_table, rows, write_csv
 from .throughput import Throughput, resolve_device
 
 KINDS = ("hparams", "isoflop")  # hparams first: DeepSeek's order when both are given
@@ -97,7 +107,8 @@ def split_arguments(arguments: list[str]) -> tuple[list[tuple[str, float]], list
 def check_overrides(passthrough: list[str], points: list[Point]) -> None:
     """A user override of a key the plan sets for every run (optim.lr, train.batch_size, ...) would be replaced
     silently: refuse it, naming it."""
-    planned = {o.split("=", 1)[0] for p in points[:1] for o in p.overrides()}
+    # `seed=` is the sweep's first seed (sweep.seeds numbers the others from it), never replaced
+    planned = {o.split("=", 1)[0] for p in points[:1] for o in p.overrides()} - {"seed"}
     for o in OverridesParser.create().parse_overrides(passthrough):
         if o.key_or_group in planned:
             raise ValueError(
@@ -106,14 +117,16 @@ def check_overrides(passthrough: list[str], points: list[Point]) -> None:
             )
 
 
-def check_job(job: DictConfig, data: bool) -> None:
+def check_job(job: DictConfig, data: bool) -> TrainConfig:
     """What a run validates before writing anything, checked before anything is launched: bad input stops the
-    sweep with one line (exit 2) instead of failing every run. `data` also opens the corpus (once per sweep)."""
-    c, *_ = check_config(
+    sweep with one line (exit 2) instead of failing every run. `data` also opens the corpus (once per sweep).
+    Returns the run's typed train config (the sweep's devices, threads and precision are the runs')."""
+    c, _, train, _ = check_config(
         OmegaConf.masked_copy(job, [str(k) for k in job if k != "hydra"])
     )  # hydra.* resolves at launch
     if data:
         open_corpus(DataSettings.from_cfg(c["data"]))
+    return train
 
 
 def check_writable(sweep_dir: Path) -> None:
@@ -128,7 +141,7 @@ def check_writable(sweep_dir: Path) -> None:
 
 
 def training_hash(cfg: DictConfig) -> str:
-    """The config hash train_run will compute for this job config (scaling.record.config_hash)."""
+    """The config hash train_run will compute for this job config (scaling.base.record.config_hash)."""
     return config_hash(
         {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "data", "optim", "train")}
         | {"seed": cfg.seed}
@@ -140,6 +153,9 @@ class ScalingSweeper(Sweeper):
     config: DictConfig
     hydra_context: HydraContext
     launcher: Launcher
+    sc: SweepConfig  # the sweep.* keys, typed and validated once (sweeps.config), set first thing in sweep()
+    train: TrainConfig  # the first job's validated train.* (check_config): device, threads, dtype, eval_tokens
+    base: ModelConfig  # the model every planned shape is built from, with the runs' vocabulary
 
     def __init__(self, max_batch_size: int | None = None) -> None:
         self.max_batch_size = max_batch_size  # jobs per launch call; null -> 1 (basic), all (joblib, cluster)
@@ -152,23 +168,28 @@ class ScalingSweeper(Sweeper):
 
     # ---- planning (nothing runs until everything below has been validated) ----
 
-    def make_plan(self, wants: list[tuple[str, float]]) -> tuple[list[Point], ShapeRule, Laws]:
-        cfg = self.config
-        settings = SweepSettings.from_cfg(cfg.sweep)
-        laws = Laws.load(cfg.sweep.laws)
-        base = ModelConfig.from_dict(node_dict(cfg.model))
-        rules = {
-            name: ShapeRule.from_cfg(name, node_dict(node, resolve=False))
-            for name, node in cfg.sweep.shape_rules.items()
-        }
-        rule = choose_rule(str(cfg.sweep.shape_rule), rules, wants, laws, base, settings)
-        return [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings)], rule, laws
+    def make_plan(self, wants: list[tuple[str, float]], reuse: bool = False) -> tuple[list[Point], ShapeRule, Laws]:
+        sc = self.sc
+        settings = dataclasses.replace(sc.settings, lattice=True) if reuse else sc.settings
+        laws = Laws.load(sc.laws)
+        for warning in laws.check([C for _, C in wants]):  # implausible laws: refused above, named here
+            print(f"warning: {warning}")
+        # The vocabulary the runs will use: a pretrained data.tokenizer sets data.vocab_size (resolve_vocab), and
+        # with it N2, the throughput cache key, every time estimate and the GPU sizing of the plan.
+        self.base = base = ModelConfig.from_dict(node_dict(resolve_vocab(self.config).model))
+        rule = choose_rule(sc.shape_rule, sc.rules, wants, laws, base, settings)
+        # sweep.reuse: the budgets of a group share one model (sweeps.reuse), so their grids can share trunks
+        model_C = budget_groups([C for kind, C in wants if kind == "hparams"], sc.reuse_span) if reuse else {}
+        points = [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings, model_C.get(C))]
+        return points, rule, laws
 
     def job_state(self, overrides: list[str], first: bool = False) -> tuple[Path, str]:
         """Compose the job's config (as the launcher will: errors surface now), validate it and classify its run
-        dir: todo, done, busy (a live process owns it: scaling.lock) or conflict."""
+        dir: todo, done, busy (a live process owns it: scaling.base.lock) or conflict."""
         job = resolve_vocab(self.hydra_context.config_loader.load_sweep_config(self.config, overrides))
-        check_job(job, data=first)
+        train = check_job(job, data=first)
+        if first:
+            self.train = train
         run_dir = Path(str(job.hydra.sweep.dir)) / str(job.hydra.sweep.subdir)
         prev = read_result(run_dir)
         if live_holder(run_dir) is not None and (prev is None or prev.get("status") not in FINISHED):
@@ -182,11 +203,32 @@ class ScalingSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
         cfg = self.config
         wants, passthrough = split_arguments(arguments)
-        parse_pack(cfg.sweep.get("pack", "off"))  # a bad sweep.pack stops here, before anything is written
-        points, rule, laws = self.make_plan(wants)
-        check_overrides(passthrough, points)
+        self.sc = sc = SweepConfig.from_cfg(node_dict(cfg.sweep))  # every sweep.* key, before anything is written
+        reuse = parse_reuse(sc.reuse, str(cfg.optim.schedule))
+        base, rule, laws = self.make_plan(wants, reuse)
+        base = adopt_legacy_ids(base, Path(str(cfg.hydra.sweep.dir)))  # runs made before ids sorted by lr
+        planned = list(base)
+        check_overrides(passthrough, base)
+        points = with_seeds(base, sc.seeds, int(cfg.seed))
+        trunks: list[Trunk] = []
+        if reuse:
+            points, trunks = plan_trunks(
+                points, float(cfg.optim.warmup_frac), int(cfg.optim.max_warmup_steps), cfg.optim.get("warmup_steps")
+            )
         jobs = [passthrough + p.overrides() for p in points]
         states = [self.job_state(j, first=i == 0) for i, j in enumerate(jobs)]
+        # Extension rounds an earlier run of this command trained are replayed from their records (sweeps.extend is
+        # deterministic given them), so the plan, plan.csv and a rerun's skips include them.
+        rounds = 0
+        while rounds < sc.extend and all(st == "done" for _, st in states):
+            ext = self._extension(base, points, [d for d, _ in states], rule, rounds + 1)
+            if not ext.points:
+                break
+            rounds += 1
+            base += ext.points
+            new = with_seeds(ext.points, sc.seeds, int(cfg.seed))
+            points, jobs = points + new, jobs + [passthrough + p.overrides() for p in new]
+            states += [self.job_state(passthrough + p.overrides()) for p in new]
         conflicts = [str(d) for d, s in states if s == "conflict"]
         if conflicts:
             raise ValueError(
@@ -195,21 +237,35 @@ class ScalingSweeper(Sweeper):
             )
         sweep_dir = Path(str(cfg.hydra.sweep.dir))
         check_writable(sweep_dir)
-        if cfg.train.threads:  # measure throughput with the thread count the runs will use
-            torch.set_num_threads(int(cfg.train.threads))
+        if self.train.threads:  # measure throughput with the thread count the runs will use
+            torch.set_num_threads(self.train.threads)
         thr = Throughput(
             [p.shape for p in points],
-            resolve_device(str(cfg.train.device)),
-            Path(os.path.expanduser(str(cfg.sweep.throughput_cache))),
-            float(cfg.sweep.measure_max_params),
-            float(cfg.sweep.assumed_flops_per_s),
+            resolve_device(self.train.device),
+            Path(os.path.expanduser(sc.throughput_cache)),
+            sc.measure_max_params,
+            sc.assumed_flops_per_s,
+            self.train.dtype,
         )
-        est = [thr.seconds(p.shape, p.D, int(cfg.train.eval_tokens)) for p in points]
+        est = [thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in points]
         table = rows(points, est, [s for _, s in states])
+        # plan.csv: which trunk trains the first stage of each run, how many of its tokens, and the compute the run
+        # spends itself (its trunk's compute is spent once, for all its branches: `trunk_C` on every branch)
+        for r in table:
+            r |= {"trunk": "", "shared_tokens": 0, "C_spent": r["C"], "trunk_C": 0.0}
+        for t in trunks:
+            shared = t.shared_tokens(points)
+            trunk_C = max(shared.values()) * points[t.members[0]].shape.M
+            for i, tokens in shared.items():
+                table[i] |= {
+                    "trunk": t.id,
+                    "shared_tokens": tokens,
+                    "C_spent": points[i].shape.M * (points[i].D - tokens),
+                    "trunk_C": trunk_C,
+                }
         # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
         limits = JobLimits.from_launcher(node_dict(cfg.hydra.launcher, resolve=False))
-        gpu_gb = float(cfg.sweep.get("gpu_memory_gb", 80))
-        sizings = size_points(points, [e[0] for e in est], limits, gpu_gb)
+        sizings = size_points(points, [e[0] for e in est], limits, sc.gpu_memory_gb)
         for r, z in zip(table, sizings, strict=True):
             r |= {"gpus": z.gpus, "gpu_hours": round(z.gpu_hours, 4), "cannot_finish": z.problem or ""}
         # Tokenize once, here, so the launched runs (64 array jobs or one) only read the cache; it also gives each
@@ -218,15 +274,10 @@ class ScalingSweeper(Sweeper):
         data = prepare_data(job0.data, progress=True)
         for r in table:
             r["epochs"] = round(r["D"] / data.train_tokens_count, 4)
-        try:
-            write_csv(sweep_dir / "plan.csv", table)
-        except OSError as e:  # a read-only or full disk: say so before launching anything
-            raise ValueError(
-                f"cannot write to sweep.dir={sweep_dir} ({e.strerror or e}); give a writable sweep.dir=..."
-            ) from None
+        self._write_plan(sweep_dir, table)
         self._print_plan(wants, points, rule, laws, table, thr, sweep_dir)
         if limits.gpus is not None or thr.device.type == "cuda" or not thr.measured:  # a GPU plan or a GPU launcher
-            print("\n".join(sizing_report(sizings, limits, float(cfg.sweep.assumed_flops_per_s), gpu_gb)))
+            print("\n".join(sizing_report(sizings, limits, sc.assumed_flops_per_s, sc.gpu_memory_gb)))
         repeats = [r["epochs"] for r in table if r["epochs"] > 1]
         if repeats:
             print(
@@ -235,31 +286,140 @@ class ScalingSweeper(Sweeper):
                 "so they are not clean scaling points; use a larger corpus (data=files data.path=...) or smaller "
                 "budgets"
             )
+        # Feasible before it spends (sweeps.feasible): budgets whose grids cannot bracket, and the data's limit.
+        tokens, fingerprint = data.train_tokens_count, data.dataset_fingerprint
+        print("\n".join(feasible.report(wants, planned, laws, rule, self.base, sc.settings, tokens, fingerprint)))
+        if sc.seeds > 1:
+            print(f"seeds: every point trained with {sc.seeds} seeds ({int(cfg.seed)}..{int(cfg.seed) + sc.seeds - 1})")
         todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
-        units = plan_units(points, todo, cfg.sweep.get("pack", "off"), self._pack_probe())
-        self._print_packs(points, units, [e[0] for e in est])
-        if cfg.sweep.dry_run:
+        in_trunk = {i for t in trunks for i in t.members}
+        seconds = [e[0] for e in est]
+        trunk_units = [
+            Unit(t.members, sum(seconds[i] for i in t.members) / trunk_seconds(t, points, seconds), t.id)
+            for t in trunks
+            if any(i in todo for i in t.members)
+        ]
+        units = trunk_units + plan_units(points, [i for i in todo if i not in in_trunk], sc.pack, self._pack_probe())
+        units.sort(key=lambda u: min(u.members))
+        self._print_reuse(points, trunks, seconds, [z.gpu_hours for z in sizings])
+        self._print_packs(points, units, seconds)
+        if sc.dry_run:
+            if sc.extend:
+                print(
+                    f"sweep.extend={sc.extend}: after training, a grid whose best run sits at an edge gets points "
+                    f"beyond it, up to {sc.extend - rounds} more round(s) (not in this plan)"
+                )
             print("dry run: nothing trained (sweep.dry_run=false to launch)")
             return {"planned": len(points)}
         for (run_dir, s), p in zip(states, points):
             if s == "busy":
                 print(f"skip {p.run_id}: {run_dir} is being trained by {describe(live_holder(run_dir) or {})}")
-        mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.lock)
-        unit_jobs = [pack_overrides(passthrough, points, u) if u.packed else jobs[u.members[0]] for u in units]
-        return self._launch(points, units, unit_jobs, [e[0] for e in est], [d for d, _ in states], sweep_dir)
+        mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.base.lock)
+        by_id = {t.id: t for t in trunks}
+        unit_jobs = [
+            trunk_overrides(passthrough, points, by_id[u.trunk])
+            if u.trunk
+            else pack_overrides(passthrough, points, u)
+            if u.packed
+            else jobs[u.members[0]]
+            for u in units
+        ]
+        run_dirs = [d for d, _ in states]
+        summary = self._launch(points, units, unit_jobs, [e[0] for e in est], run_dirs, sweep_dir)
+        ctx = _Extending(base, points, run_dirs, table, thr, limits, tokens, rule, rounds, sweep_dir, passthrough)
+        return self._extend_rounds(ctx, summary)
+
+    # ---- extension (sweeps.extend): bracketed before it reports ----
+
+    def _losses(self, points: list[Point], run_dirs: list[Path]) -> dict[str, float | None]:
+        """val_loss of every finished run by run id (None for a diverged one)."""
+        out: dict[str, float | None] = {}
+        for p, d in zip(points, run_dirs):
+            rec = read_result(d) or {}
+            if rec.get("status") in FINISHED:
+                out[p.run_id] = rec.get("val_loss") if rec.get("status") == "completed" else None
+        return out
+
+    def _extension(
+        self, base: list[Point], points: list[Point], run_dirs: list[Path], rule: ShapeRule, round_no: int
+    ) -> Extension:
+        loss = point_losses(base, self.sc.seeds, int(self.config.seed), self._losses(points, run_dirs))
+        return extend(base, loss, rule, self.base, self.sc.settings, round_no)
+
+    def _extend_rounds(self, x: _Extending, summary: dict[str, Any]) -> dict[str, Any]:
+        """Up to sweep.extend rounds: points beyond every edge that holds a grid's best run, planned, added to
+        plan.csv (column `added` says why) and trained; then every grid still unbracketed is named."""
+        sc, seed0 = self.sc, int(self.config.seed)
+        added = 0
+        while x.rounds < sc.extend:
+            ext = self._extension(x.base, x.points, x.run_dirs, x.rule, x.rounds + 1)
+            for line in ext.stuck:
+                print(f"warning: {line}")
+            if not ext.points:
+                break
+            x.rounds += 1
+            new = with_seeds(ext.points, sc.seeds, seed0)
+            print(f"extend: round {x.rounds} of sweep.extend={sc.extend}: {len(new)} run(s)")
+            for line in ext.added:
+                print(f"  {line}")
+            jobs = [x.passthrough + p.overrides() for p in new]
+            states = [self.job_state(j) for j in jobs]
+            conflicts = [str(d) for d, st in states if st == "conflict"]
+            if conflicts:
+                raise ValueError(
+                    f"{len(conflicts)} extension run(s) already hold a run of another config (e.g. {conflicts[0]}); "
+                    f"use another sweep.dir or remove them"
+                )
+            est = [x.thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in new]
+            table = rows(new, est, [st for _, st in states])
+            sizings = size_points(new, [e[0] for e in est], x.limits, sc.gpu_memory_gb)
+            for r, z in zip(table, sizings, strict=True):
+                r |= {"gpus": z.gpus, "gpu_hours": round(z.gpu_hours, 4), "cannot_finish": z.problem or ""}
+                r["epochs"] = round(r["D"] / x.train_tokens, 4)
+            x.table += table
+            self._write_plan(x.sweep_dir, x.table)
+            print(format_table(table))
+            x.base += ext.points
+            x.points += new
+            dirs = [d for d, _ in states]
+            x.run_dirs += dirs
+            todo = [i for i, (_, st) in enumerate(states) if st == "todo"]
+            units = plan_units(new, todo, sc.pack, self._pack_probe())
+            unit_jobs = [pack_overrides(x.passthrough, new, u) if u.packed else jobs[u.members[0]] for u in units]
+            more = self._launch(new, units, unit_jobs, [e[0] for e in est], dirs, x.sweep_dir)
+            added += len(new)
+            for k in ("completed", "diverged", "failed"):
+                summary[k] = summary.get(k, 0) + more.get(k, 0)
+        loss = point_losses(x.base, sc.seeds, seed0, self._losses(x.points, x.run_dirs))
+        for g in unbracketed(x.base, loss):
+            print(
+                f"warning: {g.label} still does not bracket its optimum after {x.rounds} extension round(s) "
+                f"(sweep.extend={sc.extend}): {g.why}"
+            )
+        if x.rounds:
+            print(f"extended: {x.rounds} round(s), {added} run(s) added this time (plan.csv column `added` says why)")
+        return summary | {"extension_rounds": x.rounds}
+
+    def _write_plan(self, sweep_dir: Path, table: list[dict[str, Any]]) -> None:
+        try:
+            write_csv(sweep_dir / "plan.csv", table)
+        except OSError as e:  # a read-only or full disk: say so before launching anything
+            raise ValueError(
+                f"cannot write to sweep.dir={sweep_dir} ({e.strerror or e}); give a writable sweep.dir=..."
+            ) from None
 
     def _pack_probe(self):
         """speedup(point, K) for sweeps.packing: packed vs run-after-run step time of the point's shape and batch on
         the runs' device (measured once per shape, batch and K); None for models too big to measure here."""
-        from scaling.packed import measure_speedup
-        from scaling.parallel import resolve_amp
+        from scaling.run.pack.speed import measure_speedup
+        from scaling.run.parallel import resolve_amp
 
-        cfg, cache = self.config, {}
-        device = resolve_device(str(cfg.train.device))
-        amp = resolve_amp(str(cfg.train.dtype), device)
+        cache: dict[tuple, float | None] = {}
+        device = resolve_device(self.train.device)
+        amp = resolve_amp(self.train.dtype, device)
 
         def speedup(p: Point, K: int) -> float | None:
-            if p.shape.flops.params > float(cfg.sweep.measure_max_params):
+            if p.shape.flops.params > self.sc.measure_max_params:
                 return None
             key = (p.shape.n_layer, p.shape.d_model, p.shape.n_head, p.shape.n_kv_head, p.batch_size, K)
             if key not in cache:
@@ -269,13 +429,36 @@ class ScalingSweeper(Sweeper):
         return speedup
 
     @staticmethod
+    def _print_reuse(points: list[Point], trunks: list[Trunk], est: list[float], gpu_hours: list[float]) -> None:
+        """What sharing the first stage saves (sweeps.reuse): trunks, branches, tokens, time and GPU-hours with and
+        without (a run's time and GPU-hours taken as proportional to its tokens)."""
+        if not trunks:
+            return
+        branches = sum(len(t.members) for t in trunks)
+        without = sum(float(p.D) for p in points)
+        saved = sum(sum(points[i].D for i in t.members) - t.tokens(points) for t in trunks)
+        shared = {i for t in trunks for i in t.members}
+
+        def reused(cost: list[float]) -> float:
+            return sum(trunk_seconds(t, points, cost) for t in trunks) + sum(
+                c for i, c in enumerate(cost) if i not in shared
+            )
+
+        print(
+            f"reuse (sweep.reuse; scaling.run.trunk): {len(trunks)} trunks serve {branches} runs as branches, "
+            f"{len(points) - branches} runs alone; tokens {without - saved:.3g} with reuse vs {without:.3g} without "
+            f"({without / (without - saved):.2f}x fewer); est. {fmt_seconds(reused(est))} vs {fmt_seconds(sum(est))} "
+            f"run after run; {reused(gpu_hours):,.0f} vs {sum(gpu_hours):,.0f} GPU-hours"
+        )
+
+    @staticmethod
     def _print_packs(points: list[Point], units: list[Unit], est: list[float]) -> None:
         packs = [u for u in units if u.packed]
         if not packs:
             return
         alone = sum(est[i] for u in units for i in u.members)
         print(
-            f"packs (sweep.pack; scaling.packed): {len(packs)} packs of {sum(len(u.members) for u in packs)} runs, "
+            f"packs (sweep.pack; scaling.run.pack): {len(packs)} packs of {sum(len(u.members) for u in packs)} runs, "
             f"{len(units) - len(packs)} runs alone"
         )
         for u in packs:
@@ -337,15 +520,17 @@ class ScalingSweeper(Sweeper):
         counts: Counter[str] = Counter(skipped=skipped)
         t0, est_done, est_left = time.time(), 0.0, sum(unit_seconds(u, est) for u in units)
         size, idx, runs_done = self._batch_size(len(units)), 0, 0
+        jobs = quiet_jobs(jobs, parallel=size > 1)  # side-by-side runs draw no progress bars (sweeps.console)
         pending = list(range(len(units)))  # unit indices, in plan order
         while pending:
             batch_ix, pending = pending[:size], pending[size:]
             batch = [units[u] for u in batch_ix]
             watcher = _Watcher(batch, run_dirs, est, t0, est_done, est_left) if len(batch) > 1 else None
             try:
-                returns: list[JobReturn | None] = list(
-                    self.launcher.launch([jobs[u] for u in batch_ix], initial_job_idx=idx)
-                )
+                with short_job_lines(jobs):  # the launcher's line per job: run id and what varies, not ~600 chars
+                    returns: list[JobReturn | None] = list(
+                        self.launcher.launch([jobs[u] for u in batch_ix], initial_job_idx=idx)
+                    )
             except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
                 why = str(e).splitlines()[0] if str(e) else ""
                 print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {why}")
@@ -370,7 +555,13 @@ class ScalingSweeper(Sweeper):
                 for i in unit.members:
                     status, line = self._outcome(run_dirs[i], jr)
                     counts[status] += 1
-                    packed = f" (packed x{len(unit.members)})" if unit.packed else ""
+                    packed = (
+                        f" (branch of {unit.trunk})"
+                        if unit.trunk
+                        else f" (packed x{len(unit.members)})"
+                        if unit.packed
+                        else ""
+                    )
                     print(f"[{sum(counts.values()) - skipped}/{len(todo)}] {points[i].run_id}: {line}{packed}")
             runs_done += sum(len(u.members) for u in batch)
             est_done += sum(unit_seconds(u, est) for u in batch)
@@ -407,9 +598,9 @@ class ScalingSweeper(Sweeper):
     def _outcome(run_dir: Path, jr: JobReturn | None) -> tuple[str, str]:
         """(status, one line) of a launched run: its result.json is the truth, the JobReturn explains failures."""
         said = jr._return_value if jr is not None and jr.status == JobStatus.COMPLETED else None
-        # A live process owns the run dir (scaling.lock): it trains it, not us. A pack job (sweeps.packing) leaves
+        # A live process owns the run dir (scaling.base.lock): it trains it, not us. A pack job (sweeps.packing) leaves
         # such a member alone and reports for the whole pack, so its members are checked here one by one.
-        packed_busy = str(said).startswith("packed") and live_holder(run_dir) is not None
+        packed_busy = str(said).startswith(("packed", "trunk")) and live_holder(run_dir) is not None
         if said == "busy" or packed_busy:
             return "skipped", f"skipped: being trained by {describe(live_holder(run_dir) or {})}"
         rec = read_result(run_dir) or {}
@@ -425,6 +616,23 @@ class ScalingSweeper(Sweeper):
         if not err and jr is not None and jr.status == JobStatus.FAILED:
             err = f"{type(jr._return_value).__name__}: {jr._return_value}"
         return "failed", "failed: " + (err.splitlines()[0] if err else "no result.json")
+
+
+@dataclass
+class _Extending:
+    """What the extension rounds of a launched sweep carry from round to round."""
+
+    base: list[Point]  # every point at its first seed: planned, then added
+    points: list[Point]  # every run (all seeds), in plan.csv order
+    run_dirs: list[Path]
+    table: list[dict[str, Any]]  # plan.csv's rows
+    thr: Throughput
+    limits: JobLimits
+    train_tokens: int
+    rule: ShapeRule
+    rounds: int  # extension rounds so far (replayed ones included)
+    sweep_dir: Path
+    passthrough: list[str]
 
 
 class _Watcher:

@@ -7,16 +7,10 @@ import io
 from pathlib import Path
 from typing import Any
 
-from scaling.atomic import write_atomic
+from scaling.base.atomic import write_atomic
+from scaling.base.cli import fmt_seconds
 
 from .plan import Point
-
-
-def fmt_seconds(s: float) -> str:
-    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= n:
-            return f"{s / n:.1f}{unit}"
-    return f"{s:.1f}s"
 
 
 def rows(points: list[Point], est: list[tuple[float, bool]], state: list[str]) -> list[dict[str, Any]]:

@@ -14,11 +14,11 @@ import torch
 
 from model import LLaMA, ModelConfig, count_flops
 from model.shapes import Shape
-from scaling.atomic import write_atomic
-from scaling.distributed import Dist
-from scaling.parallel import resolve_amp
-from scaling.parallel import resolve_device as resolve_run_device
-from scaling.step import TrainStep, build_optimizer
+from scaling.base.atomic import write_atomic
+from scaling.run.distributed import Dist
+from scaling.run.parallel import resolve_amp
+from scaling.run.parallel import resolve_device as resolve_run_device
+from scaling.run.step import TrainStep, build_optimizer
 
 
 def resolve_device(name: str) -> torch.device:
@@ -29,19 +29,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def measure(
-    cfg: ModelConfig, device: torch.device, seqs: int = 2, warmup_s: float = 0.5, timed_s: float = 0.3
+    cfg: ModelConfig,
+    device: torch.device,
+    seqs: int = 2,
+    warmup_s: float = 0.5,
+    timed_s: float = 0.3,
+    amp: torch.dtype | None = None,
 ) -> float:
     """Training FLOP/s (forward, backward, AdamW) of this shape, after warming up for warmup_s (a fresh process pays
     seconds of one-off initialisation in its first steps), from the median step over >= 3 steps and >= timed_s."""
     torch.manual_seed(0)
     model = LLaMA(cfg).to(device)
-    # The trainer's own step, optimizer and default precision, so the estimate times the step the runs will take.
+    # The trainer's own step, optimizer and the runs' precision (train.dtype), so the estimate times their step.
     # lr 0: the same cost, and no drift into slow denormals.
     train_step = TrainStep(
         model,
         build_optimizer(model, 0.0, (0.9, 0.95), 1e-8, 0.1, device),
         device=device,
-        amp=resolve_amp("auto", device),
+        amp=amp,
         grad_clip=1.0,
     )
     x = torch.randint(cfg.vocab_size, (seqs, cfg.seq_len), device=device)
@@ -66,8 +71,17 @@ def measure(
 
 
 class Throughput:
-    def __init__(self, shapes: list[Shape], device: torch.device, cache: Path, max_params: float, assumed: float):
+    def __init__(
+        self,
+        shapes: list[Shape],
+        device: torch.device,
+        cache: Path,
+        max_params: float,
+        assumed: float,
+        dtype: str = "auto",
+    ):
         self.device, self.assumed = device, float(assumed)
+        self.amp = resolve_amp(dtype, device)  # the runs' precision (train.dtype), decided where the runs decide it
         by_M = sorted(shapes, key=lambda s: s.M)
         ends = {(s.n_layer, s.d_model): s for s in by_M[:1] + by_M[-1:]}.values()
         measurable = by_M[-1].flops.params <= max_params
@@ -76,7 +90,8 @@ class Throughput:
     def _cached(self, s: Shape, cache: Path) -> float:
         c = s.cfg
         key = (
-            f"{self.device}|torch {torch.__version__}|threads {torch.get_num_threads()}|L{c.n_layer} d{c.d_model} "
+            f"{self.device}|{self.amp or 'fp32'}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
+            f"L{c.n_layer} d{c.d_model} "
             f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}"
         )
         try:
@@ -84,7 +99,7 @@ class Throughput:
         except (OSError, ValueError):
             table = {}
         if key not in table:
-            table[key] = measure(c, self.device)
+            table[key] = measure(c, self.device, amp=self.amp)
             write_atomic(cache, json.dumps(table, indent=1, sort_keys=True))
         return table[key]
 

@@ -9,11 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from scaling.configs import conf_dir
-
-CONF = str(conf_dir())  # the same configs every entry point finds (scaling.configs)
-# A 300 kB slice of the default corpus and a 512-piece tokenizer: trains in well under a second.
-TINY_DATA = ["data.max_bytes=300000", "data.vocab_size=512"]
+from tests.helpers import CONF, TINY_DATA
 
 
 @pytest.fixture(scope="session")

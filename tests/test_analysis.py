@@ -14,6 +14,7 @@ import pytest
 from analysis.extrapolate import extrapolate, load_model, recommend
 from analysis.fit import main, run_analysis
 from analysis.synthetic import Truth, make_study, write_study
+from tests.helpers import shifted_isoflop_study
 
 ROOT = Path(__file__).resolve().parent.parent
 TRUTH = Truth()
@@ -30,7 +31,7 @@ def main_inproc(capsys, *args) -> subprocess.CompletedProcess:
     """analysis.fit.main in this process (fast), returned like cli()."""
     try:
         rc = main([str(a) for a in args])
-    except SystemExit as e:  # bad input: scaling.cli.fail exits 2 after one line
+    except SystemExit as e:  # bad input: scaling.base.cli.fail exits 2 after one line
         rc = e.code
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, rc, out, err)
@@ -135,6 +136,7 @@ def test_cli_end_to_end(study, tmp_path):
         "hparams.png",
         "loss_curve.png",
         "parametric.png",
+        "fit_diagnostic.png",
     }
     rep = json.loads((out / "report.json").read_text())
     for sec, law in (("hparams", "eta_opt"), ("hparams", "B_opt"), ("isoflop", "M_opt"), ("isoflop", "D_opt")):
@@ -200,47 +202,34 @@ def test_law_with_too_few_budgets_is_absent_with_reason(tmp_path):
     ]
     rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=20, targets=())
     assert "hparams" not in rep and "only 2 budget(s) with hparams runs; need >= 3" in rep["skipped"]["hparams"]
-    assert (
-        "isoflop" in rep
-        and rep["loss"]["form"] == "power"
-        and "needs >= 4 budgets" in rep["loss"]["saturating_skipped"]
-    )
+    # Three budgets: no free-E saturating form, but L(N, D)'s E gives L(C) a floor, and the report says why.
+    assert "isoflop" in rep and "needs >= 4 budgets" in rep["loss"]["saturating_skipped"]
+    assert rep["loss"]["form"] == "saturating_E" and "no backtest can compare" in rep["loss"]["form_why"]
     assert "needs >= 4 budgets" in rep["loss"]["backtest"]["skipped"]
     rep2 = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=20, targets=(), min_budgets=2)
     assert "2 budgets" in rep2["hparams"]["eta_opt"].warnings[0]
 
 
-def _edge_and_off_centre_study(tmp_path):
-    budgets = (1e17, 1e18, 1e19, 1e20, 1e21)
-    recs = make_study(budgets=budgets, n_diverged=0, n_failed=0, seed=2)
-    shift = {1e20: 1.0, 1e21: 0.5}  # grid centre this many decades above M_opt: optimum beyond the edge / off-centre
-    for C, s in shift.items():
-        iso = [r for r in recs if r["sweep"] == "isoflop" and r["budget"] == C]
-        for r, x in zip(iso, np.linspace(-0.6, 0.6, len(iso))):
-            r["M"] = float(TRUTH.M_opt(C) * 10 ** (s + x))
-            r["D"] = C / r["M"]
-            r["val_loss"] = float(TRUTH.loss(r["M"], r["D"]))
-    return budgets, write_study(recs, tmp_path / "runs")
-
-
 def test_isoflop_edge_and_off_centre_budgets_excluded_by_the_window_estimator(tmp_path):
-    budgets, runs = _edge_and_off_centre_study(tmp_path)
-    rep = run_analysis([runs], write=False, bootstrap=50, targets=(), iso_estimator="window")
+    recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})  # optimum beyond the edge / off-centre
+    rep = run_analysis(
+        [write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=(), iso_estimator="window"
+    )
     b = {x["budget"]: x for x in rep["isoflop"]["budgets"]}
-    assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("minimum at the edge of the grid")
+    assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("best run at the edge of the grid")
     assert not b[1e21]["used"] and b[1e21]["warnings"][0].startswith("off-centre")
-    assert all(b[c]["used"] for c in budgets[:3]) and rep["isoflop"]["M_opt"].n_budgets == 3
+    assert all(b[c]["used"] for c in (1e17, 1e18, 1e19)) and rep["isoflop"]["M_opt"].n_budgets == 3
     assert _inside(rep["isoflop"]["M_opt"].ci95["exponent"], TRUTH.a)
     assert rep["isoflop"]["estimator"] == "window"
 
 
 def test_joint_estimator_keeps_an_off_centre_budget_and_drops_an_unbracketed_one(tmp_path):
-    budgets, runs = _edge_and_off_centre_study(tmp_path)
-    rep = run_analysis([runs], write=False, bootstrap=50, targets=())
+    recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})
+    rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=())
     iso = rep["isoflop"]
     b = {x["budget"]: x for x in iso["budgets"]}
     assert iso["estimator"] == "joint" and "joint fit" in iso["estimator_text"]
-    assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("minimum at the edge of the grid")
+    assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("best run at the edge of the grid")
     # off-centre but bracketed: the joint fit uses it, and locates its minimum (noiseless runs)
     assert b[1e21]["used"] and abs(np.log10(b[1e21]["M_opt"] / TRUTH.M_opt(1e21))) < 0.02
     assert iso["M_opt"].n_budgets == 4 and _inside(iso["M_opt"].ci95["exponent"], TRUTH.a)

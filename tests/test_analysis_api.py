@@ -95,7 +95,7 @@ def test_bench_runs_and_prints_ratios(capsys):
 
 
 def test_one_target_or_budget_need_no_list(recs):
-    """targets="deepseek_7b" was read as the targets 'd', 'e', ...; budgets=1e20 was a TypeError."""
+    """One target or budget is one, not a sequence: targets="deepseek_7b" is not the targets 'd', 'e', ..."""
     df = pd.DataFrame([{k: v for k, v in r.items() if k != "model"} for r in recs]).rename(columns={"val_loss": "loss"})
     res = fit_runs(df, bootstrap=0, targets="deepseek_7b", budgets=1e21)
     assert list(res.sections["extrapolation"]) == ["deepseek_7b"]
@@ -113,7 +113,7 @@ def test_a_law_at_non_positive_compute_is_nan_never_complex(res):
 def test_plot_of_a_section_that_does_not_apply_is_an_error(recs):
     hp = fit_runs(_hp_frame(recs), bootstrap=0)
     with pytest.raises(ValueError, match="no isoflop"):
-        hp.plot("isoflop")  # was an empty figure
+        hp.plot("isoflop")  # not an empty figure
 
 
 def _hp_frame(recs) -> pd.DataFrame:

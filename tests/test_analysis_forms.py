@@ -1,4 +1,4 @@
-"""Forms other groups publish (issue 11): windowed IsoFLOP parabolas on wide skewed profiles, Step-Law (N, D)
+"""Forms other groups publish: windowed IsoFLOP parabolas on wide skewed profiles, Step-Law (N, D)
 hparams laws, plain (N, D, loss) grids with ties/fixes/robust refits, unit warnings, report text that adds up."""
 
 from __future__ import annotations

@@ -206,11 +206,11 @@ def test_parametric_start_that_is_the_optimum_is_a_result():
 @pytest.mark.parametrize(
     "bad",
     [
-        ["--budget", "-1"],  # was a TypeError traceback (complex power)
-        ["--budget", "nan"],  # was "sweep.shape_rule=deepseek allows no shape"
-        ["--budget", "1e400"],  # was "math domain error"
-        ["--target-tokens", "-1"],  # was a traceback
-        ["--target-tokens", "nan"],  # was a traceback after report files were half written
+        ["--budget", "-1"],  # not a TypeError traceback (complex power)
+        ["--budget", "nan"],  # not "sweep.shape_rule=deepseek allows no shape"
+        ["--budget", "1e400"],  # not "math domain error"
+        ["--target-tokens", "-1"],  # not a traceback
+        ["--target-tokens", "nan"],  # not a traceback after report files were half written
         ["--band", "nan"],  # NaN passed `band < 0`: traceback after writing
         ["--rtol", "nan"],  # NaN passed `rtol <= 1`: fitted silently
         ["--iso-window", "nan"],
@@ -262,13 +262,13 @@ def test_out_that_is_a_file_is_one_line_error_before_fitting(tmp_path, capsys):
     runs = write_study(make_study(budgets=(1e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3), tmp_path / "r")
     (tmp_path / "afile").write_text("keep me")
     rc, err = _inproc(capsys, runs, "--out", tmp_path / "afile", "--bootstrap", "5", "--no-plots")
-    assert rc == 2 and "is a file" in err and len(err.strip().splitlines()) == 1  # was "[Errno 17] File exists"
+    assert rc == 2 and "is a file" in err and len(err.strip().splitlines()) == 1  # not "[Errno 17] File exists"
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
 @pytest.mark.parametrize("version", ["1", True, 0, -3])
 def test_a_record_with_a_bogus_schema_version_is_named_not_called_newer(version):
-    from scaling.record import RunRecord
+    from scaling.base.record import RunRecord
 
     with pytest.raises(ValueError, match="not a version number") as e:  # "1" was "newer than this code reads"
         RunRecord.from_dict({"run_id": "r", "status": "completed", "schema_version": version})

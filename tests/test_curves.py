@@ -168,7 +168,7 @@ def test_garbage_record_values_never_crash_the_plots(tmp_path):
 
 def test_a_boolean_or_negative_step_is_not_a_logged_step(tmp_path):
     """{"step": true} passed isinstance(step, int) and became a row with step NaN (curves) or step 1 (resume)."""
-    from scaling.record import parse_metrics_line, read_metrics
+    from scaling.base.record import parse_metrics_line, read_metrics
 
     assert parse_metrics_line('{"step": true, "tokens": 5}') is None
     assert parse_metrics_line('{"step": -1, "tokens": 5}') is None

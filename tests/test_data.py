@@ -6,7 +6,6 @@ import math
 import os
 import random
 import shutil
-import time
 import warnings
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+import scaling.data.cache as cache_mod
 import scaling.data.prepare as prepare_mod
 from scaling.data import DataRepeatWarning, TrainBatches, prepare_data
 from scaling.data.corpora import documents, open_corpus
@@ -165,6 +165,162 @@ def test_cache_hit_and_misses(tmp_path, corpus_dir, monkeypatch):
         prepare_data(cfg(tmp_path, corpus_dir))
     # interrupted builds published nothing (their resumable .work folders hold no tokenizer: it failed)
     assert [e for e in cache_entries(tmp_path) if not e.startswith(".work/")] == [first.dir.name]
+
+
+@pytest.mark.parametrize("keeps_ctime", [False, True])
+def test_shard_rewritten_in_place_with_its_size_and_mtime_is_not_a_stale_hit(tmp_path, corpus_dir, keeps_ctime):
+    """A rewrite that keeps the size and gets the old mtime back (rsync -t, touch -d) builds a new entry: the memo of
+    the content hash is keyed on ctime and a sample of the content too. `keeps_ctime` mocks a file system whose
+    ctime does not move either: the sample digest alone catches the rewrite."""
+    shard = corpus_dir / "doc0_003.txt"
+    real_stat = Path.stat
+
+    def fixed_ctime(self, *a, **k):
+        st = real_stat(self, *a, **k)
+        if self != shard:
+            return st
+        ns = {"st_atime_ns": st.st_atime_ns, "st_mtime_ns": st.st_mtime_ns, "st_ctime_ns": 1}
+        return os.stat_result((*st[:9], 0), ns)
+
+    with pytest.MonkeyPatch.context() as mp:
+        if keeps_ctime:
+            mp.setattr(Path, "stat", fixed_ctime)
+        first = prepare_data(cfg(tmp_path, corpus_dir))
+        old = shard.stat()
+        text = shard.read_text()
+        swapped = text.replace("the", "THE")
+        assert swapped != text and len(swapped.encode()) == old.st_size
+        shard.write_text(swapped)
+        os.utime(shard, ns=(old.st_atime_ns, old.st_mtime_ns))
+        new = shard.stat()
+        assert (new.st_size, new.st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+        assert (new.st_ctime_ns == old.st_ctime_ns) == keeps_ctime
+        second = prepare_data(cfg(tmp_path, corpus_dir))
+    assert second.dir != first.dir and second.dataset_fingerprint != first.dataset_fingerprint
+    assert any("THE" in doc for split in ("train", "val") for doc in split_docs(second, split))
+
+
+def test_sample_digest_reads_a_few_blocks_of_a_large_file(tmp_path, monkeypatch):
+    from scaling.data import cache as cache_mod
+
+    big = tmp_path / "big.jsonl"
+    block = cache_mod.SAMPLE_BLOCK_BYTES
+    data = bytearray(os.urandom(20 * block))
+    big.write_bytes(bytes(data))
+    before = cache_mod.sample_digest(big, len(data))
+    data[-1] ^= 1  # the last byte is always sampled
+    big.write_bytes(bytes(data))
+    assert cache_mod.sample_digest(big, len(data)) != before
+    reads = []
+    real_open = open
+
+    def counting_open(*a, **k):
+        fh = real_open(*a, **k)
+        real_read = fh.read
+        fh.read = lambda n=-1: reads.append(n) or real_read(n)  # type: ignore[method-assign]
+        return fh
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    cache_mod.sample_digest(big, len(data))
+    assert reads == [block] * cache_mod.SAMPLE_BLOCKS  # a few blocks, not the 20 of the file
+
+
+def test_long_document_is_encoded_in_pieces_with_exact_bytes(tmp_path, monkeypatch):
+    """A document far longer than one encode call (a file without newlines) is encoded piece by piece: no text
+    handed to the tokenizer is longer than PIECE_CHARS, no call holds much more than ENCODE_CHUNK_BYTES, the document
+    stays one document with the tokens of the whole text, and its bytes are counted exactly."""
+    import scaling.data.shards as shards_mod
+    from scaling.data.tokenizer import SentencePieceEncoder
+
+    d = tmp_path / "long"
+    d.mkdir()
+    one_line = prose(5, 60_000).replace("\n", " ")
+    (d / "a.jsonl").write_text(
+        json.dumps({"id": "long", "text": one_line})
+        + "\n"
+        + json.dumps({"id": "short", "text": prose(6, 3000)})
+        + "\n"
+        + "".join(json.dumps({"id": f"x{i}", "text": prose(7 + i, 2000)}) + "\n" for i in range(8))
+    )
+    monkeypatch.setattr(shards_mod, "ENCODE_CHUNK_BYTES", 4000)
+    monkeypatch.setattr(shards_mod, "PIECE_CHARS", 3000)
+    longest, totals = [], []
+    real = SentencePieceEncoder.encode_batch
+
+    def spy(self, texts):
+        longest.append(max(map(len, texts)))
+        totals.append(sum(map(len, texts)))
+        return real(self, texts)
+
+    monkeypatch.setattr(SentencePieceEncoder, "encode_batch", spy)
+    data = prepare_data(cfg(tmp_path, d, val_fraction=0.2))
+    assert max(longest) <= 3000 and max(totals) < 4000 + 3000  # whatever the length of the document
+    docs = split_docs(data, "train") + split_docs(data, "val")
+    assert one_line in docs and len(docs) == 10  # pieces are not documents: one separator per document
+    for split in ("train", "val"):
+        tokens = np.asarray(getattr(data, f"{split}_tokens")())
+        assert int(data.token_bytes[tokens].sum()) == data.meta["bytes"][split]  # exact bits per byte
+    assert sum(data.meta["bytes"].values()) == sum(len(t.encode()) for t in docs)
+    pieces = shards_mod.text_pieces(one_line)
+    assert pieces is not None and "".join(pieces) == one_line and all(p.startswith(" ") for p in pieces[1:])
+    assert len(pieces) >= 60_000 // 3000 and max(map(len, pieces)) <= 3000
+    # cut before a space, the pieces give the tokens of the whole text
+    tokens = np.asarray(data.train_tokens() if one_line in split_docs(data, "train") else data.val_tokens())
+    starts = list(np.flatnonzero(tokens == data.bos_id)) + [len(tokens)]
+    stored = next(tokens[a + 1 : b].tolist() for a, b in zip(starts, starts[1:]) if b - a > 5000)
+    assert stored == data.encode(one_line)
+
+
+def test_spelling_check_is_byte_exact():
+    """Spelling.spells compares every byte, tokens of any length included (over 64 bytes: one by one)."""
+    from scaling.data.shards import Spelling
+
+    rng = np.random.default_rng(0)
+    pieces = [b""] + [bytes(rng.integers(0, 256, int(rng.integers(1, 20))).astype(np.uint8)) for _ in range(300)]
+    pieces += [b"a" * 9, b"\xff" * 70, bytes(range(200))]  # one word and a bit, and two beyond the table
+    sp = Spelling(pieces)
+    ids = rng.integers(0, len(pieces), 5000)
+    ids[::50] = len(pieces) - 1
+    ids[::77] = len(pieces) - 2
+    ids[::31] = 0  # stands for no bytes (a separator)
+    text = b"".join(pieces[i] for i in ids)
+    assert sp.spells(ids, text) and sp.spell(ids).tobytes() == text
+    for at in [0, len(text) - 1, *rng.integers(0, len(text), 200).tolist()]:
+        changed = bytearray(text)
+        changed[at] ^= 1 << int(rng.integers(0, 8))
+        assert not sp.spells(ids, bytes(changed)), at
+    assert not sp.spells(ids, text[:-1]) and not sp.spells(ids, text + b"x")
+
+
+def test_progress_bar_counts_units_and_text_and_only_on_a_terminal(tmp_path, corpus_dir, monkeypatch, capsys):
+    import io
+
+    prepare_data(cfg(tmp_path, corpus_dir), progress=True)  # stderr is not a terminal here: no bar
+    assert " units" not in capsys.readouterr().err
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    monkeypatch.setenv("SCALING_PREPARE_UNIT_BYTES", "20000")  # 20 x 2.5 kB -> 3 units
+    data = prepare_data(cfg(tmp_path, corpus_dir, val_fraction=0.25, num_proc=1), progress=True)
+    text = sum(data.meta["bytes"].values())
+    out = term.getvalue()
+    assert "3/3 units" in out and f"{text / 1e6:,.1f} MB of text" in out and "0/1 units" not in out
+
+
+def test_a_sentencepiece_model_file_as_data_tokenizer(tmp_path, corpus_dir):
+    """data.tokenizer=PATH/tokenizer.model (e.g. the one a build trained) is used as a SentencePiece model, not read
+    as a tokenizer.json: the same tokenizer on the same corpus gives the same tokens."""
+    trained = prepare_data(cfg(tmp_path, corpus_dir))
+    model = tmp_path / "tokenizer.model"
+    shutil.copyfile(trained.dir / "tokenizer.model", model)
+    reused = prepare_data(cfg(tmp_path, corpus_dir, tokenizer=str(model)))
+    assert reused.tokenizer_fingerprint.startswith(f"sp{VOCAB}@") and (reused.dir / "tokenizer.model").is_file()
+    assert np.array_equal(reused.train_tokens(), trained.train_tokens())
+    assert reused.meta["bytes"] == trained.meta["bytes"]
 
 
 def test_fingerprints_track_data_and_tokenizer(tmp_path, corpus_dir):
@@ -328,6 +484,8 @@ def test_omegaconf_config_with_env_interpolation(tmp_path, corpus_dir, monkeypat
         ("notext", {}, r"rows.jsonl:2 has no string 'text' field \(got body\)"),
         ("badjson", {}, r"rows.jsonl:1 is not valid JSON"),
         ("onedoc", {}, "give at least 2"),
+        ("longpath", {}, r"data.path=.*\.\.\..* \(4,\d{3} characters\) cannot be used \(File name too long\)"),
+        ("surrogate", {}, r"rows.jsonl:1 has a lone surrogate"),
     ],
 )
 def test_bad_input_is_one_line_value_error(tmp_path, corpus_dir, make, over, match):
@@ -343,6 +501,8 @@ def test_bad_input_is_one_line_value_error(tmp_path, corpus_dir, make, over, mat
         "notext": bad / "rows.jsonl",
         "badjson": bad / "rows.jsonl",
         "onedoc": bad / "x.txt",
+        "longpath": bad / ("x" * 4000 + ".txt"),
+        "surrogate": bad / "rows.jsonl",
     }[make]
     if make == "empty":
         (bad / "a.txt").write_text("")
@@ -359,13 +519,15 @@ def test_bad_input_is_one_line_value_error(tmp_path, corpus_dir, make, over, mat
         path.write_text('{"text": "unterminated\n')
     elif make == "onedoc":
         path.write_text(prose(1, 3000))
+    elif make == "surrogate":
+        path.write_text('{"text": "half a pair \\udc80"}\n{"text": "fine"}\n')
     with pytest.raises(ValueError, match=match) as err:
         prepare_data(cfg(tmp_path, path, **over))
     assert "\n" not in str(err.value)
     assert cache_entries(tmp_path) == []  # nothing half-written
 
 
-def test_sotu_corpus(tmp_path):
+def test_sotu_corpus(tmp_path, monkeypatch):
     c = cfg(tmp_path, None, name="sotu", max_bytes=400_000, vocab_size=512, val_fraction=0.05)
     data = prepare_data(c)
     assert data.dataset_fingerprint.startswith("sotu@") and data.meta["source"] == "sotu 0.1.2"
@@ -373,10 +535,20 @@ def test_sotu_corpus(tmp_path):
     assert split_docs(data, "train")[0].startswith("Fellow-Citizens of the Senate and House of Representatives:")
     assert data.train_tokens().dtype == np.uint16
     assert 0.25 < data.train_tokens_count / data.meta["bytes"]["train"] < 0.5  # English BPE: ~2-4 bytes/token
-    t0 = time.perf_counter()
-    cached = prepare_data(c)
-    cached.train_batches(64, 8, seed=0).batch_at(0)
-    assert time.perf_counter() - t0 < 1.0  # cached start: stats + memmap, no re-reading or re-hashing
+
+    def never(what: str):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"a cached start {what}")
+
+        return fail
+
+    # A cached start: the corpus hash from its memo and the built entry memmapped; nothing rebuilt or re-hashed.
+    with monkeypatch.context() as m:
+        m.setattr(prepare_mod, "_build", never("rebuilt the cache entry"))
+        m.setattr(cache_mod, "write_atomic", never("hashed every byte of the corpus again"))
+        cached = prepare_data(c)
+        cached.train_batches(64, 8, seed=0).batch_at(0)
+    assert isinstance(cached.train_tokens(), np.memmap)
     full = DataSettings.from_cfg(cfg(tmp_path, None, name="sotu"))
     assert len(open_corpus(full).files) == 249
 

@@ -96,7 +96,7 @@ def test_kill_9_then_rerun_gives_the_identical_cache(tmp_path, corpus, num_proc)
 
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert f"({done}/60 units done" in result.stderr  # the rerun starts from the finished units
+    assert f"{done}/60 units done before, resuming" in result.stderr  # the rerun starts from the finished units
     assert snapshot(entry) == reference
     assert not (root / ".work" / entry.name).exists()
 

@@ -155,7 +155,7 @@ def test_every_format_reads_the_same_documents(tmp_path):
 @pytest.mark.slow  # ~10 s: a 102,400 x d embedding, its tokenizer and a real training step
 def test_vocab_102400_trains_end_to_end(tmp_path, make_cfg, shards, tokenizer_json):
     from model import count_flops
-    from scaling.train import train_run
+    from scaling.run.single import train_run
 
     big = widen(tokenizer_json, tmp_path / "big.json", 102_400)
     c = make_cfg(
@@ -199,8 +199,16 @@ def test_vocab_102400_trains_end_to_end(tmp_path, make_cfg, shards, tokenizer_js
         (
             "lossy",
             {"tokenizer": "TOK", "vocab_size": 400},
-            r"the tokenizer is not lossless on document .* bits per byte would be wrong",
+            r"the tokenizer data.tokenizer=.*lossy.json is not lossless on document .* bits per byte would be wrong",
         ),
+        (  # same byte count, other bytes: only comparing the bytes themselves finds it
+            "lowercase",
+            {"tokenizer": "TOK", "vocab_size": 400},
+            r"data.tokenizer=.*lowercase.json is not lossless on document part-0.jsonl#d5-0 .*at byte 0 the text "
+            r"has b'[A-Z].*', its tokens spell b'[a-z]",
+        ),
+        ("trunczst", {}, r"cannot decompress .*part-0.jsonl.zst \(the file ends inside a zstd frame\)"),
+        ("surrogate", {}, r"part-0.jsonl:2 has a lone surrogate \('\\ud800'\) in 'body' at character 4"),
         (None, {"vocab_size": 2**32 + 1}, r"exceeds 2\^32"),
         (None, {"tokenizer": "TOK", "vocab_size": 300}, r"data.vocab_size=300 is smaller than the vocabulary"),
     ],
@@ -214,6 +222,12 @@ def test_bad_shards_and_tokenizers_are_one_line_errors(tmp_path, tokenizer_json,
     elif make == "badzst":
         d.mkdir()
         (d / "part-0.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd garbage")
+    elif make == "trunczst":  # a shard cut short (a failed download): zstd would read it as a shorter corpus
+        whole = write_jsonl(d / "part-0.jsonl.zst", rows(40, 5)).read_bytes()
+        (d / "part-0.jsonl.zst").write_bytes(whole[: len(whole) // 2])
+    elif make == "surrogate":
+        d.mkdir()
+        (d / "part-0.jsonl").write_text('{"body": "fine text"}\n{"body": "bad\\ud800 text"}\n{"body": "more"}\n')
     elif make == "badline":
         write_jsonl(d / "part-0.jsonl.gz", good).write_bytes(
             gzip.compress((json.dumps(good[0]) + "\n{oops\n").encode())
@@ -229,6 +243,11 @@ def test_bad_shards_and_tokenizers_are_one_line_errors(tmp_path, tokenizer_json,
     if make == "badtok":
         tok = tmp_path / "tokenizer.json"
         tok.write_text('{"model": ')
+    elif make == "lowercase":
+        spec = json.loads(tokenizer_json.read_text())
+        spec["normalizer"] = {"type": "Lowercase"}
+        tok = tmp_path / "lowercase.json"
+        tok.write_text(json.dumps(spec))
     elif make == "lossy":
         spec = json.loads(tokenizer_json.read_text())
         spec["normalizer"] = {"type": "Replace", "pattern": {"String": "e"}, "content": "ee"}  # rewrites the text
@@ -295,6 +314,22 @@ def test_vocab_size_comes_from_a_pretrained_tokenizer(make_cfg, tokenizer_json):
     assert resolve_vocab(plain) is plain  # SentencePiece: trained to data.vocab_size, nothing to resolve
     with pytest.raises(ValueError, match="data.tokenizer=/nonexistent/tokenizer.json is not a file"):
         resolve_vocab(make_cfg("data.tokenizer=/nonexistent/tokenizer.json"))
+
+
+def test_run_vocab_size_is_the_tokenizers_for_the_planner(tmp_path, make_cfg, tokenizer_json):
+    """Issue 19's newcomer: a 4,096-id tokenizer.json with the default data.vocab_size=2048. The function a planner
+    calls gives the vocabulary the runs will train with (4,096), not the composed config's 2,048."""
+    from scaling.data import resolve_vocab, run_vocab_size
+
+    big = widen(tokenizer_json, tmp_path / "tokenizer.json", 4096)
+    c = make_cfg(f"data.tokenizer={big}", "data.vocab_size=2048")
+    assert c.data.vocab_size == c.model.vocab_size == 2048  # as composed: what the planner used to count with
+    assert run_vocab_size(c) == resolve_vocab(c).model.vocab_size == 4096
+    assert run_vocab_size(make_cfg(f"data.tokenizer={tmp_path}", "data.vocab_size=2048")) == 4096  # a directory
+    assert run_vocab_size(make_cfg(f"data.tokenizer={big}", "data.vocab_size=5000")) == 5000  # padding is kept
+    assert run_vocab_size(make_cfg("data.vocab_size=2048")) == 2048  # SentencePiece is trained to the config's size
+    with pytest.raises(ValueError, match="data.tokenizer=/nonexistent/tokenizer.json is not a file"):
+        run_vocab_size(make_cfg("data.tokenizer=/nonexistent/tokenizer.json"))
 
 
 def test_tiny_corpus_split_is_the_same_for_every_tokenizer(tmp_path, tokenizer_json):

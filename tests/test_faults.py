@@ -1,4 +1,4 @@
-"""Fault injection (issue 10): kills at random points, two owners of one run dir, planted checkpoints, broken
+"""Fault injection: kills at random points, two owners of one run dir, planted checkpoints, broken
 metrics lines, a full or read-only disk, bad values. Each case checks the behaviour a careful user expects: the
 same records after a rerun, one owner per run dir, one line instead of a traceback, data never run as code."""
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling import lock
-from scaling.checkpoint import (
+from scaling.base import lock
+from scaling.run.checkpoint import (
     CKPT_NAME,
     CKPT_SCHEMA,
     META_NAME,
@@ -28,36 +28,40 @@ from scaling.checkpoint import (
     save_checkpoint,
     truncate_metrics,
 )
-from scaling.train import train_run
-from tests.conftest import TINY_DATA
+from scaling.run.single import train_run
+from tests.helpers import (
+    FAST,
+    ONE_THREAD,
+    RESUMABLE,
+    ROOT,
+    TIMING,
+    TINY_DATA,
+    TINY_SWEEP,
+    dead_pid,
+    metrics,
+    python_m,
+    record,
+    records,
+    run_cmd,
+    without,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-FAST = ["train.tokens=32768", "train.batch_size=1024", "train.eval_tokens=8192", "train.log_every=4"]
-LONG = ["train.tokens=98304", "train.batch_size=1024", "train.eval_tokens=8192", "train.ckpt_every_s=0", "run.id=long"]
-# What may differ between an interrupted-and-resumed run and an uninterrupted one: timings and provenance.
-TIMING = {"wall_time_s", "startup_s", "tokens_per_s", "git_sha"}
+LONG = [*RESUMABLE, "run.id=long"]
+ENV = {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **ONE_THREAD}
 
 
 def env() -> dict[str, str]:
-    return os.environ | {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return os.environ | ENV
 
 
 def train_cli(run_dir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "scaling.train",
-        *TINY_DATA,
-        "train.progress=false",
-        "train.threads=1",
-        *args,
-        f"hydra.run.dir={run_dir}",
-    ]
-    return subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+    cmd = python_m("scaling.train", *TINY_DATA, "train.progress=false", "train.threads=1", *args)
+    return run_cmd([*cmd, f"hydra.run.dir={run_dir}"], env=ENV, timeout=timeout)
 
 
 def same_record(a: dict, b: dict) -> None:
-    assert {k: v for k, v in a.items() if k not in TIMING} == {k: v for k, v in b.items() if k not in TIMING}
+    """The same record but for what may differ between an interrupted-and-resumed run and an uninterrupted one."""
+    assert without(a, TIMING) == without(b, TIMING)
 
 
 def one_line(text: str) -> str:
@@ -97,7 +101,7 @@ def test_resume_over_a_broken_metrics_line_completes(make_cfg, tmp_path):
     with pytest.warns(UserWarning, match="unreadable line"):
         again = train_run(make_cfg(*FAST), tmp_path / "run")
     same_record(again, ref)
-    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in metrics(tmp_path / "run")]
     assert steps == sorted(set(steps))
 
 
@@ -159,12 +163,6 @@ def test_a_checkpoint_without_its_sidecar_is_not_even_opened(tmp_path, monkeypat
 # ---- 4. one owner per run dir ----
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def _write_lock(run_dir: Path, **holder) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / lock.LOCK_NAME).write_text(json.dumps(holder))
@@ -180,7 +178,7 @@ def test_the_lock_names_its_holder_and_refuses_a_second_owner(tmp_path):
 
 
 def test_a_stale_lock_is_taken_over(tmp_path):
-    _write_lock(tmp_path / "dead", host=socket.gethostname(), pid=_dead_pid(), nonce="x")
+    _write_lock(tmp_path / "dead", host=socket.gethostname(), pid=dead_pid(), nonce="x")
     _write_lock(tmp_path / "reused", host=socket.gethostname(), pid=os.getppid(), start="1", nonce="y")  # pid reused
     for name in ("dead", "reused"):
         with lock.run_lock(tmp_path / name):
@@ -188,7 +186,7 @@ def test_a_stale_lock_is_taken_over(tmp_path):
 
 
 def test_a_lock_of_another_host_is_never_broken(tmp_path):
-    _write_lock(tmp_path / "run", host="elsewhere.example", pid=_dead_pid(), nonce="z")
+    _write_lock(tmp_path / "run", host="elsewhere.example", pid=dead_pid(), nonce="z")
     with pytest.raises(lock.RunLocked, match=r"on host elsewhere\.example.*remove .*\.lock"):
         lock.acquire(tmp_path / "run")
 
@@ -244,7 +242,7 @@ def test_a_second_launcher_of_a_live_run_skips_it_with_one_line(tmp_path, cache_
 
 
 def test_checkpoint_temp_names_are_unique(tmp_path):
-    # The old writer's fixed temp name, taken by another writer (here: a directory, so writing to it fails).
+    # A fixed temp name (what a naive writer would use) taken by another writer: a directory, so writing to it fails.
     (tmp_path / f".{CKPT_NAME}.tmp").mkdir()
     save_checkpoint(tmp_path, {"config_hash": "h", "step": 1, "w": torch.ones(2)})
     assert load_checkpoint(tmp_path, "h")["step"] == 1
@@ -252,7 +250,7 @@ def test_checkpoint_temp_names_are_unique(tmp_path):
 
 _RACE = """
 import json, sys, time
-from scaling import lock
+from scaling.base import lock
 time.sleep(float(sys.argv[2]) - time.time())
 try:
     with lock.run_lock(sys.argv[1]):
@@ -267,7 +265,7 @@ except lock.RunLocked:
 def test_processes_racing_for_a_stale_lock_elect_exactly_one(tmp_path):
     for seed in range(3):
         run_dir = tmp_path / f"run{seed}"
-        _write_lock(run_dir, host=socket.gethostname(), pid=_dead_pid(), nonce="stale")
+        _write_lock(run_dir, host=socket.gethostname(), pid=dead_pid(), nonce="stale")
         start = time.time() + 2.0
         procs = [
             subprocess.Popen(
@@ -323,7 +321,7 @@ def test_train_on_a_full_disk_records_the_failure_in_one_line(tmp_path, cache_di
         assert r.returncode == 1, r.stdout + r.stderr
         line = one_line(r.stderr)
         assert "No space left on device" in line and "Traceback" not in r.stderr
-        rec = json.loads((disk / "run" / "result.json").read_text())
+        rec = record(disk / "run")
         assert rec["status"] == "failed" and "No space left" in rec["error"]
         assert temp_files(disk) == []
 
@@ -364,28 +362,11 @@ def test_a_sweep_on_a_read_only_dir_is_one_line(tmp_path, cache_dir):
 def sweep_cmd(sweep_dir: Path, *args: str) -> list[str]:
     """A tiny IsoFLOP sweep (5 runs of seconds each), as in test_sweep_run; a +isoflop/+hparams in args replaces it."""
     budget = [] if any(a.startswith(("+isoflop=", "+hparams=")) for a in args) else ["+isoflop=2e9"]
-    return [
-        sys.executable,
-        "-m",
-        "scaling.sweep",
-        *budget,
-        "model.seq_len=32",
-        "sweep.min_steps=10",
-        *TINY_DATA,
-        "train.eval_tokens=2048",
-        "train.progress=false",
-        "train.ckpt_every_s=0",
-        "train.threads=1",
-        "sweep.measure_max_params=0",
-        f"sweep.dir={sweep_dir}",
-        *args,
-    ]
+    return python_m("scaling.sweep", *budget, *TINY_SWEEP, "train.ckpt_every_s=0", f"sweep.dir={sweep_dir}", *args)
 
 
 def sweep_cli(sweep_dir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        sweep_cmd(sweep_dir, *args), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout
-    )
+    return run_cmd(sweep_cmd(sweep_dir, *args), env=ENV, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -450,22 +431,19 @@ def _kill_at_random(cmd: list[str], seed: int, window: float, watch: Path) -> No
 
 @pytest.mark.slow
 def test_a_run_killed_at_random_points_reruns_to_an_identical_record(make_cfg, tmp_path, cache_dir):
-    reference = train_run(make_cfg(*LONG), tmp_path / "reference")
+    # One thread on both sides (the reruns below use one): the in-process reference must not inherit a thread count.
+    reference = train_run(make_cfg(*LONG, "train.threads=1"), tmp_path / "reference")
     args = [*TINY_DATA, "train.progress=false", "train.threads=1", *LONG, f"data.cache_dir={cache_dir}"]
     for seed in range(3):
         run_dir = tmp_path / f"killed{seed}"
-        cmd = [sys.executable, "-m", "scaling.train", *args, f"hydra.run.dir={run_dir}"]
+        cmd = python_m("scaling.train", *args, f"hydra.run.dir={run_dir}")
         _kill_at_random(cmd, seed, window=reference["wall_time_s"], watch=run_dir)
         _kill_at_random(cmd, seed + 100, window=reference["wall_time_s"], watch=run_dir)  # killed again on resume
         r = train_cli(run_dir, *LONG, f"data.cache_dir={cache_dir}")
         assert r.returncode == 0, r.stderr
-        same_record(json.loads((run_dir / "result.json").read_text()), reference)
-        steps = [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        same_record(record(run_dir), reference)
+        steps = [r["step"] for r in metrics(run_dir)]
         assert steps == sorted(set(steps)) and temp_files(run_dir) == []
-
-
-def records(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/result.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +484,7 @@ def test_two_concurrent_sweeps_on_one_dir_train_every_run_once(reference_sweep, 
     for rid in got:
         assert stdout.count(f"] {rid}: completed") == 1, stdout  # trained by exactly one of the two sweeps
         same_record(got[rid], reference_sweep[rid])
-        steps = [json.loads(x)["step"] for x in (tmp_path / rid / "metrics.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in metrics(tmp_path / rid)]
         assert steps == sorted(set(steps))
 
 

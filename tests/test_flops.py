@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig, count_flops
 from model.flops import flops_from_shapes
-from scaling.configs import conf_dir, load_model_config
+from scaling.base.configs import conf_dir, load_model_config
 
 CONF = conf_dir() / "model"
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model import LLaMA, ModelConfig
-from scaling.parallel import compile_blocks
-from scaling.step import TrainStep, build_optimizer
+from scaling.run.parallel import compile_blocks
+from scaling.run.step import TrainStep, build_optimizer
 
 
 def needs_cuda(test):
@@ -27,14 +27,13 @@ def _batch(model: torch.nn.Module, device: torch.device) -> tuple[torch.Tensor, 
     return x[:, :-1], x[:, 1:]
 
 
+def _bf16_step(model: torch.nn.Module, device: torch.device, lr: float) -> TrainStep:
+    opt = build_optimizer(model, lr, (0.9, 0.95), 1e-8, 0.1, device)
+    return TrainStep(model, opt, device=device, amp=torch.bfloat16, grad_clip=1.0)
+
+
 def _train_steps(model: torch.nn.Module, device: torch.device, steps: int = 20) -> list[float]:
-    step = TrainStep(
-        model,
-        build_optimizer(model, 3e-3, (0.9, 0.95), 1e-8, 0.1, device),
-        device=device,
-        amp=torch.bfloat16,
-        grad_clip=1.0,
-    )
+    step = _bf16_step(model, device, 3e-3)
     batch = _batch(model, device)
     return torch.cat([step([batch], 3e-3).losses for _ in range(steps)]).tolist()
 
@@ -58,13 +57,7 @@ def test_the_train_step_never_waits_for_the_device():
     """CUDA's sync debug mode turns every host-device synchronisation into an error: the step must have none."""
     device = torch.device("cuda")
     model = LLaMA(_cfg()).to(device)
-    step = TrainStep(
-        model,
-        build_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.1, device),
-        device=device,
-        amp=torch.bfloat16,
-        grad_clip=1.0,
-    )
+    step = _bf16_step(model, device, 1e-3)
     batch = _batch(model, device)
     step([batch, batch], 1e-3)  # warm-up: lazy initialisation may synchronise once
     torch.cuda.synchronize()
@@ -83,3 +76,27 @@ def test_gpucheck_skips_cleanly_without_a_gpu(capsys):
     main([])  # returns: exit status 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "skipped: no CUDA device" in out[0]
+
+
+@pytest.mark.slow
+def test_gpucheck_allow_cpu_runs_every_part_at_toy_sizes(tmp_path, cache_dir):
+    """--allow-cpu exercises every part (GPU tests, bench, FSDP smoke, sweep + fit) at toy sizes: minutes at most.
+    The timeout is a hang guard, not a speed claim (it trained a 1e16 sweep, > 10 minutes here, before)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = subprocess.run(
+        [sys.executable, "-m", "scaling.gpucheck", "--allow-cpu", "--out", str(tmp_path / "gc")],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    kv = dict(x.split("=", 1) for x in out.stdout.strip().splitlines()[-1].split())
+    assert kv["device"] == "cpu" and kv["gpu_tests"] == "passed" and kv["fsdp_smoke"] == "ok"
+    assert {"d64_tokens_per_s", "d128_tokens_per_s", "d256_tokens_per_s"} <= set(kv)
+    assert kv["sweep_exit"] == "0" and kv["sweep_runs"] == "5/5" and "fit_M_opt" in kv  # the fit ran on 5 runs

@@ -1,4 +1,4 @@
-"""Packed training (scaling.packed): K same-shape runs trained as one stacked model give the numbers and records of
+"""Packed training (scaling.run.pack): K same-shape runs trained as one stacked model give the numbers and records of
 the same runs trained alone.
 
 Tolerance. The stacked step does the single step's arithmetic in another order (bmm instead of mm, the RMSNorm
@@ -11,11 +11,9 @@ run must diverge at the same step with the same tokens trained.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,23 +21,28 @@ import pytest
 import torch
 
 from model import LLaMA, ModelConfig
-from scaling.packed import PackedAdamW, PackedParams, clip_per_run, packed_losses, train_pack
-from scaling.step import build_optimizer
-from scaling.train import train_run
+from scaling.run.pack import train_pack
+from scaling.run.pack.model import PackedParams, packed_losses
+from scaling.run.pack.optim import PackedAdamW, clip_per_run
+from scaling.run.single import train_run
+from scaling.run.step import build_optimizer
+from tests.helpers import (
+    ONE_THREAD,
+    SMALL_MODEL,
+    TINY_DATA,
+    TINY_HPARAMS_GRID,
+    TINY_SWEEP,
+    metrics,
+    python_m,
+    record,
+    records,
+    run_cmd,
+    spawn_script,
+)
 
 PACK_RTOL = 2e-4  # loss curves of packed vs single runs at stable learning rates (see the module docstring)
 # A tiny run: 32 steps of 4 x 32 tokens (d 32: a second per run on one CPU core).
-SMALL = [
-    "model.d_model=32",
-    "model.n_head=2",
-    "model.seq_len=32",
-    "train.tokens=4096",
-    "train.batch_size=128",
-    "train.eval_tokens=2048",
-    "train.log_every=2",
-    "train.eval_every=16",
-    "train.threads=1",
-]
+SMALL = [*SMALL_MODEL, "train.tokens=4096", "train.log_every=2", "train.eval_every=16"]
 STABLE_LRS = [1e-3, 2e-3, 3e-3, 4e-3]
 # Diverging mid-way, the same way packed and alone: a run's decoupled weight decay multiplies its matrices by
 # 1 - lr*wd each step; with lr ramping up over half the run, |1 - lr*wd| passes 1 around step 8 and the weights
@@ -47,10 +50,6 @@ STABLE_LRS = [1e-3, 2e-3, 3e-3, 4e-3]
 # A large learning rate alone would diverge too, but through a chaotic phase where fp32 rounding moves the step.
 WARMUP = ["optim.warmup_frac=0.5"]
 DIVERGING = ["optim.lr=2e-3", "optim.weight_decay=3000"]
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def assert_same_run(single: dict, packed: dict, single_dir: Path, packed_dir: Path) -> None:
@@ -102,7 +101,7 @@ def test_finished_runs_are_skipped_whether_they_were_trained_alone_or_packed(mak
 
 
 def test_runs_checkpointed_at_different_steps_resume_as_separate_packs(make_cfg, tmp_path, monkeypatch):
-    import scaling.packed as packed
+    import scaling.run.pack.train as packed
 
     cfgs = [
         make_cfg(*SMALL, "train.ckpt_every_s=0", f"optim.lr={lr}", f"run.id=r{i}")
@@ -121,7 +120,7 @@ def test_runs_checkpointed_at_different_steps_resume_as_separate_packs(make_cfg,
     monkeypatch.setattr(packed, "save_checkpoint", dies_between_two_runs_checkpoints)
     with pytest.raises(OSError, match="simulated crash"):
         train_pack(cfgs, dirs)
-    assert [json.loads((d / "result.json").read_text())["status"] for d in dirs] == ["failed", "failed"]
+    assert [record(d)["status"] for d in dirs] == ["failed", "failed"]
     assert [torch.load(d / "ckpt.pt", weights_only=True)["step"] for d in dirs] == [6, 4]
     monkeypatch.setattr(packed, "save_checkpoint", real)
     out = train_pack(cfgs, dirs)
@@ -188,7 +187,7 @@ KILL_SCRIPT = """
 import sys
 from pathlib import Path
 from hydra import compose, initialize_config_dir
-from scaling.packed import train_pack
+from scaling.run.pack import train_pack
 conf, out, overrides = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 lrs = [1e-3, 2e-3, 3e-3]
 with initialize_config_dir(config_dir=conf, version_base=None):
@@ -199,8 +198,6 @@ train_pack(cfgs, [out / f"r{i}" for i in range(len(lrs))])
 
 @pytest.mark.slow
 def test_a_pack_killed_with_sigkill_resumes_to_the_same_records(make_cfg, cache_dir, tmp_path):
-    from tests.conftest import CONF, TINY_DATA
-
     overrides = [
         *TINY_DATA,
         f"data.cache_dir={cache_dir}",
@@ -211,22 +208,9 @@ def test_a_pack_killed_with_sigkill_resumes_to_the_same_records(make_cfg, cache_
     ]
     script = tmp_path / "pack.py"
     script.write_text(KILL_SCRIPT)
-    root = Path(__file__).resolve().parent.parent
-    env = os.environ | {"OMP_NUM_THREADS": "1"}
-
-    def run(out: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, str(script), CONF, str(out), *overrides],
-            cwd=root,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-
-    ref = run(tmp_path / "ref")
+    ref = spawn_script(script, tmp_path / "ref", overrides)
     assert ref.wait(timeout=300) == 0, ref.stderr.read()
-    victim = run(tmp_path / "killed")
+    victim = spawn_script(script, tmp_path / "killed", overrides)
     deadline = time.time() + 120
     while time.time() < deadline:  # kill once every run has logged a few steps (and checkpointed: every window)
         paths = [tmp_path / "killed" / f"r{i}" / "metrics.jsonl" for i in range(3)]
@@ -237,11 +221,10 @@ def test_a_pack_killed_with_sigkill_resumes_to_the_same_records(make_cfg, cache_
     victim.wait()
     assert all(not (tmp_path / "killed" / f"r{i}" / "result.json").exists() for i in range(3)), "killed too late"
     assert all((tmp_path / "killed" / f"r{i}" / "ckpt.pt").exists() for i in range(3))  # so the rerun resumes
-    again = run(tmp_path / "killed")
+    again = spawn_script(script, tmp_path / "killed", overrides)
     assert again.wait(timeout=300) == 0, again.stderr.read()
     for i in range(3):
-        want = json.loads((tmp_path / "ref" / f"r{i}" / "result.json").read_text())
-        got = json.loads((tmp_path / "killed" / f"r{i}" / "result.json").read_text())
+        want, got = record(tmp_path / "ref" / f"r{i}"), record(tmp_path / "killed" / f"r{i}")
         assert got["status"] == want["status"] == "completed" and got["D"] == want["D"]
         assert got["val_loss"] == pytest.approx(want["val_loss"], rel=PACK_RTOL)
         steps = [r["step"] for r in metrics(tmp_path / "killed" / f"r{i}")]
@@ -255,7 +238,7 @@ def hparams_points():
     from omegaconf import OmegaConf
 
     from model.shapes import ShapeRule
-    from scaling.configs import conf_dir
+    from scaling.base.configs import conf_dir
     from sweeps.laws import Laws
     from sweeps.plan import SweepSettings, plan
 
@@ -307,43 +290,17 @@ def test_sweep_packs_runs_of_one_batch_size_only_where_it_pays():
 
 @pytest.mark.slow
 def test_a_packed_hparams_sweep_writes_the_same_records_and_reruns_skip(tmp_path, cache_dir):
-    from tests.conftest import TINY_DATA
-
-    root = Path(__file__).resolve().parent.parent
-    cmd = [
-        sys.executable,
-        "-m",
-        "scaling.sweep",
-        "+hparams=2e9",
-        "model.seq_len=32",
-        "sweep.min_steps=10",
-        *TINY_DATA,
-        "train.eval_tokens=2048",
-        "train.progress=false",
-        "train.threads=1",
-        "sweep.lr_points=3",
-        "sweep.batch_points=3",
-        "sweep.measure_max_params=0",
-        "sweep.shape_rule=width",
-    ]
+    cmd = python_m("scaling.sweep", "+hparams=2e9", *TINY_SWEEP, *TINY_HPARAMS_GRID)
 
     def sweep(out: Path, pack: str) -> subprocess.CompletedProcess:
-        r = subprocess.run(
-            [*cmd, f"sweep.dir={out}", f"sweep.pack={pack}"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=os.environ | {"OMP_NUM_THREADS": "1"},
-        )
+        r = run_cmd([*cmd, f"sweep.dir={out}", f"sweep.pack={pack}"], env=ONE_THREAD, timeout=600)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         return r
 
     packed = sweep(tmp_path / "packed", "3")
-    assert "packs (sweep.pack; scaling.packed): 3 packs of 9 runs" in packed.stdout
+    assert "packs (sweep.pack; scaling.run.pack): 3 packs of 9 runs" in packed.stdout
     alone = sweep(tmp_path / "alone", "off")
-    recs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "packed").glob("*/result.json")}
-    refs = {p.parent.name: json.loads(p.read_text()) for p in (tmp_path / "alone").glob("*/result.json")}
+    recs, refs = records(tmp_path / "packed"), records(tmp_path / "alone")
     assert sorted(recs) == sorted(refs) and len(recs) == 9  # pack job dirs hold no record
     for rid, r in recs.items():
         assert len(r["packed_with"]) == 2 and rid not in r["packed_with"]

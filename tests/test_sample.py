@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 
 from model import LLaMA, ModelConfig
 from model.llama import KVCache
-from scaling.checkpoint import save_checkpoint
-from scaling.record import config_hash
-from scaling.sample import main, sample
+from scaling.base.record import config_hash
+from scaling.run.checkpoint import save_checkpoint
+from scaling.run.sampling import sample
+from scaling.sample import main
 
 
 def gqa(**kw) -> ModelConfig:
@@ -165,7 +166,7 @@ def test_generate_refuses_non_finite_temperature():
 def test_best_run_of_each_isoflop_budget_is_sampled(run_dir, tmp_path, capsys):
     import shutil
 
-    from scaling.sample import best_per_budget
+    from scaling.run.sampling import best_per_budget
 
     d, _ = run_dir
     root = tmp_path / "study"
@@ -193,3 +194,28 @@ def test_best_run_of_each_isoflop_budget_is_sampled(run_dir, tmp_path, capsys):
     (root / "isoflop" / "c" / "ckpt.pt").unlink()
     assert main([str(root), "--best-per-budget", "--prompt", "The", "--max-new-tokens", "3"]) == 1
     assert "cannot sample" in capsys.readouterr().out
+
+
+def test_sample_reads_a_sharded_checkpoint_in_one_process(run_dir, capsys):
+    """An FSDP run leaves ckpt_dcp/ (DCP shards) and ckpt_dcp.json instead of ckpt.pt: sampled on one CPU process."""
+    from scaling.run.distributed import Dist
+    from scaling.run.parallel import save_sharded
+    from scaling.run.step import build_optimizer
+
+    d, model = run_dir
+    want = sample(d, "The Congress", max_new_tokens=8, temperature=0.0).tokens
+    chash = json.loads((d / "ckpt.json").read_text())["config_hash"]
+    optimizer = build_optimizer(model, 1e-3, (0.9, 0.95), 1e-8, 0.1, torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DCP: no process group, one process assumed (as intended)
+        save_sharded(d, model, optimizer, {"config_hash": chash, "step": 7}, Dist())
+    (d / "ckpt.pt").unlink()
+    (d / "ckpt.json").unlink()
+    got = sample(d, "The Congress", max_new_tokens=8, temperature=0.0)
+    assert got.tokens == want and got.step == 7
+    assert main([str(d), "--prompt", "The", "--max-new-tokens", "3"]) == 0
+    assert "checkpoint at step 7" in capsys.readouterr().err
+    (d / "ckpt_dcp" / "step_7" / ".metadata").write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(ValueError, match="sharded checkpoint refused"):
+        sample(d, "x", max_new_tokens=2)
+    assert "this must never run" not in capsys.readouterr().out

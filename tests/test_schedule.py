@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from scaling.schedule import lr_at, warmup_steps
+from scaling.run.schedule import lr_at, warmup_steps
 
 
 def test_multistep_matches_deepseek_breakpoints():

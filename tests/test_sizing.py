@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from model.shapes import ShapeRule, shape_for_M
-from scaling.configs import conf_dir, load_model_config
+from scaling.base.configs import conf_dir, load_model_config
 from sweeps.plan import Point
 from sweeps.sizing import JobLimits, gpus_needed, report, size_points
 

@@ -7,15 +7,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from scaling.status import collect, main, render
-from tests.conftest import TINY_DATA
+from scaling.status import main
+from sweeps.progress import collect, render
+from tests.helpers import ROOT, TINY_DATA, dead_pid, python_m
 
 PLAN = {"run_id": None, "steps": 10, "batch_size": 1000, "lr": 0.001, "D": 10000, "est_seconds": 100}
 OLD = time.time() - 3 * 3600
@@ -50,12 +50,6 @@ def _rows(*tokens: int) -> list[dict]:
     return [{"step": t // 1000, "tokens": t, "loss": 5.0, "tokens_per_s": 100.0} for t in tokens]
 
 
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     s = tmp_path / "runs" / "isoflop"
@@ -65,15 +59,16 @@ def sweep(tmp_path: Path) -> Path:
     (s / "plan.csv").write_text(
         "\n".join([head] + [",".join(str(v) for v in {**PLAN, "run_id": i}.values()) for i in ids]) + "\n"
     )
-    # Trained in a pack of two (scaling.packed): its wall time counts half, 200 s of machine time like the others.
+    # Trained in a pack of two (scaling.run.pack): its wall time counts half, 200 s of machine time like the others.
     _write(s / "done", result={"wall_time_s": 400.0, "packed_with": ["other"]}, log=_rows(5000, 10000))
     _write(s / "div", result={"status": "diverged", "error": "loss 99 at step 3 exceeds 3x the initial loss"})
     _write(s / "fail", result={"status": "failed", "error": "RuntimeError: boom\ntraceback..."})
     # failed before, and a rerun holds it now: the old record does not hide that it is training again
-    _write(s / "retry", result={"status": "failed"}, log=_rows(1000, 2000), lock_pid=os.getpid())
+    # (another live process than "run"'s: two runs held by one pid are one pack)
+    _write(s / "retry", result={"status": "failed"}, log=_rows(1000, 2000), lock_pid=os.getppid())
     _write(s / "run", log=_rows(2000, 4000), lock_pid=os.getpid())  # a live holder, logging now
     _write(s / "stall", log=_rows(2000, 4000), lock_pid=os.getpid(), age=3600)  # live holder, silent for 1 h
-    _write(s / "killed", log=_rows(2000, 4000), lock_pid=_dead_pid())  # its process is gone
+    _write(s / "killed", log=_rows(2000, 4000), lock_pid=dead_pid())  # its process is gone
     _write(s / "gone", log=_rows(2000), age=3600)  # no lock, silent for 1 h
     _write(s / "cut", log=_rows(2000, 3000), tail='{"step": 4, "tok')  # killed mid-write
     _write(s / "noconf", result={}, config=False)
@@ -198,7 +193,7 @@ def test_a_record_with_an_unknown_status_is_a_problem_not_running(tmp_path):
 
 
 def test_bench_generator_and_view_agree(tmp_path):
-    from scaling.status_bench import generate
+    from scaling.benchmarks.status import generate
 
     kinds = generate(tmp_path, 200, sweeps=2)
     c = sum((s.counts() for s in collect(tmp_path)), start=Counter())
@@ -220,8 +215,8 @@ def test_a_run_killed_mid_run_is_interrupted_with_its_progress(tmp_path, cache_d
         f"hydra.run.dir={run_dir}",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scaling.train", *args],
-        cwd=Path(__file__).resolve().parents[1],
+        python_m("scaling.train", *args),
+        cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -242,3 +237,97 @@ def test_a_run_killed_mid_run_is_interrupted_with_its_progress(tmp_path, cache_d
     r = after.runs[0]
     assert r.state == "interrupted" and 0 < r.done_frac < 1 and r.idle_s >= 1.0
     assert "killed" in render([after], tmp_path / "runs")
+
+
+# ------------------------------------------------ bounded memory, no hangs: what a shared runs directory may hold
+def _collect_within(root: Path, seconds: float = 60.0, fifos: tuple[Path, ...] = ()) -> list:
+    """collect(root) in a thread: a hang fails the test (and the FIFOs are opened for writing to free the reader)."""
+    import threading
+
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(collect(root)), daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        for f in fifos:  # unblock a reader stuck in open(): a writer appears and leaves at once
+            os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail(f"collect({root}) still running after {seconds:.0f} s")
+    return out[0]
+
+
+def test_a_fifo_named_result_json_or_metrics_jsonl_is_named_and_skipped(tmp_path):
+    s = tmp_path / "runs"
+    _write(s / "rec", log=_rows(1000))
+    os.mkfifo(s / "rec" / "result.json")
+    _write(s / "log")
+    os.mkfifo(s / "log" / "metrics.jsonl")
+    _write(s / "ok", result={})
+    (s / "plan.csv").unlink(missing_ok=True)
+    state = {
+        r.run_id: r for r in _collect_within(s, fifos=(s / "rec" / "result.json", s / "log" / "metrics.jsonl"))[0].runs
+    }
+    assert state["rec"].state == "problem" and "result.json is a FIFO" in state["rec"].note
+    assert state["log"].state == "problem" and "metrics.jsonl is a FIFO" in state["log"].note
+    assert state["ok"].state == "completed"
+    os.mkfifo(s / "plan.csv")
+    (sweep,) = _collect_within(s, fifos=(s / "plan.csv",))
+    assert sweep.plan_unusable and any("plan.csv is a FIFO" in n for n in sweep.notes)
+
+
+def test_oversized_records_and_plans_are_refused_by_name(tmp_path, monkeypatch):
+    import sweeps.progress as progress
+
+    # The caps are MiBs; here they are shrunk so that tiny files stand for a 1 GB record and a 1,000,000-row plan.
+    monkeypatch.setattr(progress, "RECORD_CAP", 4096, raising=False)
+    monkeypatch.setattr(progress, "PLAN_CAP", 4096, raising=False)
+    s = tmp_path / "runs"
+    _write(s / "big", result={"pad": "x" * 5000})
+    _write(s / "ok", result={})
+    (s / "plan.csv").write_text("run_id,steps\n" + "".join(f"r{i},10\n" for i in range(1000)))
+    (sweep,) = collect(s)
+    state = {r.run_id: r for r in sweep.runs}
+    assert state["big"].state == "problem" and "over the 4,096-byte limit" in state["big"].note
+    assert state["ok"].state == "completed"
+    assert sweep.plan_unusable and any("plan.csv is" in n and "limit" in n for n in sweep.notes)
+
+
+def test_a_log_line_over_8_kb_is_read(tmp_path):
+    s = tmp_path / "runs"
+    long_rows = [r | {"note": "x" * 20_000} for r in _rows(2000, 4000)]
+    _write(s / "run", log=long_rows, lock_pid=os.getpid())
+    (run,) = collect(s)[0].runs
+    assert run.state == "running" and run.tokens_per_s == 100.0 and run.done_frac == 0.4, run
+    assert "no log line yet" not in render(collect(s), s)
+
+
+def test_the_walk_stays_in_the_tree_it_was_given(tmp_path, capsys, monkeypatch):
+    import sweeps.progress as progress
+
+    s = tmp_path / "runs"
+    _write(s / "a", result={})
+    (s / "escape").symlink_to("/", target_is_directory=True)  # a link inside: never followed
+    assert [r.run_id for r in _collect_within(s)[0].runs] == ["a"]
+    (tmp_path / "root").symlink_to("/", target_is_directory=True)  # a root that is the filesystem's: refused at once
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "root")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "filesystem's root" in err and len(err.strip().splitlines()) == 1
+    # Any other huge tree: the walk gives up after WALK_CAP directories without run files, by name.
+    monkeypatch.setattr(progress, "WALK_CAP", 50, raising=False)
+    for i in range(60):
+        (tmp_path / "big" / f"d{i}").mkdir(parents=True)
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "big")])
+    assert e.value.code == 2 and "not a runs directory" in capsys.readouterr().err
+
+
+def test_a_fifo_named_lock_is_not_read_blocking(tmp_path):
+    from scaling.base.lock import RunLocked, acquire
+
+    s = tmp_path / "runs"
+    _write(s / "run", log=_rows(1000))
+    os.mkfifo(s / "run" / ".lock")
+    (sweep,) = _collect_within(s, fifos=(s / "run" / ".lock",))
+    assert sweep.runs[0].state == "running"  # nobody is known to hold it: its log decides
+    with pytest.raises(RunLocked, match="is a FIFO"):
+        acquire(s / "run")  # training refuses it by name instead of waiting on it forever

@@ -1,28 +1,18 @@
 """`python -m scaling.sweep` as a user runs it: dry-run plan.csv, estimates, one-line errors before anything runs."""
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # every test here runs scaling.sweep in a subprocess
+from tests.helpers import ROOT, python_m, run_cmd
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # every test here runs scaling.sweep in a subprocess
 
 
 def sweep(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "scaling.sweep", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cmd(python_m("scaling.sweep", *args), cwd=cwd, env={"PYTHONPATH": str(ROOT)}, timeout=timeout)
 
 
 def test_dry_run_1e17_plan_csv(tmp_path, cache_dir):
@@ -70,6 +60,8 @@ def test_dry_run_estimates_from_measured_throughput(tmp_path, cache_dir):
         (["+hparams=1e17", "sweep.lr_points=2"], "at least 3 points"),
         (["+isoflop=1e17", "hydra/launcher=nope"], "hydra/launcher/nope"),
         (["+isoflop=1e17", "sweep.laws=/nonexistent/report.json"], "cannot read"),
+        (["+isoflop=1e17", "+sweep.n_shape=5"], "sweep.n_shape is not a sweep key: did you mean sweep.n_shapes?"),
+        (["+isoflop=1e17", "sweep.n_shape=5"], "sweep.n_shape is not a sweep key: did you mean sweep.n_shapes?"),
     ],
 )
 def test_bad_input_is_one_line_before_anything_runs(tmp_path, cache_dir, args, match):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analysis.synthetic import make_study
-from scaling.record import RunRecord
+from scaling.base.record import RunRecord
 from sweeps.packing import Unit
 from sweeps.sweeper import ScalingSweeper, SweepFailed, _Watcher
 
@@ -29,7 +29,7 @@ class FakeJoblib:
 
     def launch(self, job_overrides, initial_job_idx):
         self.calls.append([o[0] for o in job_overrides])
-        for n, (job,) in enumerate(job_overrides):
+        for n, (job, *_) in enumerate(job_overrides):  # the sweep adds train.progress=false to parallel jobs
             if self.die_after is not None and n == self.die_after:
                 self.die_after = None
                 raise RuntimeError("A worker process managed by the executor was unexpectedly terminated.")

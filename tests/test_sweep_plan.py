@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from model import ModelConfig, count_flops
 from model.shapes import ShapeRule, largest_shape, make_shape, shape_for_M, smallest_shape
-from scaling.configs import conf_dir
+from scaling.base.configs import conf_dir
 from sweeps.laws import Laws
 from sweeps.plan import C_TOLERANCE, SweepSettings, choose_rule, plan, whole_steps
 from sweeps.sweeper import split_arguments
@@ -152,3 +152,46 @@ def test_budget_forms():
 def test_grid_needs_three_points(key):
     with pytest.raises(ValueError, match="at least 3 points"):
         SweepSettings.from_cfg(OmegaConf.to_container(SWEEP) | {key: 2})
+
+
+def _report(tmp_path, **laws) -> str:
+    """A report.json with the given {name: (coef, exponent)} laws (others fall back to DeepSeek's)."""
+    sections: dict = {}
+    for name, (coef, exponent) in laws.items():
+        sections.setdefault("isoflop" if name == "M_opt" else "hparams", {})[name] = {
+            "coef": coef,
+            "exponent": exponent,
+        }
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(sections))
+    return str(path)
+
+
+def test_absurd_laws_are_refused_or_named_before_planning(tmp_path):
+    flat = 1e-12  # a law that is constant in practice (exponent 0 is refused as not a power law)
+    assert DEEPSEEK.check([1e9, 1e17, 1e24]) == []  # the published laws pass everywhere they could plan
+    for law, match in (
+        ({"eta_opt": (1e3, flat)}, r"eta_opt\(C=1e\+10\) = 1e\+03 is not a learning rate"),
+        ({"B_opt": (0.5, flat)}, "less than one token"),
+        ({"M_opt": (1e11, flat)}, "less than one token at C"),
+    ):
+        laws = Laws.load(_report(tmp_path, **law))
+        with pytest.raises(ValueError, match=match):
+            laws.check([1e10])
+    laws = Laws.load(_report(tmp_path, eta_opt=(0.5, flat), B_opt=(1e12, flat), M_opt=(10.0, flat)))
+    warned = "\n".join(laws.check([1e10]))
+    assert "eta_opt(C=1e+10) = 0.5 is outside" in warned and "B_opt(C=1e+10) = 1e+12 tokens per step" in warned
+    assert "tokens per parameter" in warned and str(tmp_path / "report.json") in warned
+
+
+def test_a_batch_the_plan_lowers_from_the_law_is_said(tmp_path):
+    base = tiny()
+    laws = Laws.load(_report(tmp_path, B_opt=(1e12, 1e-12)))
+    rule = choose_rule("auto", RULES, [("isoflop", 1e15)], laws, base, SETTINGS)
+    points = plan("isoflop", 1e15, laws, rule, base, SETTINGS)
+    B = points[0].batch_size
+    assert B < 1e12 and all(p.batch_size == B for p in points)
+    assert any(
+        "B_opt(C=1e+15)=1e+12 leaves the largest model fewer than" in n and f"lowered to {B}" in n
+        for n in points[0].notes
+    ), points[0].notes

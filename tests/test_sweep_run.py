@@ -1,32 +1,20 @@
 """Real tiny IsoFLOP sweeps (seconds per run): basic and joblib launchers, and a sweep killed mid-way then resumed."""
 
-import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_DATA
+
+from tests.helpers import ROOT, TINY_SWEEP, python_m, record_keys, records, run_cmd
 
 pytestmark = pytest.mark.slow  # every test here runs scaling.sweep in a subprocess
 
-ROOT = Path(__file__).resolve().parent.parent
 C = 2e9  # with a 32-token context and >= 10 steps a run: 5 shapes from 1 layer x 16 to 3 layers x 48
-TINY = [
-    f"+isoflop={C}",
-    "model.seq_len=32",
-    "sweep.min_steps=10",
-    *TINY_DATA,
-    "train.eval_tokens=2048",
-    "train.progress=false",
-    "train.ckpt_every_s=0",
-    "train.threads=1",  # 1 thread: no OpenMP spinning on busy CPUs
-    "sweep.measure_max_params=0",
-]  # no timing here: the CLI tests measure
-RECORD_KEYS = {
+TINY = [f"+isoflop={C}", *TINY_SWEEP, "train.ckpt_every_s=0"]
+RECORD_KEYS = record_keys(
     "schema_version",
     "run_id",
     "status",
@@ -43,28 +31,17 @@ RECORD_KEYS = {
     "val_bpb",
     "config_hash",
     "wall_time_s",
-}
+)
 
 
 def sweep_cmd(sweep_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "scaling.sweep", *TINY, f"sweep.dir={sweep_dir}", *extra]
+    return python_m("scaling.sweep", *TINY, f"sweep.dir={sweep_dir}", *extra)
 
 
 def run_sweep(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(
-        sweep_cmd(sweep_dir, *extra),
-        cwd=ROOT,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    r = run_cmd(sweep_cmd(sweep_dir, *extra), env={"PYTHONPATH": str(ROOT)}, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
-
-
-def results(sweep_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/result.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +53,7 @@ def reference(tmp_path_factory, cache_dir) -> tuple[Path, subprocess.CompletedPr
 
 def check_complete(sweep_dir: Path) -> dict[str, dict]:
     plan = (sweep_dir / "plan.csv").read_text().splitlines()[1:]
-    res = results(sweep_dir)
+    res = records(sweep_dir)
     assert len(res) == len(plan) >= 5
     for rid, r in res.items():
         assert RECORD_KEYS <= set(r) and r["status"] == "completed" and r["run_id"] == rid
@@ -89,7 +66,7 @@ def test_basic_launcher_sweep(reference):
     d, r = reference
     check_complete(d)
     assert (
-        f"sweep summary: {len(results(d))} runs: {len(results(d))} completed, 0 diverged, 0 failed, 0 skipped"
+        f"sweep summary: {len(records(d))} runs: {len(records(d))} completed, 0 diverged, 0 failed, 0 skipped"
         in r.stdout
     )
     assert "ETA" in r.stdout
@@ -97,7 +74,7 @@ def test_basic_launcher_sweep(reference):
 
 def test_joblib_launcher_sweep_matches_basic(reference, tmp_path):
     run_sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    res, ref = check_complete(tmp_path), results(reference[0])
+    res, ref = check_complete(tmp_path), records(reference[0])
     assert res.keys() == ref.keys()
     for rid in res:
         assert res[rid]["val_loss"] == pytest.approx(ref[rid]["val_loss"], abs=1e-6)
@@ -132,7 +109,7 @@ def test_killed_sweep_resumes_without_loss(reference, tmp_path):
     assert finished and interrupted
 
     r = run_sweep(tmp_path)
-    res, ref = check_complete(tmp_path), results(reference[0])
+    res, ref = check_complete(tmp_path), records(reference[0])
     assert res.keys() == ref.keys()
     for rid, mtime in finished.items():  # finished runs were not retrained
         assert (tmp_path / rid / "result.json").stat().st_mtime_ns == mtime

@@ -23,18 +23,18 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scaling.atomic import write_atomic, write_atomic_bytes
+from scaling.base.atomic import write_atomic, write_atomic_bytes
 from scaling.data.cache import building, content_hash, locked
 from scaling.data.corpora import Corpus, limit, open_corpus
 from scaling.data.prepared import PreparedData, load_encoder
 from scaling.data.settings import DataSettings
-from scaling.data.shards import SPLITS, UnitJob, encode_unit, read_unit_stats, split_key
+from scaling.data.shards import SPLITS, Spelling, UnitJob, encode_unit, read_unit_stats, split_key
 from scaling.data.tokenizer import train_tokenizer
 
 FORMAT = 1  # bump when the layout or the pipeline changes, so old cache entries are not reused
@@ -76,7 +76,7 @@ def prepare_data(data_cfg: Mapping, progress: bool = False) -> PreparedData:
                 f"data.vocab_size={s.vocab_size} is smaller than the vocabulary of {s.tokenizer_file} "
                 f"({tok_vocab}); set data.vocab_size>={tok_vocab} (scaling.data.resolve_vocab does)"
             )
-        tok_label = f"hf{tok_vocab}"
+        tok_label = f"{'sp' if s.tokenizer_file.suffix == '.model' else 'hf'}{tok_vocab}"
     final = root / f"{s.name}-{data_key[:10]}-{tok_key[:10]}"
     if final.is_dir() and not _complete(final):
         warnings.warn(f"discarding damaged data cache {final}; rebuilding it", stacklevel=2)
@@ -116,16 +116,17 @@ def _build(
         t1 = time.perf_counter()
         vocab = load_encoder(tok_file).vocab_size
         dtype = "uint16" if vocab <= 2**16 else "uint32"
-        job = UnitJob(work / "units", s.val_fraction, overrides, dtype)
+        label = "(trained SentencePiece)" if s.tokenizer_file is None else f"data.tokenizer={s.tokenizer_file}"
+        job = UnitJob(work / "units", s.val_fraction, overrides, dtype, label)
         job.out_dir.mkdir(exist_ok=True)
         stats = _encode_units(s, corpus, job, tok_file, progress)
         if s.tokenizer_file is not None:  # pretrained: the split is only known now; fix a degenerate one
             fix = _overrides(_totals(stats), stats)
             if fix:
-                fixed = UnitJob(job.out_dir, s.val_fraction, fix, dtype)
+                fixed = UnitJob(job.out_dir, s.val_fraction, fix, dtype, label)
                 for i, st in enumerate(stats):
                     if any(doc_id in fix for doc_id in _unit_ids(st)):
-                        stats[i] = _encode_one(i, corpus, fixed, tok_file, s.max_bytes, threads=None)
+                        stats[i] = _encode_one(i, corpus, fixed, tok_file, s.max_bytes, None, None)
         totals = _totals(stats)
         _check_split(totals, corpus)
         with building(final) as tmp:
@@ -158,8 +159,8 @@ def _build(
 
 def _tokenizer(s: DataSettings, corpus: Corpus, work: Path, progress: bool) -> tuple[Path, dict[str, str]]:
     """The build's tokenizer file in `work` (made once, kept across a resume) and the split overrides."""
-    if s.tokenizer_file is not None:
-        target = work / "tokenizer.json"
+    if s.tokenizer_file is not None:  # a tokenizer.json, or the SentencePiece model of pre-tokenized files
+        target = work / ("tokenizer.model" if s.tokenizer_file.suffix == ".model" else "tokenizer.json")
         if not target.is_file():
             write_atomic_bytes(target, s.tokenizer_file.read_bytes())
         return target, {}
@@ -172,11 +173,17 @@ def _tokenizer(s: DataSettings, corpus: Corpus, work: Path, progress: bool) -> t
     _check_split(totals, corpus, before_overrides=True)
     overrides = _overrides(totals, stats)
 
+    # SentencePiece skips a sentence over max_sentence_length bytes: skipping it here gives the same model
+    # without handing it a 100 MB line (a document without newlines) to copy
+    longest = int(s.tokenizer.get("max_sentence_length", 4192))
+
     def train_lines() -> Iterator[str]:
         for doc_id, text in limit(corpus.read(), s.max_bytes):
             split = overrides.get(doc_id) or ("val" if split_key(doc_id) < s.val_fraction else "train")
             if split == "train":
-                yield from (line for line in text.split("\n") if line.strip())
+                for line in _lines(text, longest):
+                    if line.strip() and (len(line) <= longest // 4 or len(line.encode()) <= longest):
+                        yield line
 
     if progress:
         print(
@@ -208,6 +215,14 @@ def _id_stats(corpus: Corpus, s: DataSettings) -> dict[str, Any]:
         if len(st["ids"]) < 2 and doc_id not in st["ids"]:
             st["ids"].append(doc_id)
     return st
+
+
+def split_overrides(corpus: Corpus, s: DataSettings) -> dict[str, str]:
+    """The documents a build moves to the other split so that both are non-empty (see _overrides); one pass over
+    the ids. A corpus of fewer than 2 documents gets none (the build refuses it)."""
+    stats = [_id_stats(corpus, s)]
+    totals = _totals(stats)
+    return _overrides(totals, stats) if totals["distinct"] >= 2 else {}
 
 
 def _totals(stats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -251,20 +266,40 @@ def _unit_ids(st: dict[str, Any]) -> set[str]:
 
 # ---- encoding the units, in this process or in a pool of forked workers -------------------------------------
 
+
+def _lines(text: str, longest: int) -> Iterator[str]:
+    """The lines of text.split("\\n") of at most `longest` characters, one at a time: neither the list of lines
+    nor a longer line (over `longest` bytes) is ever copied."""
+    start = 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end == -1 else end
+        if end - start <= longest:
+            yield text[start:end]
+        start = end + 1
+
+
 _JOB: tuple[Corpus, UnitJob, Path, int | None] | None = None  # set before forking: workers inherit it
+_TEXT: Any = None  # a shared counter of text bytes encoded (multiprocessing.Value), for the progress bar
 _ENCODER: Any = None
 
 
 def _encode_one(
-    i: int, corpus: Corpus, job: UnitJob, tok_file: Path, max_bytes: int | None, threads: int | None
+    i: int,
+    corpus: Corpus,
+    job: UnitJob,
+    tok_file: Path,
+    max_bytes: int | None,
+    threads: int | None,
+    on_text: Callable[[int], None] | None,
 ) -> dict[str, Any]:
     global _ENCODER
     if _ENCODER is None or _ENCODER[0] != tok_file:
         enc = load_encoder(tok_file, threads=threads)
-        _ENCODER = (tok_file, enc, enc.token_bytes())
-    _, enc, token_bytes = _ENCODER
+        _ENCODER = (tok_file, enc, Spelling(enc.token_pieces()))
+    _, enc, spelling = _ENCODER
     docs = limit(corpus.read_unit(corpus.units[i]), max_bytes)
-    return encode_unit(docs, i, job, enc, token_bytes, f"corpus {corpus.label}")
+    return encode_unit(docs, i, job, enc, spelling, f"corpus {corpus.label}", on_text)
 
 
 def _worker_init() -> None:
@@ -273,55 +308,98 @@ def _worker_init() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 
+def _count_text(n: int) -> None:
+    with _TEXT.get_lock():
+        _TEXT.value += n
+
+
 def _worker(i: int) -> tuple[int, dict[str, Any]]:
     assert _JOB is not None
     corpus, job, tok_file, max_bytes = _JOB
-    return i, _encode_one(i, corpus, job, tok_file, max_bytes, threads=1)
+    return i, _encode_one(i, corpus, job, tok_file, max_bytes, 1, _count_text if _TEXT is not None else None)
 
 
 def _encode_units(s: DataSettings, corpus: Corpus, job: UnitJob, tok_file: Path, progress: bool) -> list[dict]:
-    global _JOB
+    global _JOB, _TEXT
     n = len(corpus.units)
     stats: list[dict | None] = [read_unit_stats(job.out_dir, i, job.dtype) for i in range(n)]
     todo = [i for i in range(n) if stats[i] is None]
     procs = min(s.num_proc or os.cpu_count() or 1, len(todo)) if todo else 0
-    bar = _progress(
-        sum(corpus.unit_bytes),
-        sum(corpus.unit_bytes[i] for i in range(n) if stats[i] is not None),
-        progress,
-        f"prepare {corpus.name} ({n - len(todo)}/{n} units done, {max(procs, 1)} processes)",
-    )
+    done_text = sum(sum(st["bytes"].values()) for st in stats if st is not None)
+    bar = Progress(corpus.name, n, n - len(todo), done_text, max(procs, 1), progress)
     try:
         if procs <= 1:
             for i in todo:
-                stats[i] = _encode_one(i, corpus, job, tok_file, s.max_bytes, threads=None)
-                bar.update(corpus.unit_bytes[i])
+                stats[i] = _encode_one(i, corpus, job, tok_file, s.max_bytes, None, bar.add_text)
+                bar.unit_done()
         else:
-            _JOB = (corpus, job, tok_file, s.max_bytes)
-            with multiprocessing.get_context("fork").Pool(procs, initializer=_worker_init) as pool:
-                for i, st in pool.imap_unordered(_worker, todo):
-                    stats[i] = st
-                    bar.update(corpus.unit_bytes[i])
+            ctx = multiprocessing.get_context("fork")
+            _JOB, _TEXT = (corpus, job, tok_file, s.max_bytes), ctx.Value("q", 0) if bar.shown else None
+            with ctx.Pool(procs, initializer=_worker_init) as pool:
+                results = pool.imap_unordered(_worker, todo)
+                while True:
+                    try:
+                        i, st = results.next(timeout=0.5)
+                    except multiprocessing.TimeoutError:
+                        pass
+                    except StopIteration:
+                        break
+                    else:
+                        stats[i] = st
+                        bar.unit_done()
+                    if _TEXT is not None:
+                        bar.set_text(done_text + _TEXT.value)
     finally:
-        _JOB = None
+        _JOB = _TEXT = None
         bar.close()
     return [st for st in stats if st is not None]
 
 
-def _progress(total: int, done: int, enabled: bool, desc: str):
-    from tqdm import tqdm
+class Progress:
+    """prepare's progress bar on stderr, only when stderr is a terminal (never in a log file): units done and the
+    bytes of text encoded (not of the compressed shards), with its rate."""
 
-    return tqdm(
-        total=total,
-        initial=done,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc=desc,
-        disable=not enabled,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+    def __init__(self, name: str, units: int, done: int, text: int, procs: int, enabled: bool):
+        self.shown = enabled and sys.stderr.isatty()
+        self.text = self.start_text = text
+        self.t0 = time.perf_counter()
+        self.procs = procs
+        self.bar = None
+        if self.shown:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=units,
+                initial=done,
+                desc=f"prepare {name}",
+                bar_format="{desc}: {n_fmt}/{total_fmt} units |{bar}| {postfix} [{elapsed}<{remaining}]",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+            self._postfix()
+        elif enabled and done:  # a log file gets one line, not a bar
+            print(f"prepare {name}: {done}/{units} units done before, resuming", file=sys.stderr, flush=True)
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            rate = (self.text - self.start_text) / 1e6 / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.set_postfix_str(f"{self.text / 1e6:,.1f} MB of text, {rate:,.2f} MB/s, {self.procs} processes")
+
+    def add_text(self, n: int) -> None:
+        self.set_text(self.text + n)
+
+    def set_text(self, total: int) -> None:
+        if total != self.text:
+            self.text = total
+            self._postfix()
+
+    def unit_done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _concatenate(parts: list[Path], out: Path) -> None:

@@ -86,26 +86,31 @@ def separator_id(tok, path: Path) -> int:
     )
 
 
-def token_bytes(tok) -> np.ndarray:
-    """UTF-8 bytes each id stands for (0 for special tokens and ids that are not in the vocabulary)."""
+def token_pieces(tok) -> list[bytes]:
+    """The UTF-8 bytes each id stands for (none for special tokens and ids that are not in the vocabulary)."""
     config = json.loads(tok.to_str())
     byte_level = "ByteLevel" in json.dumps([config.get("decoder"), config.get("pre_tokenizer")])
     specials = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
     added = {i: t.content for i, t in tok.get_added_tokens_decoder().items()}
     table = byte_decoder()
-    out = np.zeros(vocab_size(tok), dtype=np.int64)
+    out = [b""] * vocab_size(tok)
     for piece, i in tok.get_vocab(with_added_tokens=True).items():
         if i in specials:
             continue
         if i in added:  # added tokens are stored as the text they match, not in the byte alphabet
-            out[i] = len(added[i].encode())
+            out[i] = added[i].encode()
         elif byte_level and all(c in table for c in piece):
-            out[i] = len(piece)  # one stand-in character per byte
-        elif _BYTE_PIECE.fullmatch(piece):
-            out[i] = 1
+            out[i] = bytes(table[c] for c in piece)  # one stand-in character per byte
+        elif m := _BYTE_PIECE.fullmatch(piece):
+            out[i] = bytes([int(m.group(1), 16)])
         else:
-            out[i] = len(piece.replace("\u2581", " ").encode())
+            out[i] = piece.replace("\u2581", " ").encode()
     return out
+
+
+def token_bytes(tok) -> np.ndarray:
+    """How many UTF-8 bytes each id stands for (see token_pieces): what bits per byte divides by."""
+    return np.array([len(p) for p in token_pieces(tok)], dtype=np.int64)
 
 
 class HFEncoder:
@@ -132,3 +137,6 @@ class HFEncoder:
 
     def token_bytes(self) -> np.ndarray:
         return token_bytes(self.tok)
+
+    def token_pieces(self) -> list[bytes]:
+        return token_pieces(self.tok)

@@ -114,12 +114,12 @@ class DataSettings:
         cache_dir = cfg.get("cache_dir") or os.environ.get("SCALING_CACHE") or "~/.cache/scaling-lab"
         return cls(
             name=name,
-            path=_abs(path) if path else None,
+            path=_abs(path, "data.path") if path else None,
             vocab_size=vocab,
             val_fraction=float(val_fraction),
             max_bytes=max_bytes,
             tokenizer=tok,
-            cache_dir=Path(os.path.expanduser(str(cache_dir))),
+            cache_dir=_cache_dir(cache_dir),
             tokenizer_file=tok_file,
             text_field=cfg.get("text_field") or "text",
             id_field=cfg.get("id_field"),
@@ -135,19 +135,53 @@ _PATH_HELP = {
 }
 
 
-def _abs(path: Any) -> Path:
+def shown(path: Any, keep: int = 120) -> str:
+    """A path for a one-line message: an absurdly long one is shortened to its two ends and its length."""
+    text = str(path)
+    if len(text) <= keep:
+        return text
+    return f"{text[: keep // 2]}...{text[-keep // 3 :]} ({len(text):,} characters)"
+
+
+def _usable(path: Path, key: str) -> Path:
+    """`path`, or a one-line ValueError when the system cannot even look it up (a name over the file system's
+    limit, a loop of links, no permission): that is bad input, not a failing disk."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # the readers say what is missing
+    except OSError as e:
+        raise ValueError(f"{key}={shown(path)} cannot be used ({e.strerror}); give an existing, shorter path") from None
+    return path
+
+
+def _abs(path: Any, key: str) -> Path:
     text = os.path.expanduser(str(path))
-    return Path(text) if any(c in text for c in "*?[") else Path(text).resolve()  # keep globs as written
+    if any(c in text for c in "*?["):
+        return Path(text)  # a glob, kept as written
+    return _usable(Path(text), key).resolve()
+
+
+def _cache_dir(value: Any) -> Path:
+    path = Path(os.path.expanduser(str(value)))
+    limit = os.pathconf("/", "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
+    if any(len(part.encode(errors="surrogateescape")) > limit for part in path.parts) or len(str(path)) > 3000:
+        raise ValueError(
+            f"data.cache_dir={shown(path)} is too long a path for the file system (names up to {limit} bytes); "
+            "give a shorter data.cache_dir or SCALING_CACHE"
+        )
+    return path
 
 
 def tokenizer_path(value: str) -> Path:
     """The pretrained tokenizer file that data.tokenizer=PATH names (a directory means its tokenizer.json)."""
-    path = Path(os.path.expanduser(value)).resolve()
+    path = _usable(Path(os.path.expanduser(value)), "data.tokenizer").resolve()
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.is_file():
         raise ValueError(
-            f"data.tokenizer={value} is not a file; give sentencepiece or the path to a Hugging Face tokenizer.json"
+            f"data.tokenizer={shown(value)} is not a file; give sentencepiece or the path to a Hugging Face "
+            "tokenizer.json"
         )
     return path
 

@@ -73,15 +73,19 @@ def doc_hash(text: str) -> str:
 
 def _text_lines(path: Path) -> Iterator[str]:
     """Lines (with their '\n') of a UTF-8 file; split on b'\n' only, so the pieces join back to the file exactly."""
+    n = 0  # not enumerate(): its reused result tuple would keep the last line alive
     with _open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
+        for raw in fh:
+            n += 1
             try:
-                yield raw.decode("utf-8")
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise ValueError(
                     f"{path}:{n} is not UTF-8 text (bad byte at column {e.start + 1}); convert the "
                     "file to UTF-8 or remove it"
                 ) from None
+            del raw  # a 100 MB line is not held twice while it is encoded
+            yield line
 
 
 def _chunks(lines: Iterator[str]) -> Iterator[str]:
@@ -92,9 +96,10 @@ def _chunks(lines: Iterator[str]) -> Iterator[str]:
     for line in lines:
         chunk.append(line)
         size += len(line)
-        if size >= 4 * CHUNK_CHARS or (size >= CHUNK_CHARS and not line.strip()):
-            yield "".join(chunk)
-            chunk, size = [], 0
+        if size >= 4 * CHUNK_CHARS or (size >= CHUNK_CHARS and (not line or line.isspace())):
+            text = "".join(chunk)
+            chunk, size, line = [], 0, ""  # the lines are not held beside their join while it is encoded
+            yield text
     if chunk:
         yield "".join(chunk)
 
@@ -114,8 +119,7 @@ def _binary_lines(path: Path) -> Iterator[bytes]:
         if name.endswith(".gz"):
             stream: IO[bytes] = gzip.GzipFile(fileobj=fh)  # type: ignore[assignment]
         elif name.endswith(".zst"):
-            zstandard = optional("zstandard", path)
-            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(fh))
+            stream = io.BufferedReader(_ZstdFrames(fh, optional("zstandard", path)), 1 << 20)
         else:
             stream = fh
         yield from stream
@@ -133,14 +137,66 @@ def _binary_lines(path: Path) -> Iterator[bytes]:
         fh.close()
 
 
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a .zst file, frame after frame. A file that ends inside a frame raises EOFError:
+    zstandard's stream_reader reads a truncated file as a shorter corpus without a word. Compressed input is fed
+    FEED bytes at a time, which bounds what one call can expand to (~32x FEED x 1000 for the most compressible
+    data) whatever the file holds."""
+
+    FEED = 4096
+
+    def __init__(self, fh: IO[bytes], zstandard: Any):
+        self.fh, self.zstandard = fh, zstandard
+        self.frame: Any = None  # the current frame's decompressor; None between frames
+        self.compressed = b""  # read from the file, not yet fed
+        self.out, self.at = b"", 0  # decompressed, returned up to `at`
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self.at == len(self.out):
+            if not self.compressed:
+                self.compressed = self.fh.read(self.FEED)
+                if not self.compressed:
+                    if self.frame is not None:
+                        raise EOFError("the file ends inside a zstd frame")
+                    return 0
+            if self.frame is None:
+                self.frame = self.zstandard.ZstdDecompressor().decompressobj()
+            chunk, self.compressed = self.compressed, b""
+            self.out, self.at = self.frame.decompress(chunk), 0
+            if self.frame.eof:  # the frame is complete; what follows it starts the next one
+                self.compressed, self.frame = self.frame.unused_data, None
+        n = min(len(buffer), len(self.out) - self.at)
+        buffer[:n] = self.out[self.at : self.at + n]
+        self.at += n
+        return n
+
+
+def _utf8(text: str, where: str, what: str) -> None:
+    """Refuse text that is not Unicode text (a lone surrogate such as "\\ud800" in JSON): it has no UTF-8 bytes."""
+    if not text.isascii():  # O(1): only non-ASCII text can hold a surrogate
+        try:
+            text.encode()
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"{where} has a lone surrogate ({text[e.start]!r}) in {what} at character {e.start + 1}, which is "
+                "not Unicode text; fix or remove that line"
+            ) from None
+
+
 def _jsonl(path: Path, rel: str, text_field: str, id_field: str | None) -> Iterator[Doc]:
     """One document per line: {text_field: ...} with an optional id; without one the text's hash is the id,
     so duplicated documents always fall into the same split."""
-    for n, line in enumerate(_binary_lines(path), 1):
-        if not line.strip():
+    n = 0  # not enumerate(): its reused result tuple would keep the last line alive
+    for line in _binary_lines(path):
+        n += 1
+        if not line or line.isspace():
             continue
         try:
             row = json.loads(line)
+            del line  # the raw line is not held while its document is encoded
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{n} is not valid JSON ({e.msg}); write one JSON object per line") from None
         except UnicodeDecodeError as e:
@@ -154,7 +210,10 @@ def _jsonl(path: Path, rel: str, text_field: str, id_field: str | None) -> Itera
                 f"{path}:{n} has no string '{text_field}' field (got {keys}); "
                 f'write each line as {{"{text_field}": "..."}} or set data.text_field'
             ) from None
-        yield f"{rel}#{_doc_id(row, text_field, id_field, f'{path}:{n}')}", row[text_field]
+        _utf8(row[text_field], f"{path}:{n}", f"'{text_field}'")
+        doc_id = _doc_id(row, text_field, id_field, f"{path}:{n}")
+        _utf8(doc_id, f"{path}:{n}", "its id")
+        yield f"{rel}#{doc_id}", row[text_field]
 
 
 def _doc_id(row: dict[str, Any], text_field: str, id_field: str | None, where: str) -> str:

@@ -49,21 +49,28 @@ def train_tokenizer(
     return sp
 
 
-def token_bytes(sp: spm.SentencePieceProcessor) -> np.ndarray:
-    """UTF-8 bytes each token stands for: 1 for byte-fallback tokens, 0 for <s>/</s>/<unk>, '▁' is a space.
-    With the default lossless settings the sum over a text's tokens is exactly the text's byte length."""
-    out = np.zeros(sp.get_piece_size(), dtype=np.int64)
+def token_pieces(sp: spm.SentencePieceProcessor) -> list[bytes]:
+    """The UTF-8 bytes each token stands for: its byte for byte-fallback tokens, none for <s>/</s>/<unk>, and '▁' is
+    a space. With the default lossless settings a text's tokens spell exactly its bytes."""
+    out = []
     for i in range(sp.get_piece_size()):
         if sp.is_byte(i):
-            out[i] = 1
-        elif not (sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)):
-            out[i] = len(sp.id_to_piece(i).replace("\u2581", " ").encode())
+            out.append(bytes([int(sp.id_to_piece(i)[3:5], 16)]))  # "<0xAB>"
+        elif sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            out.append(b"")
+        else:
+            out.append(sp.id_to_piece(i).replace("\u2581", " ").encode())
     return out
+
+
+def token_bytes(sp: spm.SentencePieceProcessor) -> np.ndarray:
+    """How many UTF-8 bytes each token stands for (see token_pieces): what bits per byte divides by."""
+    return np.array([len(p) for p in token_pieces(sp)], dtype=np.int64)
 
 
 class SentencePieceEncoder:
     """A trained SentencePiece model behind the interface the data pipeline uses: vocab_size, bos_id (the
-    document separator), encode_batch, encode, decode and token_bytes (see pretrained.HFEncoder)."""
+    document separator), encode_batch, encode, decode, token_bytes and token_pieces (see pretrained.HFEncoder)."""
 
     kind = "sentencepiece"
 
@@ -84,3 +91,6 @@ class SentencePieceEncoder:
 
     def token_bytes(self) -> np.ndarray:
         return token_bytes(self.sp)
+
+    def token_pieces(self) -> list[bytes]:
+        return token_pieces(self.sp)

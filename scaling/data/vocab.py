@@ -47,3 +47,14 @@ def resolve_vocab(cfg: DictConfig) -> DictConfig:
     out = copy.deepcopy(cfg)
     out.data.vocab_size = size
     return out
+
+
+def run_vocab_size(cfg: DictConfig) -> int:
+    """The vocabulary the runs of `cfg` (a composed `run` config, or a sweep's) train with: data.vocab_size raised to
+    a pretrained tokenizer's size (resolve_vocab), i.e. what model.vocab_size=${data.vocab_size} becomes in every
+    run. A planner counts N2, FLOPs, throughput keys, time and GPU memory with this number, never with the config's
+    data.vocab_size as composed. ValueError (one line) when data.tokenizer names no file."""
+    vocab = OmegaConf.select(resolve_vocab(cfg), "data.vocab_size")
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
+        raise ValueError(f"data.vocab_size={vocab!r} must be a positive integer, e.g. 2048")
+    return vocab

@@ -6,24 +6,29 @@ that is not installed, a server that cannot be reached, or a tracker that fails 
 run goes on without it.
 
 Where each writes, and how a sweep's runs are grouped:
-  tensorboard  <run dir>/tb/ (event files); `tensorboard --logdir <sweep dir>` shows a sweep's runs side by side
+  tensorboard  <run dir>/tb/ (event files); `tensorboard --logdir <sweep dir>` shows a sweep's runs side by side, and
+               its HParams tab one row per run: HPARAM_KEYS (lr, batch_size, M, D, C, ...) against final/val_loss
   wandb        <run dir>/wandb/; project $WANDB_PROJECT (default scaling-lab), group "<sweep dir> C=<budget>",
                job_type the sweep kind; offline unless WANDB_MODE says otherwise or WANDB_API_KEY is set
                (offline runs upload later with `wandb sync <run dir>/wandb/offline-run-*`)
   mlflow       $MLFLOW_TRACKING_URI, else MLflow's local file store <sweep dir>/mlruns (`mlflow ui
                --backend-store-uri <sweep dir>/mlruns`); experiment = the sweep dir's name, run name = run id
 Every run is tagged with TAG_KEYS (run_id, sweep, budget, M, D, lr, batch_size, config_hash, group). Metrics are
-logged against tokens trained (so runs with different batch sizes line up) under METRIC_KEYS' names.
+logged against tokens trained (so runs with different batch sizes line up) under METRIC_KEYS' names; val/loss at
+every train.eval_every steps (0, the default: the final evaluation only). At the end, FINAL_KEYS and the final
+evaluation as a last val/loss point are logged at the run's last step (its tokens trained).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 BACKENDS = ("tensorboard", "wandb", "mlflow")
 TAG_KEYS = ("run_id", "sweep", "budget", "M", "D", "lr", "batch_size", "config_hash", "group")
@@ -37,7 +42,7 @@ METRIC_KEYS = {
     "val_loss": "val/loss",
     "flops": "train/flops",
 }
-# result.json key -> tracker summary key, logged once at the end
+# result.json key -> tracker summary key, logged once at the end, at the last step
 FINAL_KEYS = {
     "val_loss": "final/val_loss",
     "val_bpb": "final/val_bpb",
@@ -45,6 +50,8 @@ FINAL_KEYS = {
     "tokens_per_s": "final/tokens_per_s",
     "wall_time_s": "final/wall_time_s",
 }
+# record keys -> TensorBoard HParams columns (model.n_layer/d_model are the model's shape); metrics: FINAL_KEYS' tags
+HPARAM_KEYS = ("lr", "batch_size", "M", "D", "C", "budget", "sweep", "n_layer", "d_model")
 
 
 def check_loggers(names: Any) -> list[str]:
@@ -79,6 +86,7 @@ class Trackers:
     def __init__(self, backends: list[_Backend], M: float | None = None):
         self.backends = backends
         self.M = M
+        self.tokens = 0  # the last step logged, in tokens: where the final values go
 
     def __bool__(self) -> bool:
         return bool(self.backends)
@@ -87,6 +95,7 @@ class Trackers:
         if not self.backends:
             return
         tokens = int(row.get("tokens") or 0)
+        self.tokens = max(self.tokens, tokens)
         values = {
             METRIC_KEYS[k]: float(v)
             for k, v in row.items()
@@ -97,13 +106,19 @@ class Trackers:
         self._each("log", values, tokens)
 
     def close(self, result: dict | None = None) -> None:
+        """The final values at the run's last step: its tokens trained (result D), else the last step logged."""
+        result = result or {}
         summary = {
             v: float(result[k])
             for k, v in FINAL_KEYS.items()
-            if result and isinstance(result.get(k), (int, float)) and math.isfinite(result[k])
+            if isinstance(result.get(k), (int, float)) and math.isfinite(result[k])
         }
-        status = str((result or {}).get("status") or "unfinished")
-        self._each("close", summary, status)
+        if "final/val_loss" in summary:  # the final evaluation ends the val/loss curve (periodic ones stop before it)
+            summary[METRIC_KEYS["val_loss"]] = summary["final/val_loss"]
+        status = str(result.get("status") or "unfinished")
+        D = result.get("D")
+        tokens = int(D) if isinstance(D, (int, float)) and math.isfinite(D) and D > 0 else self.tokens
+        self._each("close", summary, status, tokens)
         self.backends = []
 
     def _each(self, method: str, *args: Any) -> None:
@@ -127,7 +142,11 @@ def open_trackers(names: Sequence[str], run_dir: Path, record: dict, is_main: bo
     backends: list[_Backend] = []
     for name in check_loggers(list(names)):
         try:
-            backends.append(_OPENERS[name](Path(run_dir), tags))
+            backends.append(
+                _TensorBoard(Path(run_dir), tags, record)
+                if name == "tensorboard"
+                else _OPENERS[name](Path(run_dir), tags)
+            )
         except ImportError as e:
             warnings.warn(
                 f"train.loggers: {name} is not installed ({e.name or e}); pip install -e '.[{name}]'. "
@@ -157,30 +176,77 @@ class _Backend:
     def log(self, values: dict[str, float], tokens: int) -> None:
         raise NotImplementedError
 
-    def close(self, summary: dict[str, float], status: str) -> None:
+    def close(self, summary: dict[str, float], status: str, tokens: int) -> None:
         raise NotImplementedError
 
 
 class _TensorBoard(_Backend):
     name = "tensorboard"
 
-    def __init__(self, run_dir: Path, tags: dict[str, Any]):
+    def __init__(self, run_dir: Path, tags: dict[str, Any], record: dict | None = None):
         from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
 
         self.writer = SummaryWriter(log_dir=str(run_dir / "tb"))
         table = "\n".join(f"| {k} | {v} |" for k, v in tags.items())
         self.writer.add_text("run", f"| key | value |\n| --- | --- |\n{table}", global_step=0)
+        self.events = cast(Any, self.writer.file_writer)  # made by the constructor (typed Optional)
+        self.events.add_summary(_session_start(hparams(record or tags)))
 
     def log(self, values: dict[str, float], tokens: int) -> None:
         for k, v in values.items():
             self.writer.add_scalar(k, v, global_step=tokens)
         self.writer.flush()
 
-    def close(self, summary: dict[str, float], status: str) -> None:
-        self.writer.add_text("status", status)
+    def close(self, summary: dict[str, float], status: str, tokens: int) -> None:
+        self.writer.add_text("status", status, global_step=tokens)
         for k, v in summary.items():
-            self.writer.add_scalar(k, v, global_step=0)
+            self.writer.add_scalar(k, v, global_step=tokens)
+        self.events.add_summary(_session_end(status))
         self.writer.close()
+
+
+def hparams(record: dict) -> dict[str, float | str]:
+    """The run's HParams columns (HPARAM_KEYS that it has: a lone run has no sweep or budget)."""
+    model = record.get("model")
+    model = model if isinstance(model, dict) else {}
+    values = {k: record.get(k, model.get(k)) for k in HPARAM_KEYS}
+    return {k: v if isinstance(v, str) else float(v) for k, v in values.items() if isinstance(v, (int, float, str))}
+
+
+def _hparams_summary(tag: str, data: Any) -> Any:
+    """A Summary holding HParams plugin data (what tensorboard.plugins.hparams.summary writes, without TensorFlow)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata
+
+    return Summary(
+        value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)]
+    )
+
+
+def _session_start(values: dict[str, float | str]) -> Any:
+    """SessionStartInfo only: without an experiment summary, TensorBoard builds the HParams table from every run's
+    start info and their scalar tags (final/val_loss, ...), so a sweep's runs share one table."""
+    import time
+
+    from tensorboard.plugins.hparams import metadata, plugin_data_pb2
+
+    info = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
+    for k, v in values.items():
+        if isinstance(v, str):
+            info.hparams[k].string_value = v
+        else:
+            info.hparams[k].number_value = v
+    return _hparams_summary(metadata.SESSION_START_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_start_info=info))
+
+
+def _session_end(status: str) -> Any:
+    import time
+
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    code = {"completed": "STATUS_SUCCESS", "unfinished": "STATUS_ABORTED"}.get(status, "STATUS_FAILURE")
+    info = plugin_data_pb2.SessionEndInfo(status=api_pb2.Status.Value(code), end_time_secs=time.time())
+    return _hparams_summary(metadata.SESSION_END_INFO_TAG, plugin_data_pb2.HParamsPluginData(session_end_info=info))
 
 
 class _WandB(_Backend):
@@ -206,15 +272,36 @@ class _WandB(_Backend):
     def log(self, values: dict[str, float], tokens: int) -> None:
         self.run.log(values, step=tokens)
 
-    def close(self, summary: dict[str, float], status: str) -> None:
+    def close(self, summary: dict[str, float], status: str, tokens: int) -> None:
+        if summary:
+            self.run.log(summary, step=tokens)
         self.run.summary.update(summary | {"status": status})
         self.run.finish(exit_code=0 if status in ("completed", "diverged") else 1)
+
+
+@contextlib.contextmanager
+def _quiet_retries() -> Iterator[None]:
+    """MLflow's HTTP client logs a warning per retry (urllib3) before it gives up: an unreachable server must be
+    the ONE warning our handler gives, so these are held back while MLflow calls run (other code's stay as set)."""
+    loggers = [logging.getLogger(n) for n in ("urllib3.connectionpool", "urllib3.util.retry", "mlflow")]
+    levels = [x.level for x in loggers]
+    for x in loggers:
+        x.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for x, level in zip(loggers, levels, strict=True):
+            x.setLevel(level)
 
 
 class _MLflow(_Backend):
     name = "mlflow"
 
     def __init__(self, run_dir: Path, tags: dict[str, Any]):
+        with _quiet_retries():
+            self._open(run_dir, tags)
+
+    def _open(self, run_dir: Path, tags: dict[str, Any]) -> None:
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         # MLflow retries an unreachable server for minutes by default; a run should warn and go on much sooner.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -249,18 +336,20 @@ class _MLflow(_Backend):
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in values.items()])
+        with _quiet_retries():
+            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in values.items()])
 
-    def close(self, summary: dict[str, float], status: str) -> None:
+    def close(self, summary: dict[str, float], status: str, tokens: int) -> None:
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        if summary:
-            self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
-        self.client.set_tag(self.run_id, "status", status)
-        self.client.set_terminated(self.run_id, "FINISHED" if status in ("completed", "diverged") else "FAILED")
+        with _quiet_retries():
+            if summary:
+                self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, tokens) for k, v in summary.items()])
+            self.client.set_tag(self.run_id, "status", status)
+            self.client.set_terminated(self.run_id, "FINISHED" if status in ("completed", "diverged") else "FAILED")
 
 
 _OPENERS = {"tensorboard": _TensorBoard, "wandb": _WandB, "mlflow": _MLflow}

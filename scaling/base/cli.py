@@ -38,6 +38,7 @@ def run_hydra(prog: str, main: Callable[[], object]) -> None:
     """Run a @hydra.main entry point with the convention above: a bad override, an unknown key or a bad value is
     one line and exit 2; an OSError (a full or read-only disk) one line and exit 1. HYDRA_FULL_ERROR=1 keeps
     Hydra's full traces."""
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -49,7 +50,21 @@ def run_hydra(prog: str, main: Callable[[], object]) -> None:
         if full:
             raise
         fail(prog, one_line(e))
+    except yaml.YAMLError as e:  # e.g. a `!!python/...` tag in a config group file: refused by the safe loader
+        if full:
+            raise
+        fail(prog, f"a config file is not plain YAML (tags that build Python objects are refused): {one_line(e)}")
     except OSError as e:
         if full:
             raise
         fail(prog, f"{type(e).__name__}: {e}", code=EXIT_FAILED)
+
+
+def fmt_seconds(s: float | None) -> str:
+    """A duration as people read it in a plan or a status line: 0.0s, 42.5s, 3.2m, 1.5h, 2.0d; "?" when unknown."""
+    if s is None:
+        return "?"
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= n:
+            return f"{s / n:.1f}{unit}"
+    return f"{s:.1f}s"

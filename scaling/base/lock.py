@@ -25,12 +25,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from scaling.atomic import remove_stale_temps
+from scaling.base.atomic import remove_stale_temps
+from scaling.base.safe_read import FileTooBig, NotARegularFile, read_capped
 
 LOCK_NAME = ".lock"
 BREAK_NAME = ".lock.break"
 BREAK_STALE_S = 30.0  # a breaker older than this belongs to a process killed mid-takeover (it takes microseconds)
 SWEEP_PID_ENV = "SCALING_SWEEP_PID"
+SWEEP_HOST_ENV = "SCALING_SWEEP_HOST"
+LOCK_CAP = 1 << 16  # a lock is ~150 bytes of JSON
 
 
 class RunLocked(RuntimeError):
@@ -75,12 +78,20 @@ def is_stale(holder: dict) -> bool:
     return start is not None and _start_time(pid) not in (None, start)
 
 
+def _read_lock(path: Path) -> str:
+    """A lock file's text, read bounded and never blocking (a FIFO planted as .lock raises NotARegularFile)."""
+    return read_capped(path, LOCK_CAP).decode(errors="replace")
+
+
 def read_holder(run_dir: Path) -> dict | None:
-    """The lock's content; {} for an unreadable lock (created but not yet written), None when there is no lock."""
+    """The lock's content; {} for an unreadable lock (created but not yet written, or not a file), None when
+    there is no lock."""
     try:
-        text = (Path(run_dir) / LOCK_NAME).read_text()
+        text = _read_lock(Path(run_dir) / LOCK_NAME)
     except FileNotFoundError:
         return None
+    except OSError:  # a FIFO, a directory, a huge file: not a lock this project wrote; nobody is known to hold it
+        return {}
     try:
         holder = json.loads(text)
     except ValueError:
@@ -129,7 +140,7 @@ def _break_stale(run_dir: Path, seen: str) -> None:
         return
     try:
         with contextlib.suppress(FileNotFoundError):
-            if (run_dir / LOCK_NAME).read_text() == seen:
+            if _read_lock(run_dir / LOCK_NAME) == seen:
                 (run_dir / LOCK_NAME).unlink()
     finally:
         breaker.unlink(missing_ok=True)
@@ -153,9 +164,11 @@ def acquire(run_dir: Path, timeout_s: float = 5.0) -> dict:
             remove_stale_temps(run_dir)  # half-written files of a killed previous owner: nobody else writes here now
             return mine
         try:
-            seen = (run_dir / LOCK_NAME).read_text()
+            seen = _read_lock(run_dir / LOCK_NAME)
         except FileNotFoundError:
             continue  # released between our create and our read: try again
+        except (NotARegularFile, FileTooBig) as e:  # never taken over: removing it is the user's call
+            raise RunLocked(f"{e}; it is not a lock this project writes: remove it to train {run_dir}") from None
         try:
             holder = json.loads(seen)
         except ValueError:
@@ -186,7 +199,7 @@ def release(run_dir: Path, mine: dict) -> None:
     """Remove the lock if it is still ours (never someone else's that took over a lock we lost)."""
     path = Path(run_dir) / LOCK_NAME
     with contextlib.suppress(OSError, ValueError):
-        if json.loads(path.read_text()).get("nonce") == mine["nonce"]:
+        if json.loads(_read_lock(path)).get("nonce") == mine["nonce"]:
             path.unlink()
 
 
@@ -203,6 +216,7 @@ def run_lock(run_dir: Path) -> Iterator[dict]:
 def mark_sweep_process() -> None:
     """Called by a sweep before it launches: its local workers find its pid here (run_watchdog)."""
     os.environ[SWEEP_PID_ENV] = str(os.getpid())
+    os.environ[SWEEP_HOST_ENV] = socket.gethostname()  # a pid means something on this host only
 
 
 def run_watchdog(poll_s: float = 1.0) -> None:
@@ -211,8 +225,14 @@ def run_watchdog(poll_s: float = 1.0) -> None:
     A kill -9 of the sweep runs no handler, and joblib's workers would train on as orphans, racing the rerun. The
     kill is SIGKILL on purpose: the orphan stops as the sweep did, leaving files a rerun resumes from."""
     sweep_pid = os.environ.get(SWEEP_PID_ENV)
-    if not sweep_pid or int(sweep_pid) == os.getpid() or os.getppid() != int(sweep_pid):
-        return  # not a direct worker of a sweep (the basic launcher runs in the sweep process itself)
+    if not sweep_pid or int(sweep_pid) == os.getpid():
+        return  # not in a sweep, or the basic launcher (it runs jobs in the sweep process itself)
+    if os.getppid() != int(sweep_pid):
+        # Not a direct worker -- or one whose sweep died before this job began (a worker still starting up when
+        # the sweep was killed is re-parented first): that job must not start training as an orphan.
+        if os.environ.get(SWEEP_HOST_ENV) == socket.gethostname() and not running(int(sweep_pid)):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return
     parent = os.getppid()
 
     def watch() -> None:

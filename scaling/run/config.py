@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from scaling.schedule import SCHEDULES
-from scaling.trackers import check_loggers
+from scaling.run.schedule import SCHEDULES
+from scaling.run.trackers import check_loggers
 
 DEVICES_HELP = "auto, cpu, cuda or cuda:N"
 DTYPES = ("auto", "fp32", "bf16")
@@ -36,6 +36,9 @@ class OptimConfig:
     schedule: str = "multistep"
     warmup_frac: float = 0.05
     max_warmup_steps: int = 2000
+    # A fixed warmup in steps, overriding warmup_frac: sweep.reuse sets it so that a trunk and all its branches warm
+    # up alike (their runs differ in length, so warmup_frac would give each its own). None: warmup_frac of the run.
+    warmup_steps: int | None = None
     min_lr_frac: float = 0.1
 
     def __post_init__(self) -> None:
@@ -47,6 +50,8 @@ class OptimConfig:
         if _number(self, "optim", "weight_decay") < 0:
             raise ValueError(f"optim.weight_decay={self.weight_decay!r} must be >= 0")
         _integer(self, "optim", "max_warmup_steps", minimum=1)
+        if self.warmup_steps is not None:
+            _integer(self, "optim", "warmup_steps", minimum=1)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule={self.schedule!r} is unknown; use one of {', '.join(SCHEDULES)}")
 
@@ -78,7 +83,7 @@ class TrainConfig:
     diverge_factor: float = 3.0
     parallel: str = "auto"
     activation_checkpointing: bool = False
-    loggers: tuple[str, ...] = ()  # experiment trackers (scaling.trackers), e.g. (tensorboard, wandb)
+    loggers: tuple[str, ...] = ()  # experiment trackers (scaling.run.trackers), e.g. (tensorboard, wandb)
 
     def __post_init__(self) -> None:
         _positive(self, "train", "tokens", "diverge_factor")

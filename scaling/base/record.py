@@ -1,6 +1,6 @@
 """The run record `<run dir>/result.json`: its schema (`RunRecord`), reading and writing it, config hashing and
 provenance. The one definition every writer (trainer, packed trainer, synthetic studies) and reader (sweeper,
-status view, analysis loader) uses; the README's run-record table documents the same keys."""
+status view, analysis loader) uses; scaling/run/README.md's run-record table documents the same keys."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from scaling.atomic import write_atomic
+from scaling.base.atomic import write_atomic
+from scaling.base.safe_read import read_capped
 
 SCHEMA_VERSION = 1
 FINISHED = ("completed", "diverged")  # a run in one of these states is never retrained
@@ -34,6 +35,7 @@ EXECUTION_ONLY = {
 
 
 RESULT_NAME = "result.json"
+CONFIG_NAME = "config.yaml"  # the resolved config the run trained with (OmegaConf YAML)
 STATUSES = ("running", "completed", "diverged", "failed")
 
 
@@ -108,7 +110,8 @@ class RunRecord:
     def read(cls, run_dir: Path) -> RunRecord | None:
         """The run's record, or None when absent or unreadable (a rerun then trains it again)."""
         try:
-            return cls.from_dict(json.loads((Path(run_dir) / RESULT_NAME).read_text()))
+            # bounded, and never blocking: a FIFO planted as result.json reads as no record
+            return cls.from_dict(json.loads(read_capped(Path(run_dir) / RESULT_NAME)))
         except (OSError, ValueError, TypeError):
             return None
 
@@ -121,12 +124,12 @@ RunRecord.FIELDS = tuple(f.name for f in fields(RunRecord) if f.name != "extra")
 
 def write_record(run_dir: Path, record: dict) -> None:
     """Write a run's result.json atomically, as given, after checking it against RunRecord's schema: the writers
-    (scaling.train, scaling.packed) and the readers share one definition of the record."""
+    (scaling.train, scaling.run.pack) and the readers share one definition of the record."""
     RunRecord.from_dict(record)
     write_json(Path(run_dir) / RESULT_NAME, record)
 
 
-METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: step, tokens, loss, ... (README: run record)
+METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: step, tokens, loss, ... (scaling/run/README.md)
 
 
 def parse_metrics_line(line: str | bytes) -> dict | None:
@@ -145,12 +148,17 @@ def read_metrics(path: Path) -> tuple[list[dict], list[int]]:
     """(rows, bad): the logged steps of a metrics.jsonl and the 1-based numbers of lines that are not (what a kill
     or a full disk leaves mid-write). A missing file has no rows. The one reader of the log: the trainer's resume,
     the training-curve loader and the status view all use it (the status view on the file's tail only)."""
-    rows: list[dict] = []
-    bad: list[int] = []
     try:
         text = Path(path).read_text(errors="replace")
     except FileNotFoundError:
-        return rows, bad
+        return [], []
+    return parse_metrics(text)
+
+
+def parse_metrics(text: str) -> tuple[list[dict], list[int]]:
+    """(rows, bad) of a metrics.jsonl's text, as `read_metrics` (for callers that read the file themselves)."""
+    rows: list[dict] = []
+    bad: list[int] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -172,12 +180,31 @@ def read_result(run_dir: Path) -> dict | None:
     return None if record is None else record.to_dict()
 
 
+def read_config(run_dir: Path) -> dict:
+    """The run's config.yaml as a plain dict (resolved): the one reader of that file. ValueError (one line) when it is
+    missing or not a run config; YAML tags that would build objects are refused by OmegaConf's safe loader."""
+    from omegaconf import OmegaConf  # the base layer's one Hydra-family import, kept off the record's import path
+
+    path = Path(run_dir) / CONFIG_NAME
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except FileNotFoundError:
+        raise ValueError(f"{run_dir} has no {CONFIG_NAME}: not a run directory written by scaling.train") from None
+    except Exception as e:  # noqa: BLE001 -- any unreadable config is the same bad input
+        raise ValueError(f"{path} is not a readable run config ({type(e).__name__}: {e})") from None
+    if not isinstance(cfg, dict) or not all(k in cfg for k in ("model", "data", "optim", "train", "seed")):
+        raise ValueError(f"{path} is not a run config (it needs model, data, optim, train and seed)")
+    return cfg
+
+
 def config_hash(cfg: dict) -> str:
     """Hash of everything that determines a run's numbers (model, data, optim, train, seed)."""
     train = {k: v for k, v in cfg["train"].items() if k not in EXECUTION_ONLY}
     # where the cache lives and how many processes build it change no number
     data = {k: v for k, v in cfg["data"].items() if k not in ("cache_dir", "num_proc")}
-    key = {"model": cfg["model"], "data": data, "optim": cfg["optim"], "train": train, "seed": cfg["seed"]}
+    # A fixed warmup is part of the config only when set: runs hashed before the key existed keep their hash.
+    optim = {k: v for k, v in cfg["optim"].items() if not (k == "warmup_steps" and v is None)}
+    key = {"model": cfg["model"], "data": data, "optim": optim, "train": train, "seed": cfg["seed"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -3,7 +3,7 @@
 `ckpt.pt` holds only tensors and plain values and is read with `torch.load(weights_only=True)`, which refuses
 anything that would run code. Its sidecar `ckpt.json` ({schema, config_hash}) is plain JSON and is checked first:
 a checkpoint of another config (or one planted without a sidecar) is never even unpickled. Both are written
-atomically under unique temp names (scaling.atomic), so a kill, a full disk or a second writer leaves no half file.
+atomically under unique temp names (scaling.base.atomic), so a kill, a full disk or a second writer leaves no half file.
 
 `truncate_metrics` belongs here too: on resume it cuts `metrics.jsonl` back to the checkpoint's step, tolerating the
 broken last line a kill or a full disk leaves behind.
@@ -21,22 +21,28 @@ from typing import Any
 
 import torch
 
-from scaling.atomic import atomic_file, write_atomic
-from scaling.record import read_metrics
+from scaling.base.atomic import atomic_file, write_atomic
+from scaling.base.record import read_metrics
 
 CKPT_NAME = "ckpt.pt"
 META_NAME = "ckpt.json"
-CKPT_SCHEMA = 2  # 1: a pickled dict with no sidecar (loaded with weights_only=False; no longer trusted)
+CKPT_SCHEMA = 2  # 1 was a pickled dict with no sidecar, which needs weights_only=False to load: never trusted
 
 
-def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Write state (tensors and plain values, with its "config_hash") as ckpt.pt, with its ckpt.json sidecar."""
+def sidecar(name: str) -> str:
+    """The JSON sidecar of a checkpoint file: ckpt.pt -> ckpt.json (a trunk's branch_12.pt -> branch_12.json)."""
+    return META_NAME if name == CKPT_NAME else Path(name).stem + ".json"
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], name: str = CKPT_NAME) -> None:
+    """Write state (tensors and plain values, with its "config_hash") as run_dir/name (ckpt.pt), with its JSON
+    sidecar (ckpt.json)."""
     meta = json.dumps({"schema": CKPT_SCHEMA, "config_hash": state["config_hash"]}) + "\n"
     # The config hash is fixed for a run dir (train_run refuses any other), so the sidecar can go first: a kill
     # between the two writes leaves a valid pair either way.
-    if _read_meta(run_dir) != json.loads(meta):
-        write_atomic(run_dir / META_NAME, meta)
-    path = run_dir / CKPT_NAME
+    if _read_meta(run_dir, name) != json.loads(meta):
+        write_atomic(run_dir / sidecar(name), meta)
+    path = run_dir / name
     try:
         with atomic_file(path, "wb") as f:
             torch.save(state, f)
@@ -48,15 +54,15 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
         ) from e
 
 
-def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
-    """The run's checkpoint when it belongs to this exact config, else None (start afresh)."""
-    path = run_dir / CKPT_NAME
+def load_checkpoint(run_dir: Path, config_hash: str, name: str = CKPT_NAME) -> dict[str, Any] | None:
+    """The run's checkpoint (run_dir/name) when it belongs to this exact config, else None (start afresh)."""
+    path = run_dir / name
     if not path.exists():
         return None
-    meta = _read_meta(run_dir)
+    meta = _read_meta(run_dir, name)
     if meta != {"schema": CKPT_SCHEMA, "config_hash": config_hash}:
         warnings.warn(
-            f"ignoring {path}: its {META_NAME} is missing or names another config/schema "
+            f"ignoring {path}: its {sidecar(name)} is missing or names another config/schema "
             f"({meta}); training from step 0",
             stacklevel=2,
         )
@@ -73,6 +79,14 @@ def load_checkpoint(run_dir: Path, config_hash: str) -> dict[str, Any] | None:
     return state if isinstance(state, dict) and state.get("config_hash") == config_hash else None
 
 
+def has_checkpoint(run_dir: Path, config_hash: str, name: str = CKPT_NAME) -> bool:
+    """Whether run_dir holds a checkpoint `name` of this config (its sidecar says so; nothing is unpickled)."""
+    return (run_dir / name).is_file() and _read_meta(run_dir, name) == {
+        "schema": CKPT_SCHEMA,
+        "config_hash": config_hash,
+    }
+
+
 def _nbytes(obj: Any) -> int:
     """Bytes of the tensors in a (nested) state dict: what a checkpoint needs on disk, roughly."""
     if isinstance(obj, torch.Tensor):
@@ -84,9 +98,9 @@ def _nbytes(obj: Any) -> int:
     return 0
 
 
-def _read_meta(run_dir: Path) -> dict | None:
+def _read_meta(run_dir: Path, name: str = CKPT_NAME) -> dict | None:
     try:
-        meta = json.loads((run_dir / META_NAME).read_text())
+        meta = json.loads((run_dir / sidecar(name)).read_text())
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) else None

@@ -4,14 +4,15 @@
 - `choose_mode`: train.parallel=auto|ddp|fsdp -> single (one process), ddp or fsdp. auto picks FSDP2 when the
   model's training state (fp32 weights, gradients and two AdamW moments: 16 bytes per parameter) would take more than
   `FSDP_STATE_FRACTION` of one device's memory, so activations still fit beside it; DDP otherwise (and on CPUs,
-  where memory is rarely the limit and DDP keeps the old numbers exactly).
+  where memory is rarely the limit and DDP's numbers equal a single process's exactly).
 - `shard` applies FSDP2 (`fully_shard` per decoder block, then the root), and `checkpoint_blocks` activation
   checkpointing per block; `grad_sync` is the context that skips gradient communication on all micro-batches but
   the last (DDP `no_sync`, FSDP2 `set_requires_gradient_sync`).
 - `save_sharded` / `load_sharded`: checkpoints of sharded runs through torch.distributed.checkpoint (each rank
   writes its shards); `ckpt_dcp.json` names the complete one and holds the loop state, written atomically after
   every rank finished, so a kill at any instant leaves the previous checkpoint usable. DCP reshards on load, so a
-  run may resume on another world size.
+  run may resume on another world size. They are read as data (scaling.run.dcp_read): a planted one is refused
+  with one warning and the run trains from step 0.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,9 @@ import torch
 from torch import nn
 
 from model import LLaMA
-from scaling.atomic import write_atomic
-from scaling.distributed import Dist, barrier
-from scaling.step import GradSync, always_sync
+from scaling.base.atomic import write_atomic
+from scaling.run.distributed import Dist, barrier
+from scaling.run.step import GradSync, always_sync
 
 MODES = ("single", "ddp", "fsdp")
 BYTES_PER_PARAM = 16  # fp32 weight + fp32 gradient + AdamW's two fp32 moments
@@ -148,7 +150,9 @@ def save_sharded(
 
     model_state, optim_state = get_state_dict(model, optimizer)
     target = run_dir / DCP_DIR / f"step_{meta['step']}"
-    if dist_env.is_main and target.exists():  # a half-written one from a killed attempt at the same step
+    if dist_env.is_main and target.is_symlink():  # planted: remove the link, never what it points to
+        target.unlink()
+    elif dist_env.is_main and target.exists():  # a half-written one from a killed attempt at the same step
         shutil.rmtree(target)
     barrier(dist_env)
     dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(target))
@@ -185,15 +189,50 @@ def check_resumable(run_dir: Path, config_hash: str, mode: str) -> None:
 def load_sharded(
     run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config_hash: str
 ) -> dict[str, Any] | None:
-    """Restore model and optimizer shards in place; returns the saved meta (loop state), None without a match."""
-    import torch.distributed.checkpoint as dcp
+    """Restore model and optimizer shards in place; returns the saved meta (loop state), None without a match.
+
+    The checkpoint is read as data (scaling.run.dcp_read): one that would run code or reach outside the run dir is
+    refused with one warning (rank 0), on every rank alike, and the run trains from step 0."""
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    from scaling.run.dcp_read import UntrustedCheckpoint, checkpoint_dir, load_checked, read_metadata
 
     meta = sharded_meta(run_dir, config_hash)
     if meta is None:
         return None
+    why = ""
+    try:
+        ckpt_dir = checkpoint_dir(run_dir, meta.get("path"))
+        metadata = read_metadata(ckpt_dir, run_dir)
+    except UntrustedCheckpoint as e:
+        why = str(e)
+    if _refused_anywhere(bool(why), model):  # all ranks load, or none: a collective with one rank missing hangs
+        _warn_refused(run_dir, why or "another rank refused it")
+        return None
     model_state, optim_state = get_state_dict(model, optimizer)
     state: dict[str, Any] = {"model": model_state, "optim": optim_state}
-    dcp.load(state, checkpoint_id=str(run_dir / DCP_DIR / meta["path"]))
+    load_checked(state, ckpt_dir, run_dir, metadata)
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     return meta
+
+
+def _refused_anywhere(refused: bool, model: nn.Module) -> bool:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return refused
+    device = next(model.parameters()).device
+    flag = torch.tensor([float(refused)], device=device)
+    dist.all_reduce(flag)
+    return flag.item() > 0
+
+
+def _warn_refused(run_dir: Path, why: str) -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
+    warnings.warn(
+        f"ignoring the sharded checkpoint of {run_dir} ({why}); nothing of it was run or loaded: training from step 0",
+        stacklevel=3,
+    )

@@ -3,11 +3,11 @@
 The trainer, the benchmark and the sweep's throughput probe all call `TrainStep`, so a speed measured by the
 latter two is the speed of the step the runs take. The step never waits for the device: the micro-batch losses and
 the gradient norm it returns are tensors on the device, read by the caller at its logging cadence (one sync per
-`train.log_every` steps instead of three per step). On a CPU the arithmetic is exactly that of the loop it replaced,
-so the CPU demo's numbers do not change.
+`train.log_every` steps instead of three per step). On a CPU the arithmetic is exactly that of a loop that syncs
+every step, so reading on the cadence changes speed, never numbers.
 
 Parallelism enters through one argument: `grad_sync(last)` returns the context that lets the wrapped model (DDP or
-FSDP2, see scaling.parallel) skip the gradient all-reduce on every micro-batch but the last.
+FSDP2, see scaling.run.parallel) skip the gradient all-reduce on every micro-batch but the last.
 """
 
 from __future__ import annotations
