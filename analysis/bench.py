@@ -6,13 +6,21 @@ the same process, so the printed ratios do not depend on the machine.
 - `published`: 15 datasets x 120 IsoFLOP runs (the size of Porian et al.'s 15 published configurations) with the
   parametric L(N, D) fit and 1000 resamples each; target <= 30 s. Reference: the parametric bootstrap the obvious
   way, one scipy L-BFGS-B refit per resample from the point fit (20 resamples, scaled).
+- `memory`: `python -m analysis.fit` on a 1,000,000-row CSV (20 budgets: hparams grids of 7 x 5 (lr, batch) and
+  IsoFLOP profiles of 15 sizes, every configuration run with many seeds; 0.3% IsoFLOP rows, 3,000 runs for the
+  parametric fit, whose bootstrap costs ~35 s per 3,000 runs) with 1000 resamples, in
+  a child process: its peak RSS (target <= 2 GB: the bootstrap works in chunks, O(rows + resamples)) and time.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -131,9 +139,64 @@ def bench_published(n_datasets: int, n_boot: int) -> dict:
     return {"runs": len(df), "seconds": total, "target": 30, "speedup": naive / vec}
 
 
+def big_table(rows: int, seed: int = 0, iso_share: float = 0.003, budgets: int = 20) -> pd.DataFrame:
+    """A CSV-style table of `rows` runs from Truth(): per budget, IsoFLOP profiles (15 sizes over +-0.6 decades
+    around M_opt) and a 7 x 5 (lr, batch) grid of the M_opt model, each configuration with many seeds (0.5% noise)."""
+    t = Truth()
+    rng = np.random.default_rng(seed)
+    Cs = np.geomspace(1e18, 1e21, budgets)
+    n_iso = max(int(rows * iso_share) // (budgets * 15), 1)
+    n_hp = max((rows - n_iso * budgets * 15) // (budgets * 35), 1)
+    frames = []
+    for C in Cs:
+        M = np.repeat(t.M_opt(C) * 10 ** np.linspace(-0.6, 0.6, 15), n_iso)
+        lr = np.repeat(t.eta_opt(C) * 2 ** (np.arange(7) / 2 - 1.5), 5 * n_hp)
+        bs = np.tile(np.repeat(t.B_opt(C) * 2 ** (np.arange(5) / 2 - 1), n_hp), 7)
+        Mh = np.full(len(lr), t.M_opt(C))
+        for sweep, m, a, b in (("isoflop", M, None, None), ("hparams", Mh, lr, bs)):
+            L = t.loss(m, C / m, a, b, C if a is not None else None) * (1 + 0.005 * rng.standard_normal(len(m)))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "sweep": sweep,
+                        "budget": C,
+                        "M": m,
+                        "D": C / m,
+                        "lr": a if a is not None else t.eta_opt(C),
+                        "batch_size": b if b is not None else t.B_opt(C),
+                        "loss": L,
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True).iloc[:rows]
+
+
+def bench_memory(rows: int, n_boot: int) -> dict:
+    """Peak RSS and time of `python -m analysis.fit` on a `rows`-row CSV, in a child process."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "big.csv"
+        big_table(rows).to_csv(path, index=False)
+        cmd = [sys.executable, "-m", "analysis.fit", str(path), "--out", f"{d}/out", "--no-plots"]
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd + ["--bootstrap", str(n_boot)], capture_output=True, text=True)
+        total = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rss_gb, cpu = ru.ru_maxrss / 2**20, ru.ru_utime + ru.ru_stime  # Linux reports KiB
+    if r.returncode:
+        raise SystemExit(f"analysis.fit failed: {r.stderr.strip().splitlines()[-1:]}")
+    progress = [x for x in r.stderr.splitlines() if "bootstrap resamples" in x]
+    print(
+        f"memory: analysis.fit on {rows:,} rows, {n_boot} resamples: {total:.1f} s wall, {cpu:.1f} s CPU, "
+        f"peak RSS {rss_gb:.2f} GB "
+        f"({len(progress)} progress lines on stderr)"
+    )
+    return {"runs": rows, "seconds": total, "cpu_seconds": cpu, "target": None, "rss_gb": rss_gb, "target_gb": 2.0}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m analysis.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--case", choices=("study", "published", "all"), default="all")
+    ap.add_argument("--case", choices=("study", "published", "memory", "all"), default="all")
+    ap.add_argument("--rows", type=int, default=1_000_000, help="memory: rows of the table")
     ap.add_argument("--budgets", type=int, default=20, help="study: budgets, each 15 IsoFLOP + 35 hparams runs")
     ap.add_argument("--datasets", type=int, default=15, help="published: datasets of 120 IsoFLOP runs")
     ap.add_argument("--bootstrap", type=int, default=1000)
@@ -144,6 +207,14 @@ def main(argv=None) -> None:
         results["study"] = bench_study(a.budgets, a.bootstrap, a.plots)
     if a.case in ("published", "all"):
         results["published"] = bench_published(a.datasets, a.bootstrap)
+    if a.case == "memory":  # minutes: not part of "all"
+        r = bench_memory(a.rows, a.bootstrap)
+        print(
+            f"case=memory runs={r['runs']} bootstrap={a.bootstrap} seconds={r['seconds']:.1f} "
+            f"cpu_seconds={r['cpu_seconds']:.1f} "
+            f"peak_rss_gb={r['rss_gb']:.2f} target_gb={r['target_gb']} ok={int(r['rss_gb'] <= r['target_gb'])}"
+        )
+        return
     for name, r in results.items():
         print(
             f"case={name} runs={r['runs']} bootstrap={a.bootstrap} seconds={r['seconds']:.2f} "

@@ -23,7 +23,7 @@ from analysis.advice import next_steps
 from analysis.budgets import assign_budgets
 from analysis.escape import csv_safe
 from analysis.extrapolate import extrapolate, load_model, recommend
-from analysis.isoflop import WINDOW
+from analysis.isoflop import DEFAULT_ESTIMATOR, ESTIMATORS, WINDOW
 from analysis.load import InputError, load_runs
 from analysis.metric import metric_info
 from analysis.planning import budget_extras, one_prediction, parse_request, size_plans, summary_lines, target_extras
@@ -378,6 +378,7 @@ def run_analysis(
     loss_range: tuple[float, float] = (0.01, 20.0),
     max_compute: float = 1e30,
     iso_window: float = WINDOW,
+    iso_estimator: str = DEFAULT_ESTIMATOR,
     hparams_form: str = "C",
     tie: bool = False,
     fix_E: float | None = None,
@@ -398,6 +399,7 @@ def run_analysis(
         rtol=rtol,
         off_centre=off_centre,
         iso_window=iso_window,
+        iso_estimator=iso_estimator,
         hparams_form=hparams_form,
         tie=tie,
         fix_E=fix_E,
@@ -467,8 +469,16 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=WINDOW,
         metavar="DECADES",
-        help="fit each IsoFLOP parabola on the sizes within this many decades of its best size "
-        "(at least 5 sizes; 0 = all points)",
+        help="--iso-estimator window: fit each IsoFLOP parabola on the sizes within this many decades of its "
+        "best size (at least 5 sizes; 0 = all points)",
+    )
+    ap.add_argument(
+        "--iso-estimator",
+        choices=ESTIMATORS,
+        default=DEFAULT_ESTIMATOR,
+        help="how M_opt(C) is fitted: joint (default: every budget's profile at once, shared skew, minima on one "
+        "power law), window (a parabola per budget on --iso-window, then a line), all (parabolas on all "
+        "points), adaptive (a window set by each profile's measured skew)",
     )
     ap.add_argument(
         "--hparams-form",
@@ -559,6 +569,7 @@ def main(argv=None) -> int:
             min_budgets=a.min_budgets,
             rtol=a.rtol,
             iso_window=a.iso_window,
+            iso_estimator=a.iso_estimator,
             hparams_form=a.hparams_form,
             tie=a.tie_exponents,
             fix_E=a.fix_E,

@@ -10,10 +10,11 @@ them into one band moves the exponents (the caller groups by model and budget, o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import cast
 
 import numpy as np
 
+from analysis import between as bt
+from analysis import resample
 from analysis.powerlaw import PowerLaw, law_ci, linefit, percentile_ci
 
 
@@ -100,6 +101,107 @@ def _nd_ci(samples: np.ndarray) -> dict:
     }
 
 
+def _line_from_sums(Sw, Sx, Sxx, Sy, Sxy, x0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares line from its sums (x centred at x0): (intercept at x = 0, slope); NaN if degenerate."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = Sx / Sw, Sy / Sw
+        sxx = Sxx - Sw * mx * mx
+        slope = np.where(sxx > 1e-12 * np.maximum(Sw, 1), (Sxy - Sw * mx * my) / sxx, np.nan)
+    return my - slope * mx - slope * x0, slope
+
+
+def _bootstrap(groups, lc, lN, lD, llr, lB, loss, in_band, band, n_boot, rng, trunk, with_md: bool, between: bool):
+    """Resample runs (trunks) within grids in chunks, recompute each grid's band, refit on the pooled band points;
+    then add the scatter between grids. -> ({law: {log_coef, exponent}}, {law: between info}, MD samples or None).
+
+    A weighted least-squares line or plane needs only weighted sums of products of the run's coordinates, so each
+    chunk's band weights meet a fixed (runs x products) table in one matrix product, whatever the number of runs."""
+    n = len(loss)
+    gid = np.empty(n, int)
+    for j, g in enumerate(groups):
+        gid[g] = j
+    order = np.argsort(gid, kind="stable")  # runs in grid order: per-grid reductions are contiguous
+    gid, loss = gid[order], loss[order]
+    lc, lN, lD, llr, lB = (a[order] for a in (lc, lN, lD, llr, lB))
+    starts = np.flatnonzero(np.r_[True, np.diff(gid) != 0])
+    u = resample.units(gid, None if trunk is None else np.asarray(trunk, object)[order])
+    G = len(groups)
+    m = {k: float(np.mean(v)) for k, v in (("c", lc), ("N", lN), ("D", lD))}
+    c, N, D = lc - m["c"], lN - m["N"], lD - m["D"]  # centred: the sums keep their precision
+    one = np.ones(n)
+    cols = [one, c, c * c, llr, c * llr, lB, c * lB]
+    if with_md:
+        cols += [N, D, N * N, N * D, D * D, N * llr, D * llr, D * lB]
+    F = np.stack(cols, -1)  # (n, products)
+    out = {k: np.full((n_boot, 2), np.nan) for k in ("eta_opt", "B_opt")}
+    per_grid = {k: np.full((n_boot, G), np.nan) for k in ("eta_opt", "B_opt")}
+    md = {"eta_opt": np.full((n_boot, 3), np.nan), "B_opt": np.full((n_boot, 3), np.nan)} if with_md else None
+    for sl, w in resample.resamples(u, n_boot, rng, per_row=6, label="hparams"):
+        gmin = np.minimum.reduceat(np.where(w > 0, loss, np.inf), starts, axis=1)  # (R, G) best drawn loss per grid
+        wb = w * (loss <= (1 + band) * gmin[:, gid])
+        S = wb @ F
+        Sw, Sc, Scc = S[:, 0], S[:, 1], S[:, 2]
+        Wg = np.add.reduceat(wb, starts, axis=1)
+        for name, iy in (("eta_opt", 3), ("B_opt", 5)):
+            b0, e = _line_from_sums(Sw, Sc, Scc, S[:, iy], S[:, iy + 1], m["c"])
+            out[name][sl] = np.stack([b0, e], -1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_grid[name][sl] = np.add.reduceat(wb * F[:, iy], starts, axis=1) / Wg
+        if md is not None:
+            A = np.stack(
+                [np.stack([Sw, S[:, 7], S[:, 8]], -1), np.stack([S[:, 7], S[:, 9], S[:, 10]], -1),
+                 np.stack([S[:, 8], S[:, 10], S[:, 11]], -1)], -2,
+            )  # fmt: skip
+            ce = _solve3(A, np.stack([S[:, 3], S[:, 12], S[:, 13]], -1))
+            ce[:, 0] -= ce[:, 1] * m["N"] + ce[:, 2] * m["D"]
+            b0, g = _line_from_sums(Sw, S[:, 8], S[:, 11], S[:, 5], S[:, 14], m["D"])
+            md["eta_opt"][sl] = ce
+            md["B_opt"][sl] = np.stack([b0, np.zeros_like(g), g], -1)
+    # Each grid's optimum (the mean over its band points) and the law in the grid's C, N, D: a pooled fit on band
+    # points weighs each grid by its number of band points, and so does the second level.
+    nb = np.add.reduceat(in_band[order].astype(float), starts)
+
+    def mean(v: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+        w = np.ones(n) if w is None else w
+        return np.add.reduceat(w * v, starts) / np.add.reduceat(w, starts)
+
+    Xc = np.stack([np.ones(G), mean(lc)], -1)
+    XN = np.stack([np.ones(G), mean(lN), mean(lD)], -1)
+    XD = np.stack([np.ones(G), mean(lD)], -1)
+    infos = {}
+    for name, v in (("eta_opt", llr), ("B_opt", lB)):
+        y = mean(v, in_band[order].astype(float))
+        infos[name] = _add_between(Xc, y, per_grid[name], nb, out[name], between, rng, name)
+        if md is not None:
+            X = XN if name == "eta_opt" else XD
+            cols_ = [0, 1, 2] if name == "eta_opt" else [0, 2]
+            sub = md[name][:, cols_]
+            infos[name + "_MD"] = _add_between(X, y, per_grid[name], nb, sub, between, rng, name + " (MD form)")
+            md[name][:, cols_] = sub
+    boot = {k: {"log_coef": v[:, 0], "exponent": v[:, 1]} for k, v in out.items()}
+    return boot, infos, md
+
+
+def _solve3(A: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched 3x3 normal equations as planefit solves them: NaN rows where (scaled) singular."""
+    scale = np.maximum(np.abs(A).max((-1, -2)), 1e-300)
+    det = np.linalg.det(A / scale[..., None, None])
+    ok = np.abs(det) > 1e-10
+    c = np.linalg.solve(np.where(ok[..., None, None], A, np.eye(3)), rhs[..., None])[..., 0]
+    return np.where(ok[..., None], c, np.nan)
+
+
+def _add_between(X, y, y_boot, nb, samples, on: bool, rng, what: str) -> dict:
+    """Scatter of the grids' optima y about the law beyond their run-level precision; with `on`, drawn into the law's
+    samples (R, p) in place."""
+    info = bt.scatter(X, y, y_boot, robust=False)  # a band mean is bounded by its grid; its IQR can be 0
+    if on and info["df"] >= 1 and np.linalg.matrix_rank(X) == X.shape[1]:
+        samples += bt.draw_effects(info, len(samples), rng) @ bt.hat(X, nb).T
+    info["added"] = bool(on)
+    info["text"] = bt.describe(info, what, "grids") if on else f"{what}: scatter between grids not added (off)"
+    return bt.public(info)
+
+
 def fit_hparams(
     group,
     budget,
@@ -114,8 +216,14 @@ def fit_hparams(
     N=None,
     D=None,
     M=None,
+    trunk=None,
+    between: bool = True,
 ) -> dict:
     """Laws on runs labelled by `group` (one grid each) at nominal `budget`.
+
+    The bootstrap resamples runs within each grid (trunks with all their branches, where `trunk` names them),
+    recomputes each grid's band and refits; with `between`, the scatter of the grids' optima about the law beyond
+    that run-level precision is added (analysis.between).
 
     Returns {"eta_opt", "B_opt": PowerLaw, "MD": {...} (when N, D vary independently), "budgets": [one per grid],
     "in_band": bool mask, "boot": ...} or {"skipped": reason, ...}.
@@ -143,20 +251,12 @@ def fit_hparams(
         laws[name] = PowerLaw(float(10**b0), float(e), n_points=int(in_band.sum()), n_budgets=n_budgets)
     md = _md_laws(lN, lD, llr, lB, w, int(in_band.sum())) if np.all(np.isfinite(lN + lD)) else None
     if n_boot:
-        # Resample runs within each grid, recompute its band, refit on the pooled band points: all at once.
-        idx = np.concatenate([g[rng.integers(0, len(g), (n_boot, len(g)))] for g in groups], axis=1)
-        seg = np.concatenate([[0], np.cumsum([len(g) for g in groups])])
-        L = loss[idx]
-        wb = np.concatenate(
-            [L[:, a:b] <= (1 + band) * L[:, a:b].min(1, keepdims=True) for a, b in zip(seg[:-1], seg[1:])], axis=1
-        ).astype(float)
-        res["boot"] = {}
-        for name, v in (("eta_opt", llr), ("B_opt", lB)):
-            b0, e = linefit(lc[idx], v[idx], wb)
-            laws[name].ci95 = law_ci(b0, e)
-            res["boot"][name] = {"log_coef": b0, "exponent": e}
-        if md is not None:
-            bm = cast(dict, _md_laws(lN[idx], lD[idx], llr[idx], lB[idx], wb, 0))  # batched: never None
+        res["boot"], res["between"], bm = _bootstrap(
+            groups, lc, lN, lD, llr, lB, loss, in_band, band, n_boot, rng, trunk, md is not None, between
+        )
+        for name in ("eta_opt", "B_opt"):
+            laws[name].ci95 = law_ci(res["boot"][name]["log_coef"], res["boot"][name]["exponent"])
+        if md is not None and bm is not None:
             for k in ("eta_opt", "B_opt"):
                 md[k].ci95 = _nd_ci(bm[k])
             res["boot_MD"] = bm

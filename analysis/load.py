@@ -39,6 +39,7 @@ CSV_OPTIONAL = (
     "bpb",
     "epochs",
     "seed",
+    "trunk",
 )
 SWEEPS = ("isoflop", "hparams", "grid")
 NUMERIC = [
@@ -58,13 +59,14 @@ NUMERIC = [
     "bpb",
     "seed",
 ]
-TEXT = ["run_id", "sweep", "grid", "status", "dataset", "path", "loss_kind", "unit", "scale", "excluded"]
+TEXT = ["run_id", "sweep", "grid", "trunk", "status", "dataset", "path", "loss_kind", "unit", "scale", "excluded"]
 METRICS = {"loss": "nats/token", "bpb": "bits/byte"}  # --metric: what `loss` holds for the fits
 COLUMNS = [
     "run_id",
     "sweep",
     "budget",
     "grid",
+    "trunk",
     "C",
     "M",
     "N",
@@ -134,6 +136,8 @@ def _record_row(data: dict, path: Path) -> dict:
         "dataset": str(rec.dataset or "unknown"),
         "seed": finite_or_nan(rec.seed),
         "path": str(path),
+        # the run this one branched from (its trunk): branches of one trunk share its noise (analysis.resample)
+        "trunk": data.get("trunk"),
         # scaling.train writes M, D and C as numbers: anything else there is a corrupt record, never a value to derive
         "_corrupt": "; ".join(
             f"{k}={v!r} in result.json is not a number"
@@ -238,6 +242,7 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
     df["N"] = df["N"].fillna(df["M"] / 6)
     df["sweep"] = _text(df["sweep"], None)
     df["grid"] = _text(df["grid"], None)
+    df["trunk"] = _text(df["trunk"], None)
     df["status"] = _text(df["status"], "completed")
     df["dataset"] = _text(df["dataset"], "unknown")
     df["loss_kind"] = _text(df["loss_kind"], "as given")

@@ -17,9 +17,11 @@ import itertools
 import numpy as np
 from scipy.optimize import minimize
 
+from analysis import resample
 from analysis.powerlaw import percentile_ci
 
 DELTA = 1e-3
+START_ROWS = 20_000
 # Chinchilla's grid (alpha, beta, e, a, b): 5 * 5 * 5 * 6 * 6 = 4500 starts, as (a, b, e, alpha, beta).
 GRID = np.array(
     list(
@@ -179,7 +181,13 @@ def _summary(theta: np.ndarray) -> dict:
 def _point_fit(logN, logD, logL, w, par: Param, n_starts: int) -> tuple[np.ndarray, np.ndarray]:
     """Best of the grid's `n_starts` best starts, descended together, the 4 best polished: (theta, its start)."""
     grid = np.unique(par.theta(par.phi(GRID)), axis=0)
-    f0 = np.concatenate([objective(grid[s : s + 500], logN, logD, logL, w) for s in range(0, len(grid), 500)])
+    # The starts are ranked on at most START_ROWS runs (evenly spaced): ranking needs no more, and the grid's
+    # objective costs starts x runs.
+    sub = np.linspace(0, len(logL) - 1, min(len(logL), START_ROWS)).astype(int)
+    step = resample.chunk_size(len(sub), len(grid), per_row=8)
+    f0 = np.concatenate(
+        [objective(grid[s : s + step], logN[sub], logD[sub], logL[sub], w[sub]) for s in range(0, len(grid), step)]
+    )
     starts = grid[np.argsort(f0)[:n_starts]]
     ends = refit_batch(starts, logN, logD, logL, np.broadcast_to(w, (len(starts), len(w))), iters=300, par=par)
     order = np.argsort(objective(ends, logN, logD, logL, w))[:4]
@@ -206,9 +214,11 @@ def fit_parametric(
     tie: bool = False,
     fix_E: float | None = None,
     robust: float | None = None,
+    trunk=None,
 ) -> dict:
-    """Multi-start point fit, optional robust refit, then a bootstrap over runs, every resample refitted
-    together from the point fit. "dropped" lists the indices a robust refit left out."""
+    """Multi-start point fit, optional robust refit, then a bootstrap over runs (over trunks, with all their
+    branches, where `trunk` names them), the resamples refitted together from the point fit, in chunks.
+    "dropped" lists the indices a robust refit left out."""
     par = Param(tie, fix_E)
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
     need = min_runs(tie, fix_E)
@@ -259,12 +269,14 @@ def fit_parametric(
     if n_boot:
         rng = np.random.default_rng(seed)
         keep = np.flatnonzero(w > 0)
-        W = np.zeros((n_boot, len(L)))
-        for i in range(n_boot):
-            W[i] = np.bincount(keep[rng.integers(0, len(keep), len(keep))], minlength=len(L))
-        boots = np.concatenate(
-            [refit_batch(theta, logN, logD, logL, W[s : s + 250], par=par) for s in range(0, n_boot, 250)]
-        )
+        u = resample.units(np.zeros(len(keep)), None if trunk is None else np.asarray(trunk, object)[keep])
+        boots = np.zeros((n_boot, 5))
+        # refit_batch holds ~30 numbers per run and resample (the Jacobian and its weighted copy); chunks of at
+        # most 250 resamples of a few hundred runs stay in cache
+        for sl, wk in resample.resamples(u, n_boot, rng, per_row=30, label="parametric L(N, D)", most=250):
+            W = np.zeros((len(wk), len(L)))
+            W[:, keep] = wk
+            boots[sl] = refit_batch(theta, logN, logD, logL, W, par=par)
         summ = _summary(boots.T)
         res["ci95"] = {k: percentile_ci(summ[k]) for k in KEYS}
         free = [k for k in ("E", "A", "B", "alpha") if not (k == "E" and fix_E is not None)]

@@ -112,7 +112,10 @@ def isoflop_curves(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str
         ax.scatter(
             pts.M, pts.loss, s=18, color=col if used else "none", edgecolors=col, label=f"C={g:.2g}{why}", zorder=3
         )
-        if len(pts) >= 3 and b.get("M_opt"):
+        if b.get("curve") and b.get("M_opt"):  # the joint estimator's fitted profile (analysis.isoflop)
+            ax.plot(b["curve"]["M"], b["curve"]["loss"], color=col, ls="-" if used else "--", lw=1)
+            ax.plot(b["M_opt"], b["loss_min"], "*", ms=11, color=col if used else "none", mec=col if not used else "k")
+        elif len(pts) >= 3 and b.get("M_opt"):
             x, y = np.log10(pts.M.to_numpy(float)), pts.loss.to_numpy(float)
             w = (b.get("window") or {}).get("half_width_decades") or 0.0
             m = window_mask(x, y, w)
@@ -126,7 +129,12 @@ def isoflop_curves(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str
         if "isoflop" in r
         else _status(r, "isoflop", "M_opt law") or "M_opt law not fitted"
     )
-    _title(ax, f"IsoFLOP profiles{title}: {len(iso)} runs; parabola in log M per budget, * = its vertex; {law}")
+    how = (
+        "joint fit of every budget (shared skew), * = each budget's minimum"
+        if (r.get("isoflop") or {}).get("estimator", "joint") == "joint" and any(f.get("curve") for f in fits)
+        else "parabola in log M per budget, * = its vertex"
+    )
+    _title(ax, f"IsoFLOP profiles{title}: {len(iso)} runs; {how}; {law}")
     _legend(ax, ncol=2 if n_in == len(groups) and len(groups) > 4 else 1)
     return _figure(ax)
 

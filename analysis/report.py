@@ -223,6 +223,7 @@ def _hparams_md(r: dict, ns: dict, grids: list[dict]) -> list[str]:
         out += [f"- MD form: eta_opt = {_nd(md_['eta_opt'])}", f"- MD form: B_opt = {_nd(md_['B_opt'])} tokens"]
     else:
         out.append(f"- MD form not fitted: {md(hp.get('MD_skipped', '-'))}")
+    out += [f"- CI: {md(v['text'])}" for v in (hp.get("between") or {}).values()]
     out += [
         f"- extrapolation uses the {hp.get('form', 'C')} form",
         "",
@@ -257,7 +258,11 @@ def _isoflop_md(r: dict, tables: list[dict]) -> list[str]:
         "",
     ]
     if iso:
-        out += [f"- M_opt = {_law(iso.get('M_opt'))}", f"- D_opt = {_law(iso.get('D_opt'))}", ""]
+        out += [f"- M_opt = {_law(iso.get('M_opt'))}", f"- D_opt = {_law(iso.get('D_opt'))}"]
+        out += [f"- estimator: {iso.get('estimator', 'window')} ({iso.get('estimator_text', '')})"]
+        out += [f"- resampled: {iso['resampled']}"] if iso.get("resampled") else []
+        out += [f"- CI: {md(iso['between']['text'])}"] if iso.get("between") else []
+        out += [""]
     else:
         out += ["- M_opt, D_opt: **not fitted**; each budget's reason is below", ""]
     out += [
@@ -267,7 +272,7 @@ def _isoflop_md(r: dict, tables: list[dict]) -> list[str]:
     out += [
         f"| {b['C']:.3g} | {b['n_runs']} | {b.get('n_sizes', '-')} | {_g(b.get('best_M'), '.3g')} | "
         f"{_window(b.get('window'))} | {_g(b['M_opt'])} | {_g(b['D_opt'])} | "
-        f"{_g(b['loss_min'])} | {'yes' if b['used'] else 'no'} | {md('; '.join(b['warnings']))} |"
+        f"{_g(b['loss_min'])} | {'yes' if b['used'] else 'no'} | {md('; '.join(b['warnings'] + b.get('notes', [])))} |"
         for b in budgets
     ]
     return out + isoflop_runs_md(tables)
@@ -306,6 +311,8 @@ def _dataset_md(name: str, r: dict) -> list[str]:
             )
         p = loss["power"]
         out.append(f"- k*C^-alpha: k={p['k']:.4g}, alpha={p['alpha']:.4f} (rmse {p['rmse']:.2g})")
+        if loss.get("between"):
+            out.append(f"- CI: {loss['between']['text']}")
         bt = loss.get("backtest") or {}
         if "loss_pred" in bt:
             out.append(
@@ -362,6 +369,18 @@ def _dataset_md(name: str, r: dict) -> list[str]:
     return out + [""]
 
 
+CONDITIONAL = (
+    "What the intervals are conditional on: each resamples the independent units within each budget or grid (runs, "
+    "or trunks with all their branches where runs name a `trunk`) and refits everything; for M_opt, D_opt, eta_opt, "
+    "B_opt and L(C) it then adds the scatter of whole budgets (grids) about the law beyond their run-level precision, "
+    "with Student-t tails for the few degrees of freedom that scatter is measured on. They assume the law's form "
+    "(a power law in C; for the joint IsoFLOP estimator, profiles of the Chinchilla shape with one skew shared by all "
+    "budgets), units independent once trunks are grouped, and the budgets run standing for budgets like them; they "
+    "leave out extrapolation beyond the fitted range and errors shared by every run (data, tokenizer, evaluation). "
+    "L(N, D) resamples runs (trunks) only."
+)
+
+
 def _names(report: dict) -> list[str]:
     """Dataset names, the top-level one first."""
     return [report["dataset"]] + [n for n in report["datasets"] if n != report["dataset"]]
@@ -380,8 +399,10 @@ def markdown(report: dict) -> str:
         "",
         f"{pv['n_runs']} runs read, {pv['n_excluded']} excluded before fitting, {pv['n_used']} usable"
         + (f" in {len(names)} datasets, fitted separately" if len(names) > 1 else "")
-        + f"; 95% intervals are bootstrap percentile intervals ({pv['options']['bootstrap']} resamples of the runs "
-        "within each budget), conditional on the model forms below and on the runs being what their records say.",
+        + f"; 95% intervals are bootstrap percentile intervals ({pv['options']['bootstrap']} resamples), "
+        "conditional on the model forms below and on the runs being what their records say.",
+        "",
+        CONDITIONAL,
         "",
     ]
     out += RP.metric_lines(report)

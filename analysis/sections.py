@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from analysis import between as bt
 from analysis.hparams import fit_hparams
-from analysis.isoflop import WINDOW, fit_isoflop
+from analysis.isoflop import DEFAULT_ESTIMATOR, ESTIMATORS, WINDOW, fit_isoflop
 from analysis.lcpoints import loss_points
-from analysis.losscurve import backtest, choose_form, fit_losscurve
+from analysis.losscurve import backtest, choose_form, fit_losscurve, predict
 from analysis.parametric import fit_parametric
 
 MAX_BOOTSTRAP = 1_000_000  # resamples; CIs stop moving long before, and beyond it the arrays do not fit in memory
@@ -32,6 +33,7 @@ class FitOptions:
     rtol: float = 1.15  # C ratio within which runs without `budget` group
     off_centre: float = 2 / 3  # IsoFLOP vertex limit, as a fraction of the fitted half-width
     iso_window: float = WINDOW  # decades either side of each profile's best size (0 = all points)
+    iso_estimator: str = DEFAULT_ESTIMATOR  # joint | window | all | adaptive (analysis.isoflop)
     hparams_form: str = "C"  # "C" (DeepSeek) or "MD" (Step Law): which form extrapolates
     tie: bool = False  # parametric alpha = beta
     fix_E: float | None = None  # parametric E fixed
@@ -47,6 +49,8 @@ class FitOptions:
                 f"(got band {self.band:g}, bootstrap {self.bootstrap}, min budgets {self.min_budgets}, "
                 f"rtol {self.rtol:g}, iso window {self.iso_window:g})"
             )
+        if self.iso_estimator not in ESTIMATORS:
+            raise ValueError(f"--iso-estimator must be one of {', '.join(ESTIMATORS)}, not {self.iso_estimator!r}")
         if self.hparams_form not in ("C", "MD"):
             raise ValueError(f"--hparams-form must be C or MD, not {self.hparams_form!r}")
         if any(v is not None and not (v > 0 and np.isfinite(v)) for v in (self.fix_E, self.robust)):
@@ -65,6 +69,13 @@ def grid_keys(hp: pd.DataFrame) -> np.ndarray:
     return np.array([g if isinstance(g, str) and g else a for g, a in zip(hp.grid, auto)])
 
 
+def _trunks(df: pd.DataFrame):
+    """Each run's trunk id (None for runs trained alone), or None when no run shares a trunk."""
+    if "trunk" not in df or df.trunk.isna().all():
+        return None
+    return df.trunk.to_numpy(object)
+
+
 def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
     h = fit_hparams(
         grid_keys(hp),
@@ -80,6 +91,7 @@ def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
         N=hp.N,
         D=hp.D,
         M=hp.M,
+        trunk=_trunks(hp),
     )
     res["in_band"] = pd.Series(h.pop("in_band"), index=hp.index)
     if "skipped" in h:
@@ -107,7 +119,25 @@ def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
 
 def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
     b, C, L = iso.budget_group.to_numpy(), iso.C.to_numpy(), iso.loss.to_numpy()
-    r = fit_isoflop(b, iso.M.to_numpy(), C, L, o.bootstrap, o.seed, o.min_budgets, o.off_centre, o.iso_window)
+    trunk = _trunks(iso)
+
+    def fit(scale: np.ndarray, C: np.ndarray, between_from: dict | None = None) -> dict:
+        return fit_isoflop(
+            b,
+            scale,
+            C,
+            L,
+            o.bootstrap,
+            o.seed,
+            o.min_budgets,
+            o.off_centre,
+            o.iso_window,
+            estimator=o.iso_estimator,
+            trunk=trunk,
+            between_from=between_from,
+        )
+
+    r = fit(iso.M.to_numpy(), C)
     for bud in r["budgets"]:
         if not bud["used"]:
             for i in iso.index[b == bud["budget"]]:
@@ -126,25 +156,36 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
         if not np.all(np.isfinite(scale)):
             conv[name] = {"skipped": f"column {name.lstrip('6')} missing for some isoflop runs"}
             continue
-        c = fit_isoflop(
-            b,
-            scale.to_numpy(),
-            scale.to_numpy() * iso.D.to_numpy(),
-            L,
-            o.bootstrap,
-            o.seed,
-            o.min_budgets,
-            o.off_centre,
-            o.iso_window,
-        )
+        # the other conventions rescale the same runs: they take the budgets' scatter from the M fit
+        c = r if name == "M" else fit(scale.to_numpy(), scale.to_numpy() * iso.D.to_numpy(), r.get("boot_between"))
         conv[name] = {k: c[k] for k in ("M_opt", "D_opt")} if "M_opt" in c else {"skipped": c["skipped"]}
     if any("M_opt" in v for k, v in conv.items() if k != "M"):
         res["conventions"] = conv
 
 
+def loss_between(Cs, Ls, boot_L: np.ndarray, loss: dict, refit, seed: int) -> dict:
+    """L(C) with the scatter of the budgets' minimum losses about its chosen form beyond their run-level precision
+    (a budget's own data order or hparams move its whole profile) drawn into every resample (analysis.between):
+    `refit(boot_L)` refits with the perturbed resamples, whose intervals replace the fit's (its point fit and its
+    chosen form stay)."""
+    Cs, Ls = np.asarray(Cs, float), np.asarray(Ls, float)
+    p = {"saturating": 3, "saturating_E": 2, "power": 2}[loss["form"]]
+    info = bt.scatter_residuals(Ls - predict(loss, Cs), bt.robust_var(boot_L), p)
+    info |= {"added": True, "text": bt.describe(info, "L(C)")}
+    if info["df"] >= 1:
+        new = refit(boot_L + bt.draw_effects(info, len(boot_L), np.random.default_rng(seed)))
+        for k, v in new.items():
+            if k.startswith("boot_"):
+                loss[k] = v
+            elif isinstance(v, dict) and "ci95" in v and isinstance(loss.get(k), dict):
+                loss[k]["ci95"] = v["ci95"]
+    return loss | {"between": bt.public(info)}
+
+
 def _losscurve(budgets: list[dict], o: FitOptions, res: dict) -> None:
     """L(C) on every budget whose minimum is well determined (see analysis.lcpoints), its form chosen by the
-    backtest and the data (analysis.losscurve.choose_form), with the E of L(N, D) as a candidate floor."""
+    backtest and the data (analysis.losscurve.choose_form), with the E of L(N, D) as a candidate floor, and the
+    scatter between budgets in its intervals (loss_between)."""
     pts, dropped = loss_points(budgets, o.bootstrap)
     par = res.get("parametric") or {}
     E = par.get("E")
@@ -156,14 +197,23 @@ def _losscurve(budgets: list[dict], o: FitOptions, res: dict) -> None:
         gone = "; ".join(f"C={d['C']:.3g}: {d['why']}" for d in dropped)
         res["skipped"]["loss"] = loss["skipped"] + (f" (left out: {gone})" if gone else "")
         return
-    bt = backtest(Cs, Ls, Ms, o.min_budgets, E_fixed=E)
-    choose_form(loss, bt)
-    if "preds" in bt and loss["form"] in bt["preds"]:
-        bt["form"], bt["loss_pred"] = loss["form"], bt["preds"][loss["form"]]
-        bt["loss_err_pct"] = bt["errors_pct"][loss["form"]]
+    back = backtest(Cs, Ls, Ms, o.min_budgets, E_fixed=E)
+    choose_form(loss, back)
+    if "preds" in back and loss["form"] in back["preds"]:
+        back["form"], back["loss_pred"] = loss["form"], back["preds"][loss["form"]]
+        back["loss_err_pct"] = back["errors_pct"][loss["form"]]
+    if boot_L is not None:
+        loss = loss_between(
+            Cs,
+            Ls,
+            boot_L,
+            loss,
+            lambda b: fit_losscurve(Cs, Ls, b, o.min_budgets, E_fixed=E, boot_E=boot_E),
+            o.seed + 1,
+        )
     loss["budgets"] = [{k: x[k] for k in ("C", "loss_min", "in_M_opt_law")} for x in pts]
     loss["dropped_budgets"] = dropped
-    res["loss"] = loss | {"backtest": bt}
+    res["loss"] = loss | {"backtest": back}
 
 
 def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
@@ -177,6 +227,7 @@ def _parametric(pts: pd.DataFrame, o: FitOptions, res: dict) -> None:
             tie=o.tie,
             fix_E=o.fix_E,
             robust=o.robust,
+            trunk=_trunks(pts),
         )
     except (np.linalg.LinAlgError, FloatingPointError) as e:  # the other laws still stand; say why this one is absent
         p = {"skipped": f"the parametric fit failed numerically ({e}); too few or too degenerate runs"}

@@ -210,14 +210,30 @@ def test_law_with_too_few_budgets_is_absent_with_reason(tmp_path):
     assert "2 budgets" in rep2["hparams"]["eta_opt"].warnings[0]
 
 
-def test_isoflop_edge_and_off_centre_budgets_excluded(tmp_path):
+def test_isoflop_edge_and_off_centre_budgets_excluded_by_the_window_estimator(tmp_path):
     recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})  # optimum beyond the edge / off-centre
-    rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=())
+    rep = run_analysis(
+        [write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=(), iso_estimator="window"
+    )
     b = {x["budget"]: x for x in rep["isoflop"]["budgets"]}
     assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("best run at the edge of the grid")
     assert not b[1e21]["used"] and b[1e21]["warnings"][0].startswith("off-centre")
     assert all(b[c]["used"] for c in (1e17, 1e18, 1e19)) and rep["isoflop"]["M_opt"].n_budgets == 3
     assert _inside(rep["isoflop"]["M_opt"].ci95["exponent"], TRUTH.a)
+    assert rep["isoflop"]["estimator"] == "window"
+
+
+def test_joint_estimator_keeps_an_off_centre_budget_and_drops_an_unbracketed_one(tmp_path):
+    recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})
+    rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=())
+    iso = rep["isoflop"]
+    b = {x["budget"]: x for x in iso["budgets"]}
+    assert iso["estimator"] == "joint" and "joint fit" in iso["estimator_text"]
+    assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("best run at the edge of the grid")
+    # off-centre but bracketed: the joint fit uses it, and locates its minimum (noiseless runs)
+    assert b[1e21]["used"] and abs(np.log10(b[1e21]["M_opt"] / TRUTH.M_opt(1e21))) < 0.02
+    assert iso["M_opt"].n_budgets == 4 and _inside(iso["M_opt"].ci95["exponent"], TRUTH.a)
+    assert abs(iso["M_opt"].exponent - TRUTH.a) < 0.01
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ def _wide_profiles(noise=3e-4, seed=0) -> pd.DataFrame:
 
 def test_windowed_isoflop_recovers_optima_of_wide_skewed_profiles():
     df = _wide_profiles()
-    res = fit_runs(df, bootstrap=200)
+    res = fit_runs(df, bootstrap=200, iso_estimator="window")
     buds = res.sections["isoflop"]["budgets"]
     for b in buds:
         err = abs(np.log10(b["M_opt"] / SKEWED.M_opt(b["C"])))
@@ -40,7 +40,7 @@ def test_windowed_isoflop_recovers_optima_of_wide_skewed_profiles():
     lo, hi = res.laws["M_opt"].ci95["exponent"]
     assert lo <= SKEWED.a <= hi
     # The classic rule (all points) misplaces or rejects the off-centre budgets: the window is what fixes them.
-    whole = fit_runs(df, bootstrap=200, iso_window=0)
+    whole = fit_runs(df, bootstrap=200, iso_estimator="all")
     bad = [
         b
         for b in whole.sections["isoflop"]["budgets"]
@@ -49,12 +49,28 @@ def test_windowed_isoflop_recovers_optima_of_wide_skewed_profiles():
     assert len(bad) >= 2
 
 
+def test_joint_isoflop_fits_wide_skewed_profiles_whole_and_tighter_than_the_window():
+    df = _wide_profiles()
+    joint = fit_runs(df, bootstrap=200)
+    window = fit_runs(df, bootstrap=200, iso_estimator="window")
+    iso = joint.sections["isoflop"]
+    for b in iso["budgets"]:
+        assert b["used"] and abs(np.log10(b["M_opt"] / SKEWED.M_opt(b["C"]))) < 0.03, (b["C"], b["notes"])
+        assert b["window"]["n_sizes"] == b["n_sizes"]  # every size: the shared skewed shape needs no window
+    # the shape the budgets share is the truth's (alpha, beta enter the profile as M^-alpha and M^beta)
+    assert abs(iso["shape"]["alpha"] - SKEWED.alpha) < 0.05 and abs(iso["shape"]["beta"] - SKEWED.beta) < 0.05
+    lo, hi = joint.laws["M_opt"].ci95["exponent"]
+    wlo, whi = window.laws["M_opt"].ci95["exponent"]
+    assert lo <= SKEWED.a <= hi and hi - lo < 0.5 * (whi - wlo)
+
+
 def test_window_option_is_reported_and_can_be_set(tmp_path):
     path = tmp_path / "wide.csv"
     _wide_profiles().to_csv(path, index=False)
-    rep = run_analysis([path], write=False, bootstrap=0, iso_window=1.0)
+    rep = run_analysis([path], write=False, bootstrap=0, iso_window=1.0, iso_estimator="window")
     assert {b["window"]["half_width_decades"] for b in rep["isoflop"]["budgets"]} == {1.0}
     assert rep["provenance"]["options"]["iso_window"] == 1.0
+    assert rep["provenance"]["options"]["iso_estimator"] == "window" and rep["isoflop"]["estimator"] == "window"
 
 
 def _steplaw_grids(seed=0) -> pd.DataFrame:

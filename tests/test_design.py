@@ -14,7 +14,8 @@ from analysis.synthetic import Truth
 
 def test_draw_centres_each_grid_near_the_true_optimum():
     d = Design(budgets=(1e19, 1e20), sizes=5, span=1.0, noise=0.0, miss=0.0)
-    b, M, L = draw(d, Truth(), np.random.default_rng(0))
+    b, M, L, trunk = draw(d, Truth(), np.random.default_rng(0))
+    assert trunk is None  # no trunk noise: every run trained alone
     for C in d.budgets:
         m = M[b == C]
         assert len(m) == 5 and np.log10(m.max() / m.min()) == pytest.approx(1.0)
@@ -38,6 +39,8 @@ def test_more_budgets_over_a_wider_span_give_a_narrower_honest_ci():
         (["--budgets", "1e19,abc"], "at least 2 positive"),
         (["--budgets", "1e19,1e20", "--sizes", "2"], "--sizes 2"),
         (["--budgets", "1e19,1e20", "--noise", "-1"], "--noise -1"),
+        (["--budgets", "1e19,1e20", "--estimator", "parabola"], "--estimator"),
+        (["--sizes", "7"], "--budgets is required"),
     ],
 )
 def test_bad_design_is_one_line_exit_2(args, match):
