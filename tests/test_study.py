@@ -84,7 +84,9 @@ def test_miniature_study_end_to_end(tmp_path, cache_dir):
     fitted_budgets = {b["budget"] for b in budgets if b["used"] or b["warnings"]}
     reason = report["skipped"].get("isoflop", "")
     for C in MINI_STUDY["isoflop"]["budgets"]:
-        assert C in fitted_budgets or f"C={C:.2g}" in reason, (C, fitted_budgets, reason)
+        # fitted, named with its reason, or counted among the usable ones of a law left out for too few of them
+        counted = f"(of {len(MINI_STUDY['isoflop']['budgets'])})" in reason
+        assert C in fitted_budgets or f"C={C:.2g}" in reason or counted, (C, fitted_budgets, reason)
     md = (root / "analysis" / "report.md").read_text()
     assert "## Samples" in md and md.count("(val_loss ") == 3  # one greedy sample per IsoFLOP budget
     assert {"deepseek_7b", "deepseek_67b"} <= set(report["extrapolation"])
