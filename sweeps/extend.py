@@ -205,8 +205,10 @@ def _beyond_hparams(g: Grid, base: ModelConfig, s: SweepSettings) -> tuple[list[
             rows[b] = steps * b
             what.append(f"batch {b}")
     have = {(p.batch_size, p.lr) for p in g.points}
+    # the grid's own id padding, so that its run dirs keep sorting by batch (sweeps.plan.hparams_run_id)
+    digits = len(str(max(p.batch_size for p in g.points)))
     new = [
-        dataclasses.replace(t, run_id=hp_id(C, b, lr), lr=lr, batch_size=b, D=D, notes=())
+        dataclasses.replace(t, run_id=hp_id(C, b, lr, digits), lr=lr, batch_size=b, D=D, notes=())
         for b, D in sorted(rows.items())
         for lr in lrs
         if (b, lr) not in have

@@ -154,6 +154,9 @@ def test_both_axes_extend_and_the_grid_stays_rectangular():
     assert len(cells) == 16 and len(ext.points) == 7  # a new lr and a new batch size, and their corner
     assert len({p.lr for p in ext.points}) == 4 and max(p.batch_size for p in ext.points) > Bs[-1]
     assert "smallest lr, its largest batch size" in ext.added[0]
+    # every id of the widened grid spells its batch with the grid's own padding, so run dirs sort by batch
+    widths = {len(p.run_id.split("_B")[1].split("_")[0]) for p in grid + ext.points if p.batch_size < Bs[-1]}
+    assert widths == {len(str(Bs[-1]))}
 
 
 def test_a_batch_of_one_sequence_cannot_shrink_and_says_so():
