@@ -135,7 +135,7 @@ def sig(x: float, digits: int = 3) -> float:
 
 
 def fmt_sig(x: float) -> str:
-    """1.2e-03 style, trailing zeros dropped (the hparams run ids before sort_ids: legacy_run_id)."""
+    """1.2e-03 style, trailing zeros dropped (the hparams run ids before sort_ids: legacy_run_ids)."""
     mant, exp = f"{x:.2e}".split("e")
     return f"{mant.rstrip('0').rstrip('.')}e{exp}"
 
@@ -151,19 +151,22 @@ def hparams_run_id(C: float, batch: int, lr: float, batch_digits: int) -> str:
     return f"hp_C{C:.3g}_B{batch:0{batch_digits}d}_lr{fmt_lr(lr)}"
 
 
-def legacy_run_id(p: Point) -> str | None:
-    """The id an hparams point had before run ids sorted by lr (B unpadded, lr as 1.39e-03); None for others."""
-    return f"hp_C{p.budget:.3g}_B{p.batch_size}_lr{fmt_sig(p.lr)}" if p.sweep == "hparams" else None
+def legacy_run_ids(p: Point) -> list[str]:
+    """The ids an hparams point may have had: before run ids sorted by lr (B unpadded, lr as 1.39e-03), and as an
+    extension point before extensions kept their grid's batch padding (B unpadded); none for others."""
+    if p.sweep != "hparams":
+        return []
+    return [f"hp_C{p.budget:.3g}_B{p.batch_size}_lr{fmt_sig(p.lr)}", hparams_run_id(p.budget, p.batch_size, p.lr, 0)]
 
 
 def adopt_legacy_ids(points: list[Point], sweep_dir: Path) -> list[Point]:
-    """Points whose run already lives under its legacy id (a sweep dir made before the id change) keep that id, so
+    """Points whose run already lives under a legacy id (a sweep dir made before the id change) keep that id, so
     a rerun skips or resumes those runs instead of training them again under the new name."""
     out = []
     for p in points:
-        old = legacy_run_id(p)
-        if old and old != p.run_id and (sweep_dir / old).is_dir() and not (sweep_dir / p.run_id).exists():
-            p = replace(p, run_id=old)
+        if not (sweep_dir / p.run_id).exists():
+            old = [i for i in legacy_run_ids(p) if i != p.run_id and (sweep_dir / i).is_dir()]
+            p = replace(p, run_id=old[0]) if old else p
         out.append(p)
     return out
 

@@ -344,7 +344,8 @@ class ScalingSweeper(Sweeper):
         self, base: list[Point], points: list[Point], run_dirs: list[Path], rule: ShapeRule, round_no: int
     ) -> Extension:
         loss = point_losses(base, self.sc.seeds, int(self.config.seed), self._losses(points, run_dirs))
-        return extend(base, loss, rule, self.base, self.sc.settings, round_no)
+        ext = extend(base, loss, rule, self.base, self.sc.settings, round_no)
+        return dataclasses.replace(ext, points=adopt_legacy_ids(ext.points, Path(str(self.config.hydra.sweep.dir))))
 
     def _extend_rounds(self, x: _Extending, summary: dict[str, Any]) -> dict[str, Any]:
         """Up to sweep.extend rounds: points beyond every edge that holds a grid's best run, planned, added to
