@@ -130,7 +130,7 @@ def hparams_grids(df: pd.DataFrame, grids: pd.Series) -> list[dict]:
                 if loss[i][j] is None:
                     mark[i][j] = "diverged"
         out.append(table | {"loss": loss, "mark": mark})
-    return out
+    return sorted(out, key=lambda t: (t["C"], t["M"]))  # by compute, as the laws read them (not by run-dir name)
 
 
 def repetition(df: pd.DataFrame) -> dict | None:

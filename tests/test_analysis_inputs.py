@@ -301,3 +301,15 @@ def test_one_corrupt_record_neither_fits_nor_turns_off_the_extrapolation(tmp_pat
     res = fit_runs(tmp_path / "r", bootstrap=0)
     row = res.runs.set_index("run_id").loc[recs[1]["run_id"]]
     assert row.excluded == "corrupt record: M='abc' in result.json is not a number"
+
+
+def test_the_lr_x_batch_grid_tables_read_by_compute_not_by_run_dir_name(tmp_path):
+    """Run dirs list hp_C1e+18 before hp_C3e+17; the report's grid tables read as the laws do, smallest C first."""
+    recs = make_study(budgets=(3e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3)
+    for r in recs:  # named as the sweeper names them
+        r["run_id"] = f"{r['sweep'][:2]}_C{r['budget']:.3g}_{r['run_id']}"
+    rep = run_analysis([write_study(recs, tmp_path / "r")], write=False, bootstrap=0)
+    (dataset,) = rep["datasets"].values()
+    tables = dataset["tables"]["hparams"]
+    Cs = [t["C"] for t in tables]
+    assert len(Cs) == 3 and Cs == sorted(Cs)
