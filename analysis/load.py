@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.files import Refused, cap_for, find_named, open_regular, read_bytes
+from analysis.files import cap_for, find_named, read_bytes
 from analysis.plausible import DEFAULT_LIMITS, Limits, duplicates, numbers_reason
 from scaling.base.record import RESULT_NAME, RunRecord
+from scaling.base.safe_read import Refused, open_regular
 
 # CSV contract: required columns, and the optional ones we read when present.
 CSV_REQUIRED = ("sweep", "loss")
