@@ -309,7 +309,8 @@ def _mark_excluded(df: pd.DataFrame, limits: Limits, metric: str) -> None:
 
 
 def _drop_duplicates(df: pd.DataFrame) -> list[str]:
-    """Exclude the repeats of a usable row (fitting one run twice would weigh it twice); a warning when any."""
+    """Exclude the repeats of a usable row (one measurement counted twice narrows every CI without adding
+    information); a warning when any."""
     dup = duplicates(df, df.excluded == "")
     if not (dup != "").any():
         return []
