@@ -22,10 +22,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from analysis.files import Refused, find_named, read_bytes, read_text
+from analysis.files import find_named, read_bytes, read_text
 from analysis.load import finite_or_nan
 from model import ModelConfig, count_flops
 from scaling.base.record import METRICS_NAME, parse_metrics
+from scaling.base.safe_read import Refused
 
 STEP_COLUMNS = ["step", "tokens", "flops", "loss", "loss_ema", "val_loss", "lr", "grad_norm", "tokens_per_s"]
 MODEL_KEYS = ("n_layer", "d_model", "n_head", "n_kv_head", "ffn_hidden", "vocab_size")

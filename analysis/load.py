@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.files import Refused, cap_for, find_named, open_regular, read_bytes
+from analysis.files import cap_for, find_named, read_bytes
 from analysis.plausible import DEFAULT_LIMITS, Limits, duplicates, numbers_reason
 from scaling.base.record import RESULT_NAME, RunRecord
+from scaling.base.safe_read import Refused, open_regular
 
 # CSV contract: required columns, and the optional ones we read when present.
 CSV_REQUIRED = ("sweep", "loss")
@@ -279,6 +280,70 @@ def _repeated_ids(df: pd.DataFrame) -> list[str]:
     ]
 
 
+def _load_input(p: str | Path | pd.DataFrame, k: int, metric: str, warnings: list[str]) -> pd.DataFrame:
+    """One input (a DataFrame, a CSV, a result.json or a tree of them) as loader rows, not yet derived."""
+    if isinstance(p, pd.DataFrame):
+        return from_frame(p, f"dataframe{k}", metric)
+    p = Path(p)
+    if not p.exists():
+        raise InputError(f"{p} does not exist")
+    if p.suffix.lower() == ".csv":
+        return _load_csv(p, metric)
+    rows = _load_json_tree(p, warnings)
+    if not rows:
+        raise InputError(
+            f"no readable result.json under {p} (expected <run_dir>/result.json files written by "
+            f"scaling.train, or a .csv following the analysis CSV contract)",
+            warnings,
+        )
+    return pd.DataFrame(rows)
+
+
+def _mark_excluded(df: pd.DataFrame, limits: Limits, metric: str) -> None:
+    """Fill `excluded` with each run's reason; a corrupt record says so unless its status already excludes it."""
+    df["excluded"] = [_exclusion(r, limits, metric) for r in df.itertuples()]
+    if "_corrupt" in df:
+        bad = df["_corrupt"].fillna("").astype(str)
+        hit = (bad != "") & ~df["excluded"].str.startswith("status ")
+        df.loc[hit, "excluded"] = "corrupt record: " + bad[hit]
+
+
+def _drop_duplicates(df: pd.DataFrame) -> list[str]:
+    """Exclude the repeats of a usable row (one measurement counted twice narrows every CI without adding
+    information); a warning when any."""
+    dup = duplicates(df, df.excluded == "")
+    if not (dup != "").any():
+        return []
+    df.loc[dup != "", "excluded"] = dup[dup != ""]
+    return [
+        f"{int((dup != '').sum())} duplicated row(s) dropped, e.g. {df.run_id[dup != ''].iloc[0]}: "
+        f"{dup[dup != ''].iloc[0]}"
+    ]
+
+
+def _mismatch_6nd(df: pd.DataFrame, limits: Limits) -> list[str]:
+    """A warning when usable rows give a C that is not 6*N*D (see `_derive`)."""
+    off = (df.excluded == "") & (df["_6nd_mismatch"] > limits.mismatch)
+    if not off.any():
+        return []
+    i = off.idxmax()
+    return [
+        f"{int(off.sum())} row(s) with C differing from 6*N*D by more than {limits.mismatch:.0%} (N is read as "
+        f"C/(6D)-consistent parameters; check which N the table gives); e.g. {df.at[i, 'run_id']}: "
+        f"C={df.at[i, 'C']:.4g}, 6ND={6 * df.at[i, 'N'] * df.at[i, 'D']:.4g}"
+    ]
+
+
+def _require_usable(df: pd.DataFrame, warnings: list[str]) -> None:
+    if (df["excluded"] == "").sum() == 0:
+        counts = df["excluded"].value_counts().to_dict()
+        raise InputError(
+            f"no completed runs usable for fitting among {len(df)} runs "
+            f"({'; '.join(f'{n} x {k}' for k, n in counts.items())})",
+            warnings,
+        )
+
+
 def load_runs(
     paths: list[str | Path | pd.DataFrame], limits: Limits = DEFAULT_LIMITS, metric: str = "loss"
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -293,54 +358,13 @@ def load_runs(
     if not len(paths):
         raise InputError("no input given: pass a runs directory, a result.json or a CSV")
     warnings: list[str] = []
-    frames = []
-    for k, p in enumerate(paths):
-        if isinstance(p, pd.DataFrame):
-            frames.append(from_frame(p, f"dataframe{k}", metric))
-            continue
-        p = Path(p)
-        if not p.exists():
-            raise InputError(f"{p} does not exist")
-        if p.suffix.lower() == ".csv":
-            frames.append(_load_csv(p, metric))
-            continue
-        rows = _load_json_tree(p, warnings)
-        if not rows:
-            raise InputError(
-                f"no readable result.json under {p} (expected <run_dir>/result.json files written by "
-                f"scaling.train, or a .csv following the analysis CSV contract)",
-                warnings,
-            )
-        frames.append(pd.DataFrame(rows))
+    frames = [_load_input(p, k, metric, warnings) for k, p in enumerate(paths)]
     df = _derive(pd.concat(frames, ignore_index=True))
     if metric == "bpb":
         df["loss"], df["unit"] = df["bpb"], METRICS["bpb"]
-    df["excluded"] = [_exclusion(r, limits, metric) for r in df.itertuples()]
-    if "_corrupt" in df:
-        bad = df["_corrupt"].fillna("").astype(str)
-        hit = (bad != "") & ~df["excluded"].str.startswith("status ")
-        df.loc[hit, "excluded"] = "corrupt record: " + bad[hit]
-    dup = duplicates(df, df.excluded == "")
-    if (dup != "").any():
-        warnings.append(
-            f"{int((dup != '').sum())} duplicated row(s) dropped, e.g. {df.run_id[dup != ''].iloc[0]}: "
-            f"{dup[dup != ''].iloc[0]}"
-        )
-        df.loc[dup != "", "excluded"] = dup[dup != ""]
+    _mark_excluded(df, limits, metric)
+    warnings += _drop_duplicates(df)
     warnings += _repeated_ids(df)
-    off = (df.excluded == "") & (df["_6nd_mismatch"] > limits.mismatch)
-    if off.any():
-        i = off.idxmax()
-        warnings.append(
-            f"{int(off.sum())} row(s) with C differing from 6*N*D by more than {limits.mismatch:.0%} (N is read as "
-            f"C/(6D)-consistent parameters; check which N the table gives); e.g. {df.at[i, 'run_id']}: "
-            f"C={df.at[i, 'C']:.4g}, 6ND={6 * df.at[i, 'N'] * df.at[i, 'D']:.4g}"
-        )
-    if (df["excluded"] == "").sum() == 0:
-        counts = df["excluded"].value_counts().to_dict()
-        raise InputError(
-            f"no completed runs usable for fitting among {len(df)} runs "
-            f"({'; '.join(f'{n} x {k}' for k, n in counts.items())})",
-            warnings,
-        )
+    warnings += _mismatch_6nd(df, limits)
+    _require_usable(df, warnings)
     return df[COLUMNS].reset_index(drop=True), warnings

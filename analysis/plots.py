@@ -227,21 +227,17 @@ def hparams(r: dict, df: pd.DataFrame, ax: Sequence[Axes] | None = None, title: 
     return _figure(axes[0])
 
 
-def loss_curve(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "") -> Figure:
-    """Budget minimum losses vs C with every fitted L(C) form (the one used for predictions named in the title)
-    and the held-out-largest-budget backtest when fitted; the lowest run of each IsoFLOP budget otherwise."""
-    from analysis.losscurve import fit_losscurve, predict
+def _loss_minima(r: dict) -> list[dict]:
+    """The budget minima L(C) rests on: its own list (well-determined minima left out of the M_opt law included),
+    else every IsoFLOP budget of the law with a minimum."""
+    return (r.get("loss") or {}).get("budgets") or [
+        b for b in _budgets(r) if b["used"] and b.get("loss_min") is not None
+    ]
 
-    (ax,) = nd_plots.axes_of(ax, 1, (7.5, 5))
-    iso = _used(df, ("isoflop",))
-    loss = r.get("loss")
-    # L(C) rests on its own budget list (well-determined minima left out of the M_opt law included)
-    used = (loss or {}).get("budgets") or [b for b in _budgets(r) if b["used"] and b.get("loss_min") is not None]
-    C = np.array([b["C"] for b in used])
-    L = np.array([b["loss_min"] for b in used])
-    best = iso.loc[iso.groupby("budget_group").loss.idxmin()] if len(iso) else iso
+
+def _draw_minima(ax: Axes, best: pd.DataFrame, C: np.ndarray, L: np.ndarray, in_law: np.ndarray) -> None:
+    """The lowest run of each budget grey, the fitted minima blue (hollow where left out of the M_opt law)."""
     ax.scatter(best.C, best.loss, marker="s", s=16, color="0.6", label="lowest run of each budget", zorder=2)
-    in_law = np.array([b.get("in_M_opt_law", True) for b in used], bool)
     if in_law.any():
         ax.scatter(C[in_law], L[in_law], color="C0", zorder=3, label="IsoFLOP minima (parabola vertices)")
     if (~in_law).any():
@@ -253,43 +249,69 @@ def loss_curve(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "
             zorder=3,
             label="well-determined minima left out of the M_opt law",
         )
+
+
+def _draw_loss_forms(ax: Axes, loss: dict, Cs: np.ndarray) -> None:
+    """Every fitted L(C) form over Cs."""
+    if "saturating" in loss:
+        s = loss["saturating"]
+        ax.plot(
+            Cs,
+            s["E"] + s["A"] * Cs ** -s["alpha"],
+            color="C0",
+            label=f"{s['E']:.3g} + {s['A']:.3g} C^-{s['alpha']:.3f}",
+        )
+    if "saturating_E" in loss:
+        s = loss["saturating_E"]
+        ax.plot(
+            Cs,
+            s["E"] + s["A"] * Cs ** -s["alpha"],
+            color="C4",
+            ls="-.",
+            label=f"{s['E']:.3g} (E of L(N, D)) + {s['A']:.3g} C^-{s['alpha']:.3f}",
+        )
+    p = loss["power"]
+    ax.plot(Cs, p["k"] * Cs ** -p["alpha"], color="C2", ls=":", label=f"{p['k']:.3g} C^-{p['alpha']:.3f}")
+
+
+def _draw_backtest(ax: Axes, loss: dict, C: np.ndarray, L: np.ndarray, Cs: np.ndarray) -> None:
+    """The fit without the largest budget, and its prediction there, when the backtest was run."""
+    from analysis.losscurve import fit_losscurve, predict
+
+    bt = loss.get("backtest") or {}
+    if "loss_pred" not in bt:
+        return
+    keep = C != bt["held_out_C"]
+    f = fit_losscurve(C[keep], L[keep], E_fixed=(loss.get("saturating_E") or {}).get("E"))
+    form = bt.get("form") if bt.get("form") in f else None
+    ax.plot(Cs, predict(f, Cs, form), color="C1", ls="--", lw=1, label="fit without the largest budget")
+    ax.scatter(
+        [bt["held_out_C"]],
+        [bt["loss_pred"]],
+        marker="x",
+        s=60,
+        color="C1",
+        zorder=4,
+        label=f"backtest prediction ({bt['loss_err_pct']:+.2f}%)",
+    )
+
+
+def loss_curve(r: dict, df: pd.DataFrame, ax: Axes | None = None, title: str = "") -> Figure:
+    """Budget minimum losses vs C with every fitted L(C) form (the one used for predictions named in the title)
+    and the held-out-largest-budget backtest when fitted; the lowest run of each IsoFLOP budget otherwise."""
+    (ax,) = nd_plots.axes_of(ax, 1, (7.5, 5))
+    iso = _used(df, ("isoflop",))
+    loss = r.get("loss")
+    used = _loss_minima(r)
+    best = iso.loc[iso.groupby("budget_group").loss.idxmin()] if len(iso) else iso
+    C = np.array([b["C"] for b in used])
+    L = np.array([b["loss_min"] for b in used])
+    _draw_minima(ax, best, C, L, np.array([b.get("in_M_opt_law", True) for b in used], bool))
     allC = np.concatenate([C, best.C.to_numpy(float)])
     Cs = np.geomspace(allC.min() / 3, allC.max() * 30, 200) if len(allC) else np.geomspace(1e17, 1e21, 200)
     if loss:
-        if "saturating" in loss:
-            s = loss["saturating"]
-            ax.plot(
-                Cs,
-                s["E"] + s["A"] * Cs ** -s["alpha"],
-                color="C0",
-                label=f"{s['E']:.3g} + {s['A']:.3g} C^-{s['alpha']:.3f}",
-            )
-        if "saturating_E" in loss:
-            s = loss["saturating_E"]
-            ax.plot(
-                Cs,
-                s["E"] + s["A"] * Cs ** -s["alpha"],
-                color="C4",
-                ls="-.",
-                label=f"{s['E']:.3g} (E of L(N, D)) + {s['A']:.3g} C^-{s['alpha']:.3f}",
-            )
-        p = loss["power"]
-        ax.plot(Cs, p["k"] * Cs ** -p["alpha"], color="C2", ls=":", label=f"{p['k']:.3g} C^-{p['alpha']:.3f}")
-        bt = loss.get("backtest") or {}
-        if "loss_pred" in bt:
-            keep = C != bt["held_out_C"]
-            f = fit_losscurve(C[keep], L[keep], E_fixed=(loss.get("saturating_E") or {}).get("E"))
-            form = bt.get("form") if bt.get("form") in f else None
-            ax.plot(Cs, predict(f, Cs, form), color="C1", ls="--", lw=1, label="fit without the largest budget")
-            ax.scatter(
-                [bt["held_out_C"]],
-                [bt["loss_pred"]],
-                marker="x",
-                s=60,
-                color="C1",
-                zorder=4,
-                label=f"backtest prediction ({bt['loss_err_pct']:+.2f}%)",
-            )
+        _draw_loss_forms(ax, loss, Cs)
+        _draw_backtest(ax, loss, C, L, Cs)
     ax.set(xscale="log", xlabel="compute C (FLOPs)", ylabel="minimum " + loss_label(iso))
     if loss:
         chosen = loss[loss["form"]]["form"] if loss.get("form") in loss else "?"

@@ -107,95 +107,121 @@ LAW_NAMES = {
 }
 
 
-def _laws_md(r: dict) -> list[str]:
-    """The laws of one dataset as a table: each fit with its 95% interval and what it rests on; a law that could
-    not be fitted says why in the same place."""
+Row = tuple[str, str, str, str]  # law, fit, 95% CI, what it rests on
+
+
+def _hparams_rows(hp: dict | None) -> list[Row]:
+    if not hp:
+        return []
+    grids = hp["budgets"]
+    base = (
+        f"{sum(b['n_band'] for b in grids)} near-optimal runs (band {hp['band']:.2%}) of "
+        f"{sum(b['n_runs'] for b in grids)} in {len(grids)} lr x batch grids, {hp['eta_opt']['n_budgets']} "
+        f"budgets, {_span([b['C'] for b in grids])}"
+    )
+    rows = [
+        ("eta_opt(C), peak lr", _power(hp["eta_opt"]), _ci_exp(hp["eta_opt"]), base),
+        ("B_opt(C), batch (tokens)", _power(hp["B_opt"]), _ci_exp(hp["B_opt"]), "the same runs"),
+    ]
+    md_ = hp.get("MD")
+    if md_:
+        rows += [
+            ("eta_opt(N, D), Step-Law form", _nd(md_["eta_opt"]), "in the fit", "the same runs"),
+            ("B_opt(D), Step-Law form", _nd(md_["B_opt"]), "in the fit", "the same runs"),
+        ]
+    return rows
+
+
+def _isoflop_rows(iso: dict | None) -> list[Row]:
+    if not iso:
+        return []
+    used = [b for b in iso["budgets"] if b["used"]]
+    base = (
+        f"the parabola vertices of {len(used)} of {len(iso['budgets'])} IsoFLOP budgets "
+        f"({sum(b['n_runs'] for b in used)} runs, {_span([b['C'] for b in used])})"
+    )
+    return [
+        ("M_opt(C), FLOPs/token", _power(iso["M_opt"]), _ci_exp(iso["M_opt"]), base),
+        ("D_opt(C), tokens", _power(iso["D_opt"]), _ci_exp(iso["D_opt"]), "the same vertices (D = C/M)"),
+    ]
+
+
+def _loss_formula(loss: dict) -> str:
+    """The L(C) form used for predictions, as a formula."""
+    f = loss.get(loss["form"]) or loss["power"]
+    if "E" not in f:
+        return f"{f['k']:.4g} * C^-{f['alpha']:.4f}"
+    # saturating, or saturating_E (E fixed at L(N, D)'s)
+    fit = f"{f['E']:.4g} + {f['A']:.4g} * C^-{f['alpha']:.4f}"
+    return fit + (" (E of L(N, D))" if loss["form"] == "saturating_E" else "")
+
+
+def _loss_rows(loss: dict | None, iso: dict | None) -> list[Row]:
+    if not loss:
+        return []
+    f = loss.get(loss["form"]) or loss["power"]
+    lo_hi = (f.get("ci95") or {}).get("alpha")
+    pts = loss.get("budgets") or []
+    n_min = len(pts) if pts else (sum(b["used"] for b in iso["budgets"]) if iso else 0)
+    n_extra = sum(not b.get("in_M_opt_law", True) for b in pts)
+    rests = (
+        f"the minima of {n_min} IsoFLOP budgets"
+        + (f" ({n_extra} left out of the M_opt law, their minima well determined)" if n_extra else "")
+        + "; form chosen below (Loss curve L(C))"
+    )
+    ci = f"alpha [{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi and None not in lo_hi else "-"
+    return [("L(C), minimum loss", _loss_formula(loss), ci, rests)]
+
+
+def _parametric_rows(par: dict | None) -> list[Row]:
+    if not par:
+        return []
+    ci = par.get("ci95") or {}
+
+    def pci(k: str) -> str:
+        v = ci.get(k)
+        return f"{k} [{v[0]:.4g}, {v[1]:.4g}]" if v and None not in v else ""
+
+    fit = f"E={par['E']:.4g}, A={par['A']:.4g}, B={par['B']:.4g}, alpha={par['alpha']:.4f}, beta={par['beta']:.4f}"
+    cis = ", ".join(x for x in (pci("E"), pci("alpha"), pci("beta")) if x) or "-"
+    rests = f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))})"
+    return [("L(N, D) = E + A/N^alpha + B/D^beta", fit, cis, rests)]
+
+
+def _unfitted_rows(r: dict) -> list[tuple[str, Row]]:
+    """(section, row) of each law the data could not support (why) or had no runs for."""
     sk = r.get("skipped") or {}
     na: dict[str, str] = r.get("not_applicable") or {}
-    rows: dict[str, list[tuple[str, str, str, str]]] = {k: [] for k in LAW_NAMES}
-    hp = r.get("hparams")
-    if hp:
-        grids = hp["budgets"]
-        base = (
-            f"{sum(b['n_band'] for b in grids)} near-optimal runs (band {hp['band']:.2%}) of "
-            f"{sum(b['n_runs'] for b in grids)} in {len(grids)} lr x batch grids, {hp['eta_opt']['n_budgets']} "
-            f"budgets, {_span([b['C'] for b in grids])}"
-        )
-        rows["hparams"] += [
-            ("eta_opt(C), peak lr", _power(hp["eta_opt"]), _ci_exp(hp["eta_opt"]), base),
-            ("B_opt(C), batch (tokens)", _power(hp["B_opt"]), _ci_exp(hp["B_opt"]), "the same runs"),
-        ]
-        md_ = hp.get("MD")
-        if md_:
-            rows["hparams"] += [
-                ("eta_opt(N, D), Step-Law form", _nd(md_["eta_opt"]), "in the fit", "the same runs"),
-                ("B_opt(D), Step-Law form", _nd(md_["B_opt"]), "in the fit", "the same runs"),
-            ]
-    iso = r.get("isoflop")
-    if iso:
-        used = [b for b in iso["budgets"] if b["used"]]
-        base = (
-            f"the parabola vertices of {len(used)} of {len(iso['budgets'])} IsoFLOP budgets "
-            f"({sum(b['n_runs'] for b in used)} runs, {_span([b['C'] for b in used])})"
-        )
-        rows["isoflop"] += [
-            ("M_opt(C), FLOPs/token", _power(iso["M_opt"]), _ci_exp(iso["M_opt"]), base),
-            ("D_opt(C), tokens", _power(iso["D_opt"]), _ci_exp(iso["D_opt"]), "the same vertices (D = C/M)"),
-        ]
-    loss = r.get("loss")
-    if loss:
-        f = loss.get(loss["form"]) or loss["power"]
-        ci = f.get("ci95") or {}
-        if "E" in f:  # saturating, or saturating_E (E fixed at L(N, D)'s)
-            fit = f"{f['E']:.4g} + {f['A']:.4g} * C^-{f['alpha']:.4f}"
-            fit += " (E of L(N, D))" if loss["form"] == "saturating_E" else ""
-        else:
-            fit = f"{f['k']:.4g} * C^-{f['alpha']:.4f}"
-        lo_hi = ci.get("alpha")
-        pts = loss.get("budgets") or []
-        n_min = len(pts) if pts else (sum(b["used"] for b in iso["budgets"]) if iso else 0)
-        n_extra = sum(not b.get("in_M_opt_law", True) for b in pts)
-        rows["loss"].append(
-            (
-                "L(C), minimum loss",
-                fit,
-                f"alpha [{lo_hi[0]:.4f}, {lo_hi[1]:.4f}]" if lo_hi and None not in lo_hi else "-",
-                f"the minima of {n_min} IsoFLOP budgets"
-                + (f" ({n_extra} left out of the M_opt law, their minima well determined)" if n_extra else "")
-                + "; form chosen below (Loss curve L(C))",
-            )
-        )
-    par = r.get("parametric")
-    if par:
-        ci = par.get("ci95") or {}
-
-        def pci(k: str) -> str:
-            v = ci.get(k)
-            return f"{k} [{v[0]:.4g}, {v[1]:.4g}]" if v and None not in v else ""
-
-        rows["parametric"].append(
-            (
-                "L(N, D) = E + A/N^alpha + B/D^beta",
-                f"E={par['E']:.4g}, A={par['A']:.4g}, B={par['B']:.4g}, alpha={par['alpha']:.4f}, "
-                f"beta={par['beta']:.4f}",
-                ", ".join(x for x in (pci("E"), pci("alpha"), pci("beta")) if x) or "-",
-                f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))})",
-            )
-        )
     missing: dict[str, str] = dict(sk)
     if "isoflop" in sk and "loss" not in r and "loss" not in sk:
         missing["loss"] = "needs the IsoFLOP law (it is fitted on the budgets' minima)"
-    for k, why in missing.items():
-        rows.setdefault(k, []).append((LAW_NAMES.get(k, k), "**not fitted**", "-", md(_short(why))))
-    for k, why in na.items():
-        rows.setdefault(k, []).append((LAW_NAMES.get(k, k), "not applicable", "-", md(why)))
+    out = [(k, (LAW_NAMES.get(k, k), "**not fitted**", "-", md(_short(why)))) for k, why in missing.items()]
+    return out + [(k, (LAW_NAMES.get(k, k), "not applicable", "-", md(why))) for k, why in na.items()]
+
+
+def _next_steps_md(r: dict) -> list[str]:
+    nxt = r.get("next_steps") or {}
+    if not nxt:
+        return []
+    return ["", "**What to try next**", ""] + [
+        f"- {LAW_NAMES.get(k, k)}: {md(line)}" for k, lines in nxt.items() for line in lines
+    ]
+
+
+def _laws_md(r: dict) -> list[str]:
+    """The laws of one dataset as a table: each fit with its 95% interval and what it rests on; a law that could
+    not be fitted says why in the same place."""
+    rows: dict[str, list[Row]] = {  # in LAW_NAMES order; a law not fitted sits where it would have been
+        "hparams": _hparams_rows(r.get("hparams")),
+        "isoflop": _isoflop_rows(r.get("isoflop")),
+        "loss": _loss_rows(r.get("loss"), r.get("isoflop")),
+        "parametric": _parametric_rows(r.get("parametric")),
+    }
+    for k, row in _unfitted_rows(r):
+        rows.setdefault(k, []).append(row)
     out = ["| law | fit | 95% CI | rests on |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d} |" for sec in rows.values() for a, b, c, d in sec]
-    nxt = r.get("next_steps") or {}
-    if nxt:
-        out += ["", "**What to try next**", ""]
-        out += [f"- {LAW_NAMES.get(k, k)}: {md(line)}" for k, lines in nxt.items() for line in lines]
-    return out
+    return out + _next_steps_md(r)
 
 
 PENALTY_NOTE = (
@@ -278,6 +304,100 @@ def _isoflop_md(r: dict, tables: list[dict]) -> list[str]:
     return out + isoflop_runs_md(tables)
 
 
+def _conventions_md(conv: dict | None) -> list[str]:
+    if not conv:
+        return []
+    out = [
+        "",
+        "### Counting conventions (IsoFLOP exponents with model scale M, 6*N1, 6*N2)",
+        "",
+        "| scale | M_opt exponent a | D_opt exponent b |",
+        "|---|---|---|",
+    ]
+    return out + [
+        f"| {k} | {_law(v.get('M_opt'))} | {_law(v.get('D_opt'))} |"
+        if "M_opt" in v
+        else f"| {k} | {md(v.get('skipped', '-'))} | |"
+        for k, v in conv.items()
+    ]
+
+
+def _backtest_line(bt: dict) -> list[str]:
+    if "loss_pred" not in bt:
+        return []
+    return [
+        f"- backtest (largest budget C={bt['held_out_C']:.3g} held out): loss error {bt['loss_err_pct']:+.2f}%"
+        + (f", M_opt error {bt['M_opt_err_pct']:+.1f}%" if "M_opt_err_pct" in bt else "")
+    ]
+
+
+def _loss_curve_md(loss: dict | None) -> list[str]:
+    if not loss:
+        return []
+    out = ["", "### Loss curve L(C)", ""]
+    if "saturating" in loss:
+        s = loss["saturating"]
+        out.append(f"- E + A*C^-alpha: E={s['E']:.4g}, A={s['A']:.4g}, alpha={s['alpha']:.4f} (rmse {s['rmse']:.2g})")
+    p = loss["power"]
+    out.append(f"- k*C^-alpha: k={p['k']:.4g}, alpha={p['alpha']:.4f} (rmse {p['rmse']:.2g})")
+    if loss.get("between"):
+        out.append(f"- CI: {loss['between']['text']}")
+    return out + _backtest_line(loss.get("backtest") or {}) + RP.loss_form_lines(loss)
+
+
+def _parametric_md(par: dict | None) -> list[str]:
+    if not par:
+        return []
+    ci = par.get("ci95", {})
+    dropped = par.get("dropped_runs", [])
+    robust = (
+        f"; robust refit (|log residual| > {par['robust']:g} robust SD) dropped "
+        f"{len(dropped)}: {', '.join(md(x) for x in dropped[:20])}"
+        if par.get("robust")
+        else ""
+    )
+    return [
+        "",
+        "### Parametric L(N, D) = E + A/N^alpha + B/D^beta (Epoch-corrected Approach 3)",
+        "",
+        f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))}); constraints: {par.get('constraints', 'none')}"
+        + robust,
+        "",
+        "| E | A | B | alpha | beta | a = beta/(alpha+beta) |",
+        "|---|---|---|---|---|---|",
+        "| "
+        + " | ".join(_val({"value": par[k], "ci95": ci.get(k)}) for k in ("E", "A", "B", "alpha", "beta", "a"))
+        + " |",
+    ]
+
+
+def _target_row(t: str, e: dict) -> str:
+    """One extrapolation target beside DeepSeek's reference for it."""
+    ref, p = e["reference"], e["reference"].get("paper", {})
+    return (
+        f"| {md(t)} | {e['C']:.3g} | {_val(e.get('eta_opt'), f='.3g')} | {_seqs(e.get('B_opt'))} | "
+        f"{_val(e.get('loss'))} | {_val((e.get('compute_optimal') or {}).get('D'), f='.3g')} | "
+        f"{ref['eta_opt']['value']:.3g} | {ref['B_opt']['sequences']:.4g} | "
+        f"{p.get('lr', '-')} / {p.get('batch_sequences', '-')} |"
+    )
+
+
+def _extrapolation_md(r: dict) -> list[str]:
+    ex = r.get("extrapolation")
+    if not ex:
+        return []
+    out = ["", f"**Conventions:** {md(r['extrapolation_conventions'])}"] if r.get("extrapolation_conventions") else []
+    out += [
+        "",
+        "### Extrapolation",
+        "",
+        "| target | C | eta_opt | B_opt (seqs) | loss | compute-optimal D | "
+        "DeepSeek ref eta | ref B (seqs) | paper lr / B |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    return out + [_target_row(t, e) for t, e in ex.items()] + RP.target_lines(r)
+
+
 def _dataset_md(name: str, r: dict) -> list[str]:
     ns = r.get("n_section") or {}
     tables = r.get("tables") or {}
@@ -286,87 +406,10 @@ def _dataset_md(name: str, r: dict) -> list[str]:
         out += ["", f"- seeds: {md(r['seeds']['line'])}"]
     out += _hparams_md(r, ns, tables.get("hparams") or [])
     out += _isoflop_md(r, tables.get("isoflop") or [])
-    conv = r.get("conventions")
-    if conv:
-        out += [
-            "",
-            "### Counting conventions (IsoFLOP exponents with model scale M, 6*N1, 6*N2)",
-            "",
-            "| scale | M_opt exponent a | D_opt exponent b |",
-            "|---|---|---|",
-        ]
-        out += [
-            f"| {k} | {_law(v.get('M_opt'))} | {_law(v.get('D_opt'))} |"
-            if "M_opt" in v
-            else f"| {k} | {md(v.get('skipped', '-'))} | |"
-            for k, v in conv.items()
-        ]
-    loss = r.get("loss")
-    if loss:
-        out += ["", "### Loss curve L(C)", ""]
-        if "saturating" in loss:
-            s = loss["saturating"]
-            out.append(
-                f"- E + A*C^-alpha: E={s['E']:.4g}, A={s['A']:.4g}, alpha={s['alpha']:.4f} (rmse {s['rmse']:.2g})"
-            )
-        p = loss["power"]
-        out.append(f"- k*C^-alpha: k={p['k']:.4g}, alpha={p['alpha']:.4f} (rmse {p['rmse']:.2g})")
-        if loss.get("between"):
-            out.append(f"- CI: {loss['between']['text']}")
-        bt = loss.get("backtest") or {}
-        if "loss_pred" in bt:
-            out.append(
-                f"- backtest (largest budget C={bt['held_out_C']:.3g} held out): loss error "
-                f"{bt['loss_err_pct']:+.2f}%"
-                + (f", M_opt error {bt['M_opt_err_pct']:+.1f}%" if "M_opt_err_pct" in bt else "")
-            )
-        out += RP.loss_form_lines(loss)
-    par = r.get("parametric")
-    if par:
-        ci = par.get("ci95", {})
-        dropped = par.get("dropped_runs", [])
-        out += [
-            "",
-            "### Parametric L(N, D) = E + A/N^alpha + B/D^beta (Epoch-corrected Approach 3)",
-            "",
-            f"{par['n_runs']} runs ({', '.join(par.get('sweeps', []))}); constraints: {par.get('constraints', 'none')}"
-            + (
-                f"; robust refit (|log residual| > {par['robust']:g} robust SD) dropped "
-                f"{len(dropped)}: {', '.join(md(x) for x in dropped[:20])}"
-                if par.get("robust")
-                else ""
-            ),
-            "",
-            "| E | A | B | alpha | beta | a = beta/(alpha+beta) |",
-            "|---|---|---|---|---|---|",
-            "| "
-            + " | ".join(_val({"value": par[k], "ci95": ci.get(k)}) for k in ("E", "A", "B", "alpha", "beta", "a"))
-            + " |",
-        ]
-    ex = r.get("extrapolation")
-    if ex:
-        if r.get("extrapolation_conventions"):
-            out += ["", f"**Conventions:** {md(r['extrapolation_conventions'])}"]
-        out += [
-            "",
-            "### Extrapolation",
-            "",
-            "| target | C | eta_opt | B_opt (seqs) | loss | compute-optimal D | "
-            "DeepSeek ref eta | ref B (seqs) | paper lr / B |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for t, e in ex.items():
-            ref, p = e["reference"], e["reference"].get("paper", {})
-            B = e.get("B_opt")
-            out.append(
-                f"| {md(t)} | {e['C']:.3g} | {_val(e.get('eta_opt'), f='.3g')} | "
-                f"{_val({'value': B['sequences'], 'ci95': B.get('sequences_ci95')}, f='.4g') if B else '-'} | "
-                f"{_val(e.get('loss'))} | {_val((e.get('compute_optimal') or {}).get('D'), f='.3g')} | "
-                f"{ref['eta_opt']['value']:.3g} | {ref['B_opt']['sequences']:.4g} | "
-                f"{p.get('lr', '-')} / {p.get('batch_sequences', '-')} |"
-            )
-        out += RP.target_lines(r)
-    return out + [""]
+    out += _conventions_md(r.get("conventions"))
+    out += _loss_curve_md(r.get("loss"))
+    out += _parametric_md(r.get("parametric"))
+    return out + _extrapolation_md(r) + [""]
 
 
 CONDITIONAL = (
@@ -386,14 +429,8 @@ def _names(report: dict) -> list[str]:
     return [report["dataset"]] + [n for n in report["datasets"] if n != report["dataset"]]
 
 
-def markdown(report: dict) -> str:
-    """report.md: the laws first (with intervals, what they rest on, what to try where one is missing), then the
-    warnings, the fits in detail with their run tables, recommendations, the runs not used, and provenance."""
+def _header_md(report: dict, names: list[str]) -> list[str]:
     pv = report["provenance"]
-    names = _names(report)
-    fitted = {
-        n: [k for k in ("hparams", "isoflop", "loss", "parametric") if k in d] for n, d in report["datasets"].items()
-    }
     out = [
         "# Scaling-law report",
         "",
@@ -405,77 +442,110 @@ def markdown(report: dict) -> str:
         CONDITIONAL,
         "",
     ]
-    out += RP.metric_lines(report)
-    for n in names:
-        d = report["datasets"][n]
-        title = "## Laws" + (f" of dataset {md(n)}" if len(names) > 1 or n != "unknown" else "")
-        out += [f"{title} ({d['n_used']} usable runs; fitted: {', '.join(fitted[n]) or 'none'})", ""]
-        out += _laws_md(d) + [""]
-    # A law that was not fitted is said in its laws table: its warning would say it a second time.
-    said: set[str | None] = {
-        f"{n}: {k} not fitted: {v}" for n, d in report["datasets"].items() for k, v in d["skipped"].items()
-    }
+    return out + RP.metric_lines(report)
+
+
+def _dataset_laws_md(n: str, d: dict, names: list[str]) -> list[str]:
+    fitted = [k for k in ("hparams", "isoflop", "loss", "parametric") if k in d]
+    title = "## Laws" + (f" of dataset {md(n)}" if len(names) > 1 or n != "unknown" else "")
+    return [f"{title} ({d['n_used']} usable runs; fitted: {', '.join(fitted) or 'none'})", ""] + _laws_md(d) + [""]
+
+
+def _said_elsewhere(report: dict) -> set[str | None]:
+    """Warnings another section of report.md already says, so that each is said once."""
+    ds = report["datasets"]
+    # A law that was not fitted is said in its laws table.
+    said: set[str | None] = {f"{n}: {k} not fitted: {v}" for n, d in ds.items() for k, v in d["skipped"].items()}
     said.add((report.get("repetition") or {}).get("warning"))  # the Data repetition section says it
-    said |= {  # a target's flags are said under its extrapolation (report_predictions.target_lines)
+    return said | {  # a target's flags are said under its extrapolation (report_predictions.target_lines)
         f"{n}: {t}: {f}"
-        for n, d in report["datasets"].items()
+        for n, d in ds.items()
         for t, e in (d.get("extrapolation") or {}).items()
         for f in e.get("flags") or []
     }
+
+
+def _warnings_md(report: dict) -> list[str]:
+    said = _said_elsewhere(report)
     warnings = [w for w in dict.fromkeys(report["warnings"]) if w not in said]
-    if warnings:
-        out += ["## Warnings", ""] + [f"- {md(w)}" for w in warnings] + [""]
-    out += repetition_md(report.get("repetition"))
-    if len(names) > 1:
-        out += [
-            "## Datasets side by side (fitted separately, never pooled)",
-            "",
-            "| dataset | runs | eta exponent | B exponent | M_opt exponent a | D_opt exponent b |",
-            "|---|---|---|---|---|---|",
-        ]
-        for n in names:
-            d = report["datasets"][n]
+    return ["## Warnings", ""] + [f"- {md(w)}" for w in warnings] + [""] if warnings else []
 
-            def e(s: str, k: str, d: dict = d) -> str:
-                return _g(((d.get(s) or {}).get(k) or {}).get("exponent"), ".4f")
 
-            out.append(
-                f"| {md(n)} | {d['n_used']} | {e('hparams', 'eta_opt')} | {e('hparams', 'B_opt')} | "
-                f"{e('isoflop', 'M_opt')} | {e('isoflop', 'D_opt')} |"
-            )
-        out += ["", *RP.datasets_nd_table(report)]
-        out += [f"Top-level report.json sections are dataset {md(report['dataset'])}.", ""]
+def _exponent(d: dict, section: str, law: str) -> str:
+    return _g(((d.get(section) or {}).get(law) or {}).get("exponent"), ".4f")
+
+
+def _side_by_side_md(report: dict, names: list[str]) -> list[str]:
+    """With several datasets: their exponents and L(N, D) side by side."""
+    if len(names) < 2:
+        return []
+    out = [
+        "## Datasets side by side (fitted separately, never pooled)",
+        "",
+        "| dataset | runs | eta exponent | B exponent | M_opt exponent a | D_opt exponent b |",
+        "|---|---|---|---|---|---|",
+    ]
     for n in names:
-        out += _dataset_md(n, report["datasets"][n])
-    recs = report.get("recommendations") or []
-    if recs:
-        out += [
-            "## Recommendations for given budgets",
-            "",
-            "| C | M_opt from | shape (L x d, heads) | M | D | eta | B (seqs) | loss |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in recs:
-            s = r["shape"]
-            out.append(
-                f"| {r['C']:.3g} | {md(r['M_opt_source'])} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | "
-                f"{r['M']:.3g} | {r['D']:.3g} | "
-                f"{_val(r.get('eta_opt'), f='.3g')} | {_seqs(r.get('B_opt'))} | "
-                f"{_val(r.get('loss'))} |"
-            )
-        out.append("")
-    out += RP.predictions_md(report)
-    if report["excluded"] or report.get("left_out"):
-        out += ["## Runs not used", ""]
-        out += excluded_md(report["excluded"]) + left_out_md(report.get("left_out") or [])
-    out += [
+        d = report["datasets"][n]
+        out.append(
+            f"| {md(n)} | {d['n_used']} | {_exponent(d, 'hparams', 'eta_opt')} | {_exponent(d, 'hparams', 'B_opt')} | "
+            f"{_exponent(d, 'isoflop', 'M_opt')} | {_exponent(d, 'isoflop', 'D_opt')} |"
+        )
+    out += ["", *RP.datasets_nd_table(report)]
+    return out + [f"Top-level report.json sections are dataset {md(report['dataset'])}.", ""]
+
+
+def _recommendation_row(r: dict) -> str:
+    s = r["shape"]
+    return (
+        f"| {r['C']:.3g} | {md(r['M_opt_source'])} | {s['n_layer']} x {s['d_model']}, {s['n_head']} | "
+        f"{r['M']:.3g} | {r['D']:.3g} | {_val(r.get('eta_opt'), f='.3g')} | {_seqs(r.get('B_opt'))} | "
+        f"{_val(r.get('loss'))} |"
+    )
+
+
+def _recommendations_md(recs: list[dict]) -> list[str]:
+    if not recs:
+        return []
+    out = [
+        "## Recommendations for given budgets",
+        "",
+        "| C | M_opt from | shape (L x d, heads) | M | D | eta | B (seqs) | loss |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    return out + [_recommendation_row(r) for r in recs] + [""]
+
+
+def _not_used_md(report: dict) -> list[str]:
+    if not (report["excluded"] or report.get("left_out")):
+        return []
+    return ["## Runs not used", ""] + excluded_md(report["excluded"]) + left_out_md(report.get("left_out") or [])
+
+
+def _provenance_md(pv: dict) -> list[str]:
+    ver = pv["versions"]
+    return [
         "## Provenance",
         "",
         f"- inputs: {', '.join(md(x) for x in pv['inputs'])}",
-        f"- generated {pv['time']} by analysis.fit (python {pv['versions'].get('python', '?')}, numpy "
-        f"{pv['versions']['numpy']}, scipy {pv['versions']['scipy']}, pandas {pv['versions'].get('pandas', '?')})",
+        f"- generated {pv['time']} by analysis.fit (python {ver.get('python', '?')}, numpy {ver['numpy']}, scipy "
+        f"{ver['scipy']}, pandas {ver.get('pandas', '?')})",
         f"- options: {md(', '.join(f'{k}={v}' for k, v in pv['options'].items() if k != 'limits'))}",
     ]
+
+
+def markdown(report: dict) -> str:
+    """report.md: the laws first (with intervals, what they rest on, what to try where one is missing), then the
+    warnings, the fits in detail with their run tables, recommendations, the runs not used, and provenance."""
+    names = _names(report)
+    out = _header_md(report, names)
+    for n in names:
+        out += _dataset_laws_md(n, report["datasets"][n], names)
+    out += _warnings_md(report) + repetition_md(report.get("repetition")) + _side_by_side_md(report, names)
+    for n in names:
+        out += _dataset_md(n, report["datasets"][n])
+    out += _recommendations_md(report.get("recommendations") or []) + RP.predictions_md(report)
+    out += _not_used_md(report) + _provenance_md(report["provenance"])
     return "\n".join(out) + "\n"
 
 

@@ -98,14 +98,9 @@ def _ratio(h: dict | None) -> str:
     return f"{h['ratio']:.3g}" + (f" **(> {HORIZON:g}x)**" if h["beyond"] else "")
 
 
-def predictions_md(report: dict) -> list[str]:
-    """`--predict`, the L(N, D) side of `--budget`, and `--size`: tables with intervals, then every flag."""
-    preds, recs, sizes = report.get("predictions") or [], report.get("recommendations") or [], report.get("sizes")
-    nd_recs = [r for r in recs if r.get("L_ND")]
-    if not (preds or nd_recs or sizes):
-        return []
+def _intro(report: dict) -> list[str]:
     unit = (report.get("metric") or {}).get("unit", "")
-    out = [
+    return [
         "## Predictions",
         "",
         f"Dataset {md(report['dataset'])}; losses in {unit}. {report.get('predictions_intervals', '')}. "
@@ -114,77 +109,112 @@ def predictions_md(report: dict) -> list[str]:
         f"an extrapolation of the law's form.",
         "",
     ]
+
+
+def _nd_points(nd: list[dict]) -> tuple[list[str], list[str]]:
+    """`--predict N,D`: L(N, D) and L(C) at each point; (table, flags)."""
+    if not nd:
+        return [], []
+    out = ["| N | D | C = 6ND | L(N, D) | L(C) (compute-optimal at that C) | x fitted C |", "|---|---|---|---|---|---|"]
     flags: list[str] = []
-    nd = [p for p in preds if "N" in p]
-    if nd:
-        out += [
-            "| N | D | C = 6ND | L(N, D) | L(C) (compute-optimal at that C) | x fitted C |",
-            "|---|---|---|---|---|---|",
-        ]
-        for p in nd:
-            out.append(
-                f"| {p['N']:.3g} | {p['D']:.3g} | {p['C']:.3g} | {fmt(p.get('loss'))} | {fmt(p.get('loss_C'))} | "
-                f"{_ratio(p.get('horizon'))} |"
-            )
-            flags += [f"N={p['N']:.3g}, D={p['D']:.3g}: {f}" for f in p.get("flags", [])]
-            flags += [f"N={p['N']:.3g}, D={p['D']:.3g}: {p[k]}" for k in ("loss_why", "loss_C_why") if p.get(k)]
-        out.append("")
-    cs = [p for p in preds if "N" not in p]
+    for p in nd:
+        out.append(
+            f"| {p['N']:.3g} | {p['D']:.3g} | {p['C']:.3g} | {fmt(p.get('loss'))} | {fmt(p.get('loss_C'))} | "
+            f"{_ratio(p.get('horizon'))} |"
+        )
+        flags += [f"N={p['N']:.3g}, D={p['D']:.3g}: {f}" for f in p.get("flags", [])]
+        flags += [f"N={p['N']:.3g}, D={p['D']:.3g}: {p[k]}" for k in ("loss_why", "loss_C_why") if p.get(k)]
+    return out + [""], flags
+
+
+def _allocation_row(C: float, co: dict | None, lc: dict | None, h: dict | None) -> str:
+    if not co:
+        return f"| {C:.3g} | - | - | - | no L(N, D) | {fmt(lc)} | {_ratio(h)} |"
+    tpp = co["D"]["value"] / co["N"]["value"]
+    return (
+        f"| {C:.3g} | {fmt(co['N'], '.3g')} | {fmt(co['D'], '.3g')} | {tpp:.3g} | {fmt(co['loss'])} | "
+        f"{fmt(lc)} | {_ratio(h)} |"
+    )
+
+
+def _allocations(cs: list[dict], nd_recs: list[dict]) -> tuple[list[str], list[str]]:
+    """`--predict C` and `--budget C`: the compute-optimal N, D and loss of L(N, D); (table, flags)."""
     rows = [(p["C"], p.get("compute_optimal"), p.get("loss_C"), p.get("horizon")) for p in cs]
     rows += [(r["C"], r.get("L_ND"), r.get("loss"), r.get("horizon")) for r in nd_recs]
-    if rows:
-        out += [
-            "Compute-optimal allocation from L(N, D) (`--predict C`, `--budget C`):",
-            "",
-            "| C | N_opt | D_opt | tokens per parameter | L(N_opt, D_opt) | L(C) | x fitted C |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for C, co, lc, h in rows:
-            if co:
-                tpp = co["D"]["value"] / co["N"]["value"]
-                out.append(
-                    f"| {C:.3g} | {fmt(co['N'], '.3g')} | {fmt(co['D'], '.3g')} | {tpp:.3g} | {fmt(co['loss'])} | "
-                    f"{fmt(lc)} | {_ratio(h)} |"
-                )
-            else:
-                out.append(f"| {C:.3g} | - | - | - | no L(N, D) | {fmt(lc)} | {_ratio(h)} |")
-        out.append("")
-        flags += [f"C={p['C']:.3g}: {f}" for p in cs for f in p.get("flags", [])]
-        flags += [f"--budget {r['C']:.3g}: {f}" for r in nd_recs for f in r.get("flags", [])]
+    if not rows:
+        return [], []
+    out = [
+        "Compute-optimal allocation from L(N, D) (`--predict C`, `--budget C`):",
+        "",
+        "| C | N_opt | D_opt | tokens per parameter | L(N_opt, D_opt) | L(C) | x fitted C |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out += [_allocation_row(*row) for row in rows] + [""]
+    flags = [f"C={p['C']:.3g}: {f}" for p in cs for f in p.get("flags", [])]
+    return out, flags + [f"--budget {r['C']:.3g}: {f}" for r in nd_recs for f in r.get("flags", [])]
+
+
+def _sizes(sizes: list[dict] | None) -> tuple[list[str], list[str]]:
+    """`--size N`: the D at which N is compute-optimal; (table, flags)."""
+    if not sizes:
+        return [], []
+    out = [
+        "Model sizes you built (`--size N`): the D at which N is compute-optimal, from L(N, D):",
+        "",
+        "| N | compute-optimal D | its C | loss there | x fitted C |",
+        "|---|---|---|---|---|",
+    ]
+    flags: list[str] = []
+    for s in sizes:
+        co = s.get("compute_optimal")
+        if not co:
+            out.append(f"| {s['N']:.3g} | {md(s['why'])} | | | |")
+            continue
+        out.append(
+            f"| {s['N']:.3g} | {fmt(co['D'], '.3g')} | {fmt(co['C'], '.3g')} | {fmt(co['loss'])} | "
+            f"{_ratio(s.get('horizon'))} |"
+        )
+        flags += [f"N={s['N']:.3g}: {f}" for f in s.get("flags", [])]
+    return out + [""], flags
+
+
+def _sizes_at_budgets(nd_recs: list[dict]) -> list[str]:
+    """`--size N` with `--budget C`: the D each budget buys N, and the D that matches the compute-optimal loss."""
     at = [(r["C"], s) for r in nd_recs for s in r.get("sizes") or []]
-    if sizes:
-        out += [
-            "Model sizes you built (`--size N`): the D at which N is compute-optimal, from L(N, D):",
-            "",
-            "| N | compute-optimal D | its C | loss there | x fitted C |",
-            "|---|---|---|---|---|",
-        ]
-        for s in sizes:
-            co = s.get("compute_optimal")
-            if not co:
-                out.append(f"| {s['N']:.3g} | {md(s['why'])} | | | |")
-                continue
-            out.append(
-                f"| {s['N']:.3g} | {fmt(co['D'], '.3g')} | {fmt(co['C'], '.3g')} | {fmt(co['loss'])} | "
-                f"{_ratio(s.get('horizon'))} |"
-            )
-            flags += [f"N={s['N']:.3g}: {f}" for f in s.get("flags", [])]
-        out.append("")
-    if at:
-        out += [
-            "The same sizes at each `--budget` (D = C/(6N); the D and C at which N matches the compute-optimal "
-            "model's loss, i.e. how far to over-train it):",
-            "",
-            "| C | N | D = C/6N | its loss | compute-optimal loss | D to match it | C to match it |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for C, s in at:
-            match = md(s["never"]) if s.get("never") else fmt(s["D_loss_matched"], ".3g")
-            out.append(
-                f"| {C:.3g} | {s['N']:.3g} | {s['D']:.3g} | {fmt(s['loss'])} | {fmt(s['compute_optimal_loss'])} | "
-                f"{match} | {'-' if s.get('never') else fmt(s['C_loss_matched'], '.3g')} |"
-            )
-        out.append("")
+    if not at:
+        return []
+    out = [
+        "The same sizes at each `--budget` (D = C/(6N); the D and C at which N matches the compute-optimal "
+        "model's loss, i.e. how far to over-train it):",
+        "",
+        "| C | N | D = C/6N | its loss | compute-optimal loss | D to match it | C to match it |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for C, s in at:
+        match = md(s["never"]) if s.get("never") else fmt(s["D_loss_matched"], ".3g")
+        out.append(
+            f"| {C:.3g} | {s['N']:.3g} | {s['D']:.3g} | {fmt(s['loss'])} | {fmt(s['compute_optimal_loss'])} | "
+            f"{match} | {'-' if s.get('never') else fmt(s['C_loss_matched'], '.3g')} |"
+        )
+    return out + [""]
+
+
+def predictions_md(report: dict) -> list[str]:
+    """`--predict`, the L(N, D) side of `--budget`, and `--size`: tables with intervals, then every flag."""
+    preds, recs, sizes = report.get("predictions") or [], report.get("recommendations") or [], report.get("sizes")
+    nd_recs = [r for r in recs if r.get("L_ND")]
+    if not (preds or nd_recs or sizes):
+        return []
+    out = _intro(report)
+    flags: list[str] = []
+    for lines, more in (
+        _nd_points([p for p in preds if "N" in p]),
+        _allocations([p for p in preds if "N" not in p], nd_recs),
+        _sizes(sizes),
+    ):
+        out += lines
+        flags += more
+    out += _sizes_at_budgets(nd_recs)
     if flags:
         out += ["**Flags**", ""] + [f"- {md(f)}" for f in flags] + [""]
     return out

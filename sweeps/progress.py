@@ -161,8 +161,10 @@ def tail_rows(path: str | Path) -> tuple[list[dict], str]:
     two whole lines: a long line is read, and memory stays bounded whatever the file holds."""
     try:
         fd = open_regular(path)
+    except NotARegularFile as e:
+        return [], f"{e}; skipped"
     except OSError as e:
-        return [], (str(e) if isinstance(e, NotARegularFile) else f"metrics.jsonl unreadable ({type(e).__name__})")
+        return [], f"metrics.jsonl unreadable ({type(e).__name__})"
     with os.fdopen(fd, "rb") as f:
         size = f.seek(0, os.SEEK_END)
         window = TAIL_BYTES
@@ -307,7 +309,7 @@ def run_state(
         return Run(rid, run_dir, "problem", note="no config.yaml (half-created or copied run dir); not counted")
     join = os.path.join
     rows, note = tail_rows(join(run_dir, "metrics.jsonl")) if "metrics.jsonl" in names else ([], "")
-    if " not a file" in note:  # a FIFO or device named metrics.jsonl: named, never read, and not a run's progress
+    if " not a regular file" in note:  # a FIFO or device named metrics.jsonl: named, never read, not progress
         return Run(rid, run_dir, "problem", note=_short(note, run_dir))
     last_write = (
         max(

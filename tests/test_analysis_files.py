@@ -15,6 +15,7 @@ from analysis import files
 from analysis.curves import load_curves
 from analysis.load import InputError, load_runs
 from analysis.synthetic import make_study, write_study
+from scaling.base.safe_read import Refused
 
 ROOT = Path(__file__).resolve().parents[1]
 fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
@@ -81,7 +82,7 @@ def test_oversized_files_are_refused_by_name_before_reading(tmp_path, monkeypatc
 def test_caps_are_checked_against_the_bytes_not_only_fstat(tmp_path):
     f = tmp_path / "result.json"
     f.write_text("x" * 100)
-    with pytest.raises(files.Refused, match="over the"):
+    with pytest.raises(Refused, match="over the"):
         files.read_bytes(f, cap=10)
     assert files.read_bytes(f, cap=100) == b"x" * 100
 

@@ -286,7 +286,7 @@ def test_oversized_records_and_plans_are_refused_by_name(tmp_path, monkeypatch):
     (s / "plan.csv").write_text("run_id,steps\n" + "".join(f"r{i},10\n" for i in range(1000)))
     (sweep,) = collect(s)
     state = {r.run_id: r for r in sweep.runs}
-    assert state["big"].state == "problem" and "over the 4,096-byte limit" in state["big"].note
+    assert state["big"].state == "problem" and "over the 4,096 bytes a result.json may be" in state["big"].note
     assert state["ok"].state == "completed"
     assert sweep.plan_unusable and any("plan.csv is" in n and "limit" in n for n in sweep.notes)
 
