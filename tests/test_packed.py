@@ -111,11 +111,11 @@ def test_runs_checkpointed_at_different_steps_resume_as_separate_packs(make_cfg,
     dirs = [tmp_path / "run" / f"r{i}" for i in range(2)]
     real, calls = packed.save_checkpoint, []
 
-    def dies_between_two_runs_checkpoints(run_dir, state):
+    def dies_between_two_runs_checkpoints(run_dir, state, name="ckpt.pt"):
         calls.append(state["step"])  # r0 and r1 at step 2, then at 4, then r0 at 6 -- and r1 at 6 never comes
         if len(calls) == 6:
             raise OSError("simulated crash between two runs' checkpoints")
-        real(run_dir, state)
+        real(run_dir, state, name)
 
     monkeypatch.setattr(packed, "save_checkpoint", dies_between_two_runs_checkpoints)
     with pytest.raises(OSError, match="simulated crash"):
