@@ -28,6 +28,7 @@ from scaling.run.single import train_run
 from scaling.run.step import build_optimizer
 from tests.helpers import (
     ONE_THREAD,
+    PACK_RTOL,
     SMALL_MODEL,
     TINY_DATA,
     TINY_HPARAMS_GRID,
@@ -40,7 +41,6 @@ from tests.helpers import (
     spawn_script,
 )
 
-PACK_RTOL = 2e-4  # loss curves of packed vs single runs at stable learning rates (see the module docstring)
 # A tiny run: 32 steps of 4 x 32 tokens (d 32: a second per run on one CPU core).
 SMALL = [*SMALL_MODEL, "train.tokens=4096", "train.log_every=2", "train.eval_every=16"]
 STABLE_LRS = [1e-3, 2e-3, 3e-3, 4e-3]

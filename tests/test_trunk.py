@@ -22,6 +22,7 @@ from tests.helpers import (
     TINY_DATA,
     TINY_HPARAMS_GRID,
     TINY_SWEEP,
+    killed_when,
     metrics,
     python_m,
     record,
@@ -116,21 +117,6 @@ train_trunk(cfgs, [out / f"r{i}" for i in range(3)], out / "trunks" / "t", "t")
 """
 
 
-def _killed_when(proc, ready, timeout: float = 120.0) -> int:
-    """SIGKILL proc as soon as ready() holds (as kill -9 would: no cleanup runs)."""
-    import os
-    import signal
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if ready():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    return proc.wait()
-
-
 @pytest.mark.slow
 def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(tmp_path, cache_dir):
     overrides = [*TINY_DATA, f"data.cache_dir={cache_dir}", "train.progress=false", *SMALL, "train.ckpt_every_s=0"]
@@ -151,7 +137,7 @@ def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(
         lambda: rows(out / "r2" / "metrics.jsonl") >= 19,  # in branch r2's decay
     ]
     for k, ready in enumerate(kills):
-        assert _killed_when(spawn_script(script, out, overrides), ready) == -9, (
+        assert killed_when(spawn_script(script, out, overrides), ready) == -9, (
             f"kill {k} came too late: the run had finished"
         )
     again = spawn_script(script, out, overrides)
