@@ -7,18 +7,24 @@ first step at which a branch's schedule leaves the peak (`branch_point`). There 
 and optimizer state, trains its two decay stages alone, is evaluated and recorded in its own run directory, exactly as
 the run trained alone from step 0 would be (same ops in the same order: tests/test_trunk.py checks equality), plus
 `trunk` (the trunk's id), `shared_tokens` (tokens of its D that the trunk trained) and `C_spent` (what it cost itself).
-Then the trunk goes on from where it stopped (a snapshot kept in memory) to the next branch point.
+Then the trunk goes on from where it stopped (a snapshot: in memory, or a sharded checkpoint for FSDP2) to the next
+branch point.
 
-One process trains a trunk and all its branches in turn, so with any launcher (basic, joblib, submitit, SLURM arrays)
-a branch never starts before its branch point exists: they are one launcher job. A kill anywhere is resumed by the
-same job: a branch resumes from its own checkpoint; a branch without one starts from the trunk's checkpoint at its
-branch point (`branch_<step>.pt` in the trunk's directory, kept until the branch has its final record); the trunk
-resumes from its newest checkpoint. Branches already finished are skipped; each directory (trunk and branches) has
-its one-owner lock.
+The trunk trains on a Stepper (scaling.run.loop): one trunk on a SingleStepper (one device, or one run over DDP/FSDP2
+ranks), several trunks that differ only in optimizer scalars on one PackStepper (scaling.run.pack), their branches at
+one branch point then trained as one pack too (`train_trunks`). The logic here is the same for both: the trunks are
+the stepper's rows.
+
+One process trains a trunk (or a pack of them) and all its branches in turn, so with any launcher (basic, joblib,
+submitit, SLURM arrays) a branch never starts before its branch point exists: they are one launcher job. A kill
+anywhere is resumed by the same job: a branch resumes from its own checkpoint; a branch without one starts from the
+trunk's checkpoint at its branch point (`branch_<step>.pt` in the trunk's directory, or `branch_<step>/` sharded, kept
+until the branch has its final record); the trunk resumes from its newest checkpoint. Branches already finished are
+skipped; each directory (trunk and branches) has its one-owner lock.
 
 If the trunk diverges at step d, every branch whose branch point lies at or after d is recorded `diverged` at d, with
 the record the run trained alone would have written (its window, its `steps_done`); earlier branches were trained
-before and are not affected.
+before and are not affected. In a pack the trunk leaves it and the others go on.
 
 The trunk's directory (`<sweep dir>/trunks/<trunk id>/`) holds config.yaml, metrics.jsonl (the shared curve), its
 checkpoints and `trunk.json` (never result.json: it is not a run the analysis fits).
