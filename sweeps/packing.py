@@ -28,7 +28,8 @@ class Unit:
 
     members: tuple[int, ...]
     speedup: float = 1.0  # run-after-run / this unit's time (packs: measured; trunks: from their tokens)
-    trunk: str | None = None  # a trunk and its branches (sweeps.reuse), by the trunk's id
+    trunk: str | None = None  # a trunk job (sweeps.reuse): the trunk's id, or the id of a pack of trunks
+    trunks: tuple[str, ...] = ()  # the trunks of a trunk job, with their branches (sweeps.trunk_packs)
 
     @property
     def packed(self) -> bool:
@@ -52,11 +53,36 @@ def parse_pack(value: object) -> int | None:
 
 
 def group_key(p: Point) -> tuple | None:
-    """Runs with equal keys may share a pack (None: never packed)."""
+    """Runs with equal keys may share a pack (None: never packed): (shape, batch, D), for `chunk_groups`."""
     if p.sweep != "hparams":
         return None
     s = p.shape
-    return (p.seed, p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head, p.D, p.batch_size)  # seeds never mix
+    return ((p.seed, p.budget, s.n_layer, s.d_model, s.n_head, s.n_kv_head), p.batch_size, p.D)  # seeds never mix
+
+
+def chunk_groups(
+    groups: dict[tuple, list[int]], limit: int | None, gain_of: Callable[[int, int], float | None]
+) -> list[tuple[tuple[int, ...], float]]:
+    """Packs out of groups of items that may train together, keyed (shape, batch, anything else): chunks of at most
+    `limit` items (None: auto, at most MAX_AUTO, kept only where `gain_of(first item, K)` measures >= MIN_GAIN),
+    each with its gain (1.0 unmeasured). Items of a chunk that auto does not keep are left out (they go alone)."""
+    chunks = []
+    # Smallest batches first: the gain shrinks as the batch grows (measured: 1.95x at 4 sequences, 1.0x at 16), so
+    # under auto, once a batch size does not pay, the larger ones of the same shape are not measured at all.
+    not_paying: set[tuple] = set()
+    for key in sorted(groups, key=lambda k: (k[0], k[1])):
+        members, shape = groups[key], key[0]
+        size = min(len(members), MAX_AUTO) if limit is None else limit
+        for start in range(0, len(members), max(size, 1)):
+            chunk = tuple(members[start : start + size])
+            skip = limit is None and shape in not_paying
+            gain = gain_of(chunk[0], len(chunk)) if len(chunk) > 1 and not skip else None
+            if limit is None and (gain is None or gain < MIN_GAIN):
+                if gain is not None:
+                    not_paying.add(shape)
+                continue  # auto: not worth it (or not measurable)
+            chunks.append((chunk, gain if gain is not None else 1.0))
+    return chunks
 
 
 def plan_units(
@@ -64,28 +90,15 @@ def plan_units(
 ) -> list[Unit]:
     """The launcher jobs for the runs still to do, in plan order. `speedup(point, K)` measures packing K runs of
     point's shape and batch (None when it cannot be measured here)."""
-    limit = parse_pack(pack)
     groups: dict[tuple, list[int]] = {}
     for i in todo:
         key = group_key(points[i])
         if key is not None:
             groups.setdefault(key, []).append(i)
-    units: dict[int, Unit] = {}  # by first member, to keep plan order
-    # Smallest batches first: the gain shrinks as the batch grows (measured: 1.95x at 4 sequences, 1.0x at 16), so
-    # under auto, once a batch size does not pay, the larger ones of the same shape are not measured at all.
-    not_paying: set[tuple] = set()
-    for key in sorted(groups, key=lambda k: (k[:-2], k[-1])):
-        members, shape = groups[key], key[:-2]  # key: (seed, budget, shape..., D, batch)
-        size = min(len(members), MAX_AUTO) if limit is None else limit
-        for start in range(0, len(members), max(size, 1)):
-            chunk = tuple(members[start : start + size])
-            skip = limit is None and shape in not_paying
-            gain = speedup(points[chunk[0]], len(chunk)) if len(chunk) > 1 and not skip else None
-            if limit is None and (gain is None or gain < MIN_GAIN):
-                if gain is not None:
-                    not_paying.add(shape)
-                continue  # auto: not worth it (or not measurable): these runs go alone
-            units[chunk[0]] = Unit(chunk, gain if gain is not None else 1.0)
+    units = {
+        chunk[0]: Unit(chunk, gain)
+        for chunk, gain in chunk_groups(groups, parse_pack(pack), lambda i, K: speedup(points[i], K))
+    }
     packed = {i for u in units.values() for i in u.members}
     for i in todo:
         if i not in packed:

@@ -39,14 +39,14 @@ from scaling.data.settings import DataSettings
 from scaling.run.config import TrainConfig
 from scaling.run.setup import check_config
 
-from . import feasible
+from . import feasible, trunk_packs
 from .config import SweepConfig
 from .console import quiet_jobs, short_job_lines
 from .extend import Extension, extend, unbracketed
 from .laws import Laws
 from .packing import Unit, pack_id, pack_overrides, plan_units, unit_seconds
 from .plan import Point, adopt_legacy_ids, choose_rule, plan
-from .reuse import Trunk, budget_groups, parse_reuse, plan_trunks, trunk_overrides, trunk_seconds
+from .reuse import Trunk, budget_groups, parse_reuse, plan_trunks, trunk_seconds
 from .seeds import point_losses, with_seeds
 from .sizing import JobLimits, size_points
 from .sizing import report as sizing_report
@@ -294,15 +294,14 @@ class ScalingSweeper(Sweeper):
         todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
         in_trunk = {i for t in trunks for i in t.members}
         seconds = [e[0] for e in est]
-        trunk_units = [
-            Unit(t.members, sum(seconds[i] for i in t.members) / trunk_seconds(t, points, seconds), t.id)
-            for t in trunks
-            if any(i in todo for i in t.members)
-        ]
-        units = trunk_units + plan_units(points, [i for i in todo if i not in in_trunk], sc.pack, self._pack_probe())
+        probe = self._pack_probe()
+        units = trunk_packs.trunk_units(points, trunks, todo, sc.pack, probe, seconds)  # packed as sweep.pack says
+        units += plan_units(points, [i for i in todo if i not in in_trunk], sc.pack, probe)
         units.sort(key=lambda u: min(u.members))
         self._print_reuse(points, trunks, seconds, [z.gpu_hours for z in sizings])
         self._print_packs(points, units, seconds)
+        for line in trunk_packs.report(points, units, seconds):
+            print(line)
         if sc.dry_run:
             if sc.extend:
                 print(
@@ -317,7 +316,7 @@ class ScalingSweeper(Sweeper):
         mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.base.lock)
         by_id = {t.id: t for t in trunks}
         unit_jobs = [
-            trunk_overrides(passthrough, points, by_id[u.trunk])
+            trunk_packs.trunk_job_overrides(passthrough, points, by_id, u)
             if u.trunk
             else pack_overrides(passthrough, points, u)
             if u.packed

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +49,9 @@ TINY_SWEEP = [
 # An hparams grid of 3 x 3 points per budget on one width-scaled shape.
 TINY_HPARAMS_GRID = ["sweep.lr_points=3", "sweep.batch_points=3", "sweep.shape_rule=width"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+# Loss curves of packed runs vs the same runs alone, at stable learning rates: the stacked step rounds differently
+# from a single run's (~1e-7 relative a step), which training amplifies slowly (tests/test_packed.py says how much).
+PACK_RTOL = 2e-4
 
 
 def record_keys(*names: str) -> set[str]:
@@ -97,6 +103,26 @@ def spawn_script(script: Path, out: Path, overrides: list[str]) -> subprocess.Po
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def torchrun_script(script: Path, out: Path, overrides: list[str]) -> list[str]:
+    """`python <script> CONF <out> <overrides...>` (as spawn_script runs it) in 2 processes on a free port: the
+    multi-rank tests of what is not a command (a trunk and its branches)."""
+    return [
+        *python_m("torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"),
+        *(str(script), CONF, str(out), *overrides),
+    ]
+
+
+def killed_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120.0) -> int:
+    """SIGKILL proc as soon as ready() holds (as kill -9 would: no cleanup runs); its exit code."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if ready():
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    return proc.wait()
 
 
 def dead_pid() -> int:

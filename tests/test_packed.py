@@ -28,6 +28,7 @@ from scaling.run.single import train_run
 from scaling.run.step import build_optimizer
 from tests.helpers import (
     ONE_THREAD,
+    PACK_RTOL,
     SMALL_MODEL,
     TINY_DATA,
     TINY_HPARAMS_GRID,
@@ -40,7 +41,6 @@ from tests.helpers import (
     spawn_script,
 )
 
-PACK_RTOL = 2e-4  # loss curves of packed vs single runs at stable learning rates (see the module docstring)
 # A tiny run: 32 steps of 4 x 32 tokens (d 32: a second per run on one CPU core).
 SMALL = [*SMALL_MODEL, "train.tokens=4096", "train.log_every=2", "train.eval_every=16"]
 STABLE_LRS = [1e-3, 2e-3, 3e-3, 4e-3]
@@ -111,11 +111,11 @@ def test_runs_checkpointed_at_different_steps_resume_as_separate_packs(make_cfg,
     dirs = [tmp_path / "run" / f"r{i}" for i in range(2)]
     real, calls = packed.save_checkpoint, []
 
-    def dies_between_two_runs_checkpoints(run_dir, state):
+    def dies_between_two_runs_checkpoints(run_dir, state, name="ckpt.pt"):
         calls.append(state["step"])  # r0 and r1 at step 2, then at 4, then r0 at 6 -- and r1 at 6 never comes
         if len(calls) == 6:
             raise OSError("simulated crash between two runs' checkpoints")
-        real(run_dir, state)
+        real(run_dir, state, name)
 
     monkeypatch.setattr(packed, "save_checkpoint", dies_between_two_runs_checkpoints)
     with pytest.raises(OSError, match="simulated crash"):

@@ -9,6 +9,10 @@ with ==. Only timing keys (wall and train time, tokens/s, start-up) and the bran
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -17,17 +21,20 @@ from scaling.run.single import train_run
 from scaling.run.trunk import TRUNK_RECORD, branch_point, train_trunk
 from tests.helpers import (
     ONE_THREAD,
+    ROOT,
     SMALL_MODEL,
     TIMING,
     TINY_DATA,
     TINY_HPARAMS_GRID,
     TINY_SWEEP,
+    killed_when,
     metrics,
     python_m,
     record,
     records,
     run_cmd,
     spawn_script,
+    torchrun_script,
     without,
 )
 
@@ -116,21 +123,6 @@ train_trunk(cfgs, [out / f"r{i}" for i in range(3)], out / "trunks" / "t", "t")
 """
 
 
-def _killed_when(proc, ready, timeout: float = 120.0) -> int:
-    """SIGKILL proc as soon as ready() holds (as kill -9 would: no cleanup runs)."""
-    import os
-    import signal
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        if ready():
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    return proc.wait()
-
-
 @pytest.mark.slow
 def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(tmp_path, cache_dir):
     overrides = [*TINY_DATA, f"data.cache_dir={cache_dir}", "train.progress=false", *SMALL, "train.ckpt_every_s=0"]
@@ -151,7 +143,7 @@ def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(
         lambda: rows(out / "r2" / "metrics.jsonl") >= 19,  # in branch r2's decay
     ]
     for k, ready in enumerate(kills):
-        assert _killed_when(spawn_script(script, out, overrides), ready) == -9, (
+        assert killed_when(spawn_script(script, out, overrides), ready) == -9, (
             f"kill {k} came too late: the run had finished"
         )
     again = spawn_script(script, out, overrides)
@@ -201,3 +193,81 @@ def test_a_reused_hparams_sweep_through_joblib_records_branches_equal_to_their_r
     cfg = OmegaConf.load(tmp_path / "sweep" / one["run_id"] / "config.yaml")
     alone = train_run(cfg, tmp_path / "alone")
     same(alone, recs[one["run_id"]])
+
+
+# ---- a trunk over two ranks: DDP, and FSDP2 (branch points and snapshots as sharded checkpoints) ----
+
+
+def two_ranks(script_dir: Path, out: Path, overrides: list[str]) -> None:
+    """KILL_SCRIPT's trunk and branches trained by 2 gloo ranks to the end."""
+    script = script_dir / "trunk.py"
+    script.write_text(KILL_SCRIPT)
+    r = run_cmd(torchrun_script(script, out, overrides), env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_a_trunk_over_two_ranks_gives_the_branches_of_one_process(make_cfg, tmp_path, cache_dir, mode):
+    """The tolerances of tests/test_parallel.py (two ranks sum gradients in another fp32 order than one process):
+    losses equal to 1e-6 over the first steps, 1e-4 later, final losses 2e-4 (measured here: 1.4e-7 and 5e-8)."""
+    cfgs = [make_cfg(*SMALL, f"train.tokens={t}", f"run.id=r{i}") for i, t in enumerate(TOKENS)]
+    single = train_trunk(cfgs, [tmp_path / "single" / f"r{i}" for i in range(3)], tmp_path / "single" / "t", "t")
+    out = tmp_path / mode
+    two_ranks(tmp_path, out, [*TINY_DATA, f"data.cache_dir={cache_dir}", *SMALL, f"train.parallel={mode}"])
+    for i, want in enumerate(single):
+        got = record(out / f"r{i}")
+        assert got["status"] == "completed" and got["parallel"] == mode and got["world_size"] == 2
+        for key in ("D", "config_hash", "trunk", "shared_tokens", "C_spent"):
+            assert got[key] == want[key], key
+        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=2e-4)
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=2e-4)
+        a, b = metrics(tmp_path / "single" / f"r{i}"), metrics(out / f"r{i}")
+        assert [r["step"] for r in a] == [r["step"] for r in b]
+        for x, y in zip(a, b, strict=True):
+            assert y["loss"] == pytest.approx(x["loss"], rel=1e-6 if x["step"] <= 12 else 1e-4), x["step"]
+    trunk_dir = out / "trunks" / "t"
+    assert json.loads((trunk_dir / TRUNK_RECORD).read_text())["status"] == "completed"
+    assert not list(trunk_dir.glob("branch_*")) and not (trunk_dir / "snapshot").exists()  # nothing left behind
+
+
+@pytest.mark.slow
+def test_an_fsdp_trunk_killed_in_a_branch_resumes_from_its_sharded_checkpoints(tmp_path, cache_dir):
+    """kill -9 of torchrun and both ranks while branch r1 trains: the rerun resumes r1 from its own sharded
+    checkpoint and the trunk from its sharded branch point, to the records of an uninterrupted run."""
+    from tests.test_parallel import _alive, _descendants
+
+    overrides = [*TINY_DATA, f"data.cache_dir={cache_dir}", *SMALL, "train.parallel=fsdp", "train.ckpt_every_s=0"]
+    two_ranks(tmp_path, tmp_path / "ref", overrides)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        torchrun_script(tmp_path / "trunk.py", out, overrides),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=os.environ | ONE_THREAD,
+    )
+    rows = out / "r1" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:  # r1's decay (its branch point is 32), checkpointed
+        if (out / "r1" / "ckpt_dcp.json").exists() and rows.exists() and len(rows.read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.05)
+    victims = [proc.pid, *_descendants(proc.pid)]  # as a node failure would: no handler runs
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    while any(_alive(pid) for pid in victims):
+        time.sleep(0.05)
+    assert not (out / "r1" / "result.json").exists(), "killed too late: r1 had finished"
+    assert list((out / "trunks" / "t").glob("branch_*/ckpt_dcp.json"))  # the sharded branch point it resumes from
+    r = run_cmd(torchrun_script(tmp_path / "trunk.py", out, overrides), env=ONE_THREAD)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for i in range(3):
+        want, got = record(tmp_path / "ref" / f"r{i}"), record(out / f"r{i}")
+        assert got["status"] == "completed" and got["D"] == want["D"] and got["shared_tokens"] == want["shared_tokens"]
+        assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-6)  # as tests/test_parallel.py's resume
+        steps = [row["step"] for row in metrics(out / f"r{i}")]
+        assert steps == sorted(set(steps)) == [row["step"] for row in metrics(tmp_path / "ref" / f"r{i}")]
+    assert not list((out / "trunks" / "t").glob("branch_*"))

@@ -87,6 +87,12 @@ def has_checkpoint(run_dir: Path, config_hash: str, name: str = CKPT_NAME) -> bo
     }
 
 
+def drop_checkpoint(run_dir: Path, name: str) -> None:
+    """Remove checkpoint `name` and its sidecar (the sidecar last: a kill in between leaves no file that could load)."""
+    (run_dir / name).unlink(missing_ok=True)
+    (run_dir / sidecar(name)).unlink(missing_ok=True)
+
+
 def _nbytes(obj: Any) -> int:
     """Bytes of the tensors in a (nested) state dict: what a checkpoint needs on disk, roughly."""
     if isinstance(obj, torch.Tensor):

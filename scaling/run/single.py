@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 from model import LLaMA
-from scaling.run.checkpoint import CKPT_NAME, load_checkpoint, save_checkpoint
+from scaling.run.checkpoint import CKPT_NAME, drop_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
+from scaling.run.distributed import barrier
 from scaling.run.lifecycle import RunDir
 from scaling.run.loop import (
     LoopSpec,
@@ -36,12 +39,15 @@ from scaling.run.parallel import (
     load_sharded,
     save_sharded,
     shard,
+    sharded_meta,
     wrap_ddp,
 )
 from scaling.run.setup import RunSetup, loop_spec, setup_run
 from scaling.run.step import Batch, StepOutput, TrainStep, build_optimizer
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_NAME = "snapshot"  # a sharded run's copy of its state while a branch borrows the model (scaling.run.trunk)
 
 
 def train_run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -93,20 +99,52 @@ class SingleStepper:
         # Fixed, evenly spaced validation windows; ValSet knows their exact byte count for bits per byte.
         self.val_set = run.data.val_set(seq_len=seq_len, eval_tokens=run.train.eval_tokens, batch_seqs=self.micro_seqs)
 
-    def resume(self, run_dir: Path | None = None, config_hash: str | None = None, name: str = CKPT_NAME) -> LoopState:
-        """Load a checkpoint (by default the run's own) and return its loop state; step 0 when there is none."""
-        run = self.run
-        run_dir, config_hash = run_dir or run.run_dir, config_hash or run.config_hash
-        if run.parallel == "fsdp":
-            meta = load_sharded(run_dir, self.model, self.optimizer, config_hash)
+    def resume(self) -> LoopState:
+        """The run's own checkpoint, if any: its loop state; step 0 when there is none."""
+        return self.load(0, self.run.run_dir, self.run.config_hash)
+
+    def load(self, k: int, run_dir: Path, config_hash: str, name: str = CKPT_NAME) -> LoopState:
+        """Load checkpoint `name` of run_dir (a run's own, or its trunk's at a branch point) into the model and
+        optimizer; its loop state, step 0 (and nothing loaded) when there is none. One row: k is 0."""
+        if self.run.parallel == "fsdp":
+            meta = load_sharded(sharded_place(run_dir, name), self.model, self.optimizer, config_hash)
             return loop_state_from(meta) if meta else LoopState()
         ckpt = load_checkpoint(run_dir, config_hash, name)
         return restore_state(self.model, self.optimizer, ckpt) if ckpt else LoopState()
 
-    def snapshot(self) -> tuple[dict, dict]:
+    def has(self, run_dir: Path, config_hash: str, name: str = CKPT_NAME) -> bool:
+        """Whether run_dir holds checkpoint `name` of this config, in this run's format (single file or sharded)."""
+        if self.run.parallel == "fsdp":
+            return sharded_meta(sharded_place(run_dir, name), config_hash) is not None
+        return has_checkpoint(run_dir, config_hash, name)
+
+    def drop(self, run_dir: Path, name: str) -> None:
+        """Remove checkpoint `name` (rank 0, once every rank is past using it)."""
+        barrier(self.run.dist_env)
+        if not self.run.dist_env.is_main:
+            return
+        if self.run.parallel == "fsdp":
+            shutil.rmtree(sharded_place(run_dir, name), ignore_errors=True)
+        else:
+            drop_checkpoint(run_dir, name)
+
+    def snapshot(self) -> Any:
+        """The weights and optimizer state to come back to after a branch: a copy in memory, or for a sharded run
+        a sharded checkpoint in the run dir (each rank writes its shards; nothing is gathered, nothing doubles in
+        device memory)."""
+        if self.run.parallel == "fsdp":
+            place = self.run.run_dir / SNAPSHOT_NAME
+            meta = {"config_hash": self.run.config_hash, "step": 0}
+            save_sharded(place, self.model, self.optimizer, meta, self.run.dist_env)
+            return place
         return copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.optimizer.state_dict())
 
-    def restore(self, snap: tuple[dict, dict]) -> None:
+    def restore(self, snap: Any) -> None:
+        if self.run.parallel == "fsdp":
+            if load_sharded(snap, self.model, self.optimizer, self.run.config_hash) is None:
+                raise RuntimeError(f"the snapshot {snap} could not be read back")
+            self.drop(snap.parent, snap.name)
+            return
         self.model.load_state_dict(snap[0])
         self.optimizer.load_state_dict(snap[1])
 
@@ -139,9 +177,16 @@ class SingleStepper:
         member.state.wall_time_s = member.dir.wall_time()
         run, path = self.run, member.dir.path
         if run.parallel == "fsdp":  # collective: every rank writes its shards
-            save_sharded(path, self.model, self.optimizer, loop_meta(member.spec, member.state), run.dist_env)
+            meta = loop_meta(member.spec, member.state)
+            save_sharded(sharded_place(path, name), self.model, self.optimizer, meta, run.dist_env)
         elif run.dist_env.is_main:
             save_checkpoint(path, checkpoint_state(self.model, self.optimizer, member.spec, member.state), name)
+
+
+def sharded_place(run_dir: Path, name: str) -> Path:
+    """Where a sharded checkpoint named like a single-file one lives: the run's own (ckpt.pt) in the run dir, any
+    other (a trunk's branch_<step>.pt) in a directory of its stem, each with its ckpt_dcp/ and ckpt_dcp.json."""
+    return run_dir if name == CKPT_NAME else run_dir / Path(name).stem
 
 
 def train_claimed(

@@ -34,9 +34,7 @@ class PackedParams:
         self.n_decay = sum(p.numel() for _, p in named if p.dim() >= 2)
         self.flat = torch.empty(len(rows), off, device=device)
         for k, row in enumerate(rows):
-            for n in self.names:
-                a, b = self.offsets[n]
-                self.flat[k, a:b] = row[n].reshape(-1).to(device)
+            self.set_row(k, row)
         self._make_views()
 
     @property
@@ -49,6 +47,13 @@ class PackedParams:
             n: self.flat[:, a:b].view(K, *self.shapes[n]).detach().requires_grad_()
             for n, (a, b) in self.offsets.items()
         }
+
+    def set_row(self, k: int, row: dict[str, torch.Tensor]) -> None:
+        """Row k's parameters from a run's named tensors (copied into the flat buffer: the views see them)."""
+        with torch.no_grad():
+            for n in self.names:
+                a, b = self.offsets[n]
+                self.flat[k, a:b] = row[n].reshape(-1).to(self.flat.device)
 
     def row(self, k: int) -> dict[str, torch.Tensor]:
         return {n: self.flat[k, a:b].view(self.shapes[n]) for n, (a, b) in self.offsets.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from model import LLaMA
 from scaling.base.lock import RunLocked
-from scaling.run.checkpoint import load_checkpoint, save_checkpoint
+from scaling.run.checkpoint import CKPT_NAME, drop_checkpoint, has_checkpoint, load_checkpoint, save_checkpoint
 from scaling.run.distributed import Dist
 from scaling.run.lifecycle import RunDir
 from scaling.run.loop import LoopState, Member, checkpoint_state, evaluate, restore_state, run_loop
@@ -95,41 +96,61 @@ def train_pack(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path]) -> list[dic
     return [results[i] for i in range(len(cfgs))]
 
 
+@dataclass
+class Start:
+    """Where a row of a pack starts: its loop state, weights and AdamW moments (none before the first step)."""
+
+    state: LoopState
+    row: dict[str, torch.Tensor]
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def pack_template(first: RunSetup) -> tuple[LLaMA, torch.optim.Optimizer, dict[str, torch.Tensor]]:
+    """The single-run model and optimizer a pack evaluates and checkpoints its rows through, and the init every run
+    of the pack starts from (the runs share their seed)."""
+    torch.manual_seed(first.seed)
+    template = LLaMA(first.model_cfg).to(first.device)
+    init = {n: t.detach().clone() for n, t in template.named_parameters()}
+    optim = first.optim
+    opt = build_optimizer(template, optim.lr, optim.betas, optim.eps, optim.weight_decay, first.device)
+    return template, opt, init
+
+
+def fresh(init: dict[str, torch.Tensor]) -> Start:
+    """A row that starts at step 0 from the pack's init (a state of its own: the loop updates it in place)."""
+    return Start(LoopState(), init, {})
+
+
+def read_start(
+    template: LLaMA, opt: torch.optim.Optimizer, run_dir: Path, config_hash: str, name: str = CKPT_NAME
+) -> Start | None:
+    """A single-run checkpoint (a run's own, or a trunk's branch point) as a pack row; None without a usable one."""
+    ckpt = load_checkpoint(run_dir, config_hash, name)
+    if not ckpt:
+        return None
+    state = restore_state(template, opt, ckpt)
+    row = {n: t.detach().clone() for n, t in template.named_parameters()}
+    moments = {
+        n: (opt.state[p]["exp_avg"].clone(), opt.state[p]["exp_avg_sq"].clone())
+        for n, p in template.named_parameters()
+        if p in opt.state
+    }
+    opt.state.clear()
+    return Start(state, row, moments)
+
+
 def _train_claimed(dirs: dict[int, RunDir], results: dict[int, dict], ids: dict[int, str]) -> None:
     """Restore each run from its checkpoint (or the pack's shared init), then train the runs in groups that stand at
     the same step; a failure is recorded in every run of its group that has no record yet."""
     first = next(iter(dirs.values())).run
-    torch.manual_seed(first.seed)
-    template = LLaMA(first.model_cfg).to(first.device)  # the init every run of the pack starts from (same seed)
-    init = {n: t.detach().clone() for n, t in template.state_dict().items()}
-    opt = build_optimizer(
-        template, first.optim.lr, first.optim.betas, first.optim.eps, first.optim.weight_decay, first.device
-    )
-    starts: dict[int, tuple[LoopState, dict, dict]] = {}
-    for i, rd in dirs.items():
-        ckpt = load_checkpoint(rd.path, rd.run.config_hash)
-        if ckpt:
-            state = restore_state(template, opt, ckpt)
-            row = {n: t.detach().clone() for n, t in template.named_parameters()}
-            moments = {
-                n: (opt.state[p]["exp_avg"].clone(), opt.state[p]["exp_avg_sq"].clone())
-                for n, p in template.named_parameters()
-                if p in opt.state
-            }
-            opt.state.clear()
-            starts[i] = (state, row, moments)
-        else:
-            starts[i] = (LoopState(), init, {})
-    by_step: dict[int, list[int]] = {}
-    for i, (state, _, _) in starts.items():
-        by_step.setdefault(state.step, []).append(i)
-    for step in sorted(by_step):
-        group = by_step[step]
+    template, opt, init = pack_template(first)
+    starts = {i: read_start(template, opt, rd.path, rd.run.config_hash) or fresh(init) for i, rd in dirs.items()}
+    for group in by_step(starts):
         for i in group:
             dirs[i].extra["packed_with"] = [ids[j] for j in group if j != i]
-        members = [Member(dir=dirs[i], spec=loop_spec(dirs[i].run), state=starts[i][0]) for i in group]
+        members = [Member(dir=dirs[i], spec=loop_spec(dirs[i].run), state=starts[i].state) for i in group]
         try:
-            stepper = PackStepper(members, [starts[i][1] for i in group], [starts[i][2] for i in group], template, opt)
+            stepper = PackStepper(members, [starts[i] for i in group], template, opt)
             for m in members:
                 m.dir.open(m.state)
             run_loop(members, stepper, stepper.micro_batch, Dist(), first.device, progress=first.train.progress)
@@ -146,24 +167,26 @@ def _train_claimed(dirs: dict[int, RunDir], results: dict[int, dict], ids: dict[
                 dirs[i].close()
 
 
+def by_step(starts: dict[int, Start]) -> list[list[int]]:
+    """The rows that stand at one step (they share their batches from there), earliest step first: rows whose
+    checkpoints a kill left at different steps train as separate packs."""
+    groups: dict[int, list[int]] = {}
+    for i, start in starts.items():
+        groups.setdefault(start.state.step, []).append(i)
+    return [groups[s] for s in sorted(groups)]
+
+
 class PackStepper:
     """The Stepper of a pack: one PackedStep over K rows; a row is put into the single-run template model and
     optimizer to evaluate it with the trainer's own `evaluate` and to checkpoint it in the single-run format."""
 
-    def __init__(
-        self,
-        members: Sequence[Member],
-        rows: Sequence[dict],
-        moments: Sequence[dict],
-        template: LLaMA,
-        opt: torch.optim.Optimizer,
-    ):
+    def __init__(self, members: Sequence[Member], starts: Sequence[Start], template: LLaMA, opt: torch.optim.Optimizer):
         first = members[0].dir.run
         self.first, self.template, self.opt = first, template, opt
         self.device, self.amp = first.device, first.amp
         cfg = first.model_cfg
         self.runs = [m.dir.run for m in members]
-        self.params = PackedParams(template, rows, self.device)
+        self.params = PackedParams(template, [s.row for s in starts], self.device)
         self.adam = PackedAdamW(
             len(members),
             self.params.flat.shape[1],
@@ -173,10 +196,8 @@ class PackStepper:
             self.device,
         )
         self.adam.steps = members[0].state.step
-        for k, mom in enumerate(moments):
-            for n, (m1, m2) in mom.items():
-                a, b = self.params.offsets[n]
-                self.adam.m[k, a:b], self.adam.v[k, a:b] = m1.reshape(-1), m2.reshape(-1)
+        for k, start in enumerate(starts):
+            self._put_moments(k, start.moments)
         self.step = PackedStep(
             self.params,
             self.adam,
@@ -192,6 +213,11 @@ class PackStepper:
         self.val_set = first.data.val_set(
             seq_len=cfg.seq_len, eval_tokens=first.train.eval_tokens, batch_seqs=self.micro_seqs
         )
+
+    def _put_moments(self, k: int, moments: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        for n, (m1, m2) in moments.items():
+            a, b = self.params.offsets[n]
+            self.adam.m[k, a:b], self.adam.v[k, a:b] = m1.reshape(-1), m2.reshape(-1)
 
     def micro_batch(self, step: int, micro: int) -> Batch:
         f = self.first
@@ -242,10 +268,30 @@ class PackStepper:
         self.load_row(k)
         return evaluate(self.template, self.val_set.batches(), self.device, self.amp, Dist())
 
-    def save(self, k: int, member: Member) -> None:
+    def save(self, k: int, member: Member, name: str = CKPT_NAME) -> None:
+        """Checkpoint row k as `member`'s, in the single-run format (into its dir, under its config hash)."""
         member.state.wall_time_s = member.dir.wall_time()
         self.load_row(k)
-        save_checkpoint(member.dir.path, checkpoint_state(self.template, self.opt, member.spec, member.state))
+        save_checkpoint(member.dir.path, checkpoint_state(self.template, self.opt, member.spec, member.state), name)
+
+    def load(self, k: int, run_dir: Path, config_hash: str, name: str = CKPT_NAME) -> LoopState:
+        """Row k from a single-run checkpoint (a branch's own, or its trunk's at the branch point): its loop state;
+        step 0 and the row unchanged without a usable one. The pack's rows stand at one step: the loaded one."""
+        start = read_start(self.template, self.opt, run_dir, config_hash, name)
+        if start is None:
+            return LoopState()
+        self.params.set_row(k, start.row)
+        self.adam.m[k].zero_()
+        self.adam.v[k].zero_()
+        self._put_moments(k, start.moments)
+        self.adam.steps = start.state.step
+        return start.state
+
+    def has(self, run_dir: Path, config_hash: str, name: str = CKPT_NAME) -> bool:
+        return has_checkpoint(run_dir, config_hash, name)
+
+    def drop(self, run_dir: Path, name: str) -> None:
+        drop_checkpoint(run_dir, name)
 
 
 def pack_job(cfg: DictConfig, sweep_dir: Path) -> list[dict]:
