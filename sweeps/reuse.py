@@ -94,7 +94,9 @@ def plan_trunks(
                 points[i] = replace(points[i], warmup=w)
         first = points[members[-1]]
         s = first.shape
-        trunks.append(Trunk(tuple(members), f"trunk_L{s.n_layer}_D{s.d_model}_B{first.batch_size}_lr{first.lr:.3g}"))
+        seed = first.run_id[first.run_id.rfind("_seed") :] if "_seed" in first.run_id else ""  # sweeps.seeds' suffix
+        name = f"trunk_L{s.n_layer}_D{s.d_model}_B{first.batch_size}_lr{first.lr:.3g}{seed}"
+        trunks.append(Trunk(tuple(members), name))
     return points, trunks
 
 

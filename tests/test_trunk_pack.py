@@ -282,3 +282,16 @@ def test_a_reused_and_packed_hparams_sweep_trains_its_trunks_in_packs_and_reruns
 
     alone = train_run(OmegaConf.load(tmp_path / "sweep" / rid / "config.yaml"), tmp_path / "alone")
     assert_same_run(alone, recs[rid], tmp_path / "alone", tmp_path / "sweep" / rid)
+
+
+def test_each_seed_of_a_point_trains_its_own_trunk_dir():
+    """With sweep.seeds=2 the two seeds of a (batch, lr) are two trunks; one id would make them share a trunk dir."""
+    from sweeps.reuse import plan_trunks
+    from sweeps.seeds import with_seeds
+
+    points, trunks = reused_points()
+    seeded, seeded_trunks = plan_trunks(with_seeds(points, 2, 1337), 0.1, 2000)
+    ids = [t.id for t in seeded_trunks]
+    assert len(ids) == 2 * len(trunks) and len(set(ids)) == len(ids)
+    for t in seeded_trunks:  # a trunk serves one seed, and says which
+        assert len({seeded[i].seed for i in t.members}) == 1
