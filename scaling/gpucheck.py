@@ -130,8 +130,27 @@ def fsdp_smoke(device: torch.device) -> str:
 
 def run_sweep(out: Path, budget: float, shapes: int, cpu: bool) -> dict[str, str]:
     """An IsoFLOP sweep at one budget and analysis.fit on it; returns key=value results."""
-    repo = Path(__file__).resolve().parent.parent
     sweep_dir = out / "isoflop"
+    t0 = time.perf_counter()
+    sweep = _launch_sweep(sweep_dir, budget, shapes, cpu)
+    sweep_s = time.perf_counter() - t0
+    results = [json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")]
+    done = [r for r in results if r.get("status") == "completed"]
+    try:  # the runs the sweep planned: distinct shapes can be fewer than --shapes at small budgets
+        planned = len((sweep_dir / "plan.csv").read_text().splitlines()) - 1
+    except OSError:
+        planned = shapes
+    kv = {"sweep_runs": f"{len(done)}/{planned}", "sweep_s": f"{sweep_s:.0f}", "sweep_exit": str(sweep.returncode)}
+    if done:
+        best = min(done, key=lambda r: r["val_loss"])
+        kv |= {"sweep_best_loss": f"{best['val_loss']:.4f}", "sweep_best_M": f"{best['M']:.3g}"}
+    if len(done) >= 3:  # the budget's IsoFLOP parabola, fitted by the analysis's own code (no law from one budget)
+        kv |= _fit_kv(done)
+    return kv
+
+
+def _launch_sweep(sweep_dir: Path, budget: float, shapes: int, cpu: bool) -> subprocess.CompletedProcess:
+    """`python -m scaling.sweep +isoflop=<budget>` into sweep_dir, at toy sizes on a CPU."""
     overrides = (
         [
             "sweep.shape_rule=width",  # 2 layers, width varies: five distinct toy shapes at a toy budget
@@ -145,8 +164,7 @@ def run_sweep(out: Path, budget: float, shapes: int, cpu: bool) -> dict[str, str
         if cpu
         else ["sweep.shape_rule=gpu", "model.seq_len=512", "data.vocab_size=8192", "train.eval_tokens=262144"]
     )
-    t0 = time.perf_counter()
-    sweep = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -157,41 +175,32 @@ def run_sweep(out: Path, budget: float, shapes: int, cpu: bool) -> dict[str, str
             "train.progress=false",
             *overrides,
         ],
-        cwd=repo,
+        cwd=Path(__file__).resolve().parent.parent,
         text=True,
     )
-    sweep_s = time.perf_counter() - t0
-    results = [json.loads(p.read_text()) for p in sweep_dir.glob("*/result.json")]
-    done = [r for r in results if r.get("status") == "completed"]
-    try:  # the runs the sweep planned: distinct shapes can be fewer than --shapes at small budgets
-        planned = len((sweep_dir / "plan.csv").read_text().splitlines()) - 1
-    except OSError:
-        planned = shapes
-    kv = {"sweep_runs": f"{len(done)}/{planned}", "sweep_s": f"{sweep_s:.0f}", "sweep_exit": str(sweep.returncode)}
-    if done:
-        best = min(done, key=lambda r: r["val_loss"])
-        kv |= {"sweep_best_loss": f"{best['val_loss']:.4f}", "sweep_best_M": f"{best['M']:.3g}"}
-    if len(done) >= 3:  # the budget's IsoFLOP parabola, fitted by the analysis's own code (no law from one budget)
-        import numpy as np
 
-        from analysis.isoflop import fit_budget
 
-        fit = fit_budget(
-            np.log10([r["M"] for r in done]),
-            np.array([r["C"] for r in done]),
-            np.array([r["val_loss"] for r in done]),
-            200,
-            np.random.default_rng(0),
-        )
-        ci = fit.get("ci95", {}).get("M_opt")
-        kv |= {
-            "fit_M_opt": f"{fit['M_opt']:.3g}" if fit["M_opt"] else "none",
-            "fit_M_opt_ci95": f"{ci[0]:.3g}..{ci[1]:.3g}" if ci else "none",
-            "fit_warnings": str(len(fit["warnings"])),
-        }
-        for warning in fit["warnings"]:
-            print(f"{PROG}: IsoFLOP fit: {warning}")
-    return kv
+def _fit_kv(done: list[dict]) -> dict[str, str]:
+    """The IsoFLOP parabola of the completed runs (M_opt and its bootstrap CI); its warnings are printed."""
+    import numpy as np
+
+    from analysis.isoflop import fit_budget
+
+    fit = fit_budget(
+        np.log10([r["M"] for r in done]),
+        np.array([r["C"] for r in done]),
+        np.array([r["val_loss"] for r in done]),
+        200,
+        np.random.default_rng(0),
+    )
+    ci = fit.get("ci95", {}).get("M_opt")
+    for warning in fit["warnings"]:
+        print(f"{PROG}: IsoFLOP fit: {warning}")
+    return {
+        "fit_M_opt": f"{fit['M_opt']:.3g}" if fit["M_opt"] else "none",
+        "fit_M_opt_ci95": f"{ci[0]:.3g}..{ci[1]:.3g}" if ci else "none",
+        "fit_warnings": str(len(fit["warnings"])),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

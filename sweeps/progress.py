@@ -275,51 +275,56 @@ def _mismatch(rec: dict, plan_row: dict[str, str]) -> str:
 def run_state(
     run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None, now: float, stall_s: float
 ) -> Run:
+    """One run's state from its files: its record when that settles it, else its log's age and its lock."""
     if "result.json" in names:
-        try:
-            rec = json.loads(read_capped(os.path.join(run_dir, "result.json"), RECORD_CAP))
-            status = rec["status"]
-        except (NotARegularFile, FileTooBig) as e:  # a FIFO would block, a 1 GB record would cost GBs: named
-            return Run(rid, run_dir, "problem", note=f"{_short(e, run_dir)}; not counted as done")
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return Run(
-                rid, run_dir, "problem", note=f"result.json unreadable ({type(e).__name__}); not counted as done"
-            )
-        if "config.yaml" not in names:
-            return Run(rid, run_dir, "problem", note="no config.yaml: the run cannot be reproduced or resumed")
-        if status not in ("completed", "diverged", "failed", "running"):  # what scaling.train writes
-            return Run(rid, run_dir, "problem", note=f"result.json has an unknown status {status!r}; not counted")
-        if plan_row is not None and (diff := _mismatch(rec, plan_row)):
-            return Run(rid, run_dir, "problem", note=f"does not match plan.csv ({diff})")
-        retrying = status == "failed" and _lock_state(run_dir, names) == "live"  # a rerun is training it again
-        if status in ("completed", "diverged", "failed") and not retrying:
-            err = str(rec.get("error") or "").splitlines()
-            note = err[0][:160] if err and status != "completed" else ""
-            return Run(
-                rid,
-                run_dir,
-                status,
-                done_frac=1.0 if status == "completed" else None,
-                note=note,
-                wall_s=_machine_seconds(rec),
-                C=_num(rec.get("C")),
-            )
+        recorded = _recorded_state(run_dir, rid, names, plan_row)
+        if recorded is not None:
+            return recorded
         # a failed run being retrained, or a "running" record: its log tells the state
     if "config.yaml" not in names:
         return Run(rid, run_dir, "problem", note="no config.yaml (half-created or copied run dir); not counted")
-    join = os.path.join
-    rows, note = tail_rows(join(run_dir, "metrics.jsonl")) if "metrics.jsonl" in names else ([], "")
+    return _logged_state(run_dir, rid, names, plan_row, now, stall_s)
+
+
+def _recorded_state(run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None) -> Run | None:
+    """The state a run's result.json settles (finished, or a problem with it); None when its log must tell."""
+    try:
+        rec = json.loads(read_capped(os.path.join(run_dir, "result.json"), RECORD_CAP))
+        status = rec["status"]
+    except (NotARegularFile, FileTooBig) as e:  # a FIFO would block, a 1 GB record would cost GBs: named
+        return Run(rid, run_dir, "problem", note=f"{_short(e, run_dir)}; not counted as done")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return Run(rid, run_dir, "problem", note=f"result.json unreadable ({type(e).__name__}); not counted as done")
+    if "config.yaml" not in names:
+        return Run(rid, run_dir, "problem", note="no config.yaml: the run cannot be reproduced or resumed")
+    if status not in ("completed", "diverged", "failed", "running"):  # what scaling.train writes
+        return Run(rid, run_dir, "problem", note=f"result.json has an unknown status {status!r}; not counted")
+    if plan_row is not None and (diff := _mismatch(rec, plan_row)):
+        return Run(rid, run_dir, "problem", note=f"does not match plan.csv ({diff})")
+    retrying = status == "failed" and _lock_state(run_dir, names) == "live"  # a rerun is training it again
+    if status not in ("completed", "diverged", "failed") or retrying:
+        return None
+    err = str(rec.get("error") or "").splitlines()
+    note = err[0][:160] if err and status != "completed" else ""
+    return Run(
+        rid,
+        run_dir,
+        status,
+        done_frac=1.0 if status == "completed" else None,
+        note=note,
+        wall_s=_machine_seconds(rec),
+        C=_num(rec.get("C")),
+    )
+
+
+def _logged_state(
+    run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None, now: float, stall_s: float
+) -> Run:
+    """An unfinished run's state from its log's last rows and age and its lock: running, stalled or interrupted."""
+    rows, note = tail_rows(os.path.join(run_dir, "metrics.jsonl")) if "metrics.jsonl" in names else ([], "")
     if " not a regular file" in note:  # a FIFO or device named metrics.jsonl: named, never read, not progress
         return Run(rid, run_dir, "problem", note=_short(note, run_dir))
-    last_write = (
-        max(
-            t
-            for t in (_mtime(join(run_dir, n)) for n in ("metrics.jsonl", "config.yaml", "ckpt.pt") if n in names)
-            if t is not None
-        )
-        if names & RUN_FILES
-        else None
-    )
+    last_write = _last_write(run_dir, names)
     idle = now - last_write if last_write is not None else None
     total = _planned_tokens(run_dir, plan_row)
     tokens = _num(rows[0].get("tokens")) if rows else None
@@ -340,6 +345,17 @@ def run_state(
         state = "running"
     proc = _holder_id(run_dir) if state == "running" and lock == "live" else None
     return Run(rid, run_dir, state, done_frac=frac, tokens_per_s=tok_s, eta_s=eta, idle_s=idle, note=note, proc=proc)
+
+
+def _last_write(run_dir: str, names: set[str]) -> float | None:
+    """When the run last wrote one of its files (its log, config or checkpoint), None when it has none."""
+    if not names & RUN_FILES:
+        return None
+    return max(
+        t
+        for t in (_mtime(os.path.join(run_dir, n)) for n in ("metrics.jsonl", "config.yaml", "ckpt.pt") if n in names)
+        if t is not None
+    )
 
 
 def _holder_id(run_dir: str) -> str | None:

@@ -8,6 +8,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -188,15 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     device = torch.device(args.device)
     amp = resolve_amp(args.dtype or "auto", device)  # the runs' rule: bf16 autocast on CUDA, fp32 on CPU
     dtype = "bf16" if amp else "fp32"
-    cfg = load_model_config(
-        args.model,
-        vocab_size=args.vocab,
-        seq_len=args.seq_len,
-        d_model=args.d_model,
-        n_layer=args.n_layer,
-        n_head=args.n_head,
-        n_kv_head=args.n_head,
-    )
+    cfg = _bench_config(args)
     flops = count_flops(cfg)
     tokens = args.batch_seqs * cfg.seq_len
     torch.manual_seed(0)
@@ -214,14 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
     step_flops = flops.train_flops_per_token * tokens
     achieved, peak = step_flops / t["ours"], square_flops / t["square"]
     gemm_rate = gemm_flops / t["gemms"]
-    load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
-    print(
-        f"model {args.model}: {cfg.n_layer} layers, d {cfg.d_model}, {cfg.n_head} heads ({cfg.n_kv_head} kv), "
-        f"ffn {cfg.ffn_hidden}, vocab {cfg.vocab_size}, seq {cfg.seq_len}; {tokens} tokens/step; {device} {dtype}"
-        f"{' compiled' if args.compile else ''}; {torch.get_num_threads()} threads; {load}"
-    )
-    if device.type == "cpu" and torch.get_num_threads() > 1 and load_before >= (os.cpu_count() or 1) - 0.5:
-        print("note: other processes are using the cores; multi-threaded steps stall on them (see --help: Threads)")
+    _print_header(args, cfg, tokens, device, dtype, load_before)
     _print_steps(t, steps, warm_s, tokens, args)
     print(
         f"FLOPs/step {step_flops:.3g} (M + LM head); ours achieves {achieved / 1e9:.1f} GFLOP/s = "
@@ -231,10 +217,45 @@ def run(args: argparse.Namespace) -> dict[str, str]:
         f"the step's linear-layer GEMMs alone: {t['gemms'] * 1e3:.1f} ms at {gemm_rate / 1e9:.1f} GFLOP/s "
         f"({gemm_rate / peak:.0%} of the square peak); ours spends {t['ours'] / t['gemms']:.2f}x that time"
     )
-    kv = {
-        "model": args.model,
-        "device": device.type,
-        "dtype": dtype,
+    kv = {"model": args.model, "device": device.type, "dtype": dtype} | _result_kv(
+        args, tokens, t, load_before, achieved, peak
+    )
+    print(" ".join(f"{k}={v}" for k, v in kv.items()))
+    return kv
+
+
+def _bench_config(args: argparse.Namespace) -> ModelConfig:
+    """The benchmarked model: a named config with the command line's shape overrides (heads all full: no GQA)."""
+    return load_model_config(
+        args.model,
+        vocab_size=args.vocab,
+        seq_len=args.seq_len,
+        d_model=args.d_model,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        n_kv_head=args.n_head,
+    )
+
+
+def _print_header(
+    args: argparse.Namespace, cfg: ModelConfig, tokens: int, device: torch.device, dtype: str, load_before: float
+) -> None:
+    """What was measured, and on how busy a machine (the load average before and after)."""
+    load = f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus"
+    print(
+        f"model {args.model}: {cfg.n_layer} layers, d {cfg.d_model}, {cfg.n_head} heads ({cfg.n_kv_head} kv), "
+        f"ffn {cfg.ffn_hidden}, vocab {cfg.vocab_size}, seq {cfg.seq_len}; {tokens} tokens/step; {device} {dtype}"
+        f"{' compiled' if args.compile else ''}; {torch.get_num_threads()} threads; {load}"
+    )
+    if device.type == "cpu" and torch.get_num_threads() > 1 and load_before >= (os.cpu_count() or 1) - 0.5:
+        print("note: other processes are using the cores; multi-threaded steps stall on them (see --help: Threads)")
+
+
+def _result_kv(
+    args: argparse.Namespace, tokens: int, t: dict[str, float], load_before: float, achieved: float, peak: float
+) -> dict[str, Any]:
+    """The report's measured key=value pairs (after model, device, dtype): speeds, speed-ups and FLOP/s fractions."""
+    return {
         "compiled": int(args.compile),
         "threads": torch.get_num_threads(),
         "load": f"{load_before:.2f}",
@@ -248,8 +269,6 @@ def run(args: argparse.Namespace) -> dict[str, str]:
         "gemm_only_s": f"{t['gemms']:.4g}",
         "fraction_of_gemm_bound": f"{t['gemms'] / t['ours']:.3f}",
     }
-    print(" ".join(f"{k}={v}" for k, v in kv.items()))
-    return kv
 
 
 # The CPU demo's stage-1 shapes (conf/study/cpu_demo.yaml; `python -m scaling.study --dry-run`): 2 layers, seq 64,

@@ -70,35 +70,10 @@ class DataSettings:
         unknown = set(cfg) - _KEYS
         if unknown:
             raise ValueError(f"unknown data.{sorted(unknown)[0]}; the data config keys are {', '.join(sorted(_KEYS))}")
-        name = cfg.get("name")
-        if name not in CORPORA:
-            raise ValueError(
-                f"unknown corpus data.name={name!r}; use one of {', '.join(CORPORA)} "
-                "(files, hf and tokens need data.path=...)"
-            )
-        path = None if cfg.get("path") in (None, "", "???") else cfg.get("path")
-        if name in NEEDS_PATH and not path:
-            raise ValueError(f"data.name={name} needs data.path=<{_PATH_HELP[name]}>")
-        if name not in NEEDS_PATH and path:
-            raise ValueError(
-                f"data.path is only read with data.name=files, hf or tokens (got data.name={name}); use data=files"
-            )
-        vocab = cfg.get("vocab_size")
-        if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
-            raise ValueError(f"data.vocab_size={vocab!r} must be a positive integer, e.g. 2048")
-        if vocab > MAX_VOCAB:
-            raise ValueError(
-                f"data.vocab_size={vocab} exceeds 2^32, the largest vocabulary uint32 token files hold; "
-                "use a smaller tokenizer"
-            )
-        val_fraction = cfg.get("val_fraction", 0.05)
-        if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 0.5:
-            raise ValueError(f"data.val_fraction={val_fraction!r} must be a number in (0, 0.5), e.g. 0.05")
-        max_bytes = cfg.get("max_bytes")
-        if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes <= 0):
-            raise ValueError(f"data.max_bytes={max_bytes!r} must be a positive integer or null (whole corpus)")
-        tok_cfg = cfg.get("tokenizer")
-        tok, tok_file = _tokenizer(tok_cfg)
+        name, path = _corpus(cfg)
+        vocab = _vocab_size(cfg.get("vocab_size"))
+        val_fraction, max_bytes = _split_and_size(cfg)
+        tok, tok_file = _tokenizer(cfg.get("tokenizer"))
         if name == "tokens" and tok_file is None:
             raise ValueError(
                 "data=tokens needs the tokenizer the token files were made with: "
@@ -126,6 +101,46 @@ class DataSettings:
             split=cfg.get("split") or "train",
             num_proc=num_proc,
         )
+
+
+def _corpus(cfg: Mapping) -> tuple[str, Any]:
+    """(data.name, data.path or None), checked together: files, hf and tokens need a path, the others take none."""
+    name = cfg.get("name")
+    if name not in CORPORA:
+        raise ValueError(
+            f"unknown corpus data.name={name!r}; use one of {', '.join(CORPORA)} "
+            "(files, hf and tokens need data.path=...)"
+        )
+    path = None if cfg.get("path") in (None, "", "???") else cfg.get("path")
+    if name in NEEDS_PATH and not path:
+        raise ValueError(f"data.name={name} needs data.path=<{_PATH_HELP[name]}>")
+    if name not in NEEDS_PATH and path:
+        raise ValueError(
+            f"data.path is only read with data.name=files, hf or tokens (got data.name={name}); use data=files"
+        )
+    return name, path
+
+
+def _vocab_size(vocab: Any) -> int:
+    if not isinstance(vocab, int) or isinstance(vocab, bool) or vocab <= 0:
+        raise ValueError(f"data.vocab_size={vocab!r} must be a positive integer, e.g. 2048")
+    if vocab > MAX_VOCAB:
+        raise ValueError(
+            f"data.vocab_size={vocab} exceeds 2^32, the largest vocabulary uint32 token files hold; "
+            "use a smaller tokenizer"
+        )
+    return vocab
+
+
+def _split_and_size(cfg: Mapping) -> tuple[int | float, int | None]:
+    """(data.val_fraction, data.max_bytes), checked."""
+    val_fraction = cfg.get("val_fraction", 0.05)
+    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 0.5:
+        raise ValueError(f"data.val_fraction={val_fraction!r} must be a number in (0, 0.5), e.g. 0.05")
+    max_bytes = cfg.get("max_bytes")
+    if max_bytes is not None and (not isinstance(max_bytes, int) or max_bytes <= 0):
+        raise ValueError(f"data.max_bytes={max_bytes!r} must be a positive integer or null (whole corpus)")
+    return val_fraction, max_bytes
 
 
 _PATH_HELP = {

@@ -139,33 +139,15 @@ def run_loop(
     end = spec0.steps if stop_at is None else min(stop_at, spec0.steps)
     s = active[0].state.step
     if s >= spec0.steps:  # killed after the final checkpoint, before the record: evaluate and record again
-        for k, m in enumerate(active):
-            m.state.status = "completed"
-            finish(stepper, k, m)
+        _complete(stepper, active, list(range(len(active))))
         return []
-    # A live bar on a terminal only: a log file (SLURM, a redirected sweep) gets no redraws; metrics.jsonl and
-    # `python -m scaling.status` say how far a run is.
-    bar = tqdm(
-        total=spec0.steps * spec0.batch_size,
-        initial=s * spec0.batch_size,
-        unit="tok",
-        unit_scale=True,
-        dynamic_ncols=True,
-        disable=not (progress and dist_env.is_main and sys.stderr.isatty()),
-        leave=False,
-        mininterval=0.5,
-    )
+    bar = _progress_bar(spec0, s, progress and dist_env.is_main)
     last_ckpt = time.monotonic()
     started = time.perf_counter()  # start of the current stretch of training steps
     try:
         while active and s < end:
             lrs = [m.spec.lr(s) for m in active]  # the runs share their schedule's shape, not their peak lr
-            outs = stepper([micro_batch(s, micro) for micro in range(spec0.accum)], lrs)
-            s += 1
-            for m, out in zip(active, outs, strict=True):
-                m.state.step = s
-                m.window.steps.append(s)
-                m.window.outputs.append(out)
+            s = _train_step(active, stepper, micro_batch, s, lrs)
             bar.update(spec0.batch_size)
             log_due = s % spec0.log_every == 0 or s == spec0.steps
             eval_due = bool(spec0.eval_every) and s % spec0.eval_every == 0 and s < spec0.steps
@@ -175,22 +157,65 @@ def run_loop(
                 continue
             keep = _close_window(active, stepper, s, lrs, time.perf_counter() - started, log_due, eval_due, bar)
             if s == spec0.steps:
-                for k in keep:
-                    active[k].state.status = "completed"
-                    finish(stepper, k, active[k])
+                _complete(stepper, active, keep)
                 return []
-            if len(keep) < len(active):
-                stepper.keep(keep)
-                active = [active[k] for k in keep]
+            active = _keep_rows(stepper, active, keep)
             due = dist_env.is_main and time.monotonic() - last_ckpt > spec0.ckpt_every_s and s < end
             if active and any_across(due, dist_env, device):  # every rank takes part under FSDP2
-                for k, m in enumerate(active):
-                    stepper.save(k, m)
+                _save_all(stepper, active)
                 last_ckpt = time.monotonic()
             started = time.perf_counter()
     finally:
         bar.close()
     return active
+
+
+def _progress_bar(spec: LoopSpec, step: int, wanted: bool) -> Any:
+    """A live bar on a terminal only: a log file (SLURM, a redirected sweep) gets no redraws; metrics.jsonl and
+    `python -m scaling.status` say how far a run is."""
+    return tqdm(
+        total=spec.steps * spec.batch_size,
+        initial=step * spec.batch_size,
+        unit="tok",
+        unit_scale=True,
+        dynamic_ncols=True,
+        disable=not (wanted and sys.stderr.isatty()),
+        leave=False,
+        mininterval=0.5,
+    )
+
+
+def _train_step(
+    active: list[Member], stepper: Stepper, micro_batch: Callable[[int, int], Batch], s: int, lrs: list[float]
+) -> int:
+    """Optimizer step s of every active run; each run's outputs join its logging window. Returns the steps done."""
+    outs = stepper([micro_batch(s, micro) for micro in range(active[0].spec.accum)], lrs)
+    s += 1
+    for m, out in zip(active, outs, strict=True):
+        m.state.step = s
+        m.window.steps.append(s)
+        m.window.outputs.append(out)
+    return s
+
+
+def _complete(stepper: Stepper, active: list[Member], rows: list[int]) -> None:
+    """The runs at these rows reached their last step: evaluate, checkpoint and record each."""
+    for k in rows:
+        active[k].state.status = "completed"
+        finish(stepper, k, active[k])
+
+
+def _keep_rows(stepper: Stepper, active: list[Member], keep: list[int]) -> list[Member]:
+    """The active runs after a window closed: the stepper drops the rows that left (diverged)."""
+    if len(keep) == len(active):
+        return active
+    stepper.keep(keep)
+    return [active[k] for k in keep]
+
+
+def _save_all(stepper: Stepper, active: list[Member]) -> None:
+    for k, m in enumerate(active):
+        stepper.save(k, m)
 
 
 def _close_window(

@@ -104,16 +104,9 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
     entered = time.perf_counter()
     c, model_cfg, train_cfg, optim_cfg = check_config(cfg)
     chash = config_hash(c)
-    previous = read_result(out_dir)
-    held = previous.get("config_hash") if previous is not None else interrupted_hash(out_dir)
-    if held is not None and held != chash:
-        raise ValueError(
-            f"{out_dir} already holds a run with another config (hash {held} != {chash}); "
-            f"give this run another run.id / output dir instead of mixing them"
-        )
-    if previous is not None and previous.get("status") in FINISHED:
-        log.info("skip %s: already %s (val_loss %s)", out_dir, previous["status"], previous.get("val_loss"))
-        return previous | {"skipped": True}
+    finished = _finished_record(out_dir, chash)
+    if finished is not None:
+        return finished
 
     dist_env = init_distributed(resolve_device(train_cfg.device, Dist()).type)
     device = resolve_device(train_cfg.device, dist_env)
@@ -122,24 +115,12 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
     if train_cfg.threads:
         torch.set_num_threads(train_cfg.threads)
 
-    # The tokenizer cache is built once (by rank 0) and read by the others.
-    if dist_env.is_main:
-        data = prepare_data(c["data"])
-    barrier(dist_env)
-    if not dist_env.is_main:
-        data = prepare_data(c["data"])
-
+    data = _prepare_data(c["data"], dist_env)
     flops = count_flops(model_cfg)
     parallel = choose_mode(train_cfg.parallel, dist_env.world_size, int(flops.params), device)
     check_resumable(out_dir, chash, parallel)
-    D = steps * batch
-    epochs = D / data.train_tokens_count
-    if epochs > 1 and dist_env.is_main:
-        warnings.warn(
-            f"this run repeats its training data: {epochs:.2f} epochs over {data.train_tokens_count:,} "
-            f"tokens of {data.dataset_fingerprint}",
-            stacklevel=1,
-        )
+    if dist_env.is_main:
+        _warn_epochs(steps * batch, data)
 
     # Everything above is validation: the run directory is written to only after this returns.
     base = _record(c, out_dir, model_cfg, steps, batch, data, device, dist_env.world_size, chash)
@@ -162,6 +143,43 @@ def setup_run(cfg: DictConfig, out_dir: Path) -> RunSetup | dict:
         config_hash=chash,
         entered=entered,
     )
+
+
+def _finished_record(out_dir: Path, chash: str) -> dict | None:
+    """The record of a run already finished with this config in out_dir (marked skipped), None when it still has to
+    train; a run of another config there is a ValueError."""
+    previous = read_result(out_dir)
+    held = previous.get("config_hash") if previous is not None else interrupted_hash(out_dir)
+    if held is not None and held != chash:
+        raise ValueError(
+            f"{out_dir} already holds a run with another config (hash {held} != {chash}); "
+            f"give this run another run.id / output dir instead of mixing them"
+        )
+    if previous is not None and previous.get("status") in FINISHED:
+        log.info("skip %s: already %s (val_loss %s)", out_dir, previous["status"], previous.get("val_loss"))
+        return previous | {"skipped": True}
+    return None
+
+
+def _prepare_data(data_cfg: dict, dist_env: Dist) -> Any:
+    """The prepared corpus; the tokenizer cache is built once (by rank 0) and read by the others."""
+    if dist_env.is_main:
+        data = prepare_data(data_cfg)
+    barrier(dist_env)
+    if not dist_env.is_main:
+        data = prepare_data(data_cfg)
+    return data
+
+
+def _warn_epochs(D: int, data: Any) -> None:
+    """A run that repeats its training data says so: its loss is no longer a fresh-data loss."""
+    epochs = D / data.train_tokens_count
+    if epochs > 1:
+        warnings.warn(
+            f"this run repeats its training data: {epochs:.2f} epochs over {data.train_tokens_count:,} "
+            f"tokens of {data.dataset_fingerprint}",
+            stacklevel=1,
+        )
 
 
 def _record(
