@@ -1,8 +1,9 @@
 """Scaling-law analysis: load run records or published tables, fit DeepSeek/Chinchilla/Step-Law laws with
 bootstrap CIs, report, plot.
 
-Pure functions live in the submodules; `analysis.fit` wires them into the CLI and `run_analysis`; notebooks use
-`fit_runs` (analysis.api). Both are imported on first access, so `import analysis` stays light.
+Pure functions live in the submodules; `analysis.fit` wires them into the CLI and `analyse` (its options one
+`analysis.options.FitOptions`); notebooks use `fit_runs` (analysis.api). Both are imported on first access, so
+`import analysis` stays light.
 """
 
 from typing import Any
@@ -10,17 +11,17 @@ from typing import Any
 from analysis.load import load_runs
 from analysis.powerlaw import PowerLaw, fit_powerlaw
 
-__all__ = ["load_runs", "PowerLaw", "fit_powerlaw", "run_analysis", "fit_runs"]
+__all__ = ["load_runs", "PowerLaw", "fit_powerlaw", "analyse", "fit_runs"]
 
 
 def __getattr__(name: str) -> Any:
-    """`from analysis import fit_runs / run_analysis`: the real functions, imported on first use."""
+    """`from analysis import fit_runs / analyse`: the real functions, imported on first use."""
     if name == "fit_runs":
         from analysis.api import fit_runs
 
         return fit_runs
-    if name == "run_analysis":
-        from analysis.fit import run_analysis
+    if name == "analyse":
+        from analysis.fit import analyse
 
-        return run_analysis
+        return analyse
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")

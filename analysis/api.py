@@ -10,7 +10,6 @@ exclusion reasons, the report dicts, and the figures on your own axes.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,7 @@ import pandas as pd
 from analysis import losscurve
 from analysis import predict as P
 from analysis.fit import analyse
-from analysis.plausible import DEFAULT_LIMITS, Limits
-from analysis.sections import FitOptions
+from analysis.options import OPTION_NAMES, FitOptions
 from scaling.base.studyfile import STUDY_NAME, read_study
 
 
@@ -157,55 +155,20 @@ class FitResult:
             raise ValueError(f"dataset {self.dataset!r}: {e}") from None
 
 
-def _one_request(v) -> bool:
-    """A string ("7e9,2e12") or a tuple of numbers ((7e9, 2e12)) is one --predict request; a list is several."""
-    return isinstance(v, str) or (isinstance(v, tuple) and bool(v) and all(np.ndim(x) == 0 for x in v))
-
-
-def fit_runs(
-    source,
-    *,
-    out_dir: str | Path | None = None,
-    budgets=(),
-    targets=None,
-    target_tokens: float = 2e12,
-    dataset: str | None = None,
-    limits: Limits = DEFAULT_LIMITS,
-    predict=(),
-    sizes=(),
-    metric: str = "loss",
-    **options,
-) -> FitResult:
+def fit_runs(source, *, out_dir: str | Path | None = None, **options) -> FitResult:
     """Fit every law on `source` (runs dir, result.json, CSV path, DataFrame, or a list of them).
 
-    `options` are FitOptions fields (band, bootstrap, seed, min_budgets, rtol, off_centre, iso_window,
-    hparams_form, tie, fix_E, robust). predict: `--predict` requests, a list of "N,D", (N, D) or a compute C
-    (one string or one tuple is one request) -> the report's `predictions`; sizes: `--size` model sizes N;
-    metric: "loss" (nats/token) or "bpb" (bits per byte). Nothing is written unless out_dir is given (then as the
-    CLI writes it).
+    `options` are FitOptions fields (analysis.options: band, bootstrap, seed, ..., budgets, targets, predict,
+    sizes, metric, limits, dataset), given as loosely as a notebook writes them: predict a list of "N,D", (N, D) or
+    a compute C (one string or one tuple is one request) -> the report's `predictions`; sizes `--size` model sizes
+    N; metric "loss" (nats/token) or "bpb" (bits per byte). Nothing is written unless out_dir is given (then as
+    the CLI writes it).
     A study's directory (scaling.study wrote its study.json) is fitted with the study's analysis options, except
     those given here, and says so (on stderr and in the report's provenance).
     """
     sources = list(source) if isinstance(source, list | tuple) else [source]
     options, from_study = study_options(sources, options)
-    if isinstance(targets, str | Path):  # one target, not its characters
-        targets = [targets]
-    if np.ndim(budgets) == 0:  # one budget
-        budgets = [budgets]
-    report, runs = analyse(
-        sources,
-        out_dir,
-        budgets=budgets,
-        targets=targets,
-        target_tokens=target_tokens,
-        dataset=dataset,
-        write=out_dir is not None,
-        limits=limits,
-        options=FitOptions(**options),
-        predict=[predict] if _one_request(predict) else predict,
-        sizes=[sizes] if np.ndim(sizes) == 0 else sizes,
-        metric=metric,
-    )
+    report, runs = analyse(sources, out_dir, FitOptions(**options), write=out_dir is not None)
     if from_study:
         report["provenance"]["options_from"] = from_study
     return FitResult(report, runs, report["dataset"])
@@ -216,8 +179,7 @@ def study_options(sources: list, options: dict) -> tuple[dict, str | None]:
     if len(sources) != 1 or not isinstance(sources[0], str | Path):
         return options, None
     study = read_study(sources[0])
-    fields = {f.name for f in dataclasses.fields(FitOptions)}
-    used = {k: v for k, v in ((study or {}).get("analysis") or {}).items() if k in fields and k not in options}
+    used = {k: v for k, v in ((study or {}).get("analysis") or {}).items() if k in OPTION_NAMES and k not in options}
     if not used:
         return options, None
     note = (

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.fit import run_analysis
-from analysis.isoflop import fit_isoflop
+from analysis.fit import analyse
+from analysis.isoflop import IsoRuns, fit_isoflop
+from analysis.options import FitOptions
 from analysis.parametric import _minimise, fit_parametric
 from analysis.synthetic import Truth, make_study, write_study
 
@@ -96,12 +97,12 @@ def bench_study(n_budgets: int, n_boot: int, plots: bool) -> dict:
     with tempfile.TemporaryDirectory() as d:
         write_study(recs, f"{d}/runs")
         t0 = time.perf_counter()
-        rep = run_analysis([f"{d}/runs"], bootstrap=n_boot, plots=plots)
+        rep, _ = analyse([f"{d}/runs"], options=FitOptions(bootstrap=n_boot), plots=plots)
         total = time.perf_counter() - t0
     iso = [r for r in recs if r["sweep"] == "isoflop"]
     b, M, C, L = (np.array([r[k] for r in iso]) for k in ("budget", "M", "C", "val_loss"))
     t0 = time.perf_counter()
-    fit_isoflop(b, M, C, L, n_boot)
+    fit_isoflop(IsoRuns(b, M, C, L), n_boot)
     vec = (time.perf_counter() - t0) / max(n_boot, 1)
     n_ref = 50
     t0 = time.perf_counter()
@@ -118,7 +119,7 @@ def bench_study(n_budgets: int, n_boot: int, plots: bool) -> dict:
 def bench_published(n_datasets: int, n_boot: int) -> dict:
     df = published_like(n_datasets)
     t0 = time.perf_counter()
-    rep = run_analysis([df], write=False, bootstrap=n_boot, plots=False)
+    rep, _ = analyse([df], options=FitOptions(bootstrap=n_boot), write=False, plots=False)
     total = time.perf_counter() - t0
     one = df[df.dataset == "config00"]
     N, C, L = one.N.to_numpy(), one.C.to_numpy(), one.loss.to_numpy()

@@ -38,8 +38,8 @@ from functools import partial
 
 import numpy as np
 
-from analysis.hparams import fit_hparams
-from analysis.isoflop import ESTIMATORS, fit_isoflop
+from analysis.hparams import HparamsRuns, fit_hparams
+from analysis.isoflop import ESTIMATORS, IsoRuns, fit_isoflop
 from analysis.losscurve import fit_losscurve, samples
 from analysis.sections import loss_between
 from analysis.synthetic import Truth
@@ -162,8 +162,8 @@ def simulate(
     for rep in range(reps):
         b, M, L, tr = draw(design, truth, rng)
         r = fit_isoflop(
-            b, M, b, L, n_boot=n_boot, seed=rep, min_budgets=min_budgets, estimator=estimator,
-            trunk=tr if cluster else None, between=between,
+            IsoRuns(b, M, b, L, tr if cluster else None), n_boot=n_boot, seed=rep, min_budgets=min_budgets,
+            estimator=estimator, between=between,
         )  # fmt: skip
         if "skipped" in r or not np.all(np.isfinite(r["M_opt"].ci95["exponent"])):
             skipped += 1
@@ -237,7 +237,11 @@ def simulate_hparams(
                     rows.append((C, lr, b, L))
         Cr, lr, B, L = (np.array(c) for c in zip(*rows))
         r = fit_hparams(
-            Cr, Cr, Cr, lr, B, L, n_boot=n_boot, seed=rep, min_budgets=min(3, len(budgets)), between=between
+            HparamsRuns(Cr, Cr, Cr, lr, B, L),
+            n_boot=n_boot,
+            seed=rep,
+            min_budgets=min(3, len(budgets)),
+            between=between,
         )
         if "skipped" in r:
             skipped += 1

@@ -1,8 +1,9 @@
 """python -m analysis.fit PATH [PATH...]: fit eta_opt, B_opt, M_opt, D_opt, L(C) and L(N, D) with bootstrap CIs,
 extrapolate to target models, write report.json, report.md, runs.csv and plots/*.png.
 
-Library use: `run_analysis(paths, out_dir, **options) -> report dict` (what the CLI wraps); notebooks use
-`analysis.fit_runs`, which returns the laws, the run table and the report together."""
+Library use: `analyse(paths, out_dir, FitOptions(...)) -> (report dict, run table)` (what the CLI wraps; the
+options are analysis.options.FitOptions, the CLI flags by name); notebooks use `analysis.fit_runs`, which returns
+the laws, the run table and the report together."""
 
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ from analysis.extrapolate import extrapolate, load_model, recommend
 from analysis.isoflop import DEFAULT_ESTIMATOR, ESTIMATORS, WINDOW
 from analysis.load import InputError, load_runs
 from analysis.metric import metric_info
-from analysis.planning import budget_extras, one_prediction, parse_request, size_plans, summary_lines, target_extras
-from analysis.plausible import DEFAULT_LIMITS, Limits, unit_warnings
+from analysis.options import DEFAULT_OPTIONS, FitOptions
+from analysis.planning import budget_extras, one_prediction, size_plans, summary_lines, target_extras
+from analysis.plausible import Limits, unit_warnings
 from analysis.predict import INTERVALS
 from analysis.report import write_reports
-from analysis.sections import DEFAULT_OPTIONS, FitOptions, fit_dataset, grid_keys
+from analysis.sections import fit_dataset, grid_keys
 from analysis.seeds import merge_repeats
 from analysis.tables import hparams_grids, isoflop_tables, repetition
+from model import ModelConfig
 from scaling.base.atomic import write_atomic
 from scaling.base.cli import fail
 from scaling.base.configs import add_config_dir_arg, resolve_name, search_dirs
@@ -40,6 +43,7 @@ from scaling.base.laws import format_law
 
 PROG = "analysis.fit"
 DEFAULT_TARGETS = ("deepseek_7b", "deepseek_67b")
+TOP_SECTIONS = ("hparams", "isoflop", "loss", "parametric", "conventions", "extrapolation", "seeds")
 
 
 def _slug(s: str) -> str:
@@ -50,6 +54,14 @@ def default_out(first: Path) -> Path:
     if first.suffix.lower() == ".csv":
         return first.parent / f"{first.stem}_analysis"
     return (first if first.is_dir() else first.parent) / "analysis"
+
+
+def _out_path(paths: list, out_dir) -> Path | None:
+    """Where the outputs go: out_dir, else next to the first path input; None for DataFrames alone."""
+    if out_dir is not None:
+        return Path(out_dir)
+    first = next((p for p in paths if isinstance(p, Path)), None)
+    return None if first is None else default_out(first)
 
 
 OUTPUTS = ("report.json", "report.md", "runs.csv")
@@ -69,14 +81,8 @@ def check_out(paths, out_dir) -> None:
     """ValueError (one line) when writing the outputs would replace an input file: e.g. --out the directory of an
     input named runs.csv. Checked before anything is read or written."""
     files = [p for p in paths if isinstance(p, Path) and p.is_file()]
-    first = next((p for p in paths if isinstance(p, Path)), None)
-    if not files:
-        return
-    if out_dir is not None:
-        out = Path(out_dir)
-    elif first is not None:
-        out = default_out(first)
-    else:
+    out = _out_path(paths, out_dir)
+    if not files or out is None:
         return
     for f in files:
         hit = next((n for n in OUTPUTS if _same(out / n, f)), None)
@@ -101,113 +107,171 @@ def _conventions_note(sub: pd.DataFrame) -> str:
     )
 
 
-def _positive_finite(v) -> bool:
-    try:
-        return 0 < float(v) < float("inf")
-    except (TypeError, ValueError):
-        return False
-
-
 def analyse(
-    paths,
-    out_dir=None,
-    *,
-    budgets=(),
-    targets=None,
-    target_tokens: float = 2e12,
-    plots: bool = True,
-    dataset: str | None = None,
-    write: bool = True,
-    limits: Limits = DEFAULT_LIMITS,
-    options: FitOptions = DEFAULT_OPTIONS,
-    predict=(),
-    sizes=(),
-    metric: str = "loss",
+    paths, out_dir=None, options: FitOptions = DEFAULT_OPTIONS, *, write: bool = True, plots: bool = True
 ) -> tuple[dict, pd.DataFrame]:
     """Load, fit every dataset separately, extrapolate, (if write) write the outputs: -> (report, run table).
 
-    predict: `--predict` requests ("N,D", "C", (N, D) or (C,)); sizes: `--size` model sizes N (parameters);
-    metric: "loss" (nats/token) or "bpb" (bits per byte). Raises InputError/ValueError with a one-line message on
-    bad input; InputError keeps the warnings so far.
+    The report keeps the bootstrap samples under "boot"/"boot_*" keys (report.json drops them). Raises
+    InputError/ValueError with a one-line message on bad input; InputError keeps the warnings so far.
     """
     paths = [p if isinstance(p, pd.DataFrame) else Path(p) for p in paths]
-    options.check()
-    limits.check()
-    requests = [parse_request(v) for v in predict]
-    for name, vals in (("--budget", budgets), ("--target-tokens", [target_tokens]), ("--size", sizes)):
-        bad = [v for v in vals if not _positive_finite(v)]
-        if bad:
-            raise ValueError(f"{name} needs positive finite numbers (FLOPs / tokens), got {bad[0]!r}")
     if write and out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise ValueError(f"--out {out_dir} is a file; give a directory for report.md, report.json, runs.csv, plots/")
     if write:
         check_out(paths, out_dir)
-    df, warnings = load_runs(paths, limits, metric)
-    asks = {"predict": requests, "sizes": [float(n) for n in sizes], "metric": metric}
+    df, warnings = load_runs(paths, options.limits, options.metric)
     try:
-        return _analyse(
-            paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, options, asks
-        )
+        report, per = _report(paths, df, warnings, options)
+        if write:
+            _write(report, df, per, paths, out_dir, plots)
     except InputError:
         raise
     except ValueError as e:
         raise InputError(str(e), warnings) from None
+    return report, df
 
 
-def _analyse(
-    paths, df, warnings, out_dir, budgets, targets, target_tokens, plots, dataset, write, limits, o: FitOptions, asks
-) -> tuple[dict, pd.DataFrame]:
+def _report(paths: list, df: pd.DataFrame, warnings: list[str], o: FitOptions) -> tuple[dict, dict]:
+    """The report (every dataset's laws, the answers asked of the primary one, the warnings, the provenance) and
+    every dataset's sections; the run table gains its per-run columns (budget_group, in_band, note)."""
     foreign = _foreign(df[df.excluded == ""])  # an excluded corrupt or failed record says nothing of conventions
-    auto_targets = targets is None
-    targets = tuple(DEFAULT_TARGETS if targets is None and not foreign else targets or ())
-    base_models = [load_model(t) for t in targets]  # fail early on an unknown target
-    shape_base = base_models[0] if base_models else load_model("deepseek_7b")  # vocab, seq_len, FFN rule
+    targets = _targets(o, foreign)
+    shape_base = _shape_base(targets)
+    _prepare(df, o, warnings)
+    per, left_out = _fit_datasets(df, o, targets, foreign, warnings)
+    primary = _primary(per, o.dataset, warnings)
+    for name, r in per.items():
+        warnings += [f"{name}: {w}" for w in r.pop("warnings")]
+        warnings += [f"{name}: {k} not fitted: {v}" for k, v in r["skipped"].items()]
+    answers = _answers(per, primary, o, _with_runs_seq_len(shape_base, df, primary), warnings)
+    rep = _repetition(df, warnings)
+    top = per[primary]
+    report = {
+        "schema_version": 1,
+        "dataset": primary,
+        **{k: top[k] for k in TOP_SECTIONS if k in top},
+        "skipped": top["skipped"],
+        "not_applicable": top["not_applicable"],
+        "datasets": per,
+        "metric": top["metric"],
+        **answers,
+        "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded} for r in df.itertuples() if r.excluded],
+        "left_out": left_out,
+        "repetition": rep,
+        "warnings": warnings,
+        "provenance": _provenance(paths, df, o, targets),
+    }
+    return report, per
+
+
+def _targets(o: FitOptions, foreign: bool) -> tuple[str, ...]:
+    """The models to extrapolate to: as asked, else DeepSeek 7B and 67B for this project's run records and none
+    for published data (whose loss and model-scale conventions differ)."""
+    if o.targets is None:
+        return () if foreign else DEFAULT_TARGETS
+    return o.targets
+
+
+def _shape_base(targets: tuple[str, ...]) -> ModelConfig:
+    """The config recommended shapes are built on (vocabulary, FFN rule): the first target's, else DeepSeek 7B's.
+    Every target is loaded here, so an unknown one fails before the fit."""
+    models = [load_model(t) for t in targets]
+    return models[0] if models else load_model("deepseek_7b")
+
+
+def _with_runs_seq_len(shape: ModelConfig, df: pd.DataFrame, dataset: str) -> ModelConfig:
+    """A recommended shape trains on the data's sequences: its M (attention FLOPs) and its batch in sequences use
+    the seq_len of the runs the laws came from, not the target config's."""
+    seq = df.loc[(df.excluded == "") & (df.dataset == dataset), "seq_len"].median()
+    return dataclasses.replace(shape, seq_len=int(seq)) if np.isfinite(seq) and seq >= 1 else shape
+
+
+def _prepare(df: pd.DataFrame, o: FitOptions, warnings: list[str]) -> None:
+    """The run table's per-run columns before fitting: each usable run's budget group; in_band and note, filled by
+    the fits."""
     ok = df.excluded == ""
-    warnings += unit_warnings(df[ok], limits)
+    warnings += unit_warnings(df[ok], o.limits)
     df["budget_group"] = np.nan
     df.loc[ok, "budget_group"] = assign_budgets(df[ok], o.rtol)
     df["in_band"] = False
     df["note"] = ""
+
+
+def _fit_datasets(
+    df: pd.DataFrame, o: FitOptions, targets: tuple[str, ...], foreign: bool, warnings: list[str]
+) -> tuple[dict, list[dict]]:
+    """Every dataset's sections, fitted separately, with its run tables, advice and extrapolations -> (sections by
+    dataset, the runs left out of one law)."""
     left_out: list[dict] = []
     per = {}
-    for name, sub in df[ok].groupby("dataset", sort=True):
-        n_runs = len(sub)
-        sub, repeats = merge_repeats(sub, o.band)  # sweep.seeds: one point per repeated run, at its mean loss
-        r = fit_dataset(sub, o)
-        if repeats.summary:
-            r["n_used"], r["seeds"] = n_runs, repeats.summary
-            r["run_notes"] = repeats.spread_notes(r["run_notes"])
-            r["warnings"] += repeats.warnings
-            if "in_band" in r:
-                r["in_band"] = repeats.spread_mask(r["in_band"])
-        for i, notes in r.pop("run_notes").items():
-            df.loc[i, "note"] = "; ".join(f"{sec}: {why}" for sec, why in notes)
-            left_out += [{"run_id": df.at[i, "run_id"], "section": sec, "reason": why} for sec, why in notes]
-        if "in_band" in r:
-            mask = r.pop("in_band")
-            df.loc[mask.index, "in_band"] = mask.to_numpy()
+    for name, sub in df[df.excluded == ""].groupby("dataset", sort=True):
+        r, sub = _fit_one(sub, o)
+        left_out += _to_run_table(df, r)
         r["tables"] = run_tables(df[df.dataset == name], sub, r)
         steps = next_steps(r, o.min_budgets)
         if steps:
             r["next_steps"] = steps
-        r["extrapolation"] = {t: extrapolate(t, target_tokens, r, o.hparams_form) for t in targets}
-        r["metric"] = metric_info(sub, asks["metric"])
+        r["extrapolation"] = {t: extrapolate(t, o.target_tokens, r, o.hparams_form) for t in targets}
+        r["metric"] = metric_info(sub, o.metric)
         r["scales"] = sorted(set(sub.scale))
-        for t, e in r["extrapolation"].items():
-            target_extras(r, e)
-            e["reference"]["note"] += f"; DeepSeek fits L(C) on bits per byte, these losses are {r['metric']['unit']}"
-            warnings += [f"{name}: {t}: {f}" for f in e["flags"]]
-        if targets and foreign:
-            r["extrapolation_conventions"] = _conventions_note(sub)
-            warnings.append(
-                f"{name}: extrapolating published data to {', '.join(targets)}: {r['extrapolation_conventions']}"
-            )
-        elif auto_targets and foreign:
-            r["not_applicable"]["extrapolation"] = (
-                "off for published tables (their loss and model-scale "
-                "conventions differ from the targets'); pass --targets to ask"
-            )
+        warnings += _target_notes(str(name), r, sub, targets, foreign, auto=o.targets is None)
         per[name] = r
+    return per, left_out
+
+
+def _fit_one(sub: pd.DataFrame, o: FitOptions) -> tuple[dict, pd.DataFrame]:
+    """One dataset's sections on its usable runs, repeats of a point (sweep.seeds) fitted as one row at their mean
+    loss -> (sections, the rows fitted)."""
+    n_runs = len(sub)
+    sub, repeats = merge_repeats(sub, o.band)
+    r = fit_dataset(sub, o)
+    if repeats.summary:
+        r["n_used"], r["seeds"] = n_runs, repeats.summary
+        r["run_notes"] = repeats.spread_notes(r["run_notes"])
+        r["warnings"] += repeats.warnings
+        if "in_band" in r:
+            r["in_band"] = repeats.spread_mask(r["in_band"])
+    return r, sub
+
+
+def _to_run_table(df: pd.DataFrame, r: dict) -> list[dict]:
+    """Move a dataset's per-run results (notes, in_band) from its sections into the run table -> left_out rows."""
+    left_out = []
+    for i, notes in r.pop("run_notes").items():
+        df.loc[i, "note"] = "; ".join(f"{sec}: {why}" for sec, why in notes)
+        left_out += [{"run_id": df.at[i, "run_id"], "section": sec, "reason": why} for sec, why in notes]
+    if "in_band" in r:
+        mask = r.pop("in_band")
+        df.loc[mask.index, "in_band"] = mask.to_numpy()
+    return left_out
+
+
+def _target_notes(
+    name: str, r: dict, sub: pd.DataFrame, targets: tuple[str, ...], foreign: bool, auto: bool
+) -> list[str]:
+    """The targets' L(C)/L(N, D) extras and their flags, and what extrapolating published data mixes -> warnings."""
+    warnings = []
+    for t, e in r["extrapolation"].items():
+        target_extras(r, e)
+        e["reference"]["note"] += f"; DeepSeek fits L(C) on bits per byte, these losses are {r['metric']['unit']}"
+        warnings += [f"{name}: {t}: {f}" for f in e["flags"]]
+    if targets and foreign:
+        r["extrapolation_conventions"] = _conventions_note(sub)
+        warnings.append(
+            f"{name}: extrapolating published data to {', '.join(targets)}: {r['extrapolation_conventions']}"
+        )
+    elif auto and foreign:
+        r["not_applicable"]["extrapolation"] = (
+            "off for published tables (their loss and model-scale "
+            "conventions differ from the targets'); pass --targets to ask"
+        )
+    return warnings
+
+
+def _primary(per: dict, dataset: str | None, warnings: list[str]) -> str:
+    """The dataset whose fits fill the report's top-level sections: --dataset, else the one with the most runs.
+    InputError when no law could be fitted on any dataset."""
     if not any(k in r for r in per.values() for k in ("hparams", "isoflop", "parametric")):
         why = "; ".join(
             f"{n}: " + "; ".join(f"{k}: {v}" for k, v in (r["skipped"] | r["not_applicable"]).items())
@@ -222,30 +286,38 @@ def _analyse(
             f"{len(per)} datasets fitted separately ({', '.join(per)}); top-level sections are "
             f"`{primary}` (choose with --dataset)"
         )
-    for name, r in per.items():
-        warnings += [f"{name}: {w}" for w in r.pop("warnings")]
-        warnings += [f"{name}: {k} not fitted: {v}" for k, v in r["skipped"].items()]
-    # A recommended shape trains on the data's sequences: its M (attention FLOPs) and its batch in sequences
-    # use the seq_len of the runs the laws came from, not the target config's.
-    seq = df.loc[ok & (df.dataset == primary), "seq_len"].median()
-    if np.isfinite(seq) and seq >= 1:
-        shape_base = dataclasses.replace(shape_base, seq_len=int(seq))
-    recs = [recommend(float(C), per[primary], shape_base, o.hparams_form) for C in budgets]
+    return primary
+
+
+def _answers(per: dict, primary: str, o: FitOptions, shape: ModelConfig, warnings: list[str]) -> dict:
+    """The primary dataset's answers to --budget, --predict and --size, their flags added to warnings."""
+    r = per[primary]
+    recs = [recommend(C, r, shape, o.hparams_form) for C in o.budgets]
     for rec in recs:
-        budget_extras(per[primary], rec, asks["sizes"])
+        budget_extras(r, rec, o.sizes)
         warnings += [f"--budget {rec['C']:.3g}: {f}" for f in rec["flags"]]
-    predictions = [one_prediction(per[primary], q) for q in asks["predict"]]
-    for q, pr in zip(asks["predict"], predictions):
+    predictions = [one_prediction(r, q) for q in o.predict]
+    for q, pr in zip(o.predict, predictions):
         warnings += [f"--predict {','.join(f'{x:g}' for x in q)}: {f}" for f in pr["flags"]]
         warnings += [f"--predict {','.join(f'{x:g}' for x in q)}: {pr[k]}" for k in ("loss_why",) if k in pr]
-    size_rows = size_plans(per[primary], asks["sizes"])
+    size_rows = size_plans(r, o.sizes)
     warnings += [f"--size {s['N']:.3g}: {f}" for s in size_rows for f in s.get("flags", [])]
     warnings += [f"--size {s['N']:.3g}: {s['why']}" for s in size_rows if "why" in s]
-    if any(r["M_opt_source"] != "fit" for r in recs):
+    if any(rec["M_opt_source"] != "fit" for rec in recs):
         warnings.append(
             f"--budget: `{primary}` has no fitted M_opt law, so the recommended sizes use DeepSeek's "
             f"published M_opt(C) (marked in the report)"
         )
+    return {
+        "recommendations": recs,
+        "predictions": predictions,
+        "predictions_intervals": INTERVALS,
+        "sizes": size_rows,
+    }
+
+
+def _repetition(df: pd.DataFrame, warnings: list[str]) -> dict | None:
+    """The runs that repeat their training data (analysis.tables.repetition), with the warning they earn."""
     rep = repetition(df)
     if rep:
         worst = rep["runs"][0]
@@ -255,76 +327,54 @@ def _analyse(
             f"sits above what fresh data would give (report.md: Data repetition; runs.csv: epochs)"
         )
         warnings.append(rep["warning"])
+    return rep
+
+
+def _provenance(paths: list, df: pd.DataFrame, o: FitOptions, targets: tuple[str, ...]) -> dict:
     n_excl = int((df.excluded != "").sum())
-    report = {
-        "schema_version": 1,
-        "dataset": primary,
-        **{
-            k: per[primary][k]
-            for k in ("hparams", "isoflop", "loss", "parametric", "conventions", "extrapolation", "seeds")
-            if k in per[primary]
-        },
-        "skipped": per[primary]["skipped"],
-        "not_applicable": per[primary]["not_applicable"],
-        "datasets": per,
-        "metric": per[primary]["metric"],
-        "recommendations": recs,
-        "predictions": predictions,
-        "predictions_intervals": INTERVALS,
-        "sizes": size_rows,
-        "excluded": [{"run_id": r.run_id, "path": r.path, "reason": r.excluded} for r in df.itertuples() if r.excluded],
-        "left_out": left_out,
-        "repetition": rep,
-        "warnings": warnings,
-        "provenance": {
-            "inputs": [str(p) if isinstance(p, Path) else "<DataFrame>" for p in paths],
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "n_runs": int(len(df)),
-            "n_used": int(len(df)) - n_excl,
-            "n_excluded": n_excl,
-            "options": o.as_dict()
-            | {
-                "targets": list(targets),
-                "target_tokens": target_tokens,
-                "budgets": [float(c) for c in budgets],
-                "predict": [list(q) for q in asks["predict"]],
-                "sizes": asks["sizes"],
-                "metric": asks["metric"],
-                "limits": limits.__dict__,
-            },
-            "versions": {
-                "python": platform.python_version(),
-                "numpy": np.__version__,
-                "scipy": scipy.__version__,
-                "pandas": pd.__version__,
-            },
+    return {
+        "inputs": [str(p) if isinstance(p, Path) else "<DataFrame>" for p in paths],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "n_runs": int(len(df)),
+        "n_used": int(len(df)) - n_excl,
+        "n_excluded": n_excl,
+        "options": o.provenance(list(targets)),
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "scipy": scipy.__version__,
+            "pandas": pd.__version__,
         },
     }
-    if write:
-        first = next((p for p in paths if isinstance(p, Path)), None)
-        if out_dir is not None:
-            out = Path(out_dir)
-        elif first is not None:
-            out = default_out(first)
-        else:
-            raise InputError("DataFrame input needs an output directory (out_dir=...) or write=False", warnings)
-        curves = _curves(paths, warnings) if plots else None  # before the report: its file problems are warnings
-        out.mkdir(parents=True, exist_ok=True)
-        report["provenance"]["out_dir"] = str(out)
-        table = df.rename(columns={"budget_group": "budget_used"})
-        write_atomic(out / "runs.csv", csv_safe(table).to_csv(index=False))
-        write_reports(report, out)
-        if plots:
-            from analysis import plots as P  # matplotlib only when plotting
 
-            for name, r in per.items():
-                suffix = "" if name == primary else f"_{_slug(name)}"
-                P.write_all(r, df[(df.dataset == name)], out / "plots", suffix, name if len(per) > 1 else "")
-            if curves is not None:
-                from analysis.curve_plots import write_curve_plots
 
-                write_curve_plots(curves, out / "plots")
-    return report, df
+def _write(report: dict, df: pd.DataFrame, per: dict, paths: list, out_dir, plots: bool) -> None:
+    """report.json, report.md, runs.csv and (with plots) plots/*.png; the files a plot could not read are warned
+    of in the report."""
+    warnings = report["warnings"]
+    out = _out_path(paths, out_dir)
+    if out is None:
+        raise InputError("DataFrame input needs an output directory (out_dir=...) or write=False", warnings)
+    curves = _curves(paths, warnings) if plots else None  # before the report: its file problems are warnings
+    out.mkdir(parents=True, exist_ok=True)
+    report["provenance"]["out_dir"] = str(out)
+    table = df.rename(columns={"budget_group": "budget_used"})
+    write_atomic(out / "runs.csv", csv_safe(table).to_csv(index=False))
+    write_reports(report, out)
+    if plots:
+        _write_plots(per, report["dataset"], df, out / "plots", curves)
+
+
+def _write_plots(per: dict, primary: str, df: pd.DataFrame, plots_dir: Path, curves: pd.DataFrame | None) -> None:
+    from analysis import plots as P  # matplotlib only when plotting
+
+    for name, r in per.items():
+        suffix = "" if name == primary else f"_{_slug(name)}"
+        P.write_all(r, df[(df.dataset == name)], plots_dir, suffix, name if len(per) > 1 else "")
+    if curves is not None:
+        from analysis.curve_plots import write_curve_plots
+
+        write_curve_plots(curves, plots_dir)
 
 
 MAX_CURVE_WARNINGS = 10
@@ -359,72 +409,16 @@ def run_tables(df: pd.DataFrame, used: pd.DataFrame, r: dict) -> dict:
     }
 
 
-def run_analysis(
-    paths,
-    out_dir=None,
-    *,
-    budgets=(),
-    band: float = 0.0025,
-    bootstrap: int = 1000,
-    seed: int = 0,
-    targets=None,
-    target_tokens: float = 2e12,
-    plots: bool = True,
-    min_budgets: int = 3,
-    rtol: float = 1.15,
-    off_centre: float = 2 / 3,
-    dataset: str | None = None,
-    write: bool = True,
-    loss_range: tuple[float, float] = (0.01, 20.0),
-    max_compute: float = 1e30,
-    iso_window: float = WINDOW,
-    iso_estimator: str = DEFAULT_ESTIMATOR,
-    hparams_form: str = "C",
-    tie: bool = False,
-    fix_E: float | None = None,
-    robust: float | None = None,
-    predict=(),
-    sizes=(),
-    metric: str = "loss",
-) -> dict:
-    """The report of `analyse` (bootstrap samples kept under "boot"/"boot_*" keys; report.json drops them).
-
-    targets=None: DeepSeek 7B and 67B for this project's run records, none for published tables (CSV/DataFrame).
-    """
-    o = FitOptions(
-        band=band,
-        bootstrap=bootstrap,
-        seed=seed,
-        min_budgets=min_budgets,
-        rtol=rtol,
-        off_centre=off_centre,
-        iso_window=iso_window,
-        iso_estimator=iso_estimator,
-        hparams_form=hparams_form,
-        tie=tie,
-        fix_E=fix_E,
-        robust=robust,
-    )
-    lim = Limits(loss_min=loss_range[0], loss_max=loss_range[1], C_max=max_compute)
-    return analyse(
-        paths,
-        out_dir,
-        budgets=budgets,
-        targets=targets,
-        target_tokens=target_tokens,
-        plots=plots,
-        dataset=dataset,
-        write=write,
-        limits=lim,
-        options=o,
-        predict=predict,
-        sizes=sizes,
-        metric=metric,
-    )[0]
-
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m analysis.fit", description=__doc__.split("\n\n")[0])
+    _question_args(ap)
+    _fit_args(ap)
+    _form_args(ap)
+    return ap
+
+
+def _question_args(ap: argparse.ArgumentParser) -> None:
+    """What to read, where to write, and what to ask of the laws."""
     ap.add_argument("paths", nargs="+", help="runs directories (every result.json below), result.json files or CSVs")
     ap.add_argument("--out", help="output directory (default: <first dir>/analysis/, or <csv stem>_analysis/)")
     ap.add_argument("--budget", type=float, nargs="*", default=[], metavar="C", help="recommend shape/D/eta/B for C")
@@ -451,6 +445,10 @@ def parser() -> argparse.ArgumentParser:
         default="loss",
         help="fit the loss in nats/token (val_loss, a table's loss) or bits per byte (val_bpb, a table's bpb)",
     )
+
+
+def _fit_args(ap: argparse.ArgumentParser) -> None:
+    """How the laws are fitted (--targets and --target-tokens sit among them in --help, where they always were)."""
     ap.add_argument("--band", type=float, default=0.0025, help="near-optimal band, relative to the best loss")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0 = no CIs)")
     ap.add_argument("--seed", type=int, default=0)
@@ -480,6 +478,10 @@ def parser() -> argparse.ArgumentParser:
         "power law), window (a parabola per budget on --iso-window, then a line), all (parabolas on all "
         "points), adaptive (a window set by each profile's measured skew)",
     )
+
+
+def _form_args(ap: argparse.ArgumentParser) -> None:
+    """The laws' forms, the plausible ranges of the data, and the outputs."""
     ap.add_argument(
         "--hparams-form",
         choices=("C", "MD"),
@@ -513,7 +515,33 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--dataset", help="dataset whose fits fill the top-level report sections")
     ap.add_argument("--no-plots", action="store_true")
     add_config_dir_arg(ap, "--targets names")
-    return ap
+
+
+def options_from_args(a: argparse.Namespace) -> FitOptions:
+    """The CLI's one FitOptions (ValueError when a value is bad); --targets names are looked up in --config-dir
+    too, as Hydra would find them."""
+    dirs = search_dirs([], a.config_dir)
+    return FitOptions(
+        band=a.band,
+        bootstrap=a.bootstrap,
+        seed=a.seed,
+        min_budgets=a.min_budgets,
+        rtol=a.rtol,
+        iso_window=a.iso_window,
+        iso_estimator=a.iso_estimator,
+        hparams_form=a.hparams_form,
+        tie=a.tie_exponents,
+        fix_E=a.fix_E,
+        robust=a.robust,
+        targets=None if a.targets is None else tuple(resolve_name("model", t, dirs) for t in a.targets),
+        target_tokens=a.target_tokens,
+        budgets=a.budget,
+        predict=a.predict,
+        sizes=a.size,
+        metric=a.metric,
+        limits=Limits(loss_min=a.loss_range[0], loss_max=a.loss_range[1], C_max=a.max_compute),
+        dataset=a.dataset,
+    )
 
 
 def _summary_lines(rep: dict) -> list[str]:
@@ -560,36 +588,7 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     t0 = time.time()
     try:
-        dirs = search_dirs([], a.config_dir)  # target names in a user's config folder, as Hydra would find them
-        targets = None if a.targets is None else [resolve_name("model", t, dirs) for t in a.targets]
-        options = FitOptions(
-            band=a.band,
-            bootstrap=a.bootstrap,
-            seed=a.seed,
-            min_budgets=a.min_budgets,
-            rtol=a.rtol,
-            iso_window=a.iso_window,
-            iso_estimator=a.iso_estimator,
-            hparams_form=a.hparams_form,
-            tie=a.tie_exponents,
-            fix_E=a.fix_E,
-            robust=a.robust,
-        )
-        limits = Limits(loss_min=a.loss_range[0], loss_max=a.loss_range[1], C_max=a.max_compute)
-        rep, _ = analyse(
-            a.paths,
-            a.out,
-            budgets=a.budget,
-            targets=targets,
-            target_tokens=a.target_tokens,
-            plots=not a.no_plots,
-            dataset=a.dataset,
-            limits=limits,
-            options=options,
-            predict=a.predict,
-            sizes=a.size,
-            metric=a.metric,
-        )
+        rep, _ = analyse(a.paths, a.out, options_from_args(a), plots=not a.no_plots)
     except (ValueError, OSError) as e:
         for w in getattr(e, "warnings", []):  # e.g. corrupt records: they must not vanish with the error
             print(f"warning: {w}", file=sys.stderr)

@@ -15,7 +15,7 @@ loss), widened to the 5 sizes nearest it when fewer fall inside (a parabola with
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -110,71 +110,125 @@ def adaptive_half_width(logM: np.ndarray, loss: np.ndarray) -> float:
     return max(h, WINDOW) if h < (xs[-1] - xs[0]) / 2 else 0.0
 
 
-def _point_budget(logM, C, loss, half_width: float, off_centre: float, joint: bool) -> tuple[dict, dict]:
-    """One profile's point fit: the report row (warnings exclude the budget from the law; notes do not) and what
-    its bootstrap needs (`inside`: runs in the window; `centre`, `half`: the unit coordinates of the sizes)."""
-    xall = np.unique(logM)
-    out: dict[str, Any] = {
+@dataclass(frozen=True)
+class IsoRuns:
+    """IsoFLOP runs, one entry each: the nominal budget that labels its profile, its model scale (M, or 6*N1, 6*N2
+    for the counting conventions), compute C and loss; `trunk` the trunk a branch was cut from (None/NaN for runs
+    trained alone; None: no run shares one), whose branches the bootstrap draws together."""
+
+    budget: np.ndarray
+    scale: np.ndarray
+    C: np.ndarray
+    loss: np.ndarray
+    trunk: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("budget", "scale", "C", "loss"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), float))
+
+
+@dataclass
+class _PointFit:
+    """What a profile's bootstrap needs of its point fit: the runs inside its fitting window, the unit coordinates
+    of its sizes (log10 M = centre + half * u) and the parabola's vertex in them (set when `ok`: >= 3 sizes)."""
+
+    inside: np.ndarray
+    centre: float
+    half: float
+    ok: bool
+    xv: float = float("nan")
+    yv: float = float("nan")
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # `inside` as indices of all the runs
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    """A profile's sizes (log10 M): all of them, those in its fitting window, and the one with the lowest mean loss."""
+
+    all: np.ndarray
+    window: np.ndarray
+    best: float
+
+    def edge_text(self, vM: float) -> str:
+        side = "smallest" if self.best == self.all[0] else "largest"
+        return (
+            f"best run at the edge of the grid: M={10**self.best:.3g} is the {side} of {len(self.all)} sizes "
+            f"(grid {10 ** self.all[0]:.3g}..{10 ** self.all[-1]:.3g}), so the minimum may lie beyond it "
+            f"(vertex M={vM:.3g}); extend the grid {'below' if side == 'smallest' else 'above'} it"
+        )
+
+
+def _budget_row(C: np.ndarray, loss: np.ndarray, sizes: _Sizes, inside: np.ndarray, half_width: float) -> dict:
+    """A profile's report row before its fit: its runs, sizes, best size and fitting window."""
+    xs = sizes.window
+    return {
         "C": float(np.exp(np.mean(np.log(C)))),
         "n_runs": int(len(loss)),
-        "n_sizes": int(len(xall)),
+        "n_sizes": int(len(sizes.all)),
         "warnings": [],
         "notes": [],
-        "M_range": [float(10 ** xall[0]), float(10 ** xall[-1])],
+        "M_range": [float(10 ** sizes.all[0]), float(10 ** sizes.all[-1])],
+        "best_M": float(10**sizes.best),  # the size with the lowest (mean) loss; the vertex may differ
+        "window": {
+            "M": [float(10 ** xs[0]), float(10 ** xs[-1])],
+            "n_runs": int(inside.sum()),
+            "n_sizes": int(len(xs)),
+            "half_width_decades": float(half_width) if half_width > 0 else None,
+        },
     }
-    inside = window_mask(logM, loss, half_width)
+
+
+def _point_budget(logM, C, loss, half_width: float, off_centre: float, joint: bool) -> tuple[dict, _PointFit]:
+    """One profile's point fit: the report row (warnings exclude the budget from the law; notes do not) and what
+    its bootstrap needs."""
+    xall = np.unique(logM)
     means = np.array([loss[logM == x].mean() for x in xall])
-    best_x = xall[int(np.argmin(means))]
-    out["best_M"] = float(10**best_x)  # the size with the lowest (mean) loss; the vertex may differ
-    edge_best = len(xall) >= 3 and best_x in (xall[0], xall[-1])
-    xs = np.unique(logM[inside])
-    centre, half = (xs[0] + xs[-1]) / 2, max((xs[-1] - xs[0]) / 2, 1e-12)
-    out["window"] = {
-        "M": [float(10 ** xs[0]), float(10 ** xs[-1])],
-        "n_runs": int(inside.sum()),
-        "n_sizes": int(len(xs)),
-        "half_width_decades": float(half_width) if half_width > 0 else None,
-    }
-    fit = {"inside": inside, "centre": centre, "half": half, "ok": len(xs) >= 3}
-    if len(xs) < 3:
+    inside = window_mask(logM, loss, half_width)
+    sizes = _Sizes(xall, np.unique(logM[inside]), xall[int(np.argmin(means))])
+    out = _budget_row(C, loss, sizes, inside, half_width)
+    xs = sizes.window
+    fit = _PointFit(inside, (xs[0] + xs[-1]) / 2, max((xs[-1] - xs[0]) / 2, 1e-12), len(xs) >= 3)
+    if not fit.ok:
         out["warnings"].append(f"only {len(xs)} distinct model sizes; need >= 3 for a parabola")
         return out, fit
-    u = (logM[inside] - centre) / half  # unit coordinates keep the normal equations well conditioned
+    u = (logM[inside] - fit.centre) / fit.half  # unit coordinates keep the normal equations well conditioned
     xv, yv = _vertex(parabolas(u, loss[inside]))
-    fit |= {"xv": float(xv), "yv": float(yv)}
-    w = out["warnings"]
-    vM = 10 ** (centre + half * xv) if np.isfinite(xv) else float("nan")
-    # Two different failures: the best size itself is the smallest or largest (the minimum may lie beyond the grid:
-    # extend it), or the best size is inside but the parabola's vertex falls outside the fitted sizes (the vertex
-    # is extrapolated: a skewed or noisy profile; add sizes around it).
-    side = "smallest" if best_x == xall[0] else "largest"
-    edge_text = (
-        f"best run at the edge of the grid: M={10**best_x:.3g} is the {side} of {len(xall)} sizes "
-        f"(grid {10 ** xall[0]:.3g}..{10 ** xall[-1]:.3g}), so the minimum may lie beyond it "
-        f"(vertex M={vM:.3g}); extend the grid {'below' if side == 'smallest' else 'above'} it"
-    )
-    if joint:  # the joint fit needs the minimum bracketed, nothing else from one budget alone
-        if edge_best and not (np.isfinite(xv) and abs(xv) <= 1):
-            w.append(edge_text)
-        return out, fit
+    fit.xv, fit.yv = float(xv), float(yv)
+    why = _vertex_warning(sizes, fit, off_centre, joint)
+    if why:
+        out["warnings"].append(why)
+    return out, fit
+
+
+def _vertex_warning(sizes: _Sizes, fit: _PointFit, off_centre: float, joint: bool) -> str | None:
+    """Why a profile's vertex cannot serve the law, or None.
+
+    Two different failures: the best size itself is the smallest or largest (the minimum may lie beyond the grid:
+    extend it), or the best size is inside but the parabola's vertex falls outside the fitted sizes (the vertex is
+    extrapolated: a skewed or noisy profile; add sizes around it). The joint fit needs only the minimum bracketed."""
+    xall, xs, xv = sizes.all, sizes.window, fit.xv
+    edge_best = len(xall) >= 3 and sizes.best in (xall[0], xall[-1])
+    vM = 10 ** (fit.centre + fit.half * xv) if np.isfinite(xv) else float("nan")
+    if joint:
+        return sizes.edge_text(vM) if edge_best and not (np.isfinite(xv) and abs(xv) <= 1) else None
     if not np.isfinite(xv):
-        w.append("too flat: the parabola has no minimum (curvature <= 0)")
-    elif edge_best:
-        w.append(edge_text)
-    elif abs(xv) > 1:
-        rank = int(np.searchsorted(xall, best_x)) + 1
-        w.append(
+        return "too flat: the parabola has no minimum (curvature <= 0)"
+    if edge_best:
+        return sizes.edge_text(vM)
+    if abs(xv) > 1:
+        rank = int(np.searchsorted(xall, sizes.best)) + 1
+        return (
             f"vertex outside the fitted sizes: the parabola's minimum M={vM:.3g} lies outside "
-            f"{10 ** xs[0]:.3g}..{10 ** xs[-1]:.3g} while the best run (M={10**best_x:.3g}, size {rank} of "
+            f"{10 ** xs[0]:.3g}..{10 ** xs[-1]:.3g} while the best run (M={10**sizes.best:.3g}, size {rank} of "
             f"{len(xall)}) is inside; the vertex is extrapolated: add sizes around it or repeat runs (noise)"
         )
-    elif abs(xv) > off_centre:
-        w.append(
+    if abs(xv) > off_centre:
+        return (
             f"off-centre: vertex is {abs(xv):.0%} of the half-width from the centre of the fitted sizes "
             f"{10 ** xs[0]:.3g}..{10 ** xs[-1]:.3g} (limit {off_centre:.0%}); "
-            f"re-centre the grid on M~{10 ** (centre + half * xv):.3g}"
+            f"re-centre the grid on M~{vM:.3g}"
         )
-    return out, fit
+    return None
 
 
 def _flat_warning(bx: np.ndarray, half: float) -> str | None:
@@ -191,7 +245,7 @@ def _flat_warning(bx: np.ndarray, half: float) -> str | None:
     return None
 
 
-def _finish_budget(out: dict, fit: dict, v: float | None, y: float | None, bv: np.ndarray, by: np.ndarray) -> dict:
+def _finish_budget(out: dict, v: float | None, y: float | None, bv: np.ndarray, by: np.ndarray) -> dict:
     """Fill a budget's optimum (log10 M v, loss y) and its bootstrap samples into its report row."""
     M_opt = float(10**v) if v is not None and np.isfinite(v) else None
     out |= {
@@ -206,6 +260,17 @@ def _finish_budget(out: dict, fit: dict, v: float | None, y: float | None, bv: n
     return out
 
 
+def _finish_parabola(out: dict, fit: _PointFit, bx: np.ndarray, by: np.ndarray) -> dict:
+    """A parabola's optimum into its report row, with its bootstrap vertices bx (unit coordinates) and minima by;
+    a bootstrap too spread to locate the minimum excludes the budget."""
+    if not fit.ok:
+        return _finish_budget(out, None, None, bx, by)
+    if len(bx) and np.isfinite(fit.xv) and not out["warnings"] and (why := _flat_warning(bx, fit.half)):
+        out["warnings"].append(why)
+    v = fit.centre + fit.half * fit.xv if np.isfinite(fit.xv) else None
+    return _finish_budget(out, v, fit.yv, fit.centre + fit.half * bx, by)
+
+
 def fit_budget(
     logM: np.ndarray,
     C: np.ndarray,
@@ -218,18 +283,15 @@ def fit_budget(
     """One IsoFLOP profile on its own (a parabola on the window): vertex, loss_min, warnings and `boot_logM`/
     `boot_loss` (n_boot vertex samples, runs resampled with replacement within the window)."""
     out, fit = _point_budget(logM, C, loss, window, off_centre, joint=False)
-    if not fit["ok"]:
-        return _finish_budget(out, fit, None, None, np.full(n_boot, np.nan), np.full(n_boot, np.nan))
-    u = (logM[fit["inside"]] - fit["centre"]) / fit["half"]
-    L = loss[fit["inside"]]
+    if not fit.ok:
+        return _finish_budget(out, None, None, np.full(n_boot, np.nan), np.full(n_boot, np.nan))
+    u = (logM[fit.inside] - fit.centre) / fit.half
+    L = loss[fit.inside]
     bx = by = np.zeros(0)
     if n_boot:
         idx = rng.integers(0, len(u), (n_boot, len(u)))
         bx, by = _vertex(parabolas(u[idx], L[idx]))
-        if np.isfinite(fit["xv"]) and not out["warnings"] and (why := _flat_warning(bx, fit["half"])):
-            out["warnings"].append(why)
-    v = fit["centre"] + fit["half"] * fit["xv"] if np.isfinite(fit["xv"]) else None
-    return _finish_budget(out, fit, v, fit["yv"], fit["centre"] + fit["half"] * bx, by)
+    return _finish_parabola(out, fit, bx, by)
 
 
 def _law(lc: np.ndarray, b0: float, a: float, n: int) -> tuple[PowerLaw, PowerLaw]:
@@ -254,77 +316,102 @@ def _joint_start(k, x, Y, W, K):
     return v0, y0, c0
 
 
+@dataclass
+class _Profiles:
+    """Every budget's point fit (its report row and _PointFit), and the cells of (budget, size) whose weight and
+    loss totals per resample are all the fits of the law need."""
+
+    runs: IsoRuns
+    logM: np.ndarray
+    per: list[dict]
+    fits: list[_PointFit]
+    cells: Cells
+    cell_in: np.ndarray  # cells holding a run inside its budget's fitting window
+
+
+@dataclass(frozen=True)
+class _Boot:
+    """How the law is resampled: n_boot resamples from rng, the budgets it needs, the scatter between them added."""
+
+    n: int
+    rng: np.random.Generator
+    min_budgets: int
+    between: bool
+
+
+def _half_width(estimator: str, window: float, logM: np.ndarray, loss: np.ndarray) -> float:
+    """The fitting window of one profile under `estimator` (0: all its sizes)."""
+    fixed = {"window": window, "all": 0.0, "joint": 0.0}.get(estimator)
+    return adaptive_half_width(logM, loss) if fixed is None else fixed
+
+
+def _profiles(runs: IsoRuns, estimator: str, window: float, off_centre: float) -> _Profiles:
+    logM = np.log10(runs.scale)
+    ub, kb = np.unique(runs.budget, return_inverse=True)
+    per, fits = [], []
+    for j, b in enumerate(ub):
+        m = kb == j
+        h = _half_width(estimator, window, logM[m], runs.loss[m])
+        out, fit = _point_budget(logM[m], runs.C[m], runs.loss[m], h, off_centre, estimator == "joint")
+        fit.rows = np.flatnonzero(m)[fit.inside]
+        per.append(out | {"budget": float(b)})
+        fits.append(fit)
+    cells = Cells(kb, logM)
+    in_fit = np.zeros(len(runs.loss), bool)
+    for f in fits:
+        if f.ok:
+            in_fit[f.rows] = True
+    cell_in = np.zeros(cells.n, bool)
+    cell_in[cells.of_run[in_fit]] = True
+    return _Profiles(runs, logM, per, fits, cells, cell_in)
+
+
 def fit_isoflop(
-    budget: np.ndarray,
-    scale: np.ndarray,
-    C: np.ndarray,
-    loss: np.ndarray,
+    runs: IsoRuns,
     n_boot: int = 1000,
     seed: int = 0,
     min_budgets: int = 3,
+    *,
     off_centre: float = 2 / 3,
     window: float = WINDOW,
     estimator: str = DEFAULT_ESTIMATOR,
-    trunk=None,
     between: bool = True,
     between_from: dict | None = None,
 ) -> dict:
-    """IsoFLOP law on runs labelled by `budget`; `scale` is M (or 6*N1, 6*N2 for the counting conventions).
+    """IsoFLOP law on `runs`, one profile per budget label.
 
-    `trunk`: each run's trunk id (None/NaN for runs trained alone): the bootstrap resamples trunks with their
-    branches. `between`: add the scatter between budgets to the law's CI (analysis.between); `between_from`: take
-    that scatter from another fit of the same runs (another model-scale convention) instead of measuring it, which
-    spares the joint estimator its per-budget bootstrap.
+    The bootstrap resamples runs within budgets (trunks with their branches, where runs.trunk names them).
+    `between`: add the scatter between budgets to the law's CI (analysis.between); `between_from`: take that scatter
+    from another fit of the same runs (another model-scale convention) instead of measuring it, which spares the
+    joint estimator its per-budget bootstrap.
     Returns {"budgets": [...], "M_opt": PowerLaw, "D_opt": PowerLaw, "boot": {...}, "estimator", "between"} or
     {"budgets", "skipped"}.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"--iso-estimator must be one of {', '.join(ESTIMATORS)}, not {estimator!r}")
     rng = np.random.default_rng(seed)
-    budget, scale, C, loss = (np.asarray(a, float) for a in (budget, scale, C, loss))
-    logM = np.log10(scale)
-    ub, kb = np.unique(budget, return_inverse=True)
-    joint = estimator == "joint"
-    per, fits = [], []
-    for j, b in enumerate(ub):
-        m = kb == j
-        h = {"window": window, "all": 0.0, "joint": 0.0}.get(estimator)
-        if h is None:
-            h = adaptive_half_width(logM[m], loss[m])
-        out, fit = _point_budget(logM[m], C[m], loss[m], h, off_centre, joint)
-        fit["rows"] = np.flatnonzero(m)[fit["inside"]]
-        per.append(out | {"budget": float(b)})
-        fits.append(fit)
-    # Cells of (budget, size): every fit below needs only their weight and loss totals per resample.
-    cells = Cells(kb, logM)
-    in_fit = np.zeros(len(loss), bool)
-    for f in fits:
-        if f["ok"]:
-            in_fit[f["rows"]] = True
-    cell_in = np.zeros(cells.n, bool)
-    cell_in[cells.of_run[in_fit]] = True
-    u = resample.units(budget, trunk)
+    prof = _profiles(runs, estimator, window, off_centre)
+    u = resample.units(runs.budget, runs.trunk)
     res: dict = {
-        "budgets": per,
+        "budgets": prof.per,
         "estimator": estimator,
         "estimator_text": ESTIMATOR_TEXT[estimator],
         "resampled": f"{u.n_units} trunks and lone runs (branches of a trunk drawn together)"
         if u.clustered
         else "runs within budgets",
     }
-    if joint:
-        return _fit_joint(
-            res, per, fits, cells, cell_in, logM, loss, budget, trunk, n_boot, rng, min_budgets, between, between_from
-        )
-    return _fit_two_stage(res, per, fits, cells, cell_in, loss, budget, trunk, n_boot, rng, min_budgets, between)
+    boot = _Boot(n_boot, rng, min_budgets, between)
+    if estimator == "joint":
+        return _fit_joint(res, prof, boot, between_from)
+    return _fit_two_stage(res, prof, boot)
 
 
-def _boot_sums(cells: Cells, loss, strata, trunk, n_boot, rng, label):
+def _boot_sums(prof: _Profiles, strata: np.ndarray, boot: _Boot, label: str):
     """Per-chunk cell totals (W, S) of a run bootstrap that resamples trunks (or runs) within strata (budgets, or a
     budget's fitting window and the rest of it, so that every resample keeps the window's number of runs)."""
-    u = resample.units(strata, trunk)
-    for sl, w in resample.resamples(u, n_boot, rng, per_row=3, label=label):
-        yield sl, *cells.sums(w, loss)
+    u = resample.units(strata, prof.runs.trunk)
+    for sl, w in resample.resamples(u, boot.n, boot.rng, per_row=3, label=label):
+        yield sl, *prof.cells.sums(w, prof.runs.loss)
 
 
 def _skip(res: dict, per: list[dict], min_budgets: int) -> dict | None:
@@ -338,56 +425,58 @@ def _skip(res: dict, per: list[dict], min_budgets: int) -> dict | None:
     return res
 
 
-def _fit_two_stage(res, per, fits, cells, cell_in, loss, budget, trunk, n_boot, rng, min_budgets, between) -> dict:
-    """Approach 2: a parabola per budget (on its window), then a line through the vertices."""
-    K = len(per)
-    bx, by = np.full((n_boot, K), np.nan), np.full((n_boot, K), np.nan)
-    cols = [np.flatnonzero(cell_in & (cells.k == j)) for j in range(K)]
-    inside = np.zeros(len(loss), bool)
-    for f in fits:
-        inside[f["rows"]] = True
-    strata = 2 * np.unique(budget, return_inverse=True)[1] + inside
-    for sl, W, S in _boot_sums(cells, loss, strata, trunk, n_boot, rng, "IsoFLOP") if n_boot else ():
-        for j, f in enumerate(fits):
-            if f["ok"]:
-                u = (cells.x[cols[j]] - f["centre"]) / f["half"]
+def _two_stage_boot(prof: _Profiles, boot: _Boot) -> tuple[np.ndarray, np.ndarray]:
+    """(n_boot, budgets) vertices (unit coordinates) and minima of every profile's resampled parabola."""
+    K = len(prof.per)
+    bx, by = np.full((boot.n, K), np.nan), np.full((boot.n, K), np.nan)
+    if not boot.n:
+        return bx, by
+    cols = [np.flatnonzero(prof.cell_in & (prof.cells.k == j)) for j in range(K)]
+    inside = np.zeros(len(prof.runs.loss), bool)
+    for f in prof.fits:
+        inside[f.rows] = True
+    strata = 2 * np.unique(prof.runs.budget, return_inverse=True)[1] + inside
+    for sl, W, S in _boot_sums(prof, strata, boot, "IsoFLOP"):
+        for j, f in enumerate(prof.fits):
+            if f.ok:
+                u = (prof.cells.x[cols[j]] - f.centre) / f.half
                 bx[sl, j], by[sl, j] = _vertex(parabolas_from_cells(u, W[:, cols[j]], S[:, cols[j]]))
-    for j, (out, f) in enumerate(zip(per, fits)):
-        if not f["ok"]:
-            _finish_budget(out, f, None, None, bx[:, j], by[:, j])
-            continue
-        if n_boot and np.isfinite(f["xv"]) and not out["warnings"] and (why := _flat_warning(bx[:, j], f["half"])):
-            out["warnings"].append(why)
-        v = f["centre"] + f["half"] * f["xv"] if np.isfinite(f["xv"]) else None
-        _finish_budget(out, f, v, f["yv"], f["centre"] + f["half"] * bx[:, j], by[:, j])
+    return bx, by
+
+
+def _fit_two_stage(res: dict, prof: _Profiles, boot: _Boot) -> dict:
+    """Approach 2: a parabola per budget (on its window), then a line through the vertices."""
+    per = prof.per
+    bx, by = _two_stage_boot(prof, boot)
+    for j, (out, f) in enumerate(zip(per, prof.fits)):
+        _finish_parabola(out, f, bx[:, j], by[:, j])
     for out in per:
         out["used"] = not out["warnings"]
-    if _skip(res, per, min_budgets):
+    if _skip(res, per, boot.min_budgets):
         return res
     used = [j for j, r in enumerate(per) if r["used"]]
     lc = np.log10([per[j]["C"] for j in used])
     lm = np.log10([per[j]["M_opt"] for j in used])
     b0, a = linefit(lc, lm)
-    M_law, D_law = _law(lc, float(b0), float(a), len(used))
-    if n_boot:
+    laws = _law(lc, float(b0), float(a), len(used))
+    if boot.n:
         bm = np.stack([per[j]["boot_logM"] for j in used], -1)  # (n_boot, budgets)
         ok = np.isfinite(bm)
         bb0, ba = linefit(lc, np.where(ok, bm, 0), ok.astype(float))
         X = np.stack([np.ones_like(lc), lc], -1)
-        info = _between(X, lm, bm, None, between, bb0, ba, rng)
-        res["between"], res["boot_between"] = bt.public(info), info
-        M_law.ci95, D_law.ci95 = law_ci(bb0, ba), law_ci(-bb0, 1 - ba)
-        res["boot"] = {"log_coef": bb0, "exponent": ba, "logM": bm, "logC": lc}
-    _few_budgets(M_law, D_law, len(used))
-    return res | {"M_opt": M_law, "D_opt": D_law}
+        info = _between(X, lm, bm, None, boot, bb0, ba)
+        _law_samples(res, laws, info, (bb0, ba, bm, lc))
+    return _laws(res, laws, len(used))
 
 
-def _between(X, y, y_boot, w, on: bool, bb0: np.ndarray, ba: np.ndarray, rng, given: dict | None = None) -> dict:
-    """The scatter between budgets about the law (measured, or `given` by another fit of the same runs); with `on`,
-    drawn into the law's samples (bb0, ba) in place. Returns the full info (its "_grid" serves `given`)."""
+def _between(X, y, y_boot, w, boot: _Boot, bb0: np.ndarray, ba: np.ndarray, given: dict | None = None) -> dict:
+    """The scatter between budgets about the law (measured, or `given` by another fit of the same runs); with
+    boot.between, drawn into the law's samples (bb0, ba) in place. Returns the full info (its "_grid" serves
+    `given`)."""
     info = bt.scatter(X, y, y_boot) if given is None else dict(given)
+    on = boot.between
     if on and info["df"] >= 1 and info.get("_grid") is not None and info["K"] == len(X):
-        u = bt.draw_effects(info, len(bb0), rng)
+        u = bt.draw_effects(info, len(bb0), boot.rng)
         H = bt.hat(X, w)
         bb0 += u @ H[0]
         ba += u @ H[1]
@@ -396,36 +485,57 @@ def _between(X, y, y_boot, w, on: bool, bb0: np.ndarray, ba: np.ndarray, rng, gi
     return info
 
 
-def _few_budgets(M_law: PowerLaw, D_law: PowerLaw, n: int) -> None:
+def _law_samples(res: dict, laws: tuple[PowerLaw, PowerLaw], info: dict, samples: tuple) -> None:
+    """The law's bootstrap into res and its CIs: samples = (log10 coefficient, exponent, each resample's log10
+    M_opt per budget, log10 C per budget)."""
+    bb0, ba, logM, lc = samples
+    M_law, D_law = laws
+    res["between"], res["boot_between"] = bt.public(info), info
+    M_law.ci95, D_law.ci95 = law_ci(bb0, ba), law_ci(-bb0, 1 - ba)
+    res["boot"] = {"log_coef": bb0, "exponent": ba, "logM": logM, "logC": lc}
+
+
+def _laws(res: dict, laws: tuple[PowerLaw, PowerLaw], n: int) -> dict:
+    """res with the M_opt and D_opt laws, each warned when fitted from fewer than 3 budgets."""
     if n < 3:
-        for law in (M_law, D_law):
+        for law in laws:
             law.warnings.append(
                 f"fit from {n} budgets: the line passes through them exactly and the "
                 f"CI reflects within-budget scatter only"
             )
+    return res | {"M_opt": laws[0], "D_opt": laws[1]}
 
 
-def _fit_joint(res, per, fits, cells, cell_in, logM, loss, budget, trunk, n_boot, rng, min_budgets, between, given):
-    """Every used budget's profile at once (analysis.isojoint); per-budget optima from the same shape, each free
-    (bootstrapped too unless the between-budget scatter is `given`)."""
-    for out in per:
-        out["used"] = not out["warnings"]
-    if _skip(res, per, min_budgets):
-        for out, f in zip(per, fits):
-            _finish_budget(out, f, None, None, np.zeros(0), np.zeros(0))
-        return res
+@dataclass
+class _Joint:
+    """The joint fit's point estimates on the used budgets' cells (x centred at xc, budgets renumbered 0..Ku-1):
+    jm shares one power law for the minima, fm frees each budget's vertex."""
+
+    used: np.ndarray  # indices of the used budgets
+    keep: np.ndarray  # cells of the used budgets
+    xc: float
+    sk: np.ndarray
+    sx: np.ndarray
+    lc: np.ndarray  # log10 C of the used budgets
+    jm: JointModel
+    fm: JointModel
+    th: np.ndarray
+    th_free: np.ndarray
+
+
+def _joint_point(prof: _Profiles) -> _Joint:
+    per, cells = prof.per, prof.cells
     used = np.array([j for j, r in enumerate(per) if r["used"]])
-    Ku = len(used)
     remap = np.full(len(per), -1)
-    remap[used] = np.arange(Ku)
-    keep = cell_in & (remap[cells.k] >= 0)  # cells of the used budgets
-    xc = float(np.mean(logM))
+    remap[used] = np.arange(len(used))
+    keep = prof.cell_in & (remap[cells.k] >= 0)  # cells of the used budgets
+    xc = float(np.mean(prof.logM))
     sk, sx = remap[cells.k[keep]], cells.x[keep] - xc  # the used budgets' cells
     lc = np.log10([per[j]["C"] for j in used])
-    z = lc - lc.mean()
-    W1, S1 = _cell_totals(cells, loss, keep)
+    W1, S1 = _cell_totals(cells, prof.runs.loss, keep)
     Y1 = cell_means(W1, S1)
-    v0, y0, c0 = _joint_start(sk, sx, Y1, W1, Ku)
+    v0, y0, c0 = _joint_start(sk, sx, Y1, W1, len(used))
+    z = lc - lc.mean()
     jm, fm = JointModel(sk, sx, z), JointModel(sk, sx, z, free_vertex=True)
     th = start(jm, Y1, W1, v0, y0, c0, iters=100)  # enough for the residuals; the regularised refit polishes
     # The shape prior's unit is the runs' noise, measured about the unregularised joint fit (a parabola's residuals
@@ -435,58 +545,85 @@ def _fit_joint(res, per, fits, cells, cell_in, logM, loss, budget, trunk, n_boot
     jm.prior_w = fm.prior_w = var / PRIOR_SD**2
     th = jm.solve(th, W1[None], Y1[None], iters=500)[0]
     th_free = start(fm, Y1, W1, v0, y0, c0)
-    jb = np.full((n_boot, jm.P), np.nan)
-    fb = np.full((n_boot, fm.P), np.nan)
-    for sl, W, S in _boot_sums(cells, loss, budget, trunk, n_boot, rng, "IsoFLOP joint fit") if n_boot else ():
-        Wk, Yk = W[:, keep], cell_means(W[:, keep], S[:, keep])
-        step = resample.chunk_size(len(sk), len(Wk), per_row=40)  # LM temporaries per cell
+    return _Joint(used, keep, xc, sk, sx, lc, jm, fm, th, th_free)
+
+
+def _joint_boot(prof: _Profiles, J: _Joint, boot: _Boot, given: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled parameters of the joint fit and (unless the between-budget scatter is `given`) of the free one."""
+    jb = np.full((boot.n, J.jm.P), np.nan)
+    fb = np.full((boot.n, J.fm.P), np.nan)
+    for sl, W, S in _boot_sums(prof, prof.runs.budget, boot, "IsoFLOP joint fit") if boot.n else ():
+        Wk, Yk = W[:, J.keep], cell_means(W[:, J.keep], S[:, J.keep])
+        step = resample.chunk_size(len(J.sk), len(Wk), per_row=40)  # LM temporaries per cell
         for s in range(0, len(Wk), step):
             rows = slice(sl.start + s, min(sl.start + s + step, sl.stop))
-            jb[rows] = jm.solve(th, Wk[s : s + step], Yk[s : s + step], iters=JOINT_ITERS)
+            jb[rows] = J.jm.solve(J.th, Wk[s : s + step], Yk[s : s + step], iters=JOINT_ITERS)
             if given is None:
-                fb[rows] = fm.solve(th_free, Wk[s : s + step], Yk[s : s + step], iters=FREE_ITERS)
-    v_free, _, _, y_free, c_free = fm.split(th_free)
-    bv, _, _, by, _ = fm.split(fb)
-    for i, j in enumerate(used):
-        out = per[j]
-        _finish_budget(out, fits[j], xc + v_free[i], y_free[i], xc + bv[:, i], by[:, i])
-        x_in = sx[sk == i]
+                fb[rows] = J.fm.solve(J.th_free, Wk[s : s + step], Yk[s : s + step], iters=FREE_ITERS)
+    return jb, fb
+
+
+def _joint_budgets(prof: _Profiles, J: _Joint, fb: np.ndarray, flat_check: bool) -> None:
+    """Every used budget's own optimum (the free-vertex fit, on the shape the budgets share) into its report row,
+    with a note where it lies outside its sizes or (flat_check) where its resamples cannot locate it."""
+    v_free, _, _, y_free, c_free = J.fm.split(J.th_free)
+    bv, _, _, by, _ = J.fm.split(fb)
+    for i, j in enumerate(J.used):
+        out = prof.per[j]
+        _finish_budget(out, J.xc + v_free[i], y_free[i], J.xc + bv[:, i], by[:, i])
+        x_in = J.sx[J.sk == i]
         lo, hi = x_in.min(), x_in.max()
         if not lo <= v_free[i] <= hi:
             out["notes"].append(
-                f"this budget's own minimum (M={10 ** (xc + v_free[i]):.3g}) lies outside its sizes; "
+                f"this budget's own minimum (M={10 ** (J.xc + v_free[i]):.3g}) lies outside its sizes; "
                 f"the joint fit places it from the shape the other budgets share"
             )
-        elif (
-            n_boot
-            and given is None
-            and (why := _flat_warning((bv[:, i] - (lo + hi) / 2) / max((hi - lo) / 2, 1e-12), (hi - lo) / 2))
+        elif flat_check and (
+            why := _flat_warning((bv[:, i] - (lo + hi) / 2) / max((hi - lo) / 2, 1e-12), (hi - lo) / 2)
         ):
             out["notes"].append(why + "; kept: the joint fit weighs it by what its runs say")
         xs = np.linspace(lo, hi, 60)
-        g = shape(LN10 * (xs - v_free[i]), *np.exp(th_free[:2]))[0]
-        out["curve"] = {"M": (10 ** (xc + xs)).tolist(), "loss": (y_free[i] + c_free[i] * g).tolist()}
-    for j, out in enumerate(per):
+        g = shape(LN10 * (xs - v_free[i]), *np.exp(J.th_free[:2]))[0]
+        out["curve"] = {"M": (10 ** (J.xc + xs)).tolist(), "loss": (y_free[i] + c_free[i] * g).tolist()}
+    for out in prof.per:
         if not out["used"]:
-            _finish_budget(out, fits[j], None, None, np.zeros(0), np.zeros(0))
-    m0, a = th[0], th[1]
-    b0 = xc + m0 - a * lc.mean()  # log10 M_opt = xc + m0 + a (lc - mean lc)
-    M_law, D_law = _law(lc, b0, a, Ku)
+            _finish_budget(out, None, None, np.zeros(0), np.zeros(0))
+
+
+def _fit_joint(res: dict, prof: _Profiles, boot: _Boot, given: dict | None) -> dict:
+    """Every used budget's profile at once (analysis.isojoint); per-budget optima from the same shape, each free
+    (bootstrapped too unless the between-budget scatter is `given`)."""
+    for out in prof.per:
+        out["used"] = not out["warnings"]
+    if _skip(res, prof.per, boot.min_budgets):
+        for out in prof.per:
+            _finish_budget(out, None, None, np.zeros(0), np.zeros(0))
+        return res
+    J = _joint_point(prof)
+    jb, fb = _joint_boot(prof, J, boot, given)
+    _joint_budgets(prof, J, fb, bool(boot.n) and given is None)
+    th, lc, xc = J.th, J.lc, J.xc
+    b0 = xc + th[0] - th[1] * lc.mean()  # log10 M_opt = xc + m0 + a (lc - mean lc)
+    laws = _law(lc, b0, th[1], len(J.used))
     res["shape"] = {"alpha": float(np.exp(th[2])), "beta": float(np.exp(th[3]))}
-    if n_boot:
+    if boot.n:
         ba = jb[:, 1].copy()
         bb0 = xc + jb[:, 0] - ba * lc.mean()
+        v_free = J.fm.split(J.th_free)[0]
+        bv = J.fm.split(fb)[0]
         X = np.stack([np.ones_like(lc), lc], -1)
-        s2 = bt.robust_var(xc + bv) if given is None else np.asarray(given["s"], float) ** 2
-        if len(s2) != Ku:  # the other fit kept other budgets: its scatter, equal weights
-            s2 = np.ones(Ku)
-        w = 1 / np.where(np.isfinite(s2) & (s2 > 0), s2, np.nanmax(s2) if np.isfinite(s2).any() else 1.0)
-        info = _between(X, xc + v_free, xc + bv, w, between, bb0, ba, rng, given)
-        res["between"], res["boot_between"] = bt.public(info), info
-        M_law.ci95, D_law.ci95 = law_ci(bb0, ba), law_ci(-bb0, 1 - ba)
-        res["boot"] = {"log_coef": bb0, "exponent": ba, "logM": xc + bv, "logC": lc}
-    _few_budgets(M_law, D_law, Ku)
-    return res | {"M_opt": M_law, "D_opt": D_law}
+        info = _between(X, xc + v_free, xc + bv, _budget_weights(xc + bv, given, len(J.used)), boot, bb0, ba, given)
+        _law_samples(res, laws, info, (bb0, ba, xc + bv, lc))
+    return _laws(res, laws, len(J.used))
+
+
+def _budget_weights(logM_boot: np.ndarray, given: dict | None, K: int) -> np.ndarray:
+    """Each budget's weight in the law's second level: the inverse of its optimum's variance over the resamples (or
+    of the scatter `given` by another fit; equal weights when that fit kept other budgets)."""
+    s2 = bt.robust_var(logM_boot) if given is None else np.asarray(given["s"], float) ** 2
+    if len(s2) != K:
+        s2 = np.ones(K)
+    return 1 / np.where(np.isfinite(s2) & (s2 > 0), s2, np.nanmax(s2) if np.isfinite(s2).any() else 1.0)
 
 
 def _cell_totals(cells: Cells, loss, keep) -> tuple[np.ndarray, np.ndarray]:

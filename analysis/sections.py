@@ -7,60 +7,16 @@ which is not a warning; a section that had runs but could not be fitted is "skip
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pandas as pd
 
 from analysis import between as bt
-from analysis.hparams import fit_hparams
-from analysis.isoflop import DEFAULT_ESTIMATOR, ESTIMATORS, WINDOW, fit_isoflop
+from analysis.hparams import HparamsRuns, fit_hparams
+from analysis.isoflop import IsoRuns, fit_isoflop
 from analysis.lcpoints import loss_points
 from analysis.losscurve import backtest, choose_form, fit_losscurve, predict
+from analysis.options import DEFAULT_OPTIONS, FitOptions
 from analysis.parametric import fit_parametric
-
-MAX_BOOTSTRAP = 1_000_000  # resamples; CIs stop moving long before, and beyond it the arrays do not fit in memory
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """The fitting options of `analysis.fit` (CLI flags of the same names)."""
-
-    band: float = 0.0025  # near-optimal band, relative to each grid's best loss
-    bootstrap: int = 1000  # resamples (0 = no CIs)
-    seed: int = 0
-    min_budgets: int = 3
-    rtol: float = 1.15  # C ratio within which runs without `budget` group
-    off_centre: float = 2 / 3  # IsoFLOP vertex limit, as a fraction of the fitted half-width
-    iso_window: float = WINDOW  # decades either side of each profile's best size (0 = all points)
-    iso_estimator: str = DEFAULT_ESTIMATOR  # joint | window | all | adaptive (analysis.isoflop)
-    hparams_form: str = "C"  # "C" (DeepSeek) or "MD" (Step Law): which form extrapolates
-    tie: bool = False  # parametric alpha = beta
-    fix_E: float | None = None  # parametric E fixed
-    robust: float | None = None  # parametric: drop runs beyond this many robust SDs, refit once
-
-    def check(self) -> None:
-        finite = all(np.isfinite(v) for v in (self.band, self.rtol, self.off_centre, self.iso_window))
-        ok = self.band >= 0 and 0 <= self.bootstrap <= MAX_BOOTSTRAP and self.min_budgets >= 2 and self.rtol > 1
-        if not (finite and ok and self.iso_window >= 0 and self.off_centre > 0):
-            raise ValueError(
-                f"need finite --band >= 0, 0 <= --bootstrap <= {MAX_BOOTSTRAP:,}, --min-budgets >= 2, --rtol > 1 "
-                "and --iso-window >= 0 "
-                f"(got band {self.band:g}, bootstrap {self.bootstrap}, min budgets {self.min_budgets}, "
-                f"rtol {self.rtol:g}, iso window {self.iso_window:g})"
-            )
-        if self.iso_estimator not in ESTIMATORS:
-            raise ValueError(f"--iso-estimator must be one of {', '.join(ESTIMATORS)}, not {self.iso_estimator!r}")
-        if self.hparams_form not in ("C", "MD"):
-            raise ValueError(f"--hparams-form must be C or MD, not {self.hparams_form!r}")
-        if any(v is not None and not (v > 0 and np.isfinite(v)) for v in (self.fix_E, self.robust)):
-            raise ValueError(f"--fix-E and --robust need a positive finite value (got {self.fix_E}, {self.robust})")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-DEFAULT_OPTIONS = FitOptions()
 
 
 def grid_keys(hp: pd.DataFrame) -> np.ndarray:
@@ -77,22 +33,10 @@ def _trunks(df: pd.DataFrame):
 
 
 def _hparams(hp: pd.DataFrame, o: FitOptions, res: dict) -> None:
-    h = fit_hparams(
-        grid_keys(hp),
-        hp.budget_group,
-        hp.C,
-        hp.lr,
-        hp.batch_size,
-        hp.loss,
-        o.band,
-        o.bootstrap,
-        o.seed,
-        o.min_budgets,
-        N=hp.N,
-        D=hp.D,
-        M=hp.M,
-        trunk=_trunks(hp),
+    runs = HparamsRuns(
+        grid_keys(hp), hp.budget_group, hp.C, hp.lr, hp.batch_size, hp.loss, N=hp.N, D=hp.D, M=hp.M, trunk=_trunks(hp)
     )
+    h = fit_hparams(runs, o.band, o.bootstrap, o.seed, o.min_budgets)
     res["in_band"] = pd.Series(h.pop("in_band"), index=hp.index)
     if "skipped" in h:
         res["skipped"]["hparams"] = h["skipped"]
@@ -123,17 +67,13 @@ def _isoflop(iso: pd.DataFrame, o: FitOptions, res: dict) -> None:
 
     def fit(scale: np.ndarray, C: np.ndarray, between_from: dict | None = None) -> dict:
         return fit_isoflop(
-            b,
-            scale,
-            C,
-            L,
+            IsoRuns(b, scale, C, L, trunk),
             o.bootstrap,
             o.seed,
             o.min_budgets,
-            o.off_centre,
-            o.iso_window,
+            off_centre=o.off_centre,
+            window=o.iso_window,
             estimator=o.iso_estimator,
-            trunk=trunk,
             between_from=between_from,
         )
 

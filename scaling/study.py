@@ -20,17 +20,15 @@ intervals and every warning of the stage's report, and stage 2 is centred on the
 from __future__ import annotations
 
 import csv
-import dataclasses
-import inspect
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from analysis.fit import run_analysis
+from analysis.fit import analyse
+from analysis.options import OPTION_NAMES, FitOptions
 from analysis.planning import summary_lines
-from analysis.sections import FitOptions
 from scaling.base.cli import EXIT_FAILED, fail
 from scaling.base.configs import load_study, pop_config_dir, search_dirs, study_path
 from scaling.base.laws import format_law
@@ -101,8 +99,7 @@ def load_spec(name: str, extra: list[str], dirs: Sequence[Path] = ()) -> tuple[S
     raw, path = load_study(name, dirs), str(study_path(name, dirs))
     spec = StudySpec.from_dict(raw, path)
     sweeps = {st.kind: spec.compose(st.kind, extra) for st in spec.stages}
-    check_analysis(spec)
-    need = int(spec.analysis.get("min_budgets", ANALYSIS_DEFAULTS["min_budgets"]))
+    need = analysis_options(spec).min_budgets
     for st in spec.stages:
         if len(set(st.budgets)) < need:
             raise ValueError(
@@ -112,25 +109,18 @@ def load_spec(name: str, extra: list[str], dirs: Sequence[Path] = ()) -> tuple[S
     return spec, sweeps
 
 
-ANALYSIS_DEFAULTS = {
-    k: p.default
-    for k, p in inspect.signature(run_analysis).parameters.items()
-    if p.kind is inspect.Parameter.KEYWORD_ONLY and k not in ("plots", "write")
-}
-
-
-def check_analysis(spec: StudySpec) -> None:
-    """The study's analysis options are run_analysis's keyword options, with valid values."""
+def analysis_options(spec: StudySpec) -> FitOptions:
+    """The study's analysis section as the FitOptions every fit of the study uses: its keys are FitOptions fields
+    (analysis.fit's options), its values valid (one-line ValueError naming the study file otherwise)."""
     for key in spec.analysis:
-        if key not in ANALYSIS_DEFAULTS:
-            near = nearest(str(key), ANALYSIS_DEFAULTS)
+        if key not in OPTION_NAMES:
+            near = nearest(str(key), OPTION_NAMES)
             hint = f"did you mean analysis.{near}? " if near else ""
             raise ValueError(
-                f"{spec.path}: unknown key analysis.{key}: {hint}(analysis.fit options: {', '.join(ANALYSIS_DEFAULTS)})"
+                f"{spec.path}: unknown key analysis.{key}: {hint}(analysis.fit options: {', '.join(OPTION_NAMES)})"
             )
-    fields = {f.name for f in dataclasses.fields(FitOptions)}
     try:
-        FitOptions(**{k: v for k, v in spec.analysis.items() if k in fields}).check()
+        return FitOptions(**spec.analysis)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{spec.path}: analysis: {e}") from None
 
@@ -180,6 +170,7 @@ def run_study(
     """`dirs`: config folders where the study name is looked up after conf/study/ (scaling.base.configs.search_dirs);
     a --config-dir among them must also be in `extra`, for the sweeps."""
     spec, sweeps = load_spec(name, extra, dirs)  # the whole file, before stage 1 (also for --dry-run)
+    options = analysis_options(spec)
     root = Path(out or spec.dir)
     common = [*spec.overrides, *extra] + (["sweep.dry_run=true"] if dry_run else [])
     hp_dir, iso_dir, fit_dir = root / "hparams", root / "isoflop", root / "analysis"
@@ -198,7 +189,7 @@ def run_study(
         laws = centre_next(last_fit, prior) if last_fit.exists() else prior
     else:
         print("== fitting eta_opt(C), B_opt(C) on stage 1")
-        report1 = run_analysis([hp_dir], hp_dir / "analysis", plots=True, **spec.analysis)
+        report1, _ = analyse([hp_dir], hp_dir / "analysis", options, plots=True)
         print_fit("stage 1", report1, hp_dir / "analysis" / "report.md")
         laws = centre_next(last_fit, prior)
 
@@ -213,7 +204,7 @@ def run_study(
         return None
 
     print("== stage 3/3: fitting the study")
-    report = run_analysis([hp_dir, iso_dir], fit_dir, **spec.analysis)
+    report, _ = analyse([hp_dir, iso_dir], fit_dir, options)
     if samples:
         write_samples(iso_dir, fit_dir / "report.md", spec.sample_prompt or SAMPLE_PROMPT)
     print_fit("stage 3", report, fit_dir / "report.md")

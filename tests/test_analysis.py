@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from analysis import fit_runs
 from analysis.extrapolate import extrapolate, load_model, recommend
-from analysis.fit import main, run_analysis
+from analysis.fit import main
 from analysis.synthetic import Truth, make_study, write_study
 from tests.helpers import shifted_isoflop_study
 
@@ -44,7 +45,7 @@ def study(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(study) -> dict:
-    return run_analysis([study], write=False, bootstrap=300, targets=("deepseek_7b", "deepseek_67b"))
+    return fit_runs([study], bootstrap=300, targets=("deepseek_7b", "deepseek_67b")).report
 
 
 def _inside(ci, v) -> bool:
@@ -72,9 +73,7 @@ def test_ci_coverage_over_seeds(tmp_path):
     aC = TRUTH.alpha * TRUTH.beta / (TRUTH.alpha + TRUTH.beta)
     hits = []
     for seed in range(10, 18):
-        r = run_analysis(
-            [write_study(make_study(seed=seed), tmp_path / str(seed))], write=False, bootstrap=200, targets=()
-        )
+        r = fit_runs([write_study(make_study(seed=seed), tmp_path / str(seed))], bootstrap=200, targets=()).report
         hits.append(
             [
                 _inside(r["hparams"]["eta_opt"].ci95["exponent"], TRUTH.eta_exp),
@@ -200,21 +199,19 @@ def test_law_with_too_few_budgets_is_absent_with_reason(tmp_path):
         for r in make_study(budgets=(1e17, 1e18, 1e19), n_diverged=0, n_failed=0)
         if not (r["sweep"] == "hparams" and r["budget"] == 1e19)
     ]
-    rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=20, targets=())
+    rep = fit_runs([write_study(recs, tmp_path / "runs")], bootstrap=20, targets=()).report
     assert "hparams" not in rep and "only 2 budget(s) with hparams runs; need >= 3" in rep["skipped"]["hparams"]
     # Three budgets: no free-E saturating form, but L(N, D)'s E gives L(C) a floor, and the report says why.
     assert "isoflop" in rep and "needs >= 4 budgets" in rep["loss"]["saturating_skipped"]
     assert rep["loss"]["form"] == "saturating_E" and "no backtest can compare" in rep["loss"]["form_why"]
     assert "needs >= 4 budgets" in rep["loss"]["backtest"]["skipped"]
-    rep2 = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=20, targets=(), min_budgets=2)
+    rep2 = fit_runs([write_study(recs, tmp_path / "runs")], bootstrap=20, targets=(), min_budgets=2).report
     assert "2 budgets" in rep2["hparams"]["eta_opt"].warnings[0]
 
 
 def test_isoflop_edge_and_off_centre_budgets_excluded_by_the_window_estimator(tmp_path):
     recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})  # optimum beyond the edge / off-centre
-    rep = run_analysis(
-        [write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=(), iso_estimator="window"
-    )
+    rep = fit_runs([write_study(recs, tmp_path / "runs")], bootstrap=50, targets=(), iso_estimator="window").report
     b = {x["budget"]: x for x in rep["isoflop"]["budgets"]}
     assert not b[1e20]["used"] and b[1e20]["warnings"][0].startswith("best run at the edge of the grid")
     assert not b[1e21]["used"] and b[1e21]["warnings"][0].startswith("off-centre")
@@ -225,7 +222,7 @@ def test_isoflop_edge_and_off_centre_budgets_excluded_by_the_window_estimator(tm
 
 def test_joint_estimator_keeps_an_off_centre_budget_and_drops_an_unbracketed_one(tmp_path):
     recs = shifted_isoflop_study({1e20: 1.0, 1e21: 0.5})
-    rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=50, targets=())
+    rep = fit_runs([write_study(recs, tmp_path / "runs")], bootstrap=50, targets=()).report
     iso = rep["isoflop"]
     b = {x["budget"]: x for x in iso["budgets"]}
     assert iso["estimator"] == "joint" and "joint fit" in iso["estimator_text"]
@@ -242,7 +239,7 @@ def test_datasets_fitted_separately(tmp_path):
     recs = make_study(seed=3, dataset="web@aaaa", n_diverged=0, n_failed=0) + make_study(
         truth=other, seed=4, dataset="code@bbbb", n_diverged=0, n_failed=0
     )
-    rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=100, targets=())
+    rep = fit_runs([write_study(recs, tmp_path / "runs")], bootstrap=100, targets=()).report
     d = rep["datasets"]
     assert set(d) == {"web@aaaa", "code@bbbb"} and any("fitted separately" in w for w in rep["warnings"])
     assert _inside(d["web@aaaa"]["isoflop"]["M_opt"].ci95["exponent"], TRUTH.a)

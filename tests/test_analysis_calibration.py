@@ -14,7 +14,7 @@ from scipy.optimize import approx_fprime
 from analysis import between as bt
 from analysis import fit_runs, resample
 from analysis.design import SCENARIOS, TRUTHS, Design, draw, simulate, simulate_hparams
-from analysis.isoflop import fit_isoflop
+from analysis.isoflop import IsoRuns, fit_isoflop
 from analysis.isojoint import JointModel, shape
 from analysis.load import load_runs
 from analysis.synthetic import Truth, make_study, write_study
@@ -178,7 +178,7 @@ def test_joint_fit_recovers_the_law_exactly_from_noiseless_profiles():
         b += [C] * 9
         M += list(m)
         L += list(t.loss(m, C / m))
-    r = fit_isoflop(np.array(b), np.array(M), np.array(b), np.array(L), n_boot=0)
+    r = fit_isoflop(IsoRuns(np.array(b), np.array(M), np.array(b), np.array(L)), n_boot=0)
     assert r["M_opt"].exponent == pytest.approx(t.a, abs=3e-4)
     assert r["shape"]["alpha"] == pytest.approx(t.alpha, rel=1e-3) and r["shape"]["beta"] == pytest.approx(
         t.beta, rel=1e-3

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import fit_runs
-from analysis.fit import main, run_analysis
+from analysis.fit import main
 from analysis.synthetic import Truth, make_study, write_study
 
 SKEWED = Truth(E=1.7, A=100.0, B=3e4, alpha=0.15, beta=0.55)  # |beta - alpha| = 0.4: a strongly skewed profile
@@ -67,7 +67,7 @@ def test_joint_isoflop_fits_wide_skewed_profiles_whole_and_tighter_than_the_wind
 def test_window_option_is_reported_and_can_be_set(tmp_path):
     path = tmp_path / "wide.csv"
     _wide_profiles().to_csv(path, index=False)
-    rep = run_analysis([path], write=False, bootstrap=0, iso_window=1.0, iso_estimator="window")
+    rep = fit_runs([path], bootstrap=0, iso_window=1.0, iso_estimator="window").report
     assert {b["window"]["half_width_decades"] for b in rep["isoflop"]["budgets"]} == {1.0}
     assert rep["provenance"]["options"]["iso_window"] == 1.0
     assert rep["provenance"]["options"]["iso_estimator"] == "window" and rep["isoflop"]["estimator"] == "window"
@@ -206,7 +206,7 @@ def test_report_text_adds_up_and_lists_every_dataset(tmp_path, capsys):
 
 def test_budget_recommendation_names_its_M_opt_and_uses_the_data_seq_len(tmp_path):
     recs = [r for r in make_study(budgets=(1e17, 1e18, 1e19), n_diverged=0, n_failed=0) if r["sweep"] == "hparams"]
-    rep = run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=0, budgets=[1e21])
+    rep = fit_runs([write_study(recs, tmp_path / "runs")], bootstrap=0, budgets=[1e21]).report
     assert rep["recommendations"][0]["M_opt_source"].startswith("deepseek")
     assert any("no fitted M_opt law" in w for w in rep["warnings"])
     # The recommended shape trains on the data's sequences (2048 here), not the target config's (4096).

@@ -10,7 +10,8 @@ import pytest
 
 from analysis import fit_runs
 from analysis import parametric as P
-from analysis.fit import main, run_analysis
+from analysis.fit import main
+from analysis.plausible import Limits
 from analysis.synthetic import Truth, make_study, write_study
 
 TRUTH = Truth()
@@ -38,7 +39,7 @@ def test_integer_M_and_D_do_not_overflow(tmp_path):
     assert df.M.dtype == np.int64 and (df.M.astype(float) * df.D > 2**63).all()
     path = tmp_path / "ints.csv"
     df.to_csv(path, index=False)
-    rep = run_analysis([path], write=False, bootstrap=50)
+    rep = fit_runs([path], bootstrap=50).report
     assert rep["excluded"] == [] and rep["provenance"]["n_used"] == len(df)
     Cs = sorted(b["C"] for b in rep["isoflop"]["budgets"])
     np.testing.assert_allclose(Cs, [1e19, 1e20, 1e21], rtol=0.01)
@@ -77,7 +78,7 @@ def _two_model_study(budgets=(1e18, 1e19, 1e20), shift=0.35) -> list[dict]:
 
 
 def test_hparams_grids_of_different_models_at_one_budget_stay_apart(tmp_path):
-    rep = run_analysis([write_study(_two_model_study(), tmp_path / "runs")], write=False, bootstrap=50, targets=())
+    rep = fit_runs([write_study(_two_model_study(), tmp_path / "runs")], bootstrap=50, targets=()).report
     grids = rep["hparams"]["budgets"]
     assert len(grids) == 6 and all(g["n_models"] == 1 for g in grids)
     for g in grids:  # each grid's best lr is its own model's optimum, not the other model's
@@ -101,7 +102,7 @@ def test_grid_column_that_mixes_models_is_reported(tmp_path):
     )
     path = tmp_path / "grids.csv"
     df.to_csv(path, index=False)
-    rep = run_analysis([path], write=False, bootstrap=0)
+    rep = fit_runs([path], bootstrap=0).report
     assert len(rep["hparams"]["budgets"]) == 3 and all(g["n_models"] == 2 for g in rep["hparams"]["budgets"])
     assert any("3 hparams grid(s) mix model sizes" in w for w in rep["warnings"])
     assert "grid mixes 2 model sizes" in rep["hparams"]["budgets"][0]["note"]
@@ -116,7 +117,7 @@ def clean_recs() -> list[dict]:
 def clean(clean_recs, tmp_path_factory) -> tuple:
     """The clean study's run dir and its report (bad runs are added as a second input dir)."""
     root = write_study(clean_recs, tmp_path_factory.mktemp("clean") / "runs")
-    return root, run_analysis([root], write=False, bootstrap=50, targets=())
+    return root, fit_runs([root], bootstrap=50, targets=()).report
 
 
 def test_implausible_losses_and_compute_are_excluded_by_name(tmp_path, clean_recs, clean):
@@ -137,7 +138,7 @@ def test_implausible_losses_and_compute_are_excluded_by_name(tmp_path, clean_rec
         )
     ]
     dirty = [root, write_study(bad, tmp_path / "dirty")]
-    rep = run_analysis(dirty, write=False, bootstrap=50, targets=())
+    rep = fit_runs(dirty, bootstrap=50, targets=()).report
     why = {e["run_id"]: e["reason"] for e in rep["excluded"]}
     assert set(why) == {f"bad{i}" for i in range(7)}
     assert why["bad0"].startswith("implausible loss 1e-300 (plausible: (0.01, 20] nats/token")
@@ -147,14 +148,14 @@ def test_implausible_losses_and_compute_are_excluded_by_name(tmp_path, clean_rec
     for k in ("eta_opt", "B_opt"):  # the fit is exactly the clean one
         assert rep["hparams"][k].exponent == pytest.approx(clean["hparams"][k].exponent, abs=1e-12)
     # The limits are options: a loss of 25 nats is plausible for a user who says so.
-    wide = run_analysis(dirty, write=False, bootstrap=0, targets=(), loss_range=(0.01, 30))
+    wide = fit_runs(dirty, bootstrap=0, targets=(), limits=Limits(loss_max=30)).report
     assert "bad6" not in {e["run_id"] for e in wide["excluded"]}
 
 
 def test_duplicated_rows_are_dropped_with_a_warning(tmp_path, clean_recs, clean):
     root, clean = clean
     dup = [r | {"run_id": r["run_id"] + "-copy"} for r in clean_recs if r["budget"] == 1e18]
-    rep = run_analysis([root, write_study(dup, tmp_path / "dup")], write=False, bootstrap=50, targets=())
+    rep = fit_runs([root, write_study(dup, tmp_path / "dup")], bootstrap=50, targets=()).report
     assert any(w.startswith(f"{len(dup)} duplicated row(s) dropped") for w in rep["warnings"])
     reasons = {e["run_id"]: e["reason"] for e in rep["excluded"]}
     assert set(reasons) == {r["run_id"] for r in dup}
@@ -282,7 +283,7 @@ def test_hparams_grids_that_do_not_bracket_their_optimum_are_said(clean_recs):
     hp = df.sweep == "hparams"
 
     def warnings(d):
-        return run_analysis([d], write=False, bootstrap=0)["warnings"]
+        return fit_runs([d], bootstrap=0).report["warnings"]
 
     assert not any("bracket" in w for w in warnings(df))
     assert any("do not bracket their optimum" in w and "a single lr" in w for w in warnings(df.assign(lr=1e-3)))
@@ -296,7 +297,7 @@ def test_one_corrupt_record_neither_fits_nor_turns_off_the_extrapolation(tmp_pat
     published table: the DeepSeek 7B/67B extrapolation vanished ("off for published tables")."""
     recs = make_study(budgets=(1e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3)
     recs[1]["M"] = "abc"
-    rep = run_analysis([write_study(recs, tmp_path / "r")], write=False, bootstrap=0)
+    rep = fit_runs([write_study(recs, tmp_path / "r")], bootstrap=0).report
     assert "deepseek_7b" in rep["extrapolation"]
     res = fit_runs(tmp_path / "r", bootstrap=0)
     row = res.runs.set_index("run_id").loc[recs[1]["run_id"]]

@@ -274,11 +274,10 @@ def test_nd_figures_are_written_and_plot_kinds(tmp_path, grid_res):
 
 def test_study_summary_prints_every_prediction_with_its_interval(tmp_path, capsys):
     """scaling.study's closing summary (the CPU demo's): no bare point predictions, the horizon said."""
-    from analysis.fit import run_analysis
     from scaling.study import print_summary
 
     recs = make_study(budgets=(1e13, 3e13, 1e14), n_diverged=0, n_failed=0, seed=6)
-    print_summary(run_analysis([write_study(recs, tmp_path / "runs")], write=False, bootstrap=100), tmp_path, 60.0)
+    print_summary(fit_runs([write_study(recs, tmp_path / "runs")], bootstrap=100).report, tmp_path, 60.0)
     out = capsys.readouterr().out
     for t in ("deepseek_7b", "deepseek_67b"):
         line = next(x for x in out.splitlines() if x.strip().startswith(f"{t}:"))

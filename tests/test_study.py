@@ -253,7 +253,7 @@ def _run_study_main(study_file: Path, monkeypatch) -> list:
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: _FakeSweep())
     fits: list = []
     fake = {"hparams": {"eta_opt": {"coef": 1.0, "exponent": -0.1}, "B_opt": {"coef": 1.0, "exponent": 0.3}}}
-    monkeypatch.setattr(study, "run_analysis", lambda *a, **k: fits.append(a) or fake)
+    monkeypatch.setattr(study, "analyse", lambda *a, **k: fits.append(a) or (fake, None))
     monkeypatch.setattr(study, "write_samples", lambda *a, **k: None)
     return fits
 
@@ -378,13 +378,13 @@ def test_between_stages_the_console_shows_the_laws_their_intervals_and_every_war
     report = {"hparams": hp, "skipped": {}, "warnings": ["x: 3 of 3 hparams grid(s) do not bracket their optimum"]}
     calls: list[tuple[str, list[str]]] = []
 
-    def fit(paths, out, **options):
+    def fit(paths, out, options, **outputs):
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "report.json").write_text(json.dumps(report))
-        return report
+        return report, None
 
     monkeypatch.setattr(study, "sweep", lambda stage, budgets, d, overrides: calls.append((stage, overrides)))
-    monkeypatch.setattr(study, "run_analysis", fit)
+    monkeypatch.setattr(study, "analyse", fit)
     study.run_study("cpu_demo", [], dry_run=False, out=tmp_path / "demo")
     out = capsys.readouterr().out
     between = out.split("== stage 1 fitted")[1].split("== stage 2/3")[0]
