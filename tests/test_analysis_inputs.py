@@ -309,7 +309,7 @@ def test_the_lr_x_batch_grid_tables_read_by_compute_not_by_run_dir_name(tmp_path
     recs = make_study(budgets=(3e17, 1e18, 1e19), n_sizes=5, lr_steps=3, bs_steps=3)
     for r in recs:  # named as the sweeper names them
         r["run_id"] = f"{r['sweep'][:2]}_C{r['budget']:.3g}_{r['run_id']}"
-    rep = run_analysis([write_study(recs, tmp_path / "r")], write=False, bootstrap=0)
+    rep = fit_runs([write_study(recs, tmp_path / "r")], bootstrap=0).report
     (dataset,) = rep["datasets"].values()
     tables = dataset["tables"]["hparams"]
     Cs = [t["C"] for t in tables]
