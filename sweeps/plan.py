@@ -187,7 +187,7 @@ def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
     """(batch, steps) with steps*batch within 1% of tokens: batch itself when it can, else the nearest multiple of
     seq_len that can (fine when steps are few and one step is > 1% of the run)."""
     for k in range(batch // seq_len + 1):
-        for b in sorted({batch - k * seq_len, batch + k * seq_len}):
+        for b in sorted({batch - k * seq_len, batch + k * seq_len} - {0}):  # 0: no batch (and no division)
             steps = round(tokens / b)
             if b >= seq_len and steps >= 1 and abs(steps * b / tokens - 1) <= C_TOLERANCE:
                 return b, steps

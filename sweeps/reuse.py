@@ -127,8 +127,10 @@ def _key(p: Point) -> tuple:
 
 
 def trunk_id(p: Point) -> str:
+    """The trunk's id (its directory under trunks/): unique per _key, so two trunks never share a directory."""
     s, kind = p.shape, "iso_" if p.sweep == "isoflop" else ""
-    return f"trunk_{kind}L{s.n_layer}_D{s.d_model}_B{p.batch_size}_lr{p.lr:.3g}"
+    seed = "" if p.seed is None else f"_seed{p.seed}"  # sweep.seeds: each seed is its own trunk
+    return f"trunk_{kind}L{s.n_layer}_D{s.d_model}_B{p.batch_size}_lr{p.lr:.3g}{seed}"
 
 
 def plan_trunks(

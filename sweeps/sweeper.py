@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,11 +334,7 @@ class ScalingSweeper(Sweeper):
         and what sharing and packing save."""
         todo = [i for i, (_, s) in enumerate(sw.states) if s == "todo"]
         in_trunk = {i for t in sw.trunks for i in t.members}
-        trunk_units = [
-            Unit(t.members, sum(sw.seconds[i] for i in t.members) / sw.cost(t.members, "est_seconds"), t.id)
-            for t in sw.trunks
-            if any(i in todo for i in t.members)
-        ]
+        trunk_units = [sw.trunk_unit(t) for t in sw.trunks if any(i in todo for i in t.members)]
         alone = [i for i in todo if i not in in_trunk]
         units = trunk_units + plan_units(sw.points, alone, self.sc.pack, self._pack_probe())
         units.sort(key=lambda u: min(u.members))
@@ -684,9 +679,12 @@ class _Sweep:
     def seconds(self) -> list[float]:
         return [e[0] for e in self.est]
 
-    def cost(self, members: Sequence[int], column: str) -> float:
-        """What these runs cost with reuse, in a column of plan.csv (sweeps.reuse.reuse_cost)."""
-        return reuse_cost([self.table[i] for i in members], column)
+    def trunk_unit(self, trunk: Trunk) -> Unit:
+        """A trunk's launcher job, its speed-up the time its runs take alone over the time with reuse
+        (sweeps.reuse.reuse_cost on the unrounded estimates: plan.csv's round a tiny run's to 0)."""
+        runs = [self.table[i] | {"est_seconds": self.seconds[i]} for i in trunk.members]
+        alone, shared = sum(r["est_seconds"] for r in runs), reuse_cost(runs, "est_seconds")
+        return Unit(trunk.members, alone / shared if shared > 0 else 1.0, trunk.id)
 
 
 def _reuse_columns(table: list[dict[str, Any]], points: list[Point], trunks: list[Trunk]) -> None:
