@@ -46,6 +46,7 @@ from sweeps.owners import (
     record_stage,
     release_study,
 )
+from sweeps.reuse import reuse_cost
 from sweeps.study import StudySpec, runs_per_budget
 
 
@@ -87,9 +88,11 @@ def sweep(stage: str, budgets: list[float], sweep_dir: Path, overrides: list[str
         check_stage_done(stage, sweep_dir)  # busy runs it skipped: never fit (or say "done") over them
 
 
-def plan_seconds(sweep_dir: Path) -> float:
+def plan_seconds(sweep_dir: Path) -> tuple[float, float]:
+    """A stage's estimated seconds (est_seconds of its plan.csv) with the reuse it plans, and without."""
     with (sweep_dir / "plan.csv").open() as f:
-        return sum(float(row["est_seconds"]) for row in csv.DictReader(f))
+        table = list(csv.DictReader(f))
+    return reuse_cost(table, "est_seconds"), sum(float(row["est_seconds"]) for row in table)
 
 
 def load_spec(name: str, extra: list[str], dirs: Sequence[Path] = ()) -> tuple[StudySpec, dict[str, SweepConfig]]:
@@ -196,10 +199,11 @@ def run_study(
     print(f"== stage 2/3: IsoFLOP profiles at C = {budgets_arg(list(iso.budgets))} (laws: {laws})")
     sweep("isoflop", list(iso.budgets), iso_dir, [*common, *iso.overrides, f"sweep.laws={laws}"])
     if dry_run:
-        seconds = plan_seconds(hp_dir) + plan_seconds(iso_dir)
+        (hp_with, hp_without), (iso_with, iso_without) = plan_seconds(hp_dir), plan_seconds(iso_dir)
         print(
-            f"\nplanned: stage 1 {hp_dir / 'plan.csv'}, stage 2 {iso_dir / 'plan.csv'}; "
-            f"estimated {seconds / 3600:,.1f} device-hours in all (est_seconds of both plans, one device per run)"
+            f"\nplanned: stage 1 {hp_dir / 'plan.csv'}, stage 2 {iso_dir / 'plan.csv'}; estimated "
+            f"{(hp_with + iso_with) / 3600:,.1f} device-hours in all with reuse, "
+            f"{(hp_without + iso_without) / 3600:,.1f} without (est_seconds of both plans, one device per run)"
         )
         return None
 

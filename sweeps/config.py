@@ -20,7 +20,9 @@ from model.shapes import ShapeRule
 from .packing import parse_pack
 from .plan import SweepSettings
 
-REUSE = ("auto", "off")
+# sweep.reuse -> the kinds of sweep whose runs share trunks (sweeps.reuse): IsoFLOP profiles only when asked for
+# (`all`): their measured loss penalty is in sweeps/README.md#reusing-the-first-stage-trunks-and-branches-sweepreuse
+REUSE: dict[str, tuple[str, ...]] = {"auto": ("hparams",), "all": ("hparams", "isoflop"), "off": ()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,8 +42,9 @@ class SweepConfig:
     pack: str = "auto"
     extend: int = 2  # rounds of points added beyond a grid edge holding the best run (sweeps.extend); 0 = off
     seeds: int = 1  # seeds per point (sweeps.seeds): data order and init
-    reuse: str = "auto"  # trunk/branch training (sweeps.reuse, scaling.run.trunk): auto | off
-    reuse_span: float = 1.0  # with reuse, hparams budgets within this many decades of C train one model
+    reuse: str = "auto"  # trunk/branch training (sweeps.reuse, scaling.run.trunk): auto | all | off
+    reuse_span: float = 1.0  # with reuse, budgets within this many decades of C share a model (hparams) or
+    # a shape's lr and batch (IsoFLOP)
     shape_rule: str = "auto"
     shape_rules: dict[str, Any] = field(default_factory=dict)
     throughput_cache: str = "~/.cache/scaling-lab/throughput.json"

@@ -9,7 +9,8 @@ runs have finished, from their records:
 - an IsoFLOP profile whose best run is its smallest or largest model, or whose parabola (loss in log10 M) has its
   vertex in the outer sixth of the sizes' range -- where analysis.fit calls the profile off-centre and leaves it
   out of the M_opt law (FitOptions.off_centre = 2/3) -- gets one more model beyond that side (the grid's spacing in
-  M, the nearest shape the rule allows), trained at the profile's batch size and learning rate.
+  M, the nearest shape the rule allows), trained at the batch size and learning rate of the profile's model on that
+  side (the profile's own: one per budget; with sweep.reuse=all each shape has its own, sweeps.reuse).
 
 A grid that cannot grow (the shape rule's smallest model is already in it, a batch of one sequence) is named with
 what would bracket it. Losses are per point, averaged over seeds (sweeps.seeds); a diverged run counts as +inf.
@@ -245,7 +246,7 @@ def _beyond_size(g: Grid, side: str, rule: ShapeRule, base: ModelConfig, s: Swee
                 f"already in it; a rule with larger models (sweep.shape_rules.{rule.name}.max_d or max_layers) or a "
                 f"smaller budget would bracket it"
             )
-    t = pts[0]
+    t = pts[0] if side == "low" else pts[-1]  # the edge's lr and batch (with sweep.reuse=all, per shape)
     try:
         b, steps = whole_steps(g.budget / shape.M, t.batch_size, base.seq_len)
     except BudgetTooSmall as e:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from .plan import Point
+from .plan import Point, group_overrides
 
 MIN_GAIN = 1.1  # auto packs when the packed step is at least this much faster than the runs one after another
 MAX_AUTO = 8  # auto packs at most this many runs (memory grows with K; gains flatten beyond)
@@ -115,18 +116,9 @@ def pack_id(points: list[Point], unit: Unit) -> str:
 def pack_overrides(passthrough: list[str], points: list[Point], unit: Unit) -> list[str]:
     """Hydra overrides of a pack job: the first run's point with the pack's id, plus pack.run_ids and pack.lrs
     (scaling.run.pack.pack_job gives each run its own run.id and optim.lr)."""
-    first = points[unit.members[0]]
-    own = [o for o in first.overrides() if not o.startswith(("run.id=", "optim.lr="))]
-    ids = ",".join(f"'{points[i].run_id}'" for i in unit.members)
-    lrs = ",".join(repr(points[i].lr) for i in unit.members)
-    return [
-        *passthrough,
-        *own,
-        f"run.id={pack_id(points, unit)}",
-        f"optim.lr={first.lr!r}",
-        f"+pack.run_ids=[{ids}]",
-        f"+pack.lrs=[{lrs}]",
-    ]
+    members = [points[i] for i in unit.members]
+    lists: dict[str, list[Any]] = {"pack.run_ids": [p.run_id for p in members], "pack.lrs": [p.lr for p in members]}
+    return group_overrides(passthrough, members[0], pack_id(points, unit), lists)
 
 
 def unit_seconds(unit: Unit, est: list[float]) -> float:

@@ -13,7 +13,7 @@ budget too small even then is an error naming the smallest feasible budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -129,6 +129,21 @@ class Point:
         }
 
 
+def group_overrides(
+    passthrough: Sequence[str],
+    rep: Point,
+    job_id: str,
+    lists: Mapping[str, Sequence[Any]],
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """Hydra overrides of one launcher job that trains several points (a pack: sweeps.packing; a trunk and its
+    branches: sweeps.reuse): `rep`'s point under the job's id, then `extra`, then one `+<key>=[...]` list per value
+    that differs between its runs (the job's task gives each run its own)."""
+    own = [o for o in rep.overrides() if not o.startswith("run.id=")]
+    listed = [f"+{key}=[{','.join(repr(v) for v in values)}]" for key, values in lists.items()]
+    return [*passthrough, *own, f"run.id={job_id}", *extra, *listed]
+
+
 def sig(x: float, digits: int = 3) -> float:
     """x rounded to `digits` significant digits: the value trained is the value printed in the run id."""
     return float(f"{x:.{digits - 1}e}")
@@ -175,7 +190,7 @@ def whole_steps(tokens: float, batch: int, seq_len: int) -> tuple[int, int]:
     """(batch, steps) with steps*batch within 1% of tokens: batch itself when it can, else the nearest multiple of
     seq_len that can (fine when steps are few and one step is > 1% of the run)."""
     for k in range(batch // seq_len + 1):
-        for b in sorted({batch - k * seq_len, batch + k * seq_len}):
+        for b in sorted({batch - k * seq_len, batch + k * seq_len} - {0}):  # 0: no batch (and no division)
             steps = round(tokens / b)
             if b >= seq_len and steps >= 1 and abs(steps * b / tokens - 1) <= C_TOLERANCE:
                 return b, steps
@@ -222,7 +237,45 @@ def _slide(targets: list[float], lo: float, hi: float) -> tuple[list[float], str
     return targets, None
 
 
-def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> list[Point]:
+@dataclass(frozen=True)
+class ShapeHparams:
+    """sweep.reuse for IsoFLOP profiles (sweeps.reuse.isoflop_hparams): the lr and batch one shape trains with at
+    every budget of its group, so that its runs differ only in D and share a trunk."""
+
+    lr: float
+    batch: int
+    notes: tuple[str, ...] = ()  # said in the plan (how they were chosen, a batch lowered to leave min_steps steps)
+
+
+def isoflop_points(
+    C: float,
+    laws: Laws,
+    rule: ShapeRule,
+    base: ModelConfig,
+    s: SweepSettings,
+    shared: Mapping[tuple[int, int], ShapeHparams] | None = None,
+) -> list[Point]:
+    """The profile at C: one batch B_opt(C) and lr eta_opt(C) for every shape (DeepSeek), or with `shared` (by
+    (n_layer, d_model)) each shape's own lr and batch across the budgets it serves (sweep.reuse)."""
+    shapes, notes = isoflop_shapes(C, laws, rule, base, s)
+    if shared is None:
+        B, lowered = _isoflop_batch(C, laws, shapes, base.seq_len, s)
+        one = ShapeHparams(sig(laws.eta_opt(C)), B, (lowered,) if lowered else ())
+        shared = {(sh.n_layer, sh.d_model): one for sh in shapes}
+    hp = [shared[(sh.n_layer, sh.d_model)] for sh in shapes]
+    notes += tuple(dict.fromkeys(n for h in hp for n in h.notes))
+    points = []
+    for sh, h in zip(shapes, hp, strict=True):
+        b, steps = whole_steps(C / sh.M, h.batch, base.seq_len)
+        points.append(Point(iso_id(C, sh), "isoflop", C, sh, steps * b, b, h.lr, laws.M_opt(C), notes))
+    return points
+
+
+def isoflop_shapes(
+    C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings
+) -> tuple[list[Shape], tuple[str, ...]]:
+    """The profile's distinct shapes, log-spaced over `span` decades of M around M_opt(C) (slid into the rule's
+    range, said in the notes), each able to train min_steps sequences."""
     seq_len, M_opt = base.seq_len, laws.M_opt(C)
     lo, hi = smallest_shape(rule, base).M, largest_shape(rule, base).M
     if hi / lo < 10**s.span:
@@ -251,20 +304,24 @@ def isoflop_points(C: float, laws: Laws, rule: ShapeRule, base: ModelConfig, s: 
             f"the largest model of the grid (M={max(sh.M for sh in shapes):.3g}) would train "
             f"{D_least:.3g} tokens, fewer than sweep.min_steps={s.min_steps} sequences of {seq_len}"
         )
-    # One batch size per budget, as DeepSeek: B_opt(C), but small enough for min_steps steps of the largest model.
-    B_opt = laws.B_opt(C)
-    B = min(round_batch(B_opt, seq_len), max(seq_len, int(D_least / s.min_steps) // seq_len * seq_len))
-    if B < round_batch(B_opt, seq_len):  # said, never silent: the batch is not the law's
-        notes += (
-            f"B_opt(C={C:.3g})={B_opt:.3g} leaves the largest model fewer than {s.min_steps} steps: batch lowered "
-            f"to {B}",
-        )
-    lr = sig(laws.eta_opt(C))
-    points = []
-    for sh in shapes:
-        b, steps = whole_steps(C / sh.M, B, seq_len)
-        points.append(Point(iso_id(C, sh), "isoflop", C, sh, steps * b, b, lr, M_opt, notes))
-    return points
+    return shapes, notes
+
+
+def _isoflop_batch(C: float, laws: Laws, shapes: list[Shape], seq_len: int, s: SweepSettings) -> tuple[int, str]:
+    """One batch size per budget, as DeepSeek: B_opt(C), but small enough for min_steps steps of the largest model;
+    and the note that says so when it is lowered (never silent: the batch is not the law's)."""
+    B_opt, most = laws.B_opt(C), most_batch(C / max(sh.M for sh in shapes), seq_len, s.min_steps)
+    B = min(round_batch(B_opt, seq_len), most)
+    if B == round_batch(B_opt, seq_len):
+        return B, ""
+    return B, (
+        f"B_opt(C={C:.3g})={B_opt:.3g} leaves the largest model fewer than {s.min_steps} steps: batch lowered to {B}"
+    )
+
+
+def most_batch(tokens: float, seq_len: int, min_steps: int) -> int:
+    """The largest batch (a multiple of seq_len, at least one sequence) that leaves min_steps steps of `tokens`."""
+    return max(seq_len, int(tokens / min_steps) // seq_len * seq_len)
 
 
 def hparams_points(
@@ -317,7 +374,8 @@ def hparams_points(
     return points
 
 
-PLANNERS = {"isoflop": isoflop_points, "hparams": hparams_points}
+Planner = Callable[[float, Laws, ShapeRule, ModelConfig, SweepSettings], list[Point]]
+PLANNERS: dict[str, Planner] = {"isoflop": isoflop_points, "hparams": hparams_points}
 
 
 def smallest_feasible_budget(kind: str, laws: Laws, rule: ShapeRule, base: ModelConfig, s: SweepSettings) -> float:
@@ -341,13 +399,15 @@ def plan(
     base: ModelConfig,
     s: SweepSettings,
     shape_budget: float | None = None,
+    shared: Mapping[tuple[int, int], ShapeHparams] | None = None,
 ) -> list[Point]:
-    """One budget's points, or a one-line error naming the smallest feasible budget."""
+    """One budget's points, or a one-line error naming the smallest feasible budget. sweep.reuse: an hparams grid's
+    model is chosen at `shape_budget`; an IsoFLOP profile's shapes train with the `shared` lr and batch."""
     try:
         points = (
             hparams_points(C, laws, rule, base, s, shape_budget)
             if kind == "hparams"
-            else PLANNERS[kind](C, laws, rule, base, s)
+            else isoflop_points(C, laws, rule, base, s, shared)
         )
     except BudgetTooSmall as e:
         least = smallest_feasible_budget(kind, laws, rule, base, s)

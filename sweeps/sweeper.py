@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,10 @@ from .console import quiet_jobs, short_job_lines
 from .extend import Extension, extend, unbracketed
 from .laws import Laws
 from .packing import Unit, pack_id, pack_overrides, plan_units, unit_seconds
-from .plan import Point, adopt_legacy_ids, choose_rule, plan
-from .reuse import Trunk, budget_groups, parse_reuse, plan_trunks, trunk_seconds
+from .plan import Point, ShapeHparams, adopt_legacy_ids, choose_rule, plan
+from .reuse import Trunk, budget_groups, isoflop_hparams, parse_reuse, plan_trunks, reuse_cost
 from .seeds import point_losses, with_seeds
-from .sizing import JobLimits, size_points
+from .sizing import JobLimits, Sizing, size_points
 from .sizing import report as sizing_report
 from .table import format_table, rows, write_csv
 from .throughput import Throughput, resolve_device
@@ -168,9 +168,12 @@ class ScalingSweeper(Sweeper):
 
     # ---- planning (nothing runs until everything below has been validated) ----
 
-    def make_plan(self, wants: list[tuple[str, float]], reuse: bool = False) -> tuple[list[Point], ShapeRule, Laws]:
+    def make_plan(
+        self, wants: list[tuple[str, float]], reuse: frozenset[str] = frozenset()
+    ) -> tuple[list[Point], ShapeRule, Laws]:
+        """Every budget's points at the sweep's first seed; `reuse` (sweeps.reuse.parse_reuse) adds its rules."""
         sc = self.sc
-        settings = dataclasses.replace(sc.settings, lattice=True) if reuse else sc.settings
+        settings = dataclasses.replace(sc.settings, lattice=True) if "hparams" in reuse else sc.settings
         laws = Laws.load(sc.laws)
         for warning in laws.check([C for _, C in wants]):  # implausible laws: refused above, named here
             print(f"warning: {warning}")
@@ -179,8 +182,17 @@ class ScalingSweeper(Sweeper):
         self.base = base = ModelConfig.from_dict(node_dict(resolve_vocab(self.config).model))
         rule = choose_rule(sc.shape_rule, sc.rules, wants, laws, base, settings)
         # sweep.reuse: the budgets of a group share one model (sweeps.reuse), so their grids can share trunks
-        model_C = budget_groups([C for kind, C in wants if kind == "hparams"], sc.reuse_span) if reuse else {}
-        points = [p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings, model_C.get(C))]
+        hp_budgets = [C for kind, C in wants if kind == "hparams"]
+        model_C = budget_groups(hp_budgets, sc.reuse_span) if "hparams" in reuse else {}
+
+        def planned(shared: dict[float, dict[tuple[int, int], ShapeHparams]]) -> list[Point]:
+            return [
+                p for kind, C in wants for p in plan(kind, C, laws, rule, base, settings, model_C.get(C), shared.get(C))
+            ]
+
+        points = planned({})
+        if "isoflop" in reuse:  # a shape's lr and batch across the budgets whose profiles hold it (sweeps.reuse)
+            points = planned(isoflop_hparams(points, laws, base.seq_len, settings.min_steps, sc.reuse_span))
         return points, rule, laws
 
     def job_state(self, overrides: list[str], first: bool = False) -> tuple[Path, str]:
@@ -201,132 +213,155 @@ class ScalingSweeper(Sweeper):
         return run_dir, "done" if prev.get("status") in FINISHED else "todo"
 
     def sweep(self, arguments: list[str]) -> dict[str, Any]:
-        cfg = self.config
+        """Plan (everything validated before anything is written), write plan.csv and print the plan; then, unless
+        sweep.dry_run, launch it and extend the grids whose best run sits at an edge (sweeps.extend)."""
         wants, passthrough = split_arguments(arguments)
-        self.sc = sc = SweepConfig.from_cfg(node_dict(cfg.sweep))  # every sweep.* key, before anything is written
+        self.sc = SweepConfig.from_cfg(node_dict(self.config.sweep))  # every sweep.* key, before anything is written
+        sw = self._plan(wants, passthrough)
+        self._replay_rounds(sw)
+        self._check_runs(sw)
+        self._tabulate(sw)
+        self._report(sw)
+        units = self._units(sw)
+        if self.sc.dry_run:
+            if self.sc.extend:
+                print(
+                    f"sweep.extend={self.sc.extend}: after training, a grid whose best run sits at an edge gets "
+                    f"points beyond it, up to {self.sc.extend - sw.rounds} more round(s) (not in this plan)"
+                )
+            print("dry run: nothing trained (sweep.dry_run=false to launch)")
+            return {"planned": len(sw.points)}
+        return self._run(sw, units)
+
+    def _plan(self, wants: list[tuple[str, float]], passthrough: list[str]) -> _Sweep:
+        """Every run of the plan: the grids (with sweep.reuse's rules), legacy ids kept, seeds, trunks; each job's
+        config composed and validated, its run dir classified."""
+        cfg, sc = self.config, self.sc
         reuse = parse_reuse(sc.reuse, str(cfg.optim.schedule))
         base, rule, laws = self.make_plan(wants, reuse)
         base = adopt_legacy_ids(base, Path(str(cfg.hydra.sweep.dir)))  # runs made before ids sorted by lr
-        planned = list(base)
         check_overrides(passthrough, base)
         points = with_seeds(base, sc.seeds, int(cfg.seed))
         trunks: list[Trunk] = []
         if reuse:
-            points, trunks = plan_trunks(
-                points, float(cfg.optim.warmup_frac), int(cfg.optim.max_warmup_steps), cfg.optim.get("warmup_steps")
-            )
+            warmup = (float(cfg.optim.warmup_frac), int(cfg.optim.max_warmup_steps), cfg.optim.get("warmup_steps"))
+            points, trunks = plan_trunks(points, *warmup, kinds=reuse)
         jobs = [passthrough + p.overrides() for p in points]
         states = [self.job_state(j, first=i == 0) for i, j in enumerate(jobs)]
-        # Extension rounds an earlier run of this command trained are replayed from their records (sweeps.extend is
-        # deterministic given them), so the plan, plan.csv and a rerun's skips include them.
-        rounds = 0
-        while rounds < sc.extend and all(st == "done" for _, st in states):
-            ext = self._extension(base, points, [d for d, _ in states], rule, rounds + 1)
+        sweep_dir = Path(str(cfg.hydra.sweep.dir))
+        return _Sweep(wants, passthrough, rule, laws, sweep_dir, base, list(base), points, trunks, jobs, states)
+
+    def _replay_rounds(self, sw: _Sweep) -> None:
+        """Extension rounds an earlier run of this command trained are replayed from their records (sweeps.extend is
+        deterministic given them), so the plan, plan.csv and a rerun's skips include them."""
+        while sw.rounds < self.sc.extend and all(st == "done" for _, st in sw.states):
+            ext = self._extension(sw.base, sw.points, sw.run_dirs, sw.rule, sw.rounds + 1)
             if not ext.points:
                 break
-            rounds += 1
-            base += ext.points
-            new = with_seeds(ext.points, sc.seeds, int(cfg.seed))
-            points, jobs = points + new, jobs + [passthrough + p.overrides() for p in new]
-            states += [self.job_state(passthrough + p.overrides()) for p in new]
-        conflicts = [str(d) for d, s in states if s == "conflict"]
+            sw.rounds += 1
+            sw.base += ext.points
+            new = with_seeds(ext.points, self.sc.seeds, int(self.config.seed))
+            sw.points += new
+            sw.jobs += [sw.passthrough + p.overrides() for p in new]
+            sw.states += [self.job_state(j) for j in sw.jobs[-len(new) :]]
+
+    @staticmethod
+    def _check_runs(sw: _Sweep) -> None:
+        """Bad input before anything is measured or written: a run dir holding another config, a read-only dir."""
+        conflicts = [str(d) for d, s in sw.states if s == "conflict"]
         if conflicts:
             raise ValueError(
                 f"{len(conflicts)} planned run(s) already hold a run of another config "
                 f"(e.g. {conflicts[0]}); use another sweep.dir or remove them"
             )
-        sweep_dir = Path(str(cfg.hydra.sweep.dir))
-        check_writable(sweep_dir)
+        check_writable(sw.sweep_dir)
+
+    def _tabulate(self, sw: _Sweep) -> None:
+        """plan.csv's rows: each run's time estimate (measured throughput), its trunk, and its GPUs and hours."""
+        sc = self.sc
         if self.train.threads:  # measure throughput with the thread count the runs will use
             torch.set_num_threads(self.train.threads)
-        thr = Throughput(
-            [p.shape for p in points],
+        sw.thr = Throughput(
+            [p.shape for p in sw.points],
             resolve_device(self.train.device),
             Path(os.path.expanduser(sc.throughput_cache)),
             sc.measure_max_params,
             sc.assumed_flops_per_s,
             self.train.dtype,
         )
-        est = [thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in points]
-        table = rows(points, est, [s for _, s in states])
-        # plan.csv: which trunk trains the first stage of each run, how many of its tokens, and the compute the run
-        # spends itself (its trunk's compute is spent once, for all its branches: `trunk_C` on every branch)
-        for r in table:
-            r |= {"trunk": "", "shared_tokens": 0, "C_spent": r["C"], "trunk_C": 0.0}
-        for t in trunks:
-            shared = t.shared_tokens(points)
-            trunk_C = max(shared.values()) * points[t.members[0]].shape.M
-            for i, tokens in shared.items():
-                table[i] |= {
-                    "trunk": t.id,
-                    "shared_tokens": tokens,
-                    "C_spent": points[i].shape.M * (points[i].D - tokens),
-                    "trunk_C": trunk_C,
-                }
+        sw.est = [sw.thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in sw.points]
+        sw.table = rows(sw.points, sw.est, [s for _, s in sw.states])
+        _reuse_columns(sw.table, sw.points, sw.trunks)
         # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
-        limits = JobLimits.from_launcher(node_dict(cfg.hydra.launcher, resolve=False))
-        sizings = size_points(points, [e[0] for e in est], limits, sc.gpu_memory_gb)
-        for r, z in zip(table, sizings, strict=True):
+        sw.limits = JobLimits.from_launcher(node_dict(self.config.hydra.launcher, resolve=False))
+        sw.sizings = size_points(sw.points, sw.seconds, sw.limits, sc.gpu_memory_gb)
+        for r, z in zip(sw.table, sw.sizings, strict=True):
             r |= {"gpus": z.gpus, "gpu_hours": round(z.gpu_hours, 4), "cannot_finish": z.problem or ""}
+
+    def _report(self, sw: _Sweep) -> None:
+        """Tokenize, write plan.csv, print the plan and what it can find (sizing, repeated data, feasibility)."""
+        sc = self.sc
         # Tokenize once, here, so the launched runs (64 array jobs or one) only read the cache; it also gives each
         # point's epochs over the training split, shown in the plan and warned about before anything trains.
-        job0 = resolve_vocab(self.hydra_context.config_loader.load_sweep_config(cfg, jobs[0]))
+        job0 = resolve_vocab(self.hydra_context.config_loader.load_sweep_config(self.config, sw.jobs[0]))
         data = prepare_data(job0.data, progress=True)
-        for r in table:
-            r["epochs"] = round(r["D"] / data.train_tokens_count, 4)
-        self._write_plan(sweep_dir, table)
-        self._print_plan(wants, points, rule, laws, table, thr, sweep_dir)
-        if limits.gpus is not None or thr.device.type == "cuda" or not thr.measured:  # a GPU plan or a GPU launcher
-            print("\n".join(sizing_report(sizings, limits, sc.assumed_flops_per_s, sc.gpu_memory_gb)))
-        repeats = [r["epochs"] for r in table if r["epochs"] > 1]
+        sw.train_tokens = tokens = data.train_tokens_count
+        for r in sw.table:
+            r["epochs"] = round(r["D"] / tokens, 4)
+        self._write_plan(sw.sweep_dir, sw.table)
+        self._print_plan(sw.wants, sw.points, sw.rule, sw.laws, sw.table, sw.thr, sw.sweep_dir)
+        if sw.limits.gpus is not None or sw.thr.device.type == "cuda" or not sw.thr.measured:  # a GPU plan/launcher
+            print("\n".join(sizing_report(sw.sizings, sw.limits, sc.assumed_flops_per_s, sc.gpu_memory_gb)))
+        repeats = [r["epochs"] for r in sw.table if r["epochs"] > 1]
         if repeats:
             print(
-                f"warning: {len(repeats)} of {len(table)} runs repeat their training data (up to "
-                f"{max(repeats):.2f} epochs over {data.train_tokens_count:,} tokens of {data.dataset_fingerprint}), "
+                f"warning: {len(repeats)} of {len(sw.table)} runs repeat their training data (up to "
+                f"{max(repeats):.2f} epochs over {tokens:,} tokens of {data.dataset_fingerprint}), "
                 "so they are not clean scaling points; use a larger corpus (data=files data.path=...) or smaller "
                 "budgets"
             )
         # Feasible before it spends (sweeps.feasible): budgets whose grids cannot bracket, and the data's limit.
-        tokens, fingerprint = data.train_tokens_count, data.dataset_fingerprint
-        print("\n".join(feasible.report(wants, planned, laws, rule, self.base, sc.settings, tokens, fingerprint)))
+        lines = feasible.report(
+            sw.wants, sw.planned, sw.laws, sw.rule, self.base, sc.settings, tokens, data.dataset_fingerprint
+        )
+        print("\n".join(lines))
         if sc.seeds > 1:
-            print(f"seeds: every point trained with {sc.seeds} seeds ({int(cfg.seed)}..{int(cfg.seed) + sc.seeds - 1})")
-        todo = [i for i, (_, s) in enumerate(states) if s == "todo"]
-        in_trunk = {i for t in trunks for i in t.members}
-        seconds = [e[0] for e in est]
+            seed = int(self.config.seed)
+            print(f"seeds: every point trained with {sc.seeds} seeds ({seed}..{seed + sc.seeds - 1})")
+
+    def _units(self, sw: _Sweep) -> list[Unit]:
+        """The launcher jobs for the runs still to do, in plan order: a trunk with its branches, a pack, or a run;
+        and what sharing and packing save."""
+        todo = [i for i, (_, s) in enumerate(sw.states) if s == "todo"]
+        in_trunk = {i for t in sw.trunks for i in t.members}
+        alone = [i for i in todo if i not in in_trunk]
         probe = self._pack_probe()
-        units = trunk_packs.trunk_units(points, trunks, todo, sc.pack, probe, seconds)  # packed as sweep.pack says
-        units += plan_units(points, [i for i in todo if i not in in_trunk], sc.pack, probe)
+        units = trunk_packs.trunk_units(sw.points, sw.trunks, todo, self.sc.pack, probe, sw.seconds)  # sweep.pack
+        units += plan_units(sw.points, alone, self.sc.pack, probe)
         units.sort(key=lambda u: min(u.members))
-        self._print_reuse(points, trunks, seconds, [z.gpu_hours for z in sizings])
-        self._print_packs(points, units, seconds)
-        for line in trunk_packs.report(points, units, seconds):
+        self._print_reuse(sw.table, len(sw.trunks))
+        self._print_packs(sw.points, units, sw.seconds)
+        for line in trunk_packs.report(sw.points, units, sw.seconds):
             print(line)
-        if sc.dry_run:
-            if sc.extend:
-                print(
-                    f"sweep.extend={sc.extend}: after training, a grid whose best run sits at an edge gets points "
-                    f"beyond it, up to {sc.extend - rounds} more round(s) (not in this plan)"
-                )
-            print("dry run: nothing trained (sweep.dry_run=false to launch)")
-            return {"planned": len(points)}
-        for (run_dir, s), p in zip(states, points):
+        return units
+
+    def _run(self, sw: _Sweep, units: list[Unit]) -> dict[str, Any]:
+        """Launch every unit, then the extension rounds; the sweep's summary."""
+        for (run_dir, s), p in zip(sw.states, sw.points):
             if s == "busy":
                 print(f"skip {p.run_id}: {run_dir} is being trained by {describe(live_holder(run_dir) or {})}")
         mark_sweep_process()  # local workers (joblib) watch this pid and stop with the sweep (scaling.base.lock)
-        by_id = {t.id: t for t in trunks}
+        by_id = {t.id: t for t in sw.trunks}
         unit_jobs = [
-            trunk_packs.trunk_job_overrides(passthrough, points, by_id, u)
+            trunk_packs.trunk_job_overrides(sw.passthrough, sw.points, by_id, u)
             if u.trunk
-            else pack_overrides(passthrough, points, u)
+            else pack_overrides(sw.passthrough, sw.points, u)
             if u.packed
-            else jobs[u.members[0]]
+            else sw.jobs[u.members[0]]
             for u in units
         ]
-        run_dirs = [d for d, _ in states]
-        summary = self._launch(points, units, unit_jobs, [e[0] for e in est], run_dirs, sweep_dir)
-        ctx = _Extending(base, points, run_dirs, table, thr, limits, tokens, rule, rounds, sweep_dir, passthrough)
-        return self._extend_rounds(ctx, summary)
+        summary = self._launch(sw.points, units, unit_jobs, sw.seconds, sw.run_dirs, sw.sweep_dir)
+        return self._extend_rounds(sw, summary)
 
     # ---- extension (sweeps.extend): bracketed before it reports ----
 
@@ -346,59 +381,65 @@ class ScalingSweeper(Sweeper):
         ext = extend(base, loss, rule, self.base, self.sc.settings, round_no)
         return dataclasses.replace(ext, points=adopt_legacy_ids(ext.points, Path(str(self.config.hydra.sweep.dir))))
 
-    def _extend_rounds(self, x: _Extending, summary: dict[str, Any]) -> dict[str, Any]:
+    def _extend_rounds(self, sw: _Sweep, summary: dict[str, Any]) -> dict[str, Any]:
         """Up to sweep.extend rounds: points beyond every edge that holds a grid's best run, planned, added to
         plan.csv (column `added` says why) and trained; then every grid still unbracketed is named."""
         sc, seed0 = self.sc, int(self.config.seed)
         added = 0
-        while x.rounds < sc.extend:
-            ext = self._extension(x.base, x.points, x.run_dirs, x.rule, x.rounds + 1)
+        while sw.rounds < sc.extend:
+            ext = self._extension(sw.base, sw.points, sw.run_dirs, sw.rule, sw.rounds + 1)
             for line in ext.stuck:
                 print(f"warning: {line}")
             if not ext.points:
                 break
-            x.rounds += 1
+            sw.rounds += 1
             new = with_seeds(ext.points, sc.seeds, seed0)
-            print(f"extend: round {x.rounds} of sweep.extend={sc.extend}: {len(new)} run(s)")
+            print(f"extend: round {sw.rounds} of sweep.extend={sc.extend}: {len(new)} run(s)")
             for line in ext.added:
                 print(f"  {line}")
-            jobs = [x.passthrough + p.overrides() for p in new]
-            states = [self.job_state(j) for j in jobs]
-            conflicts = [str(d) for d, st in states if st == "conflict"]
-            if conflicts:
-                raise ValueError(
-                    f"{len(conflicts)} extension run(s) already hold a run of another config (e.g. {conflicts[0]}); "
-                    f"use another sweep.dir or remove them"
-                )
-            est = [x.thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in new]
-            table = rows(new, est, [st for _, st in states])
-            sizings = size_points(new, [e[0] for e in est], x.limits, sc.gpu_memory_gb)
-            for r, z in zip(table, sizings, strict=True):
-                r |= {"gpus": z.gpus, "gpu_hours": round(z.gpu_hours, 4), "cannot_finish": z.problem or ""}
-                r["epochs"] = round(r["D"] / x.train_tokens, 4)
-            x.table += table
-            self._write_plan(x.sweep_dir, x.table)
-            print(format_table(table))
-            x.base += ext.points
-            x.points += new
-            dirs = [d for d, _ in states]
-            x.run_dirs += dirs
-            todo = [i for i, (_, st) in enumerate(states) if st == "todo"]
-            units = plan_units(new, todo, sc.pack, self._pack_probe())
-            unit_jobs = [pack_overrides(x.passthrough, new, u) if u.packed else jobs[u.members[0]] for u in units]
-            more = self._launch(new, units, unit_jobs, [e[0] for e in est], dirs, x.sweep_dir)
+            more = self._launch_round(sw, ext.points, new)
             added += len(new)
             for k in ("completed", "diverged", "failed"):
                 summary[k] = summary.get(k, 0) + more.get(k, 0)
-        loss = point_losses(x.base, sc.seeds, seed0, self._losses(x.points, x.run_dirs))
-        for g in unbracketed(x.base, loss):
+        loss = point_losses(sw.base, sc.seeds, seed0, self._losses(sw.points, sw.run_dirs))
+        for g in unbracketed(sw.base, loss):
             print(
-                f"warning: {g.label} still does not bracket its optimum after {x.rounds} extension round(s) "
+                f"warning: {g.label} still does not bracket its optimum after {sw.rounds} extension round(s) "
                 f"(sweep.extend={sc.extend}): {g.why}"
             )
-        if x.rounds:
-            print(f"extended: {x.rounds} round(s), {added} run(s) added this time (plan.csv column `added` says why)")
-        return summary | {"extension_rounds": x.rounds}
+        if sw.rounds:
+            print(f"extended: {sw.rounds} round(s), {added} run(s) added this time (plan.csv column `added` says why)")
+        return summary | {"extension_rounds": sw.rounds}
+
+    def _launch_round(self, sw: _Sweep, base: list[Point], new: list[Point]) -> dict[str, Any]:
+        """One extension round's runs (`new`: `base`'s points at every seed): validated, added to plan.csv and
+        trained alone or packed (never in a trunk)."""
+        sc = self.sc
+        jobs = [sw.passthrough + p.overrides() for p in new]
+        states = [self.job_state(j) for j in jobs]
+        conflicts = [str(d) for d, st in states if st == "conflict"]
+        if conflicts:
+            raise ValueError(
+                f"{len(conflicts)} extension run(s) already hold a run of another config (e.g. {conflicts[0]}); "
+                f"use another sweep.dir or remove them"
+            )
+        est = [sw.thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in new]
+        table = rows(new, est, [st for _, st in states])
+        sizings = size_points(new, [e[0] for e in est], sw.limits, sc.gpu_memory_gb)
+        for r, z in zip(table, sizings, strict=True):
+            r |= {"gpus": z.gpus, "gpu_hours": round(z.gpu_hours, 4), "cannot_finish": z.problem or ""}
+            r["epochs"] = round(r["D"] / sw.train_tokens, 4)
+        _reuse_columns(table, new, [])
+        sw.table += table
+        self._write_plan(sw.sweep_dir, sw.table)
+        print(format_table(table))
+        sw.base += base
+        sw.points += new
+        sw.states += states
+        todo = [i for i, (_, st) in enumerate(states) if st == "todo"]
+        units = plan_units(new, todo, sc.pack, self._pack_probe())
+        unit_jobs = [pack_overrides(sw.passthrough, new, u) if u.packed else jobs[u.members[0]] for u in units]
+        return self._launch(new, units, unit_jobs, [e[0] for e in est], [d for d, _ in states], sw.sweep_dir)
 
     def _write_plan(self, sweep_dir: Path, table: list[dict[str, Any]]) -> None:
         try:
@@ -429,26 +470,19 @@ class ScalingSweeper(Sweeper):
         return speedup
 
     @staticmethod
-    def _print_reuse(points: list[Point], trunks: list[Trunk], est: list[float], gpu_hours: list[float]) -> None:
+    def _print_reuse(table: list[dict[str, Any]], trunks: int) -> None:
         """What sharing the first stage saves (sweeps.reuse): trunks, branches, tokens, time and GPU-hours with and
-        without (a run's time and GPU-hours taken as proportional to its tokens)."""
+        without (plan.csv's rows; sweeps.reuse.reuse_cost)."""
         if not trunks:
             return
-        branches = sum(len(t.members) for t in trunks)
-        without = sum(float(p.D) for p in points)
-        saved = sum(sum(points[i].D for i in t.members) - t.tokens(points) for t in trunks)
-        shared = {i for t in trunks for i in t.members}
-
-        def reused(cost: list[float]) -> float:
-            return sum(trunk_seconds(t, points, cost) for t in trunks) + sum(
-                c for i, c in enumerate(cost) if i not in shared
-            )
-
+        branches = sum(1 for r in table if r["trunk"])
+        tokens, without = reuse_cost(table, "D"), sum(float(r["D"]) for r in table)
         print(
-            f"reuse (sweep.reuse; scaling.run.trunk): {len(trunks)} trunks serve {branches} runs as branches, "
-            f"{len(points) - branches} runs alone; tokens {without - saved:.3g} with reuse vs {without:.3g} without "
-            f"({without / (without - saved):.2f}x fewer); est. {fmt_seconds(reused(est))} vs {fmt_seconds(sum(est))} "
-            f"run after run; {reused(gpu_hours):,.0f} vs {sum(gpu_hours):,.0f} GPU-hours"
+            f"reuse (sweep.reuse; scaling.run.trunk): {trunks} trunks serve {branches} runs as branches, "
+            f"{len(table) - branches} runs alone; tokens {tokens:.3g} with reuse vs {without:.3g} without "
+            f"({without / tokens:.2f}x fewer); est. {fmt_seconds(reuse_cost(table, 'est_seconds'))} vs "
+            f"{fmt_seconds(sum(r['est_seconds'] for r in table))} run after run; "
+            f"{reuse_cost(table, 'gpu_hours'):,.0f} vs {sum(r['gpu_hours'] for r in table):,.0f} GPU-hours"
         )
 
     @staticmethod
@@ -514,69 +548,28 @@ class ScalingSweeper(Sweeper):
         run_dirs: list[Path],
         sweep_dir: Path,
     ) -> dict[str, Any]:
-        """Launch one job per unit (a run, or a pack of runs: sweeps.packing); report every run."""
-        todo = [i for u in units for i in u.members]
-        skipped = len(points) - len(todo)
-        counts: Counter[str] = Counter(skipped=skipped)
-        t0, est_done, est_left = time.time(), 0.0, sum(unit_seconds(u, est) for u in units)
-        size, idx, runs_done = self._batch_size(len(units)), 0, 0
+        """Launch one job per unit (a run, a pack of runs: sweeps.packing, or a trunk: sweeps.reuse); report every
+        run."""
+        todo = sum(len(u.members) for u in units)
+        prog = _Progress(len(points) - todo, todo, est_left=sum(unit_seconds(u, est) for u in units))
+        size, idx = self._batch_size(len(units)), 0
         jobs = quiet_jobs(jobs, parallel=size > 1)  # side-by-side runs draw no progress bars (sweeps.console)
         pending = list(range(len(units)))  # unit indices, in plan order
         while pending:
             batch_ix, pending = pending[:size], pending[size:]
-            batch = [units[u] for u in batch_ix]
-            watcher = _Watcher(batch, run_dirs, est, t0, est_done, est_left) if len(batch) > 1 else None
-            try:
-                with short_job_lines(jobs):  # the launcher's line per job: run id and what varies, not ~600 chars
-                    returns: list[JobReturn | None] = list(
-                        self.launcher.launch([jobs[u] for u in batch_ix], initial_job_idx=idx)
-                    )
-            except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
-                why = str(e).splitlines()[0] if str(e) else ""
-                print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {why}")
-                returns = [None] * len(batch)
-                # A worker that dies (killed, out of memory) aborts a whole joblib call, with the jobs it had not
-                # started. When the call still finished some runs, the units it left without a record go again in
-                # a new call (each such call makes progress, so this ends); a unit's own failure is never retried.
-                finished = [self._recorded(units[u], run_dirs) for u in batch_ix]
-                if len(batch) > 1 and any(f == "finished" for f in finished):
-                    again = [u for u, f in zip(batch_ix, finished) if f == "none"]
-                    if again:
-                        print(f"relaunching {len(again)} job(s) the failed call never finished")
-                        pending = again + pending
-                        keep = [k for k, u in enumerate(batch_ix) if u not in again]
-                        batch_ix, batch = [batch_ix[k] for k in keep], [batch[k] for k in keep]
-                        returns = [None] * len(batch)
-            finally:
-                if watcher is not None:
-                    watcher.stop()
-            idx += len(batch)
-            for unit, jr in zip(batch, returns):
-                for i in unit.members:
+            batch_ix, returns, again = self._call(units, batch_ix, jobs, idx, run_dirs, est, prog)
+            pending = again + pending
+            idx += len(batch_ix)
+            for u, jr in zip(batch_ix, returns):
+                for i in units[u].members:
                     status, line = self._outcome(run_dirs[i], jr)
-                    counts[status] += 1
-                    packed = (
-                        f" (branch of {unit.trunk})"
-                        if unit.trunk
-                        else f" (packed x{len(unit.members)})"
-                        if unit.packed
-                        else ""
-                    )
-                    print(f"[{sum(counts.values()) - skipped}/{len(todo)}] {points[i].run_id}: {line}{packed}")
-            runs_done += sum(len(u.members) for u in batch)
-            est_done += sum(unit_seconds(u, est) for u in batch)
-            est_left -= sum(unit_seconds(u, est) for u in batch)
-            elapsed = time.time() - t0
-            eta = max(est_left, 0.0) * elapsed / est_done if est_done > 0 else math.nan
-            print(
-                f"progress: {runs_done}/{len(todo)} runs, elapsed {fmt_seconds(elapsed)}, "
-                f"ETA {fmt_seconds(eta) if math.isfinite(eta) else '?'}"
-            )
-        summary = {k: counts[k] for k in ("completed", "diverged", "failed", "skipped")}
+                    prog.say(status, f"{points[i].run_id}: {line}{_how(units[u])}")
+            prog.advance([units[u] for u in batch_ix], est)
+        summary = {k: prog.counts[k] for k in ("completed", "diverged", "failed", "skipped")}
         print(
             f"sweep summary: {len(points)} runs: "
             + ", ".join(f"{v} {k}" for k, v in summary.items())
-            + f" in {fmt_seconds(time.time() - t0)}; results under {sweep_dir}"
+            + f" in {fmt_seconds(time.time() - prog.t0)}; results under {sweep_dir}"
         )
         if summary["failed"]:
             raise SweepFailed(
@@ -584,6 +577,46 @@ class ScalingSweeper(Sweeper):
                 f"rerun the same command to retry them"
             )
         return summary
+
+    def _call(
+        self,
+        units: list[Unit],
+        batch_ix: list[int],
+        jobs: list[list[str]],
+        idx: int,
+        run_dirs: list[Path],
+        est: list[float],
+        prog: _Progress,
+    ) -> tuple[list[int], list[JobReturn | None], list[int]]:
+        """One launcher call for these units: (the units it answered for, their returns, units to launch again)."""
+        batch = [units[u] for u in batch_ix]
+        watcher = _Watcher(batch, run_dirs, est, prog.t0, prog.est_done, prog.est_left) if len(batch) > 1 else None
+        try:
+            with short_job_lines(jobs):  # the launcher's line per job: run id and what varies, not ~600 chars
+                called = self.launcher.launch([jobs[u] for u in batch_ix], initial_job_idx=idx)
+                returns: list[JobReturn | None] = list(called)
+            return batch_ix, returns, []
+        except Exception as e:  # a launcher-level failure (e.g. a killed cluster job): the records decide
+            why = str(e).splitlines()[0] if str(e) else ""
+            print(f"launch failed for {len(batch)} run(s): {type(e).__name__}: {why}")
+            again = self._unfinished(units, batch_ix, run_dirs)
+            kept = [u for u in batch_ix if u not in again]
+            return kept, [None] * len(kept), again
+        finally:
+            if watcher is not None:
+                watcher.stop()
+
+    def _unfinished(self, units: list[Unit], batch_ix: list[int], run_dirs: list[Path]) -> list[int]:
+        """A worker that dies (killed, out of memory) aborts a whole joblib call, with the jobs it had not started.
+        When the call still finished some runs, the units it left without a record go again in a new call (each
+        such call makes progress, so this ends); a unit's own failure is never retried."""
+        finished = [self._recorded(units[u], run_dirs) for u in batch_ix]
+        if len(batch_ix) < 2 or "finished" not in finished:
+            return []
+        again = [u for u, f in zip(batch_ix, finished) if f == "none"]
+        if again:
+            print(f"relaunching {len(again)} job(s) the failed call never finished")
+        return again
 
     @staticmethod
     def _recorded(unit: Unit, run_dirs: list[Path]) -> str:
@@ -619,20 +652,91 @@ class ScalingSweeper(Sweeper):
 
 
 @dataclass
-class _Extending:
-    """What the extension rounds of a launched sweep carry from round to round."""
+class _Sweep:
+    """A sweep as its steps build it (ScalingSweeper.sweep): planned, then tabulated, launched and extended."""
 
-    base: list[Point]  # every point at its first seed: planned, then added
-    points: list[Point]  # every run (all seeds), in plan.csv order
-    run_dirs: list[Path]
-    table: list[dict[str, Any]]  # plan.csv's rows
-    thr: Throughput
-    limits: JobLimits
-    train_tokens: int
-    rule: ShapeRule
-    rounds: int  # extension rounds so far (replayed ones included)
-    sweep_dir: Path
+    wants: list[tuple[str, float]]
     passthrough: list[str]
+    rule: ShapeRule
+    laws: Laws
+    sweep_dir: Path
+    base: list[Point]  # every point at its first seed: planned, then added by extension rounds
+    planned: list[Point]  # the points as planned, before any extension
+    points: list[Point]  # every run (all seeds), in plan.csv order
+    trunks: list[Trunk]
+    jobs: list[list[str]]  # each run's overrides (a run trained alone)
+    states: list[tuple[Path, str]]  # each run's dir and state (ScalingSweeper.job_state)
+    rounds: int = 0  # extension rounds so far (replayed ones included)
+    # set by ScalingSweeper._tabulate and _report
+    thr: Throughput = field(init=False)
+    est: list[tuple[float, bool]] = field(init=False)  # each run's estimated seconds, and whether measured
+    table: list[dict[str, Any]] = field(init=False)  # plan.csv's rows
+    limits: JobLimits = field(init=False)
+    sizings: list[Sizing] = field(init=False)
+    train_tokens: int = field(init=False)
+
+    @property
+    def run_dirs(self) -> list[Path]:
+        return [d for d, _ in self.states]
+
+    @property
+    def seconds(self) -> list[float]:
+        return [e[0] for e in self.est]
+
+
+def _reuse_columns(table: list[dict[str, Any]], points: list[Point], trunks: list[Trunk]) -> None:
+    """plan.csv: which trunk trains the first stage of each run, how many of its tokens, and the compute the run
+    spends itself (its trunk's compute is spent once, for all its branches: `trunk_C` on every branch)."""
+    for r in table:
+        r |= {"trunk": "", "shared_tokens": 0, "C_spent": r["C"], "trunk_C": 0.0}
+    for t in trunks:
+        shared = t.shared_tokens(points)
+        trunk_C = max(shared.values()) * points[t.members[0]].shape.M
+        for i, tokens in shared.items():
+            table[i] |= {
+                "trunk": t.id,
+                "shared_tokens": tokens,
+                "C_spent": points[i].shape.M * (points[i].D - tokens),
+                "trunk_C": trunk_C,
+            }
+
+
+def _how(unit: Unit) -> str:
+    """How a run was trained, for its line: as a branch of a trunk, in a pack, or alone (nothing said)."""
+    if unit.trunk:
+        return f" (branch of {unit.trunk})"
+    return f" (packed x{len(unit.members)})" if unit.packed else ""
+
+
+@dataclass
+class _Progress:
+    """A launch's counts and its ETA: the estimated seconds of the units finished against the time they took."""
+
+    skipped: int  # runs not launched (finished, or owned by another live process)
+    todo: int  # runs launched
+    est_left: float
+    est_done: float = 0.0
+    runs_done: int = 0
+    t0: float = field(default_factory=time.time)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.counts["skipped"] += self.skipped
+
+    def say(self, status: str, line: str) -> None:
+        self.counts[status] += 1
+        print(f"[{sum(self.counts.values()) - self.skipped}/{self.todo}] {line}")
+
+    def advance(self, units: list[Unit], est: list[float]) -> None:
+        self.runs_done += sum(len(u.members) for u in units)
+        seconds = sum(unit_seconds(u, est) for u in units)
+        self.est_done, self.est_left = self.est_done + seconds, self.est_left - seconds
+        elapsed = time.time() - self.t0
+        eta = max(self.est_left, 0.0) * elapsed / self.est_done if self.est_done > 0 else math.nan
+        print(
+            f"progress: {self.runs_done}/{self.todo} runs, elapsed {fmt_seconds(elapsed)}, "
+            f"ETA {fmt_seconds(eta) if math.isfinite(eta) else '?'}"
+        )
 
 
 class _Watcher:

@@ -16,7 +16,15 @@ from scaling.base.cli import fmt_seconds
 
 from .packing import Unit, chunk_groups, parse_pack, unit_seconds
 from .plan import Point
-from .reuse import Trunk, trunk_overrides, trunk_seconds
+from .reuse import Trunk, reuse_cost, trunk_overrides
+
+
+def trunk_seconds(trunk: Trunk, points: Sequence[Point], seconds: Sequence[float]) -> float:
+    """Estimated seconds of one trunk job (sweeps.reuse.reuse_cost): its longest shared part once, plus each
+    branch's own decay stages."""
+    shared = trunk.shared_tokens(points)
+    rows = [{"s": seconds[i], "D": points[i].D, "shared_tokens": shared[i], "trunk": trunk.id} for i in trunk.members]
+    return reuse_cost(rows, "s")
 
 
 def trunk_key(points: Sequence[Point], trunk: Trunk) -> tuple:

@@ -50,7 +50,7 @@ def test_study_finds_its_name_in_the_config_dir_and_hands_it_to_every_sweep(my_c
 
     calls: list[list[str]] = []
     monkeypatch.setattr(study, "sweep", lambda stage, budgets, d, overrides: calls.append([str(d), *overrides]))
-    monkeypatch.setattr(study, "plan_seconds", lambda d: 0.0)
+    monkeypatch.setattr(study, "plan_seconds", lambda d: (0.0, 0.0))
     monkeypatch.chdir(tmp_path)
     study.main(["--config-dir", "my_conf", "my_study", "--dry-run"])
     assert len(calls) == 2 and all(c[0].startswith("runs/my_study/") for c in calls)

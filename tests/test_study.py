@@ -191,7 +191,7 @@ def test_a_dry_run_plans_stage_2_on_stage_1s_last_fit(tmp_path, monkeypatch):
 
     calls: list[tuple[str, list[str]]] = []
     monkeypatch.setattr(study, "sweep", lambda stage, budgets, d, overrides: calls.append((stage, overrides)))
-    monkeypatch.setattr(study, "plan_seconds", lambda d: 0.0)
+    monkeypatch.setattr(study, "plan_seconds", lambda d: (0.0, 0.0))
     root = tmp_path / "demo"
     study.run_study("cpu_demo", [], dry_run=True, out=root)
     assert "sweep.laws=deepseek" in calls[-1][1]  # nothing fitted yet

@@ -156,37 +156,50 @@ def test_kill_9_in_the_trunk_and_in_a_branch_then_rerun_gives_identical_records(
     assert json.loads((trunk_dir / TRUNK_RECORD).read_text())["status"] == "completed"
 
 
+# Two budgets whose grids (hparams) or profiles (IsoFLOP, sweep.reuse=all) hold the same runs but for their length.
+REUSED_SWEEPS = {
+    "hparams": ["+hparams=[1e9,2e9]", *TINY_HPARAMS_GRID, "sweep.pack=off"],
+    "isoflop": ["+isoflop=[1e9,2e9]", "sweep.n_shapes=3", "sweep.span=1.0", "sweep.shape_rule=width"]
+    + ["sweep.reuse=all", "sweep.extend=0"],
+}
+
+
 @pytest.mark.slow
-def test_a_reused_hparams_sweep_through_joblib_records_branches_equal_to_their_runs_alone(tmp_path, cache_dir):
-    """sweep.reuse=auto on two budgets, launched by joblib (two workers): the plan names trunks and shared tokens,
+@pytest.mark.parametrize("kind", list(REUSED_SWEEPS))
+def test_a_reused_sweep_through_joblib_records_branches_equal_to_their_runs_alone(tmp_path, cache_dir, kind):
+    """sweep.reuse on two budgets, launched by joblib (two workers): the plan names trunks and shared tokens,
     each trunk job trains its branches after their branch points (one job: the ordering holds with any launcher),
     a rerun skips everything, and a branch equals its own config trained alone from step 0."""
     import csv
 
     from omegaconf import OmegaConf
 
+    from sweeps.reuse import reuse_cost
+
     cmd = python_m(
         "scaling.sweep",
-        "+hparams=[1e9,2e9]",
+        *REUSED_SWEEPS[kind],
         *TINY_SWEEP,
-        *TINY_HPARAMS_GRID,
-        "sweep.pack=off",
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         f"sweep.dir={tmp_path / 'sweep'}",
     )
     r = run_cmd(cmd, env=ONE_THREAD, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "reuse (sweep.reuse; scaling.run.trunk):" in r.stdout
     plan = list(csv.DictReader((tmp_path / "sweep" / "plan.csv").open()))
+    first = [p for p in plan if not p["added"]]  # the plan the reuse line was printed for (before sweep.extend)
+    tokens = f"tokens {reuse_cost(first, 'D'):.3g} with reuse vs {sum(float(p['D']) for p in first):.3g} without"
+    assert "reuse (sweep.reuse; scaling.run.trunk):" in r.stdout and tokens in r.stdout
     branched = [p for p in plan if p["trunk"]]
     assert branched and all(int(p["shared_tokens"]) > 0 for p in branched)
+    assert all(p["sweep"] == kind for p in branched)
     recs = records(tmp_path / "sweep")
     assert len(recs) == len(plan)  # trunk dirs (sweep/trunks/) hold trunk.json, never result.json
     for p in branched:
         rec = recs[p["run_id"]]
         assert rec["trunk"] == p["trunk"] and rec["shared_tokens"] == int(p["shared_tokens"])
         assert (tmp_path / "sweep" / "trunks" / p["trunk"] / TRUNK_RECORD).exists()
+        assert len({rec["budget"] for rec in recs.values() if rec.get("trunk") == p["trunk"]}) >= 2
     again = run_cmd(cmd, env=ONE_THREAD, timeout=900)
     assert again.returncode == 0 and f"{len(plan)} skipped" in again.stdout, again.stdout[-2000:]
     one = next(p for p in branched if recs[p["run_id"]]["status"] == "completed")
