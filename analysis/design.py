@@ -278,6 +278,7 @@ def table_estimators(reps: int, n_boot: int, ks=(3, 5, 8), seed: int = 0) -> lis
         "| design | budgets | estimator | bias | median CI width | coverage | fitted |",
         "|---|---|---|---|---|---|---|",
     ]
+    print("\n".join(out), flush=True)
     for name, (d, t) in SCENARIOS.items():
         for k in ks:
             for e in ESTIMATORS:
@@ -292,6 +293,7 @@ def table_calibration(reps: int, n_boot: int, ks=(3, 5, 8), seed: int = 0, shift
         "| design | budgets | law | CI from | median CI width | coverage |",
         "|---|---|---|---|---|---|",
     ]
+    print("\n".join(out), flush=True)
     for name in ("centred", "off-centre 0.5 dec"):
         d, t = SCENARIOS[name]
         d = replace(d, budget_shift=shift, budget_loss=0.003)
@@ -324,6 +326,7 @@ def table_trunks(reps: int, n_boot: int, ks=(3, 5, 8), seed: int = 0, trunk_nois
     """Shared-trunk noise: each model size is one trunk branched at every budget whose grid holds it. Level 1 alone
     shows what resampling runs instead of trunks does; both levels, what the default interval gives."""
     out = ["| design | budgets | resampled | levels | median CI width | coverage |", "|---|---|---|---|---|---|"]
+    print("\n".join(out), flush=True)
     d, t = SCENARIOS["centred"]
     d = replace(d, noise=0.002, trunk_noise=trunk_noise)
     for k in ks:
