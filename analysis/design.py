@@ -282,6 +282,7 @@ def table_estimators(reps: int, n_boot: int, ks=(3, 5, 8), seed: int = 0) -> lis
         "| design | budgets | estimator | bias | median CI width | coverage | fitted |",
         "|---|---|---|---|---|---|---|",
     ]
+    print("\n".join(out), flush=True)
     for name, (d, t) in SCENARIOS.items():
         for k in ks:
             for e in ESTIMATORS:
@@ -296,6 +297,7 @@ def table_calibration(reps: int, n_boot: int, ks=(3, 5, 8), seed: int = 0, shift
         "| design | budgets | law | CI from | median CI width | coverage |",
         "|---|---|---|---|---|---|",
     ]
+    print("\n".join(out), flush=True)
     for name in ("centred", "off-centre 0.5 dec"):
         d, t = SCENARIOS[name]
         d = replace(d, budget_shift=shift, budget_loss=0.003)
@@ -328,6 +330,7 @@ def table_trunks(reps: int, n_boot: int, ks=(3, 5, 8), seed: int = 0, trunk_nois
     """Shared-trunk noise: each model size is one trunk branched at every budget whose grid holds it. Level 1 alone
     shows what resampling runs instead of trunks does; both levels, what the default interval gives."""
     out = ["| design | budgets | resampled | levels | median CI width | coverage |", "|---|---|---|---|---|---|"]
+    print("\n".join(out), flush=True)
     d, t = SCENARIOS["centred"]
     d = replace(d, noise=0.002, trunk_noise=trunk_noise)
     for k in ks:
@@ -349,12 +352,7 @@ def table_trunks(reps: int, n_boot: int, ks=(3, 5, 8), seed: int = 0, trunk_nois
 TABLES = {"estimators": table_estimators, "calibration": table_calibration, "trunks": table_trunks}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "--nd" in args:  # (N, D) grid studies: analysis.design_nd
-        from analysis.design_nd import main as nd_main
-
-        return nd_main([a for a in args if a != "--nd"])
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m analysis.design", description=__doc__.split("\n\n")[0])
     ap.add_argument("--budgets", help="comma-separated FLOP budgets, e.g. 2e19,5e19,1.2e20")
     ap.add_argument("--sizes", type=int, default=7, help="model sizes per budget (default 7)")
@@ -372,36 +370,42 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=200, help="synthetic studies (default 200)")
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per fit (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(args)
+    return ap
+
+
+def _check_counts(a: argparse.Namespace) -> None:
+    if a.reps < 10 or a.bootstrap < 100:
+        raise ValueError(f"--reps {a.reps} --bootstrap {a.bootstrap}: use >= 10 studies and >= 100 resamples")
+
+
+def _print_table(a: argparse.Namespace) -> None:
+    t0 = time.time()
+    TABLES[a.table](a.reps, a.bootstrap, seed=a.seed)
+    print(f"({a.reps} studies per row, {a.bootstrap} resamples per fit, seed {a.seed}; {time.time() - t0:.0f} s)")
+
+
+def _design_of(a: argparse.Namespace) -> tuple[Design, list[str]]:
+    """The design and the estimators the options ask for; ValueError naming the bad option."""
+    if not a.budgets:
+        raise ValueError("--budgets is required (or --table NAME), e.g. --budgets 2e19,5e19,1.2e20")
     try:
-        if a.reps < 10 or a.bootstrap < 100:
-            raise ValueError(f"--reps {a.reps} --bootstrap {a.bootstrap}: use >= 10 studies and >= 100 resamples")
-        if a.table:
-            t0 = time.time()
-            TABLES[a.table](a.reps, a.bootstrap, seed=a.seed)
-            print(
-                f"({a.reps} studies per row, {a.bootstrap} resamples per fit, seed {a.seed}; {time.time() - t0:.0f} s)"
-            )
-            return
-        if not a.budgets:
-            raise ValueError("--budgets is required (or --table NAME), e.g. --budgets 2e19,5e19,1.2e20")
-        try:
-            budgets = tuple(float(x) for x in a.budgets.split(",") if x.strip())
-        except ValueError:
-            budgets = ()
-        estimators = [e.strip() for e in a.estimator.split(",") if e.strip()]
-        bad = [e for e in estimators if e not in ESTIMATORS]
-        if bad or not estimators:
-            raise ValueError(f"--estimator {a.estimator!r}: choose from {', '.join(ESTIMATORS)}")
-        design = Design(
-            budgets, a.sizes, a.span, a.noise, a.miss, a.centre, a.budget_shift, a.budget_loss, a.trunk_noise
-        )
-        design.check()
-    except ValueError as e:
-        fail("analysis.design", e)
+        budgets = tuple(float(x) for x in a.budgets.split(",") if x.strip())
+    except ValueError:
+        budgets = ()
+    estimators = [e.strip() for e in a.estimator.split(",") if e.strip()]
+    bad = [e for e in estimators if e not in ESTIMATORS]
+    if bad or not estimators:
+        raise ValueError(f"--estimator {a.estimator!r}: choose from {', '.join(ESTIMATORS)}")
+    design = Design(budgets, a.sizes, a.span, a.noise, a.miss, a.centre, a.budget_shift, a.budget_loss, a.trunk_noise)
+    design.check()
+    return design, estimators
+
+
+def _print_design(design: Design, a: argparse.Namespace, estimators: list[str]) -> None:
+    b = design.budgets
     truth = TRUTHS[a.truth or ("offcentre" if a.centre == "deepseek" else "default")]
     print(
-        f"design: {len(budgets)} budgets over {np.log10(max(budgets) / min(budgets)):.2f} decades, {a.sizes} sizes "
+        f"design: {len(b)} budgets over {np.log10(max(b) / min(b)):.2f} decades, {a.sizes} sizes "
         f"over {a.span:g} decades each centred on {'DeepSeek' if a.centre == 'deepseek' else 'the true'} M_opt, "
         f"noise {a.noise:.2%}; {a.reps} synthetic studies fitted as analysis.fit fits runs"
     )
@@ -414,6 +418,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"exclusion rules)"
         )
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--nd" in args:  # (N, D) grid studies: analysis.design_nd
+        from analysis.design_nd import main as nd_main
+
+        return nd_main([a for a in args if a != "--nd"])
+    a = _parser().parse_args(args)
+    try:
+        _check_counts(a)
+        if a.table:
+            return _print_table(a)
+        design, estimators = _design_of(a)
+    except ValueError as e:
+        fail("analysis.design", e)
+    _print_design(design, a, estimators)
 
 
 if __name__ == "__main__":

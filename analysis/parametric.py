@@ -13,6 +13,7 @@ with fewer it is skipped, and the reason starts with that count.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize
@@ -120,7 +121,8 @@ def _minimise(x0, logN, logD, logL, w, par: Param | None = None):
 def refit_batch(
     theta0: np.ndarray, logN, logD, logL, W: np.ndarray, iters: int = 100, par: Param | None = None
 ) -> np.ndarray:
-    """Minimise the summed Huber objective for many weight vectors W (R, n) at once, from theta0 ((5,) or (R, 5)).
+    """Minimise the summed Huber objective for many weight vectors W (R, n) at once, from theta0 ((5,) or (R, 5));
+    logL is the runs' log losses, (n,) or one row per resample (R, n).
 
     Levenberg-Marquardt on IRLS weights min(1, delta/|r|) (the Huber majoriser): every bootstrap resample
     advances in the same numpy call, and a resample leaves the batch as soon as its step is negligible.
@@ -138,8 +140,9 @@ def refit_batch(
         if not len(act):
             break
         tha, Wa = th[act], W[act]
+        La = logL[act] if np.ndim(logL) == 2 else logL
         F, p0, p1, p2 = _lse(tha, logN, logD)
-        r = F - logL
+        r = F - La
         J = np.stack([p0, p1, p2, -p0 * X[:, 0], -p1 * X[:, 1]], -1) @ par.T  # (R, n, k)
         om = Wa * np.minimum(1.0, DELTA / np.maximum(np.abs(r), 1e-300))
         Jw = J * om[..., None]
@@ -152,7 +155,7 @@ def refit_batch(
         H = H + np.eye(k) * (lam[act, None, None] * diag[:, None, :] + ridge[:, None, None])
         step = -np.linalg.solve(H, g[..., None])[..., 0]
         new = par.theta(phi[act] + step)
-        f_new = objective(new, logN, logD, logL, Wa)
+        f_new = objective(new, logN, logD, La, Wa)
         better = f_new < f[act]
         phi[act] = np.where(better[:, None], phi[act] + step, phi[act])
         th[act] = np.where(better[:, None], new, tha)
@@ -178,8 +181,20 @@ def _summary(theta: np.ndarray) -> dict:
     return {k: (float(v) if np.ndim(v) == 0 else v) for k, v in out.items()}
 
 
-def _point_fit(logN, logD, logL, w, par: Param, n_starts: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best of the grid's `n_starts` best starts, descended together, the 4 best polished: (theta, its start)."""
+@dataclass(frozen=True)
+class _Fit:
+    """A point fit: theta, the start it descended from, the run weights it used (0: dropped by the robust refit)
+    and the initialisation grid's best starts on those runs (where a resample's own optimum may lie)."""
+
+    theta: np.ndarray
+    start: np.ndarray
+    w: np.ndarray
+    candidates: np.ndarray
+    dropped: list[int] = field(default_factory=list)
+
+
+def _ranked_grid(logN, logD, logL, w, par: Param) -> np.ndarray:
+    """The initialisation grid (under the ties and fixes), best start first on these runs."""
     grid = np.unique(par.theta(par.phi(GRID)), axis=0)
     # The starts are ranked on at most START_ROWS runs (evenly spaced): ranking needs no more, and the grid's
     # objective costs starts x runs.
@@ -188,12 +203,29 @@ def _point_fit(logN, logD, logL, w, par: Param, n_starts: int) -> tuple[np.ndarr
     f0 = np.concatenate(
         [objective(grid[s : s + step], logN[sub], logD[sub], logL[sub], w[sub]) for s in range(0, len(grid), step)]
     )
-    starts = grid[np.argsort(f0)[:n_starts]]
+    return grid[np.argsort(f0)]
+
+
+def _point_fit(logN, logD, logL, w, par: Param, n_starts: int) -> _Fit:
+    """Best of the grid's `n_starts` best starts, descended together, the 4 best polished."""
+    ranked = _ranked_grid(logN, logD, logL, w, par)
+    starts = ranked[:n_starts]
     ends = refit_batch(starts, logN, logD, logL, np.broadcast_to(w, (len(starts), len(w))), iters=300, par=par)
     order = np.argsort(objective(ends, logN, logD, logL, w))[:4]
     polished = [_minimise(ends[i], logN, logD, logL, w, par) for i in order]
     j = int(np.argmin([p.fun for p in polished]))
-    return polished[j].theta, starts[order[j]]
+    return _Fit(polished[j].theta, starts[order[j]], w, ranked[:CANDIDATES])
+
+
+def _robust_refit(fit: _Fit, logN, logD, logL, par: Param, n_starts: int, robust: float, need: int) -> _Fit:
+    """Refit without the runs whose log residual is beyond `robust` robust SDs (1.4826 * MAD), if enough remain."""
+    r = _lse(fit.theta, logN, logD)[0] - logL
+    s = 1.4826 * np.median(np.abs(r - np.median(r)))
+    out = np.abs(r - np.median(r)) > robust * s
+    if not out.any() or (~out).sum() < need:
+        return fit
+    refit = _point_fit(logN, logD, logL, (~out).astype(float), par, n_starts)
+    return replace(refit, dropped=np.flatnonzero(out).tolist())
 
 
 MIN_RUNS = 10  # runs the five-parameter fit needs (twice its parameters); one fewer per tie or fixed E
@@ -202,6 +234,118 @@ MIN_RUNS = 10  # runs the five-parameter fit needs (twice its parameters); one f
 def min_runs(tie: bool = False, fix_E: float | None = None) -> int:
     """The fewest runs fit_parametric accepts with these constraints (10, 9 or 8)."""
     return MIN_RUNS - int(tie) - int(fix_E is not None)
+
+
+def _too_few(n: int, need: int) -> str:
+    return (
+        f"needs >= {need} runs (MIN_RUNS: 10 for the five parameters, one fewer per tie or fixed E), got {n}: "
+        "add (N, D) runs or constrain the fit (--tie-exponents, --fix-E)"
+    )
+
+
+def _not_a_result(fit: _Fit, logN, logD, logL, par: Param) -> str | None:
+    """Why this point fit is not a result (not finite, or the optimiser never moved), else None."""
+    f = float(objective(fit.theta, logN, logD, logL, fit.w))
+    if not np.all(np.isfinite(fit.theta)) or not np.isfinite(f):
+        return "the parametric fit did not converge to finite values"
+    # Still at its start with a non-zero gradient: the optimiser failed (a start that happens to be the exact
+    # optimum has a zero gradient and is a result).
+    grad = par.T.T @ objective_grad(fit.theta, logN, logD, logL, fit.w)[1]
+    if np.allclose(fit.theta, fit.start, rtol=0, atol=1e-8) and np.abs(grad).max() > 1e-8:
+        return (
+            f"the optimiser made no progress from its starting point {np.round(fit.start, 3).tolist()} "
+            f"(objective {f:.3g}): the runs do not constrain L(N, D)"
+        )
+    return None
+
+
+def _result(fit: _Fit, logN, logD, logL, par: Param, robust: float | None) -> dict:
+    """The report's parametric section for a point fit ({"skipped": why} where an exponent is not positive)."""
+    res = _summary(fit.theta) | {
+        "form": "E + A/N^alpha + B/D^beta",
+        "n_runs": int(fit.w.sum()),
+        "objective": float(objective(fit.theta, logN, logD, logL, fit.w)),
+        "theta": fit.theta.tolist(),
+        "constraints": par.describe() or "none",
+        "robust": robust,
+        "dropped": fit.dropped,
+        "N_is": "M/6 (FLOPs-equivalent parameters, so C = 6*N*D) unless the input gives N",
+    }
+    if not (res["alpha"] > 0 and res["beta"] > 0):  # loss rising with N or D: the data do not constrain the law
+        return {
+            "skipped": f"the best fit has a non-positive exponent (alpha={res['alpha']:.3g}, "
+            f"beta={res['beta']:.3g}): these runs do not constrain L(N, D)"
+        }
+    G = (res["alpha"] * res["A"] / (res["beta"] * res["B"])) ** (1 / (res["alpha"] + res["beta"]))
+    res["M_opt"] = {"coef": float(6 * G * 6 ** -res["a"]), "exponent": res["a"]}  # N_opt = G*(C/6)^a, M = 6N
+    return res
+
+
+# The bootstrap refits each resample from the point fit and from the EXTRA_STARTS best of the grid's CANDIDATES
+# best starts (ranked again on the resample), and keeps its best end: a local refit from the point fit alone
+# cannot leave the point fit's basin, so on small grids, where a resample's optimum often lies in another one (the
+# point fit at E -> 0, a resample's at E > 0), its interval was too narrow (alpha covered in 86% of 12-run grids;
+# 95-97% with the extra starts, BENCHMARKS.md). Where no resample of the first PILOT leaves the point fit's basin,
+# the rest are refitted from the point fit alone, as before (on 25-run grids the extra starts never won).
+CANDIDATES = 64
+EXTRA_STARTS = 2
+PILOT = 100
+MOVED_RTOL = 1e-6  # an extra start's end counts as another optimum when its objective is lower by more than this
+PER_ROW = 30  # numbers refit_batch holds per run and resample (the Jacobian and its weighted copy)
+PER_ROW_EXTRA = PER_ROW * (1 + EXTRA_STARTS) + 12 * CANDIDATES  # ... and the candidates' ranking temporaries
+
+
+def _refit_resamples(fit: _Fit, logN, logD, logL, W: np.ndarray, par: Param, extra: bool) -> tuple[np.ndarray, bool]:
+    """Each resample (a row of run weights W) refitted from the point fit and, with `extra`, from its own best
+    candidates; its best end, and whether any resample's best end came from a candidate."""
+    from_point = refit_batch(fit.theta, logN, logD, logL, W, par=par)
+    if not extra:
+        return from_point, False
+    R = len(W)
+    rank = objective(fit.candidates[None], logN, logD, logL, W[:, None, :])  # (R, CANDIDATES)
+    starts = fit.candidates[np.argsort(rank, 1)[:, :EXTRA_STARTS]].reshape(-1, 5)
+    ends = refit_batch(starts, logN, logD, logL, np.repeat(W, EXTRA_STARTS, 0), iters=300, par=par)
+    ends = ends.reshape(R, EXTRA_STARTS, 5)
+    f_ends = objective(ends, logN, logD, logL, W[:, None, :])
+    j = np.argmin(f_ends, 1)
+    best, f_best = ends[np.arange(R), j], f_ends[np.arange(R), j]
+    f_point = objective(from_point, logN, logD, logL, W)
+    moved = f_best < f_point - MOVED_RTOL * np.abs(f_point)
+    return np.where(moved[:, None], best, from_point), bool(moved.any())
+
+
+def _bootstrap(fit: _Fit, logN, logD, logL, par: Param, n_boot: int, seed: int, trunk) -> np.ndarray:
+    """(n_boot, 5) thetas of resamples of runs (of trunks, with all their branches, where `trunk` names them), in
+    chunks of at most 250 resamples (a few hundred runs' temporaries stay in cache)."""
+    rng = np.random.default_rng(seed)
+    keep = np.flatnonzero(fit.w > 0)
+    u = resample.units(np.zeros(len(keep)), None if trunk is None else np.asarray(trunk, object)[keep])
+    boots = np.zeros((n_boot, 5))
+    pilot, extra, done = min(PILOT, n_boot), True, 0
+    for count in (pilot, n_boot - pilot):
+        moved_any = False
+        per_row = PER_ROW_EXTRA if extra else PER_ROW
+        for sl, wk in resample.resamples(u, count, rng, per_row=per_row, label="parametric L(N, D)", most=250):
+            W = np.zeros((len(wk), len(logL)))
+            W[:, keep] = wk
+            boots[done + sl.start : done + sl.stop], moved = _refit_resamples(fit, logN, logD, logL, W, par, extra)
+            moved_any |= moved
+        done += count
+        extra = extra and moved_any  # after the pilot: the extra starts stay only where some resample needed them
+    return boots
+
+
+def _with_ci(res: dict, boots: np.ndarray, fix_E: float | None) -> dict:
+    """res with its percentile CIs and bootstrap thetas, or {"skipped": why} where no resample moved."""
+    summ = _summary(boots.T)
+    ci = {k: percentile_ci(summ[k]) for k in KEYS}
+    free = [k for k in ("E", "A", "B", "alpha") if not (k == "E" and fix_E is not None)]
+    if all(ci[k][1] - ci[k][0] <= 1e-12 * max(1.0, abs(res[k])) for k in free):
+        return {
+            "skipped": "every bootstrap refit stayed at the point fit (zero-width CIs): the optimiser "
+            "cannot move on these runs, so the fit is not reported"
+        }
+    return res | {"ci95": ci, "boot_theta": boots}
 
 
 def fit_parametric(
@@ -217,73 +361,20 @@ def fit_parametric(
     trunk=None,
 ) -> dict:
     """Multi-start point fit, optional robust refit, then a bootstrap over runs (over trunks, with all their
-    branches, where `trunk` names them), the resamples refitted together from the point fit, in chunks.
-    "dropped" lists the indices a robust refit left out."""
+    branches, where `trunk` names them), each resample refitted from the point fit and from its own best grid
+    starts. "dropped" lists the indices a robust refit left out."""
     par = Param(tie, fix_E)
     logN, logD, logL = np.log(N), np.log(D), np.log(L)
     need = min_runs(tie, fix_E)
     if len(L) < need:
-        return {
-            "skipped": f"needs >= {need} runs (MIN_RUNS: 10 for the five parameters, one fewer per tie or fixed E), "
-            f"got {len(L)}: add (N, D) runs or constrain the fit (--tie-exponents, --fix-E)"
-        }
-    w = np.ones(len(L))
-    theta, start = _point_fit(logN, logD, logL, w, par, n_starts)
-    dropped: list[int] = []
+        return {"skipped": _too_few(len(L), need)}
+    fit = _point_fit(logN, logD, logL, np.ones(len(L)), par, n_starts)
     if robust:
-        r = _lse(theta, logN, logD)[0] - logL
-        s = 1.4826 * np.median(np.abs(r - np.median(r)))
-        out = np.abs(r - np.median(r)) > robust * s
-        if out.any() and (~out).sum() >= need:
-            dropped = np.flatnonzero(out).tolist()
-            w = (~out).astype(float)
-            theta, start = _point_fit(logN, logD, logL, w, par, n_starts)
-    f = float(objective(theta, logN, logD, logL, w))
-    if not np.all(np.isfinite(theta)) or not np.isfinite(f):
-        return {"skipped": "the parametric fit did not converge to finite values"}
-    # Still at its start with a non-zero gradient: the optimiser failed (a start that happens to be the exact
-    # optimum has a zero gradient and is a result).
-    grad = par.T.T @ objective_grad(theta, logN, logD, logL, w)[1]
-    if np.allclose(theta, start, rtol=0, atol=1e-8) and np.abs(grad).max() > 1e-8:
-        return {
-            "skipped": f"the optimiser made no progress from its starting point {np.round(start, 3).tolist()} "
-            f"(objective {f:.3g}): the runs do not constrain L(N, D)"
-        }
-    res = _summary(theta) | {
-        "form": "E + A/N^alpha + B/D^beta",
-        "n_runs": int(w.sum()),
-        "objective": f,
-        "theta": theta.tolist(),
-        "constraints": par.describe() or "none",
-        "robust": robust,
-        "dropped": dropped,
-        "N_is": "M/6 (FLOPs-equivalent parameters, so C = 6*N*D) unless the input gives N",
-    }
-    if not (res["alpha"] > 0 and res["beta"] > 0):  # loss rising with N or D: the data do not constrain the law
-        return {
-            "skipped": f"the best fit has a non-positive exponent (alpha={res['alpha']:.3g}, "
-            f"beta={res['beta']:.3g}): these runs do not constrain L(N, D)"
-        }
-    G = (res["alpha"] * res["A"] / (res["beta"] * res["B"])) ** (1 / (res["alpha"] + res["beta"]))
-    res["M_opt"] = {"coef": float(6 * G * 6 ** -res["a"]), "exponent": res["a"]}  # N_opt = G*(C/6)^a, M = 6N
-    if n_boot:
-        rng = np.random.default_rng(seed)
-        keep = np.flatnonzero(w > 0)
-        u = resample.units(np.zeros(len(keep)), None if trunk is None else np.asarray(trunk, object)[keep])
-        boots = np.zeros((n_boot, 5))
-        # refit_batch holds ~30 numbers per run and resample (the Jacobian and its weighted copy); chunks of at
-        # most 250 resamples of a few hundred runs stay in cache
-        for sl, wk in resample.resamples(u, n_boot, rng, per_row=30, label="parametric L(N, D)", most=250):
-            W = np.zeros((len(wk), len(L)))
-            W[:, keep] = wk
-            boots[sl] = refit_batch(theta, logN, logD, logL, W, par=par)
-        summ = _summary(boots.T)
-        res["ci95"] = {k: percentile_ci(summ[k]) for k in KEYS}
-        free = [k for k in ("E", "A", "B", "alpha") if not (k == "E" and fix_E is not None)]
-        if all(res["ci95"][k][1] - res["ci95"][k][0] <= 1e-12 * max(1.0, abs(res[k])) for k in free):
-            return {
-                "skipped": "every bootstrap refit stayed at the point fit (zero-width CIs): the optimiser "
-                "cannot move on these runs, so the fit is not reported"
-            }
-        res["boot_theta"] = boots
-    return res
+        fit = _robust_refit(fit, logN, logD, logL, par, n_starts, robust, need)
+    why = _not_a_result(fit, logN, logD, logL, par)
+    if why:
+        return {"skipped": why}
+    res = _result(fit, logN, logD, logL, par, robust)
+    if "skipped" in res or not n_boot:
+        return res
+    return _with_ci(res, _bootstrap(fit, logN, logD, logL, par, n_boot, seed, trunk), fix_E)

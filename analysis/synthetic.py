@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,74 @@ def _shape_counts(M: np.ndarray, seq_len: int, vocab: int) -> tuple[np.ndarray, 
     return N1, N1 + vocab * d
 
 
+@dataclass
+class _Records:
+    """result.json records drawn one at a time from the truth, with multiplicative noise on every finished run."""
+
+    truth: Truth
+    rng: np.random.Generator
+    noise: float
+    dataset: str
+    seed: int
+    seq_len: int
+    vocab: int
+    out: list[dict] = field(default_factory=list)
+
+    def add(self, sweep: str, C: float, M: float, lr: float, bs: float, status="completed", err=None) -> None:
+        D = float(C / M)
+        N1, N2 = _shape_counts(np.array(M), self.seq_len, self.vocab)
+        loss = None
+        if status == "completed":
+            loss = float(self.truth.loss(M, D, lr, bs, C) * (1 + self.noise * self.rng.standard_normal()))
+        self.out.append(
+            {
+                "schema_version": 1,
+                "run_id": f"{self.dataset.split('@')[0]}-{sweep}-{len(self.out):05d}",
+                "status": status,
+                "error": err,
+                "sweep": sweep,
+                "budget": float(C),
+                "model": {"seq_len": self.seq_len},
+                "N1": float(N1),
+                "N2": float(N2),
+                "params": float(N2),
+                "M": float(M),
+                "M_6N1": float(6 * N1),
+                "M_6N2": float(6 * N2),
+                "D": D,
+                "C": float(M * D),
+                "lr": float(lr),
+                "batch_size": float(bs),
+                "seq_len": self.seq_len,
+                "val_loss": loss,
+                "dataset": self.dataset,
+                "seed": self.seed,
+            }
+        )
+
+
+def _isoflop_runs(r: _Records, C: float, n_sizes: int, span: float) -> None:
+    """n_sizes models log-spaced over +-span decades around the true M_opt (centre jittered), at the true eta, B."""
+    eta, bs = float(r.truth.eta_opt(C)), float(r.truth.B_opt(C))
+    centre = np.log10(r.truth.M_opt(C)) + r.rng.uniform(-0.1, 0.1)
+    for M in 10 ** np.linspace(centre - span, centre + span, n_sizes):
+        r.add("isoflop", C, M, eta, bs)
+
+
+def _hparams_runs(r: _Records, C: float, lr_steps: int, bs_steps: int, n_diverged: int, n_failed: int) -> None:
+    """The M_opt model on a lr x batch grid in sqrt(2) steps around the truth, plus diverged and failed runs."""
+    eta, bs = float(r.truth.eta_opt(C)), float(r.truth.B_opt(C))
+    Mh = float(r.truth.M_opt(C))
+    lr_c, bs_c = r.rng.uniform(-0.25, 0.25, 2)  # grid centres jittered by up to half a step
+    for i in np.arange(lr_steps) - lr_steps // 2:
+        for j in np.arange(bs_steps) - bs_steps // 2:
+            r.add("hparams", C, Mh, eta * 2 ** ((i + lr_c) / 2), bs * 2 ** ((j + bs_c) / 2))
+    for _ in range(n_diverged):
+        r.add("hparams", C, Mh, 16 * eta, bs, "diverged", "loss became NaN")
+    for _ in range(n_failed):
+        r.add("hparams", C, Mh, eta, bs, "failed", "CUDA out of memory")
+
+
 def make_study(
     truth: Truth = Truth(),
     budgets=(1e17, 3e17, 1e18, 3e18, 1e19),
@@ -80,56 +148,11 @@ def make_study(
     trained at the true eta/B. Hparams: the M_opt model on a lr x batch grid in sqrt(2) steps around the truth.
     Multiplicative Gaussian noise of relative size `noise`; per budget n_diverged/n_failed extra hparams runs.
     """
-    rng = np.random.default_rng(seed)
-    recs: list[dict] = []
-
-    def rec(sweep, C, M, lr, bs, status="completed", err=None):
-        D = float(C / M)
-        N1, N2 = _shape_counts(np.array(M), seq_len, vocab)
-        loss = (
-            float(truth.loss(M, D, lr, bs, C) * (1 + noise * rng.standard_normal())) if status == "completed" else None
-        )
-        recs.append(
-            {
-                "schema_version": 1,
-                "run_id": f"{dataset.split('@')[0]}-{sweep}-{len(recs):05d}",
-                "status": status,
-                "error": err,
-                "sweep": sweep,
-                "budget": float(C),
-                "model": {"seq_len": seq_len},
-                "N1": float(N1),
-                "N2": float(N2),
-                "params": float(N2),
-                "M": float(M),
-                "M_6N1": float(6 * N1),
-                "M_6N2": float(6 * N2),
-                "D": D,
-                "C": float(M * D),
-                "lr": float(lr),
-                "batch_size": float(bs),
-                "seq_len": seq_len,
-                "val_loss": loss,
-                "dataset": dataset,
-                "seed": seed,
-            }
-        )
-
+    r = _Records(truth, np.random.default_rng(seed), noise, dataset, seed, seq_len, vocab)
     for C in budgets:
-        eta, bs = float(truth.eta_opt(C)), float(truth.B_opt(C))
-        centre = np.log10(truth.M_opt(C)) + rng.uniform(-0.1, 0.1)
-        for M in 10 ** np.linspace(centre - span, centre + span, n_sizes):
-            rec("isoflop", C, M, eta, bs)
-        Mh = float(truth.M_opt(C))
-        lr_c, bs_c = rng.uniform(-0.25, 0.25, 2)  # grid centres jittered by up to half a step
-        for i in np.arange(lr_steps) - lr_steps // 2:
-            for j in np.arange(bs_steps) - bs_steps // 2:
-                rec("hparams", C, Mh, eta * 2 ** ((i + lr_c) / 2), bs * 2 ** ((j + bs_c) / 2))
-        for _ in range(n_diverged):
-            rec("hparams", C, Mh, 16 * eta, bs, "diverged", "loss became NaN")
-        for _ in range(n_failed):
-            rec("hparams", C, Mh, eta, bs, "failed", "CUDA out of memory")
-    return recs
+        _isoflop_runs(r, C, n_sizes, span)
+        _hparams_runs(r, C, lr_steps, bs_steps, n_diverged, n_failed)
+    return r.out
 
 
 def write_study(records: list[dict], root: str | Path) -> Path:
