@@ -3,6 +3,7 @@
     python -m scaling.study                              # conf/study/cpu_demo.yaml: minutes on a laptop CPU
     python -m scaling.study gpu_deepseek --dry-run       # DeepSeek's design: the plan and its GPU-hours
     python -m scaling.study cpu_demo hydra/launcher=joblib   # extra Hydra overrides go to every sweep
+    python -m scaling.study cpu_demo data=wiki --out runs/cpu_demo_wiki   # another corpus, in another directory
     python -m scaling.study --samples                    # + a greedy sample of each IsoFLOP budget's best run
     python -m scaling.study --config-dir my_conf my_study  # my_conf/study/my_study.yaml; every sweep gets my_conf
 
@@ -217,20 +218,43 @@ def run_study(
 
 
 def run_owned_study(
-    name: str, extra: list[str], dry_run: bool, samples: bool = False, dirs: Sequence[Path] = ()
+    name: str,
+    extra: list[str],
+    dry_run: bool,
+    samples: bool = False,
+    dirs: Sequence[Path] = (),
+    out: Path | None = None,
 ) -> dict | None:
-    """run_study as the one owner of its study dir (sweeps.owners): a second live study is refused, and a rerun
-    after a kill -9 first makes sure no stage of the killed one still runs."""
+    """run_study as the one owner of its study dir (`out`, else the file's `dir`; sweeps.owners): a second live
+    study is refused, and a rerun after a kill -9 first makes sure no stage of the killed one still runs."""
     if dry_run:  # plans only: needs no ownership
-        return run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+        return run_study(name, extra, dry_run, out=out, samples=samples, dirs=dirs)
     load_spec(name, extra, dirs)  # bad input is refused before the study dir is created or claimed
-    root = Path(load_study(name, dirs)["dir"])
+    root = Path(out or load_study(name, dirs)["dir"])
     mine = claim_study(root)
     try:
         check_no_live_stage(root)
-        return run_study(name, extra, dry_run, samples=samples, dirs=dirs)
+        return run_study(name, extra, dry_run, out=out, samples=samples, dirs=dirs)
     finally:
         release_study(root, mine)
+
+
+def pop_out(args: Sequence[str]) -> tuple[Path | None, list[str]]:
+    """`--out DIR` / `--out=DIR` (the study's directory instead of its file's `dir`: the same study on another
+    corpus must not meet the first one's runs) and the other arguments."""
+    out: str | None = None
+    rest: list[str] = []
+    it = iter(args)
+    for a in it:
+        if a == "--out":
+            out = next(it, "")
+        elif a.startswith("--out="):
+            out = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    if out == "" or (out or "").startswith("-"):
+        raise ValueError("--out needs a directory, e.g. --out runs/cpu_demo_wiki")
+    return (Path(out) if out is not None else None), rest
 
 
 SAMPLE_PROMPT = "The state of the Union is"
@@ -283,10 +307,11 @@ def main(argv: list[str] | None = None) -> None:
         # --config-dir (as scaling.train/sweep take it) and hydra.searchpath: where study names are found too, and
         # (as an absolute path, the sweeps may run elsewhere) what every sweep gets
         config_dir, args = pop_config_dir(args)
+        out, args = pop_out(args)
         name = args.pop(0) if args and "=" not in args[0] else "cpu_demo"
         dirs = search_dirs(args, config_dir)
         extra = ([f"--config-dir={dirs[0]}"] if config_dir is not None else []) + args
-        run_owned_study(name, extra, dry_run, samples=samples, dirs=dirs)
+        run_owned_study(name, extra, dry_run, samples=samples, dirs=dirs, out=out)
     except ValueError as e:
         fail("scaling.study", e)
     except RuntimeError as e:  # a stage failed, or another process owns it (StageBusy): one line; rerunning resumes

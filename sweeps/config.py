@@ -48,6 +48,7 @@ class SweepConfig:
     shape_rule: str = "auto"
     shape_rules: dict[str, Any] = field(default_factory=dict)
     throughput_cache: str = "~/.cache/scaling-lab/throughput.json"
+    throughput_recheck: bool = True  # re-time one cached shape and scale the cached speeds to today's load
     measure_max_params: float = 1.0e7
     assumed_flops_per_s: float = 4.0e14
     gpu_memory_gb: float = 80.0
@@ -72,8 +73,9 @@ class SweepConfig:
                 raise ValueError(f"sweep.{name}={getattr(self, name)!r} must be > 0")
         if self.measure_max_params < 0:
             raise ValueError(f"sweep.measure_max_params={self.measure_max_params!r} must be >= 0 (0: measure nothing)")
-        if not isinstance(self.dry_run, bool):
-            raise ValueError(f"sweep.dry_run={self.dry_run!r} must be true or false")
+        for name in ("dry_run", "throughput_recheck"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"sweep.{name}={getattr(self, name)!r} must be true or false")
         extend = 0 if self.extend is False or str(self.extend).lower() == "off" else self.extend
         if isinstance(extend, bool) or not isinstance(extend, int) or not 0 <= extend <= 10:
             raise ValueError(

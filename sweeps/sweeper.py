@@ -288,6 +288,7 @@ class ScalingSweeper(Sweeper):
             sc.measure_max_params,
             sc.assumed_flops_per_s,
             self.train.dtype,
+            sc.throughput_recheck,
         )
         sw.est = [sw.thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in sw.points]
         sw.table = rows(sw.points, sw.est, [s for _, s in sw.states])
@@ -524,6 +525,8 @@ class ScalingSweeper(Sweeper):
                 f"sweep.measure_max_params parameters are not measured here"
             )
         print(f"est. total {fmt_seconds(total)} run after run ({how})")
+        if thr.recheck_note:
+            print(thr.recheck_note)
         print(f"plan: {sweep_dir / 'plan.csv'}")
 
     # ---- launching ----

@@ -1,6 +1,11 @@
 """Time estimates for a plan: training FLOP/s measured on this device for the plan's smallest and largest shapes,
 cached, log-interpolated in M. A plan with a shape too big to measure here (a GPU-scale plan dry-run on a laptop)
-is estimated entirely from an assumed FLOP/s, and the table says so."""
+is estimated entirely from an assumed FLOP/s, and the table says so.
+
+The cache holds speeds measured once, under whatever load the machine had then; a shared machine may be twice as
+busy today. So a plan re-times one cached shape for a fraction of a second (the probe) and scales every cached speed
+by the probe's ratio to its cached value: the estimate reflects today's load (sweep.throughput_recheck=false skips
+it and trusts the cache as it is)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -70,6 +76,13 @@ def measure(
     return count_flops(cfg).train_flops_per_token * seqs * cfg.seq_len / step_s
 
 
+# The probe: short, because every plan pays it; long enough for dozens of steps of a CPU demo's smallest shape.
+PROBE_WARMUP_S = 0.1
+PROBE_TIMED_S = 0.2
+
+Measure = Callable[..., float]  # measure()'s signature: (cfg, device, *, warmup_s, timed_s, amp) -> FLOP/s
+
+
 class Throughput:
     def __init__(
         self,
@@ -79,29 +92,54 @@ class Throughput:
         max_params: float,
         assumed: float,
         dtype: str = "auto",
+        recheck: bool = True,
+        measure: Measure = measure,
     ):
         self.device, self.assumed = device, float(assumed)
         self.amp = resolve_amp(dtype, device)  # the runs' precision (train.dtype), decided where the runs decide it
+        self._measure = measure
+        self.recheck_note: str | None = None  # what the probe found, for the plan's console output
         by_M = sorted(shapes, key=lambda s: s.M)
-        ends = {(s.n_layer, s.d_model): s for s in by_M[:1] + by_M[-1:]}.values()
+        ends = list({(s.n_layer, s.d_model): s for s in by_M[:1] + by_M[-1:]}.values())
         measurable = by_M[-1].flops.params <= max_params
-        self.measured = sorted((s.M, self._cached(s, cache)) for s in ends) if measurable else []
+        self.measured = self._speeds(ends, cache, recheck) if measurable else []
 
-    def _cached(self, s: Shape, cache: Path) -> float:
+    def _key(self, s: Shape) -> str:
         c = s.cfg
-        key = (
+        return (
             f"{self.device}|{self.amp or 'fp32'}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
             f"L{c.n_layer} d{c.d_model} "
             f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}"
         )
+
+    def _speeds(self, ends: list[Shape], cache: Path, recheck: bool) -> list[tuple[float, float]]:
+        """(M, FLOP/s) of the ends: measured now where the cache lacks them, else cached and, with recheck, scaled
+        by today's load (a speed measured now needs no scaling)."""
         try:
             table = json.loads(cache.read_text())
         except (OSError, ValueError):
             table = {}
-        if key not in table:
-            table[key] = measure(c, self.device, amp=self.amp)
+        cached = [s for s in ends if self._key(s) in table]
+        fresh = [s for s in ends if self._key(s) not in table]
+        for s in fresh:
+            table[self._key(s)] = self._measure(s.cfg, self.device, amp=self.amp)
+        if fresh:
             write_atomic(cache, json.dumps(table, indent=1, sort_keys=True))
-        return table[key]
+        load = self._probe(min(cached, key=lambda s: s.M), table) if recheck and cached else 1.0
+        scale = {self._key(s): load for s in cached}
+        return sorted((s.M, table[self._key(s)] * scale.get(self._key(s), 1.0)) for s in ends)
+
+    def _probe(self, s: Shape, table: dict[str, float]) -> float:
+        """Today's speed of one cached shape (the cheapest) over its cached speed; the probe's cost is in the note."""
+        t0 = time.perf_counter()
+        now = self._measure(s.cfg, self.device, warmup_s=PROBE_WARMUP_S, timed_s=PROBE_TIMED_S, amp=self.amp)
+        cost = time.perf_counter() - t0
+        ratio = now / table[self._key(s)]
+        self.recheck_note = (
+            f"throughput re-checked now: {ratio:.2f}x of the cached table ({cost:.2f} s probe of "
+            f"L{s.n_layer} d{s.d_model}; every cached speed scaled by it; sweep.throughput_recheck=false to skip)"
+        )
+        return ratio
 
     def flops_per_s(self, s: Shape) -> tuple[float, bool]:
         """(FLOP/s, measured?) for a shape: measured ones interpolated in log M, the rest assumed."""

@@ -152,9 +152,11 @@ def compose_overrides(config: str, overrides: list[str]) -> None:
 
 
 def check_study(args: list[str]) -> None:
-    """scaling.study [name] [--dry-run] [--samples] [overrides]: the study exists and every stage's sweep composes
-    with the overrides shown (cluster keys included: each stage names its launcher)."""
-    rest = [a for a in args if a not in ("--dry-run", "--samples")]
+    """scaling.study [name] [--dry-run] [--samples] [--out DIR] [overrides]: the study exists and every stage's sweep
+    composes with the overrides shown (cluster keys included: each stage names its launcher)."""
+    from scaling.study import pop_out
+
+    _, rest = pop_out([a for a in args if a not in ("--dry-run", "--samples")])
     name = rest.pop(0) if rest and "=" not in rest[0] else "cpu_demo"
     study = load_study(name)
     for stage in ("hparams", "isoflop"):

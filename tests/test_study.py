@@ -205,6 +205,26 @@ def test_a_dry_run_plans_stage_2_on_stage_1s_last_fit(tmp_path, monkeypatch):
     assert "sweep.dry_run=true" in calls[-1][1]
 
 
+def test_out_runs_the_same_study_on_another_corpus_in_another_directory(tmp_path, monkeypatch, capsys):
+    """The study file's dir holds the first corpus's runs: the same study with data=wiki would plan the same run ids
+    there and meet them as runs of another config (sweep.dir is the study's to set, not the command line's)."""
+    import scaling.study as study
+
+    stages: list[tuple[Path, list[str]]] = []
+    monkeypatch.setattr(study, "sweep", lambda stage, budgets, d, overrides: stages.append((d, overrides)))
+    monkeypatch.setattr(study, "plan_seconds", lambda d: 0.0)
+    study_file, wiki = tmp_path / "mini.yaml", tmp_path / "wiki"
+    study_file.write_text(yaml.safe_dump(MINI_STUDY | {"dir": str(tmp_path / "study")}))
+    study.main([str(study_file), "data=wiki", "--out", str(wiki), "--dry-run"])
+    assert [d for d, _ in stages] == [wiki / "hparams", wiki / "isoflop"]
+    assert all("data=wiki" in overrides for _, overrides in stages)
+    assert (wiki / "study.json").exists() and not (tmp_path / "study").exists()
+    with pytest.raises(SystemExit) as e:
+        study.main([str(study_file), "data=wiki", "--out"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and err == "scaling.study: error: --out needs a directory, e.g. --out runs/cpu_demo_wiki"
+
+
 # ------------------------------------------------------------------------------------ a study owns its stages
 def _live_process() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])

@@ -1,6 +1,7 @@
 """`python -m scaling.sweep` as a user runs it: dry-run plan.csv, estimates, one-line errors before anything runs."""
 
 import csv
+import re
 import subprocess
 from pathlib import Path
 
@@ -49,6 +50,15 @@ def test_dry_run_estimates_from_measured_throughput(tmp_path, cache_dir):
     assert all(x["est_measured"] == "True" and float(x["est_seconds"]) > 0 for x in rows)
     assert "measured" in r.stdout and "FLOP/s at M=" in r.stdout and "grid slid" in r.stdout
     assert (cache_dir / "throughput.json").exists()
+
+
+def test_a_cached_throughput_is_rechecked_under_todays_load(tmp_path, cache_dir):
+    args = ("+isoflop=2e9", "model.seq_len=32", "sweep.dry_run=true", f"sweep.throughput_cache={tmp_path / 't.json'}")
+    first = sweep(*args, f"sweep.dir={tmp_path / 'a'}")
+    again = sweep(*args, f"sweep.dir={tmp_path / 'b'}")
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert "throughput re-checked now" not in first.stdout  # measured now: nothing to re-check
+    assert re.search(r"throughput re-checked now: [0-9.]+x of the cached table", again.stdout), again.stdout
 
 
 @pytest.mark.parametrize(
