@@ -15,9 +15,10 @@ everything else) at several budgets. Planning rules make that happen often:
   most max_warmup_steps), written into each run's config as optim.warmup_steps. DeepSeek fixes 2000 steps.
 Only the multi-step schedule has a first stage to reuse: with optim.schedule=cosine, auto means off.
 
-`auto` shares hparams trunks only. IsoFLOP sharing stays opt-in (`all`) because it moves each run off its budget's
-own eta_opt/B_opt, and its loss penalty against runs trained from scratch, measured at the CPU demo's scale, was not
-below the runs' seed-to-seed noise (sweeps/README.md, BENCHMARKS.md).
+`auto` shares hparams trunks only. IsoFLOP sharing stays opt-in (`all`): it moves each run off its budget's own
+eta_opt/B_opt, and on the CPU demo's IsoFLOP stage the runs of the smallest budget a shape served were worse than the
+same points trained from scratch at every point (median +0.09 nats against a seed-to-seed 0.03), while the larger
+budgets' were within the noise (sweeps/README.md, BENCHMARKS.md).
 """
 
 from __future__ import annotations
