@@ -212,7 +212,7 @@ def test_out_runs_the_same_study_on_another_corpus_in_another_directory(tmp_path
 
     stages: list[tuple[Path, list[str]]] = []
     monkeypatch.setattr(study, "sweep", lambda stage, budgets, d, overrides: stages.append((d, overrides)))
-    monkeypatch.setattr(study, "plan_seconds", lambda d: 0.0)
+    monkeypatch.setattr(study, "plan_seconds", lambda d: (0.0, 0.0))  # (with reuse, without)
     study_file, wiki = tmp_path / "mini.yaml", tmp_path / "wiki"
     study_file.write_text(yaml.safe_dump(MINI_STUDY | {"dir": str(tmp_path / "study")}))
     study.main([str(study_file), "data=wiki", "--out", str(wiki), "--dry-run"])
