@@ -47,8 +47,12 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> list[float]:
 
 
 def law_ci(log_coef: np.ndarray, slope: np.ndarray) -> dict:
-    """ci95 block of a PowerLaw from bootstrap (log10 intercept, slope) samples."""
-    return {"coef": [10**v for v in percentile_ci(log_coef)], "exponent": percentile_ci(slope)}
+    """ci95 block of a PowerLaw from bootstrap (log10 intercept, slope) samples. An intercept beyond float range (a
+    law through 3 budgets whose scatter between them is barely measured can draw wild slopes) is an infinite bound,
+    not an overflow."""
+    with np.errstate(over="ignore"):
+        coef = [float(np.power(10.0, v)) for v in percentile_ci(log_coef)]
+    return {"coef": coef, "exponent": percentile_ci(slope)}
 
 
 def band_at(C, log_coef: np.ndarray, slope: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy.optimize import approx_fprime
 
 from analysis import parametric as P
 from analysis.budgets import cluster_C
 from analysis.isoflop import parabolas
-from analysis.powerlaw import fit_powerlaw, linefit
+from analysis.powerlaw import fit_powerlaw, law_ci, linefit
 
 
 def test_batched_fits_match_numpy():
@@ -59,3 +60,10 @@ def test_batched_bootstrap_refits_match_one_lbfgs_per_resample():
             ref = P._minimise(theta, lN, lD, lL, w, par)
             assert P.objective(th, lN, lD, lL, w) <= ref.fun * (1 + 1e-6) + 1e-12
             np.testing.assert_allclose(th, ref.theta, atol=2e-3)
+
+
+def test_law_ci_of_an_intercept_beyond_float_range_is_an_infinite_bound():
+    # 10.0**400 raises OverflowError in Python; such a bootstrap tail must give an unbounded coefficient instead
+    ci = law_ci(np.array([0.0, 1.0, 400.0, 500.0]), np.array([0.4, 0.5, 0.6, 0.7]))
+    assert ci["coef"][0] == pytest.approx(10 ** np.percentile([0.0, 1.0, 400.0, 500.0], 2.5))
+    assert ci["coef"][1] == float("inf")
