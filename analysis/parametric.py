@@ -282,11 +282,11 @@ def _result(fit: _Fit, logN, logD, logL, par: Param, robust: float | None) -> di
 
 
 # The bootstrap refits each resample from the point fit and from the EXTRA_STARTS best of the grid's CANDIDATES
-# best starts (ranked again on the resample), and keeps its best end: a local refit from the point fit alone
-# cannot leave the point fit's basin, so on small grids, where a resample's optimum often lies in another one (the
-# point fit at E -> 0, a resample's at E > 0), its interval was too narrow (alpha covered in 86% of 12-run grids;
-# 95-97% with the extra starts, BENCHMARKS.md). Where no resample of the first PILOT leaves the point fit's basin,
-# the rest are refitted from the point fit alone, as before (on 25-run grids the extra starts never won).
+# best starts (ranked again on the resample), and keeps its best end. A local refit from the point fit cannot leave
+# the point fit's basin, and on small grids a resample's optimum often lies in another one (the point fit at E -> 0,
+# the resample's at E > 0): from the point fit alone, alpha's interval covered 88% of 12-run grids, with the extra
+# starts 97% (BENCHMARKS.md). Where no resample of the first PILOT leaves the point fit's basin, the rest are refitted
+# from the point fit alone: the extra starts cost time and, on grids that determine the law, never win.
 CANDIDATES = 64
 EXTRA_STARTS = 2
 PILOT = 100
