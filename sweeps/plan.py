@@ -140,8 +140,15 @@ def group_overrides(
     branches: sweeps.reuse): `rep`'s point under the job's id, then `extra`, then one `+<key>=[...]` list per value
     that differs between its runs (the job's task gives each run its own)."""
     own = [o for o in rep.overrides() if not o.startswith("run.id=")]
-    listed = [f"+{key}=[{','.join(repr(v) for v in values)}]" for key, values in lists.items()]
+    listed = [f"+{key}={_override_value(list(values))}" for key, values in lists.items()]
     return [*passthrough, *own, f"run.id={job_id}", *extra, *listed]
+
+
+def _override_value(v: Any) -> str:
+    """A value as Hydra's override grammar reads it: lists (nested too) bracketed without spaces, the rest repr."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_override_value(x) for x in v) + "]"
+    return repr(v)
 
 
 def sig(x: float, digits: int = 3) -> float:

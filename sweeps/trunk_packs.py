@@ -11,11 +11,12 @@ packs where a packed step of their shape and batch measures at least MIN_GAIN fa
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from scaling.base.cli import fmt_seconds
 
 from .packing import Unit, chunk_groups, parse_pack, unit_seconds
-from .plan import Point
+from .plan import Point, group_overrides
 from .reuse import Trunk, reuse_cost, trunk_overrides
 
 
@@ -78,19 +79,16 @@ def trunk_job_overrides(
     if len(trunks) == 1:
         return trunk_overrides(passthrough, points, trunks[0])
     first = trunks[0]
-    own = [o for o in points[first.members[-1]].overrides() if not o.startswith("run.id=")]
-    run_ids = ",".join("[" + ",".join(f"'{points[i].run_id}'" for i in t.members) + "]" for t in trunks)
-    return [
-        *passthrough,
-        *own,
-        f"run.id={unit.trunk}",
-        f"hydra.sweep.subdir=trunks/{unit.trunk}",
-        f"+trunk.run_ids=[{run_ids}]",
-        f"+trunk.tokens=[{','.join(str(points[i].D) for i in first.members)}]",
-        f"+trunk.budgets=[{','.join(repr(points[i].budget) for i in first.members)}]",
-        f"+trunk.ids=[{','.join(repr(t.id) for t in trunks)}]",
-        f"+trunk.lrs=[{','.join(repr(points[t.members[-1]].lr) for t in trunks)}]",
-    ]
+    assert unit.trunk is not None  # a pack of trunks is a unit of trunks (trunk_units), so it has a trunk id
+    lists: dict[str, list[Any]] = {
+        "trunk.run_ids": [[points[i].run_id for i in t.members] for t in trunks],
+        "trunk.tokens": [points[i].D for i in first.members],
+        "trunk.budgets": [points[i].budget for i in first.members],
+        "trunk.ids": [t.id for t in trunks],
+        "trunk.lrs": [points[t.members[-1]].lr for t in trunks],
+    }
+    subdir = f"hydra.sweep.subdir=trunks/{unit.trunk}"
+    return group_overrides(passthrough, points[first.members[-1]], unit.trunk, lists, [subdir])
 
 
 def report(points: Sequence[Point], units: Sequence[Unit], seconds: Sequence[float]) -> list[str]:
