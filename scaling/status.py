@@ -22,6 +22,10 @@ ETA: a running run's remaining tokens at its measured tokens/s; runs still to tr
 stalled, failed) take their plan.csv estimate, rescaled by how long this sweep's finished runs really took against
 theirs (by the other sweeps' finished runs when none of its own has finished: today's load, not the plan's cached
 throughput); the sum is divided by the number of processes training now (a pack's runs share one process).
+Under reuse (sweep.reuse) the sweep's trunks (<sweep>/trunks/) are shown too, with their state, and a running trunk
+is a running process (it and the branch it trains share one); a branch still to train costs its own share of its
+estimate (1 - shared_tokens/D), and each trunk what it has left up to its last branch still waiting: shared work is
+counted once, as the plan's "with reuse" line counts it.
 
 On a study's directory (scaling.study writes study.json) it first shows the stages: done, running, planned next
 (a stage not planned yet, timed by its budgets at the FLOP/s this study's finished runs measured), and the study's

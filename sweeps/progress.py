@@ -1,56 +1,32 @@
 """The progress of sweeps and studies read from their run directories (what `python -m scaling.status` prints): each
-run's state, per-sweep counts and an ETA. Reads files only, never the launcher."""
+run's state (sweeps.run_state), its sweep's trunks, per-sweep counts and an ETA. Reads files only, never the
+launcher."""
 
 from __future__ import annotations
 
 import csv
-import json
-import math
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from scaling.base.cli import fmt_seconds
-from scaling.base.record import parse_metrics_line
-from scaling.base.safe_read import FileTooBig, NotARegularFile, open_regular, read_capped
+from scaling.base.record import TRUNKS_DIR
+from scaling.base.safe_read import NotARegularFile, open_regular
+
+from .run_state import DONE, RUN_FILES, Run, num, run_state, trunk_states
 
 PROG = "python -m scaling.status"
 STATES = ("completed", "running", "stalled", "interrupted", "diverged", "failed", "not started", "problem")
-DONE = ("completed", "diverged")
-RUN_FILES = {"config.yaml", "result.json", "metrics.jsonl", "ckpt.pt"}
-LOCK_NAME = ".lock"  # scaling.base.lock's file: {host, pid, start, ...} of the process training the run
-TAIL_BYTES = 8192  # the last lines of metrics.jsonl are all a status needs; never read the whole log
+TO_TRAIN = ("not started", "interrupted", "stalled", "failed")  # states whose work is still to do
 MAX_DEPTH = 6  # runs/<study>/<stage>/<run>: a few levels, never the run dirs' own subdirectories
 # trunks/: a sweep's trunk dirs (scaling.run.trunk) are not runs; their branches are, in the sweep dir itself.
-SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__", "trunks"}
-# Caps on what one status reads, whatever a shared directory holds: a record is KBs, a plan ~250 bytes a row
-# (16 MiB: ~80,000 runs, far past any real grid), a log line well under 1 KB (a longer one is searched for up to
-# LINE_CAP).
-RECORD_CAP = 16 * 2**20
-PLAN_CAP = 16 * 2**20
-LINE_CAP = 2**20
-PLAN_KEYS = ("run_id", "steps", "batch_size", "D", "lr", "est_seconds")  # the columns the view uses
+SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__", TRUNKS_DIR}
+PLAN_CAP = 16 * 2**20  # a plan is ~250 bytes a row: 16 MiB is ~80,000 runs, far past any real grid
+# the columns the view uses
+PLAN_KEYS = ("run_id", "steps", "batch_size", "D", "lr", "est_seconds", "trunk", "shared_tokens")
 WALK_CAP = 20_000  # directories without run files walked before the view stops: not a runs directory
-
-
-@dataclass
-class Run:
-    run_id: str
-    path: str  # os path strings, not pathlib: 10,000 Path objects cost more than reading the records
-    state: str
-    done_frac: float | None = None  # tokens trained / planned
-    tokens_per_s: float | None = None
-    eta_s: float | None = None  # seconds left for this run alone
-    idle_s: float | None = None  # seconds since its last log line
-    note: str = ""  # why it failed / is a problem, or a warning about its files
-    wall_s: float | None = None  # a finished run's wall time (calibrates the plan's estimates)
-    proc: str | None = None  # host:pid of the live process training it: the runs of a pack share one
-    C: float | None = None  # a finished run's FLOPs (M*D): with wall_s, the throughput measured under today's load
 
 
 @dataclass
@@ -62,6 +38,7 @@ class Sweep:
     plan_unusable: bool = False  # plan.csv exists but cannot be read: not-started runs are unknown
     eta_s: float | None = None
     work_left_s: float | None = None
+    trunks: list[Run] = field(default_factory=list)  # the trunks its plan names (scaling.run.trunk)
 
     def counts(self) -> Counter[str]:
         return Counter(r.state for r in self.runs)
@@ -145,232 +122,9 @@ def read_plan(sweep_dir: Path) -> tuple[dict[str, dict[str, str]] | None, str]:
     return plan, ""
 
 
-# ------------------------------------------------------------------------------------------------------ one run
-def _num(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def tail_rows(path: str | Path) -> tuple[list[dict], str]:
-    """The last (up to two) readable rows of a metrics.jsonl, newest first, and a note naming unreadable lines.
-
-    Reads the last TAIL_BYTES, and further back (doubling, up to LINE_CAP) only while the window holds fewer than
-    two whole lines: a long line is read, and memory stays bounded whatever the file holds."""
-    try:
-        fd = open_regular(path)
-    except NotARegularFile as e:
-        return [], f"{e}; skipped"
-    except OSError as e:
-        return [], f"metrics.jsonl unreadable ({type(e).__name__})"
-    with os.fdopen(fd, "rb") as f:
-        size = f.seek(0, os.SEEK_END)
-        window = TAIL_BYTES
-        while True:
-            start = max(0, size - window)
-            f.seek(start)
-            data = f.read(size - start)
-            whole = data.count(b"\n") - (start > 0)  # lines that end in the window and start in it
-            if start == 0 or whole >= 2 or window >= LINE_CAP:
-                break
-            window *= 2
-    lines = data.split(b"\n")
-    if start > 0:
-        lines = lines[1:]  # the first piece may start mid-line
-    rows: list[dict] = []
-    bad: list[int] = []
-    cut_off = bool(lines) and lines[-1].strip() != b""  # a line without its newline: the writer was stopped mid-write
-    for i in range(len(lines) - 1, -1, -1):
-        line = lines[i].strip()
-        if not line:
-            continue
-        row = parse_metrics_line(line)
-        if row is None:
-            bad.append(i)
-        elif len(rows) < 2:
-            rows.append(row)
-    note = ""
-    if bad:
-        # Line numbers need a count of the whole file: paid only when something is wrong.
-        n_before = _count_lines(path, start) if start else 0
-        where = ", ".join(str(n_before + i + 1) for i in sorted(bad)[:3]) + (" ..." if len(bad) > 3 else "")
-        last = bad[0] == len(lines) - 1 or (bad[0] == len(lines) - 2 and not lines[-1].strip())
-        note = f"metrics.jsonl line {where} unreadable" + (" (cut off mid-write)" if cut_off and last else "")
-    elif not rows and start > 0:
-        note = f"metrics.jsonl's last line is over {LINE_CAP // 2**20} MiB; not read"
-    return rows, note
-
-
-def _count_lines(path: str | Path, upto: int) -> int:
-    with os.fdopen(open_regular(path), "rb") as f:
-        n = 0
-        while upto > 0:  # in blocks: a long log is counted, never read whole
-            block = f.read(min(upto, 1 << 20))
-            if not block:
-                break
-            n, upto = n + block.count(b"\n"), upto - len(block)
-        return n
-
-
-def _mtime(path: str) -> float | None:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return None
-
-
-def _lock_state(run_dir: str, names: set[str]) -> str:
-    """'live' (a process holds the run, or one on another host we cannot check), 'dead', or 'none'."""
-    if LOCK_NAME not in names:
-        return "none"
-    try:
-        from scaling.base.lock import is_stale, read_holder
-    except ImportError:  # an install without run locks: fall back to the log's age alone
-        return "none"
-    holder = read_holder(Path(run_dir))
-    if holder is None:
-        return "none"
-    return "dead" if holder and is_stale(holder) else "live"
-
-
-def _planned_tokens(run_dir: str, plan_row: dict[str, str] | None) -> float | None:
-    if plan_row is not None:
-        steps, batch = _num(plan_row.get("steps")), _num(plan_row.get("batch_size"))
-        if steps and batch:
-            return steps * batch
-        if _num(plan_row.get("D")):
-            return _num(plan_row.get("D"))
-    try:  # only unfinished runs outside a plan get here: a handful, so parsing YAML is affordable
-        train = (yaml.safe_load(read_capped(os.path.join(run_dir, "config.yaml"), RECORD_CAP)) or {}).get("train") or {}
-        tokens, batch = _num(train.get("tokens")), _num(train.get("batch_size"))
-        return round(tokens / batch) * batch if tokens and batch else tokens
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return None
-
-
-def _short(e: object, run_dir: str) -> str:
-    """An error naming a run's file by its full path, shortened to the file's name (the run is on the line)."""
-    return str(e).replace(run_dir + os.sep, "")
-
-
-def _machine_seconds(rec: dict) -> float | None:
-    """A finished run's share of machine time: a packed run (scaling.run.pack) trained alongside `packed_with`."""
-    wall = _num(rec.get("wall_time_s"))
-    others = rec.get("packed_with")
-    return wall / (1 + len(others)) if wall is not None and isinstance(others, list) else wall
-
-
-def _mismatch(rec: dict, plan_row: dict[str, str]) -> str:
-    """What of a record disagrees with its plan.csv row (empty when they match)."""
-    diffs = []
-    for key in ("lr", "batch_size", "steps"):
-        want, got = _num(plan_row.get(key)), _num(rec.get(key))
-        if want is not None and got is not None and not math.isclose(want, got, rel_tol=1e-6):
-            diffs.append(f"{key} {got:g} != plan {want:g}")
-    return "; ".join(diffs)
-
-
-def run_state(
-    run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None, now: float, stall_s: float
-) -> Run:
-    """One run's state from its files: its record when that settles it, else its log's age and its lock."""
-    if "result.json" in names:
-        recorded = _recorded_state(run_dir, rid, names, plan_row)
-        if recorded is not None:
-            return recorded
-        # a failed run being retrained, or a "running" record: its log tells the state
-    if "config.yaml" not in names:
-        return Run(rid, run_dir, "problem", note="no config.yaml (half-created or copied run dir); not counted")
-    return _logged_state(run_dir, rid, names, plan_row, now, stall_s)
-
-
-def _recorded_state(run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None) -> Run | None:
-    """The state a run's result.json settles (finished, or a problem with it); None when its log must tell."""
-    try:
-        rec = json.loads(read_capped(os.path.join(run_dir, "result.json"), RECORD_CAP))
-        status = rec["status"]
-    except (NotARegularFile, FileTooBig) as e:  # a FIFO would block, a 1 GB record would cost GBs: named
-        return Run(rid, run_dir, "problem", note=f"{_short(e, run_dir)}; not counted as done")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return Run(rid, run_dir, "problem", note=f"result.json unreadable ({type(e).__name__}); not counted as done")
-    if "config.yaml" not in names:
-        return Run(rid, run_dir, "problem", note="no config.yaml: the run cannot be reproduced or resumed")
-    if status not in ("completed", "diverged", "failed", "running"):  # what scaling.train writes
-        return Run(rid, run_dir, "problem", note=f"result.json has an unknown status {status!r}; not counted")
-    if plan_row is not None and (diff := _mismatch(rec, plan_row)):
-        return Run(rid, run_dir, "problem", note=f"does not match plan.csv ({diff})")
-    retrying = status == "failed" and _lock_state(run_dir, names) == "live"  # a rerun is training it again
-    if status not in ("completed", "diverged", "failed") or retrying:
-        return None
-    err = str(rec.get("error") or "").splitlines()
-    note = err[0][:160] if err and status != "completed" else ""
-    return Run(
-        rid,
-        run_dir,
-        status,
-        done_frac=1.0 if status == "completed" else None,
-        note=note,
-        wall_s=_machine_seconds(rec),
-        C=_num(rec.get("C")),
-    )
-
-
-def _logged_state(
-    run_dir: str, rid: str, names: set[str], plan_row: dict[str, str] | None, now: float, stall_s: float
-) -> Run:
-    """An unfinished run's state from its log's last rows and age and its lock: running, stalled or interrupted."""
-    rows, note = tail_rows(os.path.join(run_dir, "metrics.jsonl")) if "metrics.jsonl" in names else ([], "")
-    if " not a regular file" in note:  # a FIFO or device named metrics.jsonl: named, never read, not progress
-        return Run(rid, run_dir, "problem", note=_short(note, run_dir))
-    last_write = _last_write(run_dir, names)
-    idle = now - last_write if last_write is not None else None
-    total = _planned_tokens(run_dir, plan_row)
-    tokens = _num(rows[0].get("tokens")) if rows else None
-    tok_s = _num(rows[0].get("tokens_per_s")) if rows else None
-    frac = tokens / total if tokens is not None and total else (0.0 if total else None)
-    threshold = stall_s
-    if len(rows) == 2 and tok_s:  # a slow run logs rarely: allow it 5 of its own log intervals
-        per_line = (_num(rows[0].get("tokens")) or 0) - (_num(rows[1].get("tokens")) or 0)
-        threshold = max(stall_s, 5 * per_line / tok_s)
-    eta = (total - tokens) / tok_s if total and tokens is not None and tok_s else None
-    lock = _lock_state(run_dir, names)
-    quiet = idle is not None and idle > threshold
-    if lock == "dead":
-        state = "interrupted"
-    elif quiet:
-        state = "stalled" if lock == "live" else "interrupted"
-    else:
-        state = "running"
-    proc = _holder_id(run_dir) if state == "running" and lock == "live" else None
-    return Run(rid, run_dir, state, done_frac=frac, tokens_per_s=tok_s, eta_s=eta, idle_s=idle, note=note, proc=proc)
-
-
-def _last_write(run_dir: str, names: set[str]) -> float | None:
-    """When the run last wrote one of its files (its log, config or checkpoint), None when it has none."""
-    if not names & RUN_FILES:
-        return None
-    return max(
-        t
-        for t in (_mtime(os.path.join(run_dir, n)) for n in ("metrics.jsonl", "config.yaml", "ckpt.pt") if n in names)
-        if t is not None
-    )
-
-
-def _holder_id(run_dir: str) -> str | None:
-    """host:pid of a running run's live holder: runs trained together in one process (a pack) share it."""
-    try:
-        from scaling.base.lock import read_holder
-    except ImportError:
-        return None
-    h = read_holder(Path(run_dir)) or {}
-    return f"{h.get('host')}:{h.get('pid')}" if h.get("pid") is not None else None
-
-
 # -------------------------------------------------------------------------------------------------- the view
 def collect(root: Path, stall_s: float = 600.0, now: float | None = None) -> list[Sweep]:
-    """Every sweep below root with its runs' states and ETA."""
+    """Every sweep below root with its runs' and trunks' states and its ETA."""
     now = time.time() if now is None else now
     out, plans = [], []
     for sweep_dir, run_dirs in sorted(find_run_dirs(Path(root)).items()):
@@ -389,6 +143,7 @@ def collect(root: Path, stall_s: float = 600.0, now: float | None = None) -> lis
             s.runs.append(run_state(run_dir, rid, names, row, now, stall_s))
         if plan is not None:
             s.runs += [Run(rid, os.path.join(sweep_dir, rid), "not started") for rid in plan if rid not in seen]
+            s.trunks = trunk_states(sweep_dir, trunk_tokens(plan), now, stall_s)
         if outside:
             s.notes.append(f"{len(outside)} run dir(s) not in plan.csv (an older plan?): {_some(outside)}")
         s.runs.sort(key=lambda r: r.run_id)
@@ -403,27 +158,47 @@ def collect(root: Path, stall_s: float = 600.0, now: float | None = None) -> lis
     return out
 
 
+def trunk_tokens(plan: dict[str, dict[str, str]]) -> dict[str, float]:
+    """trunk id -> the tokens it trains: the most shared_tokens of its branches in the plan."""
+    need: dict[str, float] = {}
+    for row in plan.values():
+        if row.get("trunk"):
+            need[row["trunk"]] = max(need.get(row["trunk"], 0.0), num(row.get("shared_tokens")) or 0.0)
+    return need
+
+
+def own_share(row: dict[str, str] | None) -> float:
+    """The part of a run it trains itself: 1 - shared_tokens/D for a branch of a trunk, 1 for a run alone."""
+    shared, D = num((row or {}).get("shared_tokens")), num((row or {}).get("D"))
+    return 1 - shared / D if shared and D else 1.0
+
+
 def _calibration(s: Sweep, plan: dict[str, dict[str, str]] | None) -> tuple[float, float]:
-    """(seconds finished runs really took, seconds their plan estimated)."""
-    est = {rid: _num(r.get("est_seconds")) for rid, r in (plan or {}).items()}
+    """(seconds finished runs really took, seconds their plan estimated): a branch's record times its own part
+    only, so it is held against its own share of the plan's estimate."""
     took, planned = 0.0, 0.0
     for r in s.runs:
-        e = est.get(r.run_id)
+        row = (plan or {}).get(r.run_id)
+        e = num((row or {}).get("est_seconds"))
         if r.state == "completed" and e and r.wall_s:
-            took, planned = took + r.wall_s, planned + e
+            took, planned = took + r.wall_s, planned + e * own_share(row)
     return took, planned
 
 
 def _eta(s: Sweep, plan: dict[str, dict[str, str]] | None, pooled: float | None = None) -> None:
-    """Work left (seconds of one worker) and the ETA at the current parallelism: a pack (runs sharing one live
-    process) is one process, which finishes when its last run does."""
-    est = {rid: _num(r.get("est_seconds")) for rid, r in (plan or {}).items()}
-    # How long finished runs really took against their plan estimate: the plan's numbers, calibrated.
+    """Work left (seconds of one worker) and the ETA at the current parallelism. A pack (runs or trunks sharing one
+    live process) is one process, which finishes when its last member does. With reuse, a run still to train costs
+    its own share of its estimate, and each trunk what it has left to train up to its last branch still waiting
+    (at the seconds per token of that branch's estimate, or the trunk's own measured tokens/s while it trains)."""
+    plan = plan or {}
     took, planned = _calibration(s, plan)
-    scale = took / planned if planned > 0 else (pooled or 1.0)
+    scale = took / planned if planned > 0 else (pooled or 1.0)  # the plan's estimates, calibrated by today's runs
     left, unknown = 0.0, 0
     procs: dict[str, float] = {}
+    waiting: dict[str, tuple[float, float]] = {}  # trunk -> (tokens it must reach, seconds per token)
+    need = trunk_tokens(plan)  # what each trunk's done_frac is a fraction of (trunk_states)
     for r in s.runs:
+        row = plan.get(r.run_id) or {}
         if r.state == "running":
             if r.eta_s is None:
                 unknown += 1
@@ -431,12 +206,27 @@ def _eta(s: Sweep, plan: dict[str, dict[str, str]] | None, pooled: float | None 
                 procs[r.proc] = max(procs.get(r.proc, 0.0), r.eta_s)
             else:
                 left += r.eta_s
-        elif r.state in ("not started", "interrupted", "stalled", "failed"):
-            e = est.get(r.run_id)
+        elif r.state in TO_TRAIN:
+            e, own = num(row.get("est_seconds")), own_share(row)
             if e is None:
                 unknown += 1
-            else:
-                left += scale * e * (1 - (r.done_frac or 0.0))
+                continue
+            left += scale * e * min(own, 1 - (r.done_frac or 0.0))
+            if row.get("trunk") and not r.done_frac:  # never opened: its trunk must still reach its branch point
+                shared, D = num(row.get("shared_tokens")) or 0.0, num(row.get("D")) or 1.0
+                reach, _ = waiting.get(row["trunk"], (0.0, 0.0))
+                if shared > reach:
+                    waiting[row["trunk"]] = (shared, scale * e / D)
+    for t in s.trunks:
+        if t.run_id not in waiting or t.state in DONE:
+            continue
+        reach, per_token = waiting[t.run_id]
+        trained = (t.done_frac or 0.0) * need.get(t.run_id, reach)
+        tokens = max(0.0, reach - trained)
+        if t.state == "running" and t.tokens_per_s and t.proc is not None:
+            procs[t.proc] = max(procs.get(t.proc, 0.0), tokens / t.tokens_per_s)
+        else:
+            left += tokens * per_token
     left += sum(procs.values())
     s.work_left_s = left if unknown == 0 else None
     n_running = processes(s)
@@ -444,8 +234,9 @@ def _eta(s: Sweep, plan: dict[str, dict[str, str]] | None, pooled: float | None 
 
 
 def processes(s: Sweep) -> int:
-    """Processes training this sweep's runs now: a pack's runs share one (their lock's host:pid)."""
-    running = [r for r in s.runs if r.state == "running"]
+    """Processes training this sweep's runs and trunks now: a pack's members, and a trunk and the branch it is
+    training, share one (their lock's host:pid)."""
+    running = [r for r in s.runs + s.trunks if r.state == "running"]
     return len({r.proc for r in running if r.proc is not None}) + sum(r.proc is None for r in running)
 
 
@@ -498,8 +289,11 @@ def render(sweeps: list[Sweep], root: Path, max_lines: int = 10) -> str:
         else:
             eta = "ETA ?"
         lines.append(f"{name}  ({plan})  {_summary(c)}  {eta}")
+        if s.trunks:
+            tc = Counter(t.state for t in s.trunks)
+            lines.append(f"  trunks ({TRUNKS_DIR}/): " + ", ".join(f"{tc[k]} {k}" for k in STATES if tc[k]))
         for state in ("running", "stalled", "interrupted", "failed", "problem"):
-            those = [r for r in s.runs if r.state == state]
+            those = [r for r in s.trunks if r.state == state] + [r for r in s.runs if r.state == state]
             lines += [_run_line(r) for r in those[:max_lines]]
             if len(those) > max_lines:
                 lines.append(f"  ... and {len(those) - max_lines} more {state} (--max-lines)")

@@ -557,7 +557,11 @@ class ScalingSweeper(Sweeper):
         prog = _Progress(len(points) - todo, todo, est_left=sum(unit_seconds(u, est) for u in units))
         size, idx = self._batch_size(len(units)), 0
         jobs = quiet_jobs(jobs, parallel=size > 1)  # side-by-side runs draw no progress bars (sweeps.console)
-        pending = list(range(len(units)))  # unit indices, in plan order
+        # Unit indices: in plan order for one job at a time; longest first when workers take the next job as they
+        # free up (joblib, clusters), so that no long job starts last while the other workers have run dry.
+        pending = list(range(len(units)))
+        if size > 1:
+            pending.sort(key=lambda u: -unit_seconds(units[u], est))
         while pending:
             batch_ix, pending = pending[:size], pending[size:]
             batch_ix, returns, again = self._call(units, batch_ix, jobs, idx, run_dirs, est, prog)

@@ -276,10 +276,11 @@ def test_a_fifo_named_result_json_or_metrics_jsonl_is_named_and_skipped(tmp_path
 
 def test_oversized_records_and_plans_are_refused_by_name(tmp_path, monkeypatch):
     import sweeps.progress as progress
+    import sweeps.run_state as run_state
 
     # The caps are MiBs; here they are shrunk so that tiny files stand for a 1 GB record and a 1,000,000-row plan.
-    monkeypatch.setattr(progress, "RECORD_CAP", 4096, raising=False)
-    monkeypatch.setattr(progress, "PLAN_CAP", 4096, raising=False)
+    monkeypatch.setattr(run_state, "RECORD_CAP", 4096)
+    monkeypatch.setattr(progress, "PLAN_CAP", 4096)
     s = tmp_path / "runs"
     _write(s / "big", result={"pad": "x" * 5000})
     _write(s / "ok", result={})

@@ -44,20 +44,27 @@ def _sweeper(launcher) -> ScalingSweeper:
     return s
 
 
-def _launch(tmp_path: Path, die_after: int | None, n: int = 6):
+def _launch(tmp_path: Path, die_after: int | None, n: int = 6, est: list[float] | None = None):
     recs = _records(n)
     dirs = [tmp_path / r["run_id"] for r in recs]
     launcher = FakeJoblib(dirs, recs, die_after)
     points = [types.SimpleNamespace(run_id=r["run_id"]) for r in recs]
     units = [Unit((i,)) for i in range(n)]
     jobs = [[str(i)] for i in range(n)]
-    summary = _sweeper(launcher)._launch(points, units, jobs, [1.0] * n, dirs, tmp_path)
+    summary = _sweeper(launcher)._launch(points, units, jobs, est or [1.0] * n, dirs, tmp_path)
     return launcher, summary
 
 
 def test_joblib_jobs_go_in_one_call(tmp_path):
     launcher, summary = _launch(tmp_path, die_after=None)
     assert launcher.calls == [[str(i) for i in range(6)]]
+    assert summary["completed"] == 6
+
+
+def test_longest_jobs_go_first_so_no_long_job_starts_last(tmp_path):
+    # Free workers take the next job: plan order would leave a 9 s job for last while the other worker idles.
+    launcher, summary = _launch(tmp_path, die_after=None, est=[1.0, 3.0, 2.0, 2.0, 1.0, 9.0])
+    assert launcher.calls == [["5", "1", "2", "3", "0", "4"]]  # ties keep plan order
     assert summary["completed"] == 6
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from scaling.base.record import TRUNK_RECORD
 from scaling.run.single import train_run
-from scaling.run.trunk import TRUNK_RECORD, branch_point, train_trunk
+from scaling.run.trunk import branch_point, train_trunk
 from tests.helpers import (
     ONE_THREAD,
     ROOT,

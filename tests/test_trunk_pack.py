@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from scaling.base.record import TRUNK_RECORD
 from scaling.run.single import train_run
-from scaling.run.trunk import TRUNK_RECORD, TrunkPlan, branch_point, train_trunks
+from scaling.run.trunk import TrunkPlan, branch_point, train_trunks
 from tests.helpers import (
     ONE_THREAD,
     PACK_RTOL,

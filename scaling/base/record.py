@@ -129,6 +129,8 @@ def write_record(run_dir: Path, record: dict) -> None:
     write_json(Path(run_dir) / RESULT_NAME, record)
 
 
+TRUNKS_DIR = "trunks"  # below a sweep dir: one directory per trunk (scaling.run.trunk)
+TRUNK_RECORD = "trunk.json"  # a trunk's record: never result.json, as a trunk is not a run the analysis fits
 METRICS_NAME = "metrics.jsonl"  # one JSON object per logged step: step, tokens, loss, ... (scaling/run/README.md)
 
 

@@ -46,7 +46,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from scaling.base.atomic import write_atomic
 from scaling.base.lock import RunLocked
-from scaling.base.record import FINISHED, METRICS_NAME, config_hash, read_metrics, write_json
+from scaling.base.record import (
+    FINISHED,
+    METRICS_NAME,
+    TRUNK_RECORD,
+    TRUNKS_DIR,
+    config_hash,
+    read_metrics,
+    write_json,
+)
 from scaling.run.checkpoint import CKPT_NAME, has_checkpoint
 from scaling.run.lifecycle import RunDir
 from scaling.run.loop import LoopSpec, LoopState, Member, Stepper, run_loop
@@ -57,8 +65,6 @@ from scaling.run.step import Batch
 
 log = logging.getLogger(__name__)
 
-TRUNKS_DIR = "trunks"  # below a sweep dir: one directory per trunk
-TRUNK_RECORD = "trunk.json"
 # Config keys in which the branches of one trunk differ; everything else must be equal.
 BRANCH_KEYS = {("train", "tokens"), ("run", "id"), ("run", "sweep"), ("run", "budget")}
 
@@ -431,7 +437,7 @@ def _train_live(stepper: TrunkStepper, active: list[Row], group: list[tuple[Row,
             if len(group) > 1:
                 b.dir.extra["packed_with"] = [str(o.run.record["run_id"]) for _, o in group if o is not b]
             _copy_curve(r.dir.path, b.run.run_dir, b.at, b.dir.is_main)
-            start = dataclasses.replace(_state(r), wall_time_s=r.dir.wall_time())
+            start = dataclasses.replace(_state(r), wall_time_s=0.0)  # a branch's wall time is its own part's
             b.dir.open(start)
             members.append(Member(b.dir, b.spec, start))
         run = group[0][1].run
@@ -449,8 +455,9 @@ def _from_file(
             stepper.keep([k])
             start = stepper.load(0, run_dir, config_hash, name)
             if start.step:
-                if name != CKPT_NAME:  # from the trunk: the branch's curve starts with the trunk's
+                if name != CKPT_NAME:  # from the trunk: the branch's curve starts with the trunk's, its clock at 0
                     _copy_curve(r.dir.path, b.run.run_dir, b.at, b.dir.is_main)
+                    start = dataclasses.replace(start, wall_time_s=0.0)
                 b.dir.open(start)
                 run_loop([Member(b.dir, b.spec, start)], stepper, stepper.micro_batch, b.run.dist_env, b.run.device)
                 return
