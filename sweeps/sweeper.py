@@ -51,7 +51,7 @@ from .seeds import point_losses, with_seeds
 from .sizing import JobLimits, Sizing, size_points
 from .sizing import report as sizing_report
 from .table import format_table, rows, write_csv
-from .throughput import Throughput, resolve_device
+from .throughput import SEQS_LO, Throughput, resolve_device
 
 KINDS = ("hparams", "isoflop")  # hparams first: DeepSeek's order when both are given
 # Above any training run ever published (~5e25 FLOPs) by 100x: a larger budget is a typo, and planning it would
@@ -290,7 +290,7 @@ class ScalingSweeper(Sweeper):
             self.train.dtype,
             sc.throughput_recheck,
         )
-        sw.est = [sw.thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in sw.points]
+        sw.est = [sw.thr.seconds(p.shape, p.D, self.train.eval_tokens, p.batch_size) for p in sw.points]
         sw.table = rows(sw.points, sw.est, [s for _, s in sw.states])
         _reuse_columns(sw.table, sw.points, sw.trunks)
         # GPUs and hours per point against the launcher's job size and time limit (sweeps.sizing), in plan.csv too.
@@ -424,7 +424,7 @@ class ScalingSweeper(Sweeper):
                 f"{len(conflicts)} extension run(s) already hold a run of another config (e.g. {conflicts[0]}); "
                 f"use another sweep.dir or remove them"
             )
-        est = [sw.thr.seconds(p.shape, p.D, self.train.eval_tokens) for p in new]
+        est = [sw.thr.seconds(p.shape, p.D, self.train.eval_tokens, p.batch_size) for p in new]
         table = rows(new, est, [st for _, st in states])
         sizings = size_points(new, [e[0] for e in est], sw.limits, sc.gpu_memory_gb)
         for r, z in zip(table, sizings, strict=True):
@@ -518,7 +518,11 @@ class ScalingSweeper(Sweeper):
         print(format_table(table))
         total = sum(r["est_seconds"] for r in table if r["state"] != "done")
         if thr.measured:
-            how = f"on {thr.device}, measured " + "; ".join(f"{f:.3g} FLOP/s at M={m:.3g}" for m, f in thr.measured)
+            how = (
+                f"on {thr.device}, measured "
+                + "; ".join(f"{lo:.3g}-{hi:.3g} FLOP/s at M={m:.3g}" for m, lo, hi in thr.speeds)
+                + f" (batches of {SEQS_LO}-{thr.hi} sequences; each run at its own batch size)"
+            )
         else:
             how = (
                 f"* = assumed {thr.assumed:.3g} FLOP/s (sweep.assumed_flops_per_s): models above "

@@ -2,6 +2,11 @@
 cached, log-interpolated in M. A plan with a shape too big to measure here (a GPU-scale plan dry-run on a laptop)
 is estimated entirely from an assumed FLOP/s, and the table says so.
 
+A step costs a fixed part (optimizer, launch and Python overhead) plus a part per sequence, so small models run far
+faster per token at large batches: each end shape is timed at 2 sequences and at SEQS_HI (when tokens allow), and a
+run's estimate uses the step time a + b * sequences at its own batch size. Measured on the CPU demo, one batch for
+every estimate overstated its IsoFLOP stage (batches of 23-59 sequences) 3.5x: 50.0 min planned, 14.2 min of runs.
+
 The cache holds speeds measured once, under whatever load the machine had then; a shared machine may be twice as
 busy today. So a plan re-times one cached shape for a fraction of a second (the probe) and scales every cached speed
 by the probe's ratio to its cached value: the estimate reflects today's load (sweep.throughput_recheck=false skips
@@ -79,6 +84,15 @@ def measure(
 # The probe: short, because every plan pays it; long enough for dozens of steps of a CPU demo's smallest shape.
 PROBE_WARMUP_S = 0.1
 PROBE_TIMED_S = 0.2
+SEQS_LO = 2  # measure()'s default batch
+SEQS_HI = 16  # the larger batch an end shape is also timed at, as long as it stays within HI_TOKENS
+HI_TOKENS = 8192  # tokens of the larger timing batch at most: never a memory risk for a shape measure() may time
+
+
+def seqs_hi(seq_len: int) -> int:
+    """The larger timing batch in sequences: SEQS_HI, fewer for long sequences; SEQS_LO when no larger one fits."""
+    return max(SEQS_LO, min(SEQS_HI, HI_TOKENS // seq_len))
+
 
 Measure = Callable[..., float]  # measure()'s signature: (cfg, device, *, warmup_s, timed_s, amp) -> FLOP/s
 
@@ -102,32 +116,42 @@ class Throughput:
         by_M = sorted(shapes, key=lambda s: s.M)
         ends = list({(s.n_layer, s.d_model): s for s in by_M[:1] + by_M[-1:]}.values())
         measurable = by_M[-1].flops.params <= max_params
-        self.measured = self._speeds(ends, cache, recheck) if measurable else []
+        self.hi = seqs_hi(ends[0].cfg.seq_len)
+        # (M, FLOP/s at SEQS_LO sequences, FLOP/s at self.hi sequences) of the end shapes
+        self.speeds = self._speeds(ends, cache, recheck) if measurable else []
+        self.measured = [(m, f_lo) for m, f_lo, _ in self.speeds]
 
-    def _key(self, s: Shape) -> str:
+    def _key(self, s: Shape, seqs: int = SEQS_LO) -> str:
         c = s.cfg
         return (
             f"{self.device}|{self.amp or 'fp32'}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
             f"L{c.n_layer} d{c.d_model} "
             f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}"
-        )
+        ) + (f" seqs {seqs}" if seqs != SEQS_LO else "")
 
-    def _speeds(self, ends: list[Shape], cache: Path, recheck: bool) -> list[tuple[float, float]]:
-        """(M, FLOP/s) of the ends: measured now where the cache lacks them, else cached and, with recheck, scaled
-        by today's load (a speed measured now needs no scaling)."""
+    def _speeds(self, ends: list[Shape], cache: Path, recheck: bool) -> list[tuple[float, float, float]]:
+        """(M, FLOP/s at SEQS_LO, FLOP/s at self.hi sequences) of the ends: measured now where the cache lacks them,
+        else cached and, with recheck, scaled by today's load (a speed measured now needs no scaling)."""
         try:
             table = json.loads(cache.read_text())
         except (OSError, ValueError):
             table = {}
-        cached = [s for s in ends if self._key(s) in table]
-        fresh = [s for s in ends if self._key(s) not in table]
-        for s in fresh:
-            table[self._key(s)] = self._measure(s.cfg, self.device, amp=self.amp)
+        wanted = [(s, n) for s in ends for n in dict.fromkeys((SEQS_LO, self.hi))]
+        cached = [(s, n) for s, n in wanted if self._key(s, n) in table]
+        fresh = [(s, n) for s, n in wanted if self._key(s, n) not in table]
+        for s, n in fresh:
+            kw: dict = {"amp": self.amp} | ({"seqs": n} if n != SEQS_LO else {})
+            table[self._key(s, n)] = self._measure(s.cfg, self.device, **kw)
         if fresh:
             write_atomic(cache, json.dumps(table, indent=1, sort_keys=True))
-        load = self._probe(min(cached, key=lambda s: s.M), table) if recheck and cached else 1.0
-        scale = {self._key(s): load for s in cached}
-        return sorted((s.M, table[self._key(s)] * scale.get(self._key(s), 1.0)) for s in ends)
+        lows = [s for s, n in cached if n == SEQS_LO]
+        load = self._probe(min(lows, key=lambda s: s.M), table) if recheck and lows else 1.0
+        scale = {self._key(s, n): load for s, n in cached}
+
+        def speed(s: Shape, n: int) -> float:
+            return table[self._key(s, n)] * scale.get(self._key(s, n), 1.0)
+
+        return sorted((s.M, speed(s, SEQS_LO), speed(s, self.hi)) for s in ends)
 
     def _probe(self, s: Shape, table: dict[str, float]) -> float:
         """Today's speed of one cached shape (the cheapest) over its cached speed; the probe's cost is in the note."""
@@ -141,17 +165,34 @@ class Throughput:
         )
         return ratio
 
-    def flops_per_s(self, s: Shape) -> tuple[float, bool]:
-        """(FLOP/s, measured?) for a shape: measured ones interpolated in log M, the rest assumed."""
-        if not self.measured:
-            return self.assumed, False
-        (m0, f0), (m1, f1) = self.measured[0], self.measured[-1]
-        if m1 == m0 or s.M <= m0:
-            return f0, True
-        w = math.log(s.M / m0) / math.log(m1 / m0)
-        return math.exp((1 - w) * math.log(f0) + w * math.log(f1)), True
+    def _at_batch(self, f_lo: float, f_hi: float, seqs: float) -> float:
+        """FLOP/s at `seqs` sequences per step, from the speeds at SEQS_LO and self.hi: the step time a + b*seqs
+        through both (a >= 0: a faster small batch is noise, read as no fixed part), held at self.hi's beyond it."""
+        if self.hi == SEQS_LO or seqs <= 0:
+            return f_lo
+        seqs = min(seqs, self.hi)  # never beyond the larger timed batch: caches and memory bandwidth stop the gain
+        t_lo, t_hi = SEQS_LO / f_lo, self.hi / f_hi  # seconds per step, in units of one sequence's FLOPs
+        b = (t_hi - t_lo) / (self.hi - SEQS_LO)
+        a = t_lo - b * SEQS_LO
+        if a < 0 or b <= 0:
+            a, b = 0.0, t_hi / self.hi
+        return seqs / (a + b * seqs)
 
-    def seconds(self, s: Shape, D: int, eval_tokens: int = 0) -> tuple[float, bool]:
-        """Training D tokens plus the final evaluation (a forward pass: ~1/3 of a training step's FLOPs)."""
-        rate, measured = self.flops_per_s(s)
+    def flops_per_s(self, s: Shape, batch_size: int | None = None) -> tuple[float, bool]:
+        """(FLOP/s, measured?) for a shape, at its batch size (tokens per step) when given, else at SEQS_LO
+        sequences: measured ones interpolated in log M, the rest assumed."""
+        if not self.speeds:
+            return self.assumed, False
+        seqs = batch_size / s.cfg.seq_len if batch_size else SEQS_LO
+        (m0, *f0), (m1, *f1) = self.speeds[0], self.speeds[-1]
+        r0, r1 = self._at_batch(f0[0], f0[1], seqs), self._at_batch(f1[0], f1[1], seqs)
+        if m1 == m0 or s.M <= m0:
+            return r0, True
+        w = math.log(s.M / m0) / math.log(m1 / m0)
+        return math.exp((1 - w) * math.log(r0) + w * math.log(r1)), True
+
+    def seconds(self, s: Shape, D: int, eval_tokens: int = 0, batch_size: int | None = None) -> tuple[float, bool]:
+        """Training D tokens at batch_size tokens per step plus the final evaluation (a forward pass: ~1/3 of a
+        training step's FLOPs, in batches at least as large)."""
+        rate, measured = self.flops_per_s(s, batch_size)
         return (D + eval_tokens / 3) * s.flops.train_flops_per_token / rate, measured

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from model.shapes import Shape, ShapeRule, make_shape
 from scaling.base.configs import conf_dir, load_model_config
 from sweeps.config import SweepConfig
-from sweeps.throughput import PROBE_TIMED_S, PROBE_WARMUP_S, Throughput
+from sweeps.throughput import PROBE_TIMED_S, PROBE_WARMUP_S, SEQS_LO, Throughput, seqs_hi
 
 CPU = torch.device("cpu")
 D = 1_000_000
@@ -78,7 +78,48 @@ def test_a_speed_measured_now_is_not_scaled_again(tmp_path):
 def test_a_fresh_cache_needs_no_probe(tmp_path):
     machine = FakeMachine(SPEEDS)
     thr = throughput(tmp_path / "throughput.json", machine)
-    assert [d for d, _ in machine.calls] == [16, 80] and thr.recheck_note is None
+    # each end at 2 sequences and at 16 (seq_len 64: 1,024 tokens, within HI_TOKENS)
+    assert [(d, kw.get("seqs", SEQS_LO)) for d, kw in machine.calls] == [(16, 2), (16, 16), (80, 2), (80, 16)]
+    assert thr.recheck_note is None
+
+
+class StepMachine:
+    """A machine whose step costs a fixed `a` seconds plus `b` seconds per sequence: FLOP/s grow with the batch."""
+
+    def __init__(self, a: float, b: float):
+        self.a, self.b = a, b
+
+    def __call__(self, cfg, device, seqs: int = SEQS_LO, **kw) -> float:
+        from model import count_flops
+
+        return count_flops(cfg).train_flops_per_token * seqs * cfg.seq_len / (self.a + self.b * seqs)
+
+
+def test_each_run_is_timed_at_its_own_batch_size(tmp_path):
+    a, b = 0.010, 0.001  # 10 ms a step whatever the batch, 1 ms per sequence
+    thr = throughput(tmp_path / "throughput.json", StepMachine(a, b))
+    s = shapes()[0]
+    T = s.cfg.seq_len
+    for seqs in (1, 2, 9, 16):  # at and between the two timed batches, and below them
+        steps = D // (seqs * T)
+        assert thr.seconds(s, steps * seqs * T, batch_size=seqs * T)[0] == pytest.approx(steps * (a + b * seqs))
+    # beyond the larger timed batch, no further gain is assumed (caches and memory bandwidth stop it on real machines)
+    steps = D // (59 * T)
+    assert thr.seconds(s, steps * 59 * T, batch_size=59 * T)[0] == pytest.approx(steps * 59 * (a + b * 16) / 16)
+    # without a batch size, the estimate is the 2-sequence one, as before
+    assert thr.seconds(s, D)[0] == pytest.approx(D / (2 * T) * (a + 2 * b))
+
+
+def test_a_faster_small_batch_is_read_as_no_fixed_cost(tmp_path):
+    """Noise can make the small batch look faster per sequence: no negative fixed part, the larger batch's rate."""
+
+    def machine(cfg, device, seqs: int = SEQS_LO, **kw) -> float:
+        return 4e8 if seqs == SEQS_LO else 3e8  # per sequence, 2 sequences a step run faster than 16
+
+    thr = throughput(tmp_path / "throughput.json", machine)  # type: ignore[arg-type]
+    assert thr.flops_per_s(shapes()[0], batch_size=64 * 40)[0] == pytest.approx(3e8)
+    assert thr.flops_per_s(shapes()[0], batch_size=64)[0] == pytest.approx(3e8)
+    assert seqs_hi(4096) == SEQS_LO and seqs_hi(64) == 16 and seqs_hi(1024) == 8
 
 
 def test_throughput_recheck_is_true_or_false():
