@@ -21,7 +21,8 @@ PROG = "python -m scaling.status"
 STATES = ("completed", "running", "stalled", "interrupted", "diverged", "failed", "not started", "problem")
 TO_TRAIN = ("not started", "interrupted", "stalled", "failed")  # states whose work is still to do
 MAX_DEPTH = 6  # runs/<study>/<stage>/<run>: a few levels, never the run dirs' own subdirectories
-# trunks/: a sweep's trunk dirs (scaling.run.trunk) are not runs; their branches are, in the sweep dir itself.
+# trunks/: a sweep's trunk dirs (scaling.run.trunk) are not runs (trunk_states reads them from the plan); their
+# branches are, in the sweep dir itself.
 SKIP_DIRS = {"analysis", "plots", "wandb", "mlruns", "tb", "__pycache__", TRUNKS_DIR}
 PLAN_CAP = 16 * 2**20  # a plan is ~250 bytes a row: 16 MiB is ~80,000 runs, far past any real grid
 # the columns the view uses
