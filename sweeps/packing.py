@@ -3,9 +3,9 @@
 Runs pack when they share everything but the learning rate: the hparams points of one budget and one batch size
 (same shape, data, seed, D and steps). `off` (or 1) trains every run alone; `K` packs up to K such runs; `auto`
 packs a whole group where it pays: it measures one step of the group's shape and batch size packed and run after
-run on this device (scaling.run.pack.speed.measure_speedup, a fraction of a second at CPU-demo shapes) and packs
-when the
-packed step is at least MIN_GAIN times faster. Models too big to measure here (sweep.measure_max_params) are not
+run on this device (scaling.run.pack.speed.measure_speedup, a fraction of a second at CPU-demo shapes; kept in the
+throughput cache, so a fresh sweep on this machine decides alike) and packs when the packed step is at least MIN_GAIN
+times faster. Models too big to measure here (sweep.measure_max_params) are not
 packed by `auto`. Each pack is one launcher job (any launcher) whose task trains the pack; every run keeps its
 own run dir and record. Only runs still to do are packed, so a rerun packs what is left.
 """

@@ -51,7 +51,7 @@ from .seeds import point_losses, with_seeds
 from .sizing import JobLimits, Sizing, size_points
 from .sizing import report as sizing_report
 from .table import format_table, rows, write_csv
-from .throughput import SEQS_LO, Throughput, resolve_device
+from .throughput import SEQS_LO, Throughput, cached, resolve_device, shape_key
 
 KINDS = ("hparams", "isoflop")  # hparams first: DeepSeek's order when both are given
 # Above any training run ever published (~5e25 FLOPs) by 100x: a larger budget is a typo, and planning it would
@@ -452,21 +452,22 @@ class ScalingSweeper(Sweeper):
 
     def _pack_probe(self):
         """speedup(point, K) for sweeps.packing: packed vs run-after-run step time of the point's shape and batch on
-        the runs' device (measured once per shape, batch and K); None for models too big to measure here."""
+        the runs' device, measured once per shape, batch and K on this machine and kept in the throughput cache
+        (sweep.throughput_cache), so that a fresh sweep here packs as the last one did; None for models too big to
+        measure here."""
         from scaling.run.pack.speed import measure_speedup
         from scaling.run.parallel import resolve_amp
 
-        cache: dict[tuple, float | None] = {}
         device = resolve_device(self.train.device)
         amp = resolve_amp(self.train.dtype, device)
+        path = Path(os.path.expanduser(self.sc.throughput_cache))
 
         def speedup(p: Point, K: int) -> float | None:
             if p.shape.flops.params > self.sc.measure_max_params:
                 return None
-            key = (p.shape.n_layer, p.shape.d_model, p.shape.n_head, p.shape.n_kv_head, p.batch_size, K)
-            if key not in cache:
-                cache[key] = measure_speedup(p.shape.cfg, K, p.batch_size // p.shape.cfg.seq_len, device, amp)
-            return cache[key]
+            seqs = p.batch_size // p.shape.cfg.seq_len
+            key = f"pack {K}|{shape_key(device, amp, p.shape)} seqs {seqs}"
+            return cached(path, key, lambda: measure_speedup(p.shape.cfg, K, seqs, device, amp))
 
         return speedup
 

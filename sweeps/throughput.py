@@ -97,6 +97,36 @@ def seqs_hi(seq_len: int) -> int:
 Measure = Callable[..., float]  # measure()'s signature: (cfg, device, *, warmup_s, timed_s, amp) -> FLOP/s
 
 
+def cached(cache: Path, key: str, measure: Callable[[], float]) -> float:
+    """A measurement kept in the throughput cache under `key`: measured (and added to the file) only when absent,
+    so that a later plan on this machine decides from the same number (sweep.pack=auto's pack speed-ups: a ratio
+    near its threshold would otherwise flip with the load of the moment, and a fresh study would not repeat)."""
+    try:
+        table = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        table = {}
+    if isinstance(table.get(key), (int, float)):
+        return float(table[key])
+    value = measure()
+    try:
+        table = json.loads(cache.read_text())  # what others wrote meanwhile is kept
+    except (OSError, ValueError):
+        table = {}
+    table[key] = value
+    write_atomic(cache, json.dumps(table, indent=1, sort_keys=True))
+    return value
+
+
+def shape_key(device: torch.device, amp: torch.dtype | None, s: Shape) -> str:
+    """The cache key of a shape's measurements on this device, precision, torch and thread count."""
+    c = s.cfg
+    return (
+        f"{device}|{amp or 'fp32'}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
+        f"L{c.n_layer} d{c.d_model} "
+        f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}"
+    )
+
+
 class Throughput:
     def __init__(
         self,
@@ -122,12 +152,7 @@ class Throughput:
         self.measured = [(m, f_lo) for m, f_lo, _ in self.speeds]
 
     def _key(self, s: Shape, seqs: int = SEQS_LO) -> str:
-        c = s.cfg
-        return (
-            f"{self.device}|{self.amp or 'fp32'}|torch {torch.__version__}|threads {torch.get_num_threads()}|"
-            f"L{c.n_layer} d{c.d_model} "
-            f"h{c.n_head} kv{c.n_kv_head} ffn{c.ffn_hidden} V{c.vocab_size} T{c.seq_len}"
-        ) + (f" seqs {seqs}" if seqs != SEQS_LO else "")
+        return shape_key(self.device, self.amp, s) + (f" seqs {seqs}" if seqs != SEQS_LO else "")
 
     def _speeds(self, ends: list[Shape], cache: Path, recheck: bool) -> list[tuple[float, float, float]]:
         """(M, FLOP/s at SEQS_LO, FLOP/s at self.hi sequences) of the ends: measured now where the cache lacks them,

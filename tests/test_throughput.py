@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from model.shapes import Shape, ShapeRule, make_shape
 from scaling.base.configs import conf_dir, load_model_config
 from sweeps.config import SweepConfig
-from sweeps.throughput import PROBE_TIMED_S, PROBE_WARMUP_S, SEQS_LO, Throughput, seqs_hi
+from sweeps.throughput import PROBE_TIMED_S, PROBE_WARMUP_S, SEQS_LO, Throughput, cached, seqs_hi
 
 CPU = torch.device("cpu")
 D = 1_000_000
@@ -125,3 +125,23 @@ def test_a_faster_small_batch_is_read_as_no_fixed_cost(tmp_path):
 def test_throughput_recheck_is_true_or_false():
     with pytest.raises(ValueError, match=r"^sweep\.throughput_recheck='yes' must be true or false"):
         SweepConfig(throughput_recheck="yes")  # type: ignore[arg-type]
+
+
+def test_a_cached_measurement_is_taken_once_and_kept_beside_the_others(tmp_path):
+    """sweep.pack=auto's speed-ups live in the throughput cache: a fresh sweep on this machine decides from the
+    number the last one measured, instead of one that flips with the load near the 1.1x threshold."""
+    cache = tmp_path / "throughput.json"
+    estimates(throughput(cache, FakeMachine(SPEEDS)))  # the speeds are in the file
+    calls: list[float] = []
+
+    def measure() -> float:
+        calls.append(1.09 + 0.02 * len(calls))  # 1.09, then 1.11: either side of the threshold
+        return calls[-1]
+
+    assert cached(cache, "pack 5|some shape", measure) == pytest.approx(1.09)
+    assert cached(cache, "pack 5|some shape", measure) == pytest.approx(1.09) and len(calls) == 1
+    assert cached(cache, "pack 3|some shape", measure) == pytest.approx(1.11) and len(calls) == 2
+    # the speeds measured before are still there: the same plan times nothing new
+    again = FakeMachine(SPEEDS)
+    throughput(cache, again, recheck=False)
+    assert again.calls == []
