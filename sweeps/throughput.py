@@ -97,21 +97,24 @@ def seqs_hi(seq_len: int) -> int:
 Measure = Callable[..., float]  # measure()'s signature: (cfg, device, *, warmup_s, timed_s, amp) -> FLOP/s
 
 
+def read_table(cache: Path) -> dict:
+    """The throughput cache's measurements; empty when the file is missing or not a table this module wrote."""
+    try:
+        table = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return {}
+    return table if isinstance(table, dict) else {}
+
+
 def cached(cache: Path, key: str, measure: Callable[[], float]) -> float:
     """A measurement kept in the throughput cache under `key`: measured (and added to the file) only when absent,
     so that a later plan on this machine decides from the same number (sweep.pack=auto's pack speed-ups: a ratio
     near its threshold would otherwise flip with the load of the moment, and a fresh study would not repeat)."""
-    try:
-        table = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        table = {}
-    if isinstance(table.get(key), (int, float)):
-        return float(table[key])
+    known = read_table(cache).get(key)
+    if isinstance(known, (int, float)):
+        return float(known)
     value = measure()
-    try:
-        table = json.loads(cache.read_text())  # what others wrote meanwhile is kept
-    except (OSError, ValueError):
-        table = {}
+    table = read_table(cache)  # re-read: what others wrote meanwhile is kept
     table[key] = value
     write_atomic(cache, json.dumps(table, indent=1, sort_keys=True))
     return value
@@ -157,10 +160,7 @@ class Throughput:
     def _speeds(self, ends: list[Shape], cache: Path, recheck: bool) -> list[tuple[float, float, float]]:
         """(M, FLOP/s at SEQS_LO, FLOP/s at self.hi sequences) of the ends: measured now where the cache lacks them,
         else cached and, with recheck, scaled by today's load (a speed measured now needs no scaling)."""
-        try:
-            table = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            table = {}
+        table = read_table(cache)
         wanted = [(s, n) for s in ends for n in dict.fromkeys((SEQS_LO, self.hi))]
         cached = [(s, n) for s, n in wanted if self._key(s, n) in table]
         fresh = [(s, n) for s, n in wanted if self._key(s, n) not in table]
