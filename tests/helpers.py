@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from scaling.base.configs import conf_dir
 from scaling.base.record import METRICS_NAME, RESULT_NAME, RunRecord
@@ -49,6 +50,12 @@ TINY_SWEEP = [
 # An hparams grid of 3 x 3 points per budget on one width-scaled shape.
 TINY_HPARAMS_GRID = ["sweep.lr_points=3", "sweep.batch_points=3", "sweep.shape_rule=width"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+# The trunk tests' runs: 20, 40 and 64 steps of SMALL_MODEL's 128-token batches (branch points 16, 32, 52), and
+# the overrides of a trunk that diverges between its branch points: decoupled weight decay with |1 - lr*wd| > 1 grows
+# the weights geometrically once warmup has raised lr, so the loss crosses the threshold sharply (tests/test_packed.py
+# uses the same construction).
+TRUNK_TOKENS = [20 * 128, 40 * 128, 64 * 128]
+DIVERGING_TRUNK = ["optim.lr=2e-3", "optim.weight_decay=3000"]
 # Loss curves of packed runs vs the same runs alone, at stable learning rates: the stacked step rounds differently
 # from a single run's (~1e-7 relative a step), which training amplifies slowly (tests/test_packed.py says how much).
 PACK_RTOL = 2e-4
@@ -140,6 +147,17 @@ def metrics(run_dir: Path) -> list[dict]:
 def record(run_dir: Path) -> dict:
     """The run's result.json as written."""
     return json.loads((Path(run_dir) / RESULT_NAME).read_text())
+
+
+def assert_resumed_alike(ref_dir: Path, got_dir: Path, rtol: float = PACK_RTOL) -> tuple[dict, dict]:
+    """A packed run killed with SIGKILL and rerun records what its uninterrupted twin records: completed, the same D,
+    val_loss within rtol, and a curve with every step once, the twin's steps. Returns (twin's record, its record)."""
+    want, got = record(ref_dir), record(got_dir)
+    assert got["status"] == want["status"] == "completed" and got["D"] == want["D"]
+    assert got["val_loss"] == pytest.approx(want["val_loss"], rel=rtol)
+    steps = [r["step"] for r in metrics(got_dir)]
+    assert steps == sorted(set(steps)) == [r["step"] for r in metrics(ref_dir)]
+    return want, got
 
 
 def records(sweep_dir: Path) -> dict[str, dict]:

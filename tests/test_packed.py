@@ -33,6 +33,7 @@ from tests.helpers import (
     TINY_DATA,
     TINY_HPARAMS_GRID,
     TINY_SWEEP,
+    assert_resumed_alike,
     metrics,
     python_m,
     record,
@@ -224,11 +225,7 @@ def test_a_pack_killed_with_sigkill_resumes_to_the_same_records(make_cfg, cache_
     again = spawn_script(script, tmp_path / "killed", overrides)
     assert again.wait(timeout=300) == 0, again.stderr.read()
     for i in range(3):
-        want, got = record(tmp_path / "ref" / f"r{i}"), record(tmp_path / "killed" / f"r{i}")
-        assert got["status"] == want["status"] == "completed" and got["D"] == want["D"]
-        assert got["val_loss"] == pytest.approx(want["val_loss"], rel=PACK_RTOL)
-        steps = [r["step"] for r in metrics(tmp_path / "killed" / f"r{i}")]
-        assert steps == sorted(set(steps)) == [r["step"] for r in metrics(tmp_path / "ref" / f"r{i}")]
+        assert_resumed_alike(tmp_path / "ref" / f"r{i}", tmp_path / "killed" / f"r{i}")
 
 
 # ---- the sweep: sweep.pack=auto|off|K ----

@@ -21,6 +21,7 @@ from scaling.base.record import TRUNK_RECORD
 from scaling.run.single import train_run
 from scaling.run.trunk import branch_point, train_trunk
 from tests.helpers import (
+    DIVERGING_TRUNK,
     ONE_THREAD,
     ROOT,
     SMALL_MODEL,
@@ -28,6 +29,7 @@ from tests.helpers import (
     TINY_DATA,
     TINY_HPARAMS_GRID,
     TINY_SWEEP,
+    TRUNK_TOKENS,
     killed_when,
     metrics,
     python_m,
@@ -41,11 +43,8 @@ from tests.helpers import (
 
 # 2 layers of d 32, 4 x 32-token batches, fixed warmup: 20, 40 and 64 steps in a second or two each.
 SMALL = [*SMALL_MODEL, "train.log_every=3", "optim.warmup_steps=4", "optim.lr=3e-3"]
-TOKENS = [20 * 128, 40 * 128, 64 * 128]
 BRANCH_ONLY = {"trunk", "shared_tokens", "C_spent"}  # a branch's own keys: the run alone has none
-# Diverging mid-trunk: decoupled weight decay with |1 - lr*wd| > 1 grows the weights geometrically once warmup has
-# raised lr, so the loss crosses the threshold sharply (tests/test_packed.py uses the same construction).
-DIVERGING = ["optim.lr=2e-3", "optim.weight_decay=3000", "optim.warmup_steps=12"]
+DIVERGING = [*DIVERGING_TRUNK, "optim.warmup_steps=12"]  # diverging mid-trunk
 
 
 def same(a: dict, b: dict) -> None:
@@ -65,7 +64,7 @@ def alone_and_branched(make_cfg, tmp_path: Path, tokens: list[int], extra: list[
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_a_branch_records_what_the_run_trained_alone_records(make_cfg, tmp_path, n):
-    alone, branched, dirs = alone_and_branched(make_cfg, tmp_path, TOKENS[:n])
+    alone, branched, dirs = alone_and_branched(make_cfg, tmp_path, TRUNK_TOKENS[:n])
     for i, (a, b) in enumerate(zip(alone, branched)):
         assert b["status"] == "completed" and b["trunk"] == "t"
         same(a, b)
@@ -76,7 +75,7 @@ def test_a_branch_records_what_the_run_trained_alone_records(make_cfg, tmp_path,
             for r, m in zip(metrics(tmp_path / "alone" / f"r{i}"), metrics(dirs[i]))
         ]
     trunk = json.loads((tmp_path / "sweep" / "trunks" / "t" / TRUNK_RECORD).read_text())
-    assert trunk["status"] == "completed" and trunk["steps"] == max(branch_point(t // 128) for t in TOKENS[:n])
+    assert trunk["status"] == "completed" and trunk["steps"] == max(branch_point(t // 128) for t in TRUNK_TOKENS[:n])
     assert not list((tmp_path / "sweep" / "trunks" / "t").glob("branch_*.pt"))  # removed once their branch finished
 
 
@@ -92,8 +91,8 @@ def test_a_diverging_trunk_records_every_later_branch_diverged_at_its_step(make_
 
 
 def test_finished_branches_are_skipped_and_a_rerun_changes_nothing(make_cfg, tmp_path):
-    _, branched, dirs = alone_and_branched(make_cfg, tmp_path, TOKENS[:2])
-    cfgs = [make_cfg(*SMALL, f"train.tokens={t}", f"run.id=r{i}") for i, t in enumerate(TOKENS[:2])]
+    _, branched, dirs = alone_and_branched(make_cfg, tmp_path, TRUNK_TOKENS[:2])
+    cfgs = [make_cfg(*SMALL, f"train.tokens={t}", f"run.id=r{i}") for i, t in enumerate(TRUNK_TOKENS[:2])]
     again = train_trunk(cfgs, dirs, tmp_path / "sweep" / "trunks" / "t", "t")
     assert all(r.get("skipped") for r in again)
     assert [r["val_loss"] for r in again] == [r["val_loss"] for r in branched]
@@ -225,7 +224,7 @@ def two_ranks(script_dir: Path, out: Path, overrides: list[str]) -> None:
 def test_a_trunk_over_two_ranks_gives_the_branches_of_one_process(make_cfg, tmp_path, cache_dir, mode):
     """The tolerances of tests/test_parallel.py (two ranks sum gradients in another fp32 order than one process):
     losses equal to 1e-6 over the first steps, 1e-4 later, final losses 2e-4 (measured here: 1.4e-7 and 5e-8)."""
-    cfgs = [make_cfg(*SMALL, f"train.tokens={t}", f"run.id=r{i}") for i, t in enumerate(TOKENS)]
+    cfgs = [make_cfg(*SMALL, f"train.tokens={t}", f"run.id=r{i}") for i, t in enumerate(TRUNK_TOKENS)]
     single = train_trunk(cfgs, [tmp_path / "single" / f"r{i}" for i in range(3)], tmp_path / "single" / "t", "t")
     out = tmp_path / mode
     two_ranks(tmp_path, out, [*TINY_DATA, f"data.cache_dir={cache_dir}", *SMALL, f"train.parallel={mode}"])
